@@ -130,14 +130,16 @@ type Address struct {
 
 // Envelope is the decoded ENVELOPE of a message (RFC 3501 section 7.4.2).
 type Envelope struct {
-	Date      time.Time
-	Subject   string
-	From      []Address
-	Sender    []Address
-	ReplyTo   []Address
-	To        []Address
-	Cc        []Address
-	Bcc       []Address
+	Date    time.Time
+	Subject string
+	From    []Address
+	Sender  []Address
+	ReplyTo []Address
+	To      []Address
+	Cc      []Address
+	Bcc     []Address
+	// InReplyTo and MessageID hold message ids without their angle
+	// brackets, as go-imap's Envelope does.
 	InReplyTo []string
 	MessageID string
 }

@@ -1,0 +1,267 @@
+package store
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Shared benchmark fixtures are built once per process and removed by
+// TestMain.
+var (
+	fixtureMu   sync.Mutex
+	fixtureDirs = map[string]string{}
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	for _, d := range fixtureDirs {
+		os.RemoveAll(d)
+	}
+	os.Exit(code)
+}
+
+// fixture returns a store directory holding one user "bench" whose INBOX
+// has n messages made by mk, building it on first use.
+func fixture(b *testing.B, n int, mk func(i int) []byte) string {
+	b.Helper()
+	fixtureMu.Lock()
+	defer fixtureMu.Unlock()
+	key := fmt.Sprint(n)
+	if d, ok := fixtureDirs[key]; ok {
+		return d
+	}
+	dir, err := os.MkdirTemp("", "storebench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	fixtureDirs[key] = dir
+	ctx := context.Background()
+	s, err := Open(ctx, dir, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.EnsureUser(ctx, "bench"); err != nil {
+		b.Fatal(err)
+	}
+	const batch = 1000
+	for i := 0; i < n; i += batch {
+		var ds []Delivery
+		for j := i; j < min(n, i+batch); j++ {
+			ds = append(ds, Delivery{Account: "bench", UIDL: strconv.Itoa(j), Digest: "d", User: "bench", Raw: mk(j)})
+		}
+		if _, err := s.Deliver(ctx, ds); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// message8K is a plain message of about 8 KB.
+func message8K(i int) []byte {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "From: Sender %d <sender%d@example.org>\r\nTo: alice@example.net\r\nSubject: benchmark message %d\r\n"+
+		"Date: Mon, 02 Jan 2006 15:04:05 -0700\r\nMessage-ID: <%d@bench.example.org>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n", i, i, i, i)
+	for sb.Len() < 8<<10 {
+		sb.WriteString("The quick brown fox jumps over the lazy dog, again and again and again.\r\n")
+	}
+	return []byte(sb.String())
+}
+
+// messageMultipart is a 2-part message of about 2 KB.
+func messageMultipart(i int) []byte {
+	return fmt.Appendf(nil, "From: Sender <s%d@example.org>\r\nTo: a@example.net, b@example.net\r\nCc: c@example.net\r\n"+
+		"Subject: =?utf-8?q?multipart_n=C2=B0%d?=\r\nDate: Mon, 02 Jan 2006 15:04:05 -0700\r\nMessage-ID: <%d@bench>\r\n"+
+		"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=bb\r\n\r\n--bb\r\nContent-Type: text/plain\r\n\r\n%s\r\n"+
+		"--bb\r\nContent-Type: application/octet-stream; name=x.bin\r\nContent-Disposition: attachment; filename=x.bin\r\n"+
+		"Content-Transfer-Encoding: base64\r\n\r\n%s\r\n--bb--\r\n", i, i, i, strings.Repeat("text ", 150), strings.Repeat("QUJD", 150))
+}
+
+func openFixture(b *testing.B, dir string) (*Store, User, Mailbox) {
+	b.Helper()
+	ctx := context.Background()
+	s, err := Open(ctx, dir, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	u, err := s.UserByName(ctx, "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	mb, err := s.MailboxByName(ctx, u.ID, Inbox)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s, u, mb
+}
+
+// BenchmarkDeliver measures durable (synchronous=FULL) delivery of 8 KB
+// messages, one per transaction and 32 per transaction.
+func BenchmarkDeliver(b *testing.B) {
+	for _, per := range []int{1, 32} {
+		b.Run(fmt.Sprintf("per_tx=%d", per), func(b *testing.B) {
+			s := mustOpen(b)
+			mustUser(b, s, "bench")
+			ctx := context.Background()
+			raws := make([][]byte, per)
+			for i := range raws {
+				raws[i] = message8K(i)
+			}
+			n := 0
+			b.SetBytes(int64(per * len(raws[0])))
+			b.ResetTimer()
+			for b.Loop() {
+				ds := make([]Delivery, per)
+				for i := range ds {
+					n++
+					ds[i] = Delivery{Account: "a", UIDL: strconv.Itoa(n), Digest: "d", User: "bench", Raw: raws[i]}
+				}
+				if _, err := s.Deliver(ctx, ds); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
+}
+
+// BenchmarkMeta10k measures ENVELOPE+BODYSTRUCTURE+FLAGS of 10,000 messages
+// (FETCH 1:* (FLAGS ENVELOPE BODYSTRUCTURE)).
+func BenchmarkMeta10k(b *testing.B) {
+	s, u, mb := openFixture(b, fixture(b, 10000, messageMultipart))
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		m, err := s.Meta(ctx, u.ID, mb.ID, nil)
+		if err != nil || len(m) != 10000 {
+			b.Fatalf("Meta: %d, %v", len(m), err)
+		}
+	}
+}
+
+// BenchmarkUpdateFlags10k measures STORE +FLAGS / -FLAGS \Seen over 10,000
+// messages (every entry changes each time).
+func BenchmarkUpdateFlags10k(b *testing.B) {
+	s, u, mb := openFixture(b, fixture(b, 10000, messageMultipart))
+	ctx := context.Background()
+	snap, err := s.Snapshot(ctx, u.ID, mb.ID)
+	if err != nil {
+		b.Fatal(err)
+	}
+	all := uids(snap.Entries)
+	ops := []FlagOp{FlagsAdd, FlagsRemove}
+	i := 0
+	for b.Loop() {
+		got, err := s.UpdateFlags(ctx, u.ID, mb.ID, all, ops[i%2], []string{FlagSeen})
+		if err != nil || len(got) != len(all) {
+			b.Fatalf("UpdateFlags: %d, %v", len(got), err)
+		}
+		i++
+	}
+}
+
+const snapshotChildEnv = "POPBRIDGE_STORE_SNAPSHOT_DIR"
+
+// TestSnapshotRSSChild is run by BenchmarkSnapshot100k in a fresh process:
+// it opens the store, takes a Snapshot of INBOX and prints the process's
+// peak RSS.
+func TestSnapshotRSSChild(t *testing.T) {
+	dir := os.Getenv(snapshotChildEnv)
+	if dir == "" {
+		t.Skip("child of BenchmarkSnapshot100k only")
+	}
+	ctx := context.Background()
+	start := time.Now()
+	s, err := Open(ctx, dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	u, err := s.UserByName(ctx, "bench")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, err := s.MailboxByName(ctx, u.ID, Inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := s.Snapshot(ctx, u.ID, mb.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	elapsed := time.Since(start)
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	fmt.Printf("SNAPSHOT entries=%d ms=%d heapMB=%.1f peakRSSkB=%d\n", len(snap.Entries), elapsed.Milliseconds(),
+		float64(ms.HeapInuse)/(1<<20), peakRSSkB())
+}
+
+// peakRSSkB reads VmHWM (peak resident set) from /proc/self/status; 0 when
+// unavailable.
+func peakRSSkB() int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// BenchmarkSnapshot100k measures Snapshot of a 100,000-message mailbox in
+// this process (time, allocations) and, in a fresh child process, open +
+// Snapshot with the child's peak RSS (goal: under 100 MB).
+func BenchmarkSnapshot100k(b *testing.B) {
+	const n = 100000
+	dir := fixture(b, n, func(i int) []byte { return testMessage(strconv.Itoa(i)) })
+	s, u, mb := openFixture(b, dir)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		snap, err := s.Snapshot(ctx, u.ID, mb.ID)
+		if err != nil || len(snap.Entries) != n {
+			b.Fatalf("Snapshot: %d, %v", len(snap.Entries), err)
+		}
+	}
+	b.StopTimer()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestSnapshotRSSChild$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), snapshotChildEnv+"="+dir)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		b.Fatalf("child: %v\n%s", err, out)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		rest, ok := strings.CutPrefix(l, "SNAPSHOT ")
+		if !ok {
+			continue
+		}
+		for _, kv := range strings.Fields(rest) {
+			k, v, _ := strings.Cut(kv, "=")
+			f, _ := strconv.ParseFloat(v, 64)
+			switch k {
+			case "peakRSSkB":
+				b.ReportMetric(f/1024, "child-peakRSS-MB")
+			case "ms":
+				b.ReportMetric(f, "child-open+snapshot-ms")
+			}
+		}
+		return
+	}
+	b.Fatalf("child printed no result:\n%s", out)
+}

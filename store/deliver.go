@@ -1,0 +1,157 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Deliver stores every delivery and its ledger row in one durable
+// transaction (one fsync for the batch) and returns one Delivered per
+// Delivery, in order. A missing Folder ("" means INBOX) is created. If any
+// Delivery names an unknown user the whole batch fails with ErrNotFound and
+// nothing is stored.
+//
+// The ledger key (Account, UIDL, Digest) guards against duplicates: a
+// delivery whose key is already in the ledger with a stored message is not
+// stored again and reports the existing message; one whose message has since
+// been expunged locally is not stored again either and reports a zero
+// Delivered. A key previously recorded as skipped is stored now and the
+// ledger row updated.
+func (s *Store) Deliver(ctx context.Context, ds []Delivery) ([]Delivered, error) {
+	if len(ds) == 0 {
+		return nil, nil
+	}
+	type prepared struct {
+		folder string
+		pm     parsedMessage
+		date   time.Time
+	}
+	preps := make([]prepared, len(ds))
+	now := s.now()
+	for i, d := range ds {
+		folder := d.Folder
+		if folder == "" {
+			folder = Inbox
+		}
+		canon, err := ValidateMailboxName(folder)
+		if err != nil {
+			return nil, fmt.Errorf("deliver: %w", err)
+		}
+		date := d.InternalDate
+		if date.IsZero() {
+			date = now
+		}
+		preps[i] = prepared{folder: canon, pm: s.parse(d.Raw), date: date}
+	}
+	out := make([]Delivered, len(ds))
+	err := s.write(ctx, "deliver", func(w *writeTx) error {
+		users := map[string]UserID{}
+		type mbKey struct {
+			u    UserID
+			name string
+		}
+		mboxes := map[mbKey]*Mailbox{}
+		for i, d := range ds {
+			uid, ok := users[d.User]
+			if !ok {
+				u, err := userByName(w.ctx, w, d.User)
+				if err != nil {
+					return err
+				}
+				uid, users[d.User] = u.ID, u.ID
+			}
+			var (
+				rowID   int64
+				msgID   sql.NullInt64
+				skipped string
+			)
+			lookup, err := w.stmt(`SELECT id, message_id, skipped FROM pop_ledger WHERE account = ? AND uidl = ? AND digest = ?`)
+			if err != nil {
+				return err
+			}
+			err = lookup.QueryRowContext(w.ctx, d.Account, d.UIDL, d.Digest).Scan(&rowID, &msgID, &skipped)
+			known := err == nil
+			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("query ledger: %w", err)
+			}
+			if known && msgID.Valid {
+				dl, err := existingDelivered(w, uid, MessageID(msgID.Int64), preps[i].folder)
+				if err != nil {
+					return err
+				}
+				out[i] = dl
+				continue
+			}
+			if known && skipped == "" {
+				continue // stored before and expunged locally since
+			}
+			key := mbKey{uid, preps[i].folder}
+			mb := mboxes[key]
+			if mb == nil {
+				m, err := mailboxByName(w.ctx, w, uid, preps[i].folder)
+				if err != nil || m.NoSelect {
+					if err != nil && !errors.Is(err, ErrNotFound) {
+						return err
+					}
+					if m, err = s.createMailbox(w, uid, preps[i].folder, ""); err != nil {
+						return err
+					}
+				}
+				mb = &m
+				mboxes[key] = mb
+			}
+			msg, err := insertMessage(w, preps[i].pm, preps[i].date)
+			if err != nil {
+				return err
+			}
+			ents, err := addEntries(w, mb, []entryRow{{msg: msg}})
+			if err != nil {
+				return err
+			}
+			if known {
+				_, err = w.ExecContext(w.ctx, `UPDATE pop_ledger SET message_id = ?, skipped = '', size = ?, stored_at = ? WHERE id = ?`,
+					msg, len(d.Raw), nullTime(now), rowID)
+			} else {
+				var ins *sql.Stmt
+				if ins, err = w.stmt(`INSERT INTO pop_ledger (account, uidl, digest, size, stored_at, message_id, last_seen)
+					VALUES (?, ?, ?, ?, ?, ?, ?)`); err == nil {
+					_, err = ins.ExecContext(w.ctx, d.Account, d.UIDL, d.Digest, len(d.Raw), nullTime(now), msg, nullTime(now))
+				}
+			}
+			if err != nil {
+				return fmt.Errorf("write ledger: %w", err)
+			}
+			out[i] = Delivered{Mailbox: mb.ID, UID: ents[0].UID, Message: msg}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// existingDelivered finds an entry of msg in the user's mailboxes,
+// preferring folder.
+func existingDelivered(w *writeTx, u UserID, msg MessageID, folder string) (Delivered, error) {
+	var (
+		dl  Delivered
+		uid int64
+	)
+	err := w.QueryRowContext(w.ctx, `SELECT mm.mailbox_id, mm.uid FROM mailbox_messages mm JOIN mailboxes m ON m.id = mm.mailbox_id
+		WHERE mm.message_id = ? AND m.user_id = ? ORDER BY CASE WHEN m.name = ? THEN 0 ELSE 1 END, mm.mailbox_id, mm.uid LIMIT 1`,
+		msg, u, folder).Scan(&dl.Mailbox, &uid)
+	if errors.Is(err, sql.ErrNoRows) {
+		// The message lives on only in another user's mailbox (the
+		// account was reassigned): report it as not stored.
+		return Delivered{}, nil
+	}
+	if err != nil {
+		return Delivered{}, fmt.Errorf("find delivered entry: %w", err)
+	}
+	dl.UID, dl.Message = UID(uid), msg
+	return dl, nil
+}

@@ -1,0 +1,203 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+)
+
+func TestDeliver(t *testing.T) {
+	s := mustOpen(t)
+	ctx := context.Background()
+	u := mustUser(t, s, "alice")
+	rec := record(t, s)
+	ds := []Delivery{
+		{Account: "work", UIDL: "u1", Digest: "d1", User: "alice", Raw: testMessage("1")},
+		{Account: "work", UIDL: "u2", Digest: "d2", User: "alice", Folder: "Lists/Go", Raw: testMessage("2")},
+		{Account: "work", UIDL: "u1", Digest: "d1", User: "alice", Raw: testMessage("1")}, // duplicate within the batch
+	}
+	got, err := s.Deliver(ctx, ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inbox := mustMailbox(t, s, u.ID, "INBOX")
+	lists := mustMailbox(t, s, u.ID, "Lists/Go")
+	if got[0] != (Delivered{Mailbox: inbox.ID, UID: 1, Message: got[0].Message}) || got[2] != got[0] ||
+		got[1].Mailbox != lists.ID || got[1].UID != 1 {
+		t.Errorf("Deliver = %+v", got)
+	}
+	var kinds []ChangeKind
+	for _, c := range rec.take() {
+		kinds = append(kinds, c.Kind)
+	}
+	if want := fmt.Sprint([]ChangeKind{ChangeAdd, ChangeMailboxCreated, ChangeMailboxCreated, ChangeAdd}); fmt.Sprint(kinds) != want {
+		t.Errorf("change kinds = %v, want %v", kinds, want)
+	}
+	// Delivering again (a crash after commit, before the poller noticed)
+	// stores nothing new.
+	again, err := s.Deliver(ctx, ds[:1])
+	if err != nil || again[0] != got[0] {
+		t.Errorf("re-Deliver = %+v, %v; want %+v", again, err, got[0])
+	}
+	// Same UIDL, other content: a new message.
+	other, err := s.Deliver(ctx, []Delivery{{Account: "work", UIDL: "u1", Digest: "dX", User: "alice", Raw: testMessage("X")}})
+	if err != nil || other[0].UID != 2 || other[0].Mailbox != inbox.ID {
+		t.Errorf("reused UIDL = %+v, %v", other, err)
+	}
+	if c, _ := s.Counts(ctx, u.ID, inbox.ID); c.Messages != 2 {
+		t.Errorf("INBOX has %d messages, want 2", c.Messages)
+	}
+	led, err := s.Ledger(ctx, "work")
+	if err != nil || len(led) != 3 {
+		t.Fatalf("Ledger = %+v, %v", led, err)
+	}
+	if l := led[0]; l.UIDL != "u1" || l.Digest != "d1" || l.Message != got[0].Message || l.Expunged || l.Size != int64(len(ds[0].Raw)) || l.StoredAt.IsZero() {
+		t.Errorf("ledger[0] = %+v", l)
+	}
+	// Expunged locally: the ledger keeps a tombstone and a re-delivery is
+	// not stored again.
+	if _, err := s.UpdateFlags(ctx, u.ID, inbox.ID, []UID{1}, FlagsAdd, []string{FlagDeleted}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Expunge(ctx, u.ID, inbox.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	led, _ = s.Ledger(ctx, "work")
+	if !led[0].Expunged || led[0].Message != 0 {
+		t.Errorf("ledger after expunge = %+v", led[0])
+	}
+	third, err := s.Deliver(ctx, ds[:1])
+	if err != nil || third[0] != (Delivered{}) {
+		t.Errorf("Deliver of expunged = %+v, %v", third, err)
+	}
+	if c, _ := s.Counts(ctx, u.ID, inbox.ID); c.Messages != 1 {
+		t.Errorf("INBOX has %d messages, want 1", c.Messages)
+	}
+	// Unknown user: nothing of the batch is stored.
+	_, err = s.Deliver(ctx, []Delivery{
+		{Account: "work", UIDL: "u9", Digest: "d9", User: "alice", Raw: testMessage("9")},
+		{Account: "work", UIDL: "u10", Digest: "d10", User: "mallory", Raw: testMessage("10")},
+	})
+	if !errors.Is(err, ErrNotFound) {
+		t.Errorf("Deliver to unknown user = %v", err)
+	}
+	if led, _ := s.Ledger(ctx, "work"); len(led) != 3 {
+		t.Errorf("ledger grew to %d rows after failed batch", len(led))
+	}
+	if _, err := s.Deliver(ctx, []Delivery{{Account: "w", User: "alice", Folder: "../x", Raw: testMessage("x")}}); !errors.Is(err, ErrInvalidName) {
+		t.Errorf("Deliver to bad folder = %v", err)
+	}
+}
+
+func TestLedgerLifecycle(t *testing.T) {
+	clock := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	s, err := Open(context.Background(), t.TempDir(), Options{Now: func() time.Time { return clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	mustUser(t, s, "alice")
+	var ds []Delivery
+	for i := range 3 {
+		ds = append(ds, Delivery{Account: "a", UIDL: fmt.Sprint("u", i), Digest: fmt.Sprint("d", i), User: "alice", Raw: testMessage(fmt.Sprint(i))})
+	}
+	if _, err := s.Deliver(ctx, ds); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecordSkipped(ctx, "a", "big", "dbig", 1<<30, "too large"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkDeletePending(ctx, "a", []string{"u0", "u1"}); err != nil {
+		t.Fatal(err)
+	}
+	byUIDL := func() map[string]LedgerEntry {
+		led, err := s.Ledger(ctx, "a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]LedgerEntry{}
+		for _, e := range led {
+			m[e.UIDL] = e
+		}
+		return m
+	}
+	m := byUIDL()
+	if !m["u0"].DeletePending || !m["u1"].DeletePending || m["u2"].DeletePending {
+		t.Errorf("pending marks wrong: %+v", m)
+	}
+	if b := m["big"]; b.Skipped != "too large" || b.Message != 0 || b.Expunged || b.Size != 1<<30 {
+		t.Errorf("skipped row = %+v", b)
+	}
+	clock = clock.Add(time.Hour)
+	if err := s.MarkDeleted(ctx, "a", []string{"u0"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ClearDeletePending(ctx, "a", []string{"u1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.TouchLedger(ctx, "a", []string{"u1", "u2", "big"}, clock.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	m = byUIDL()
+	if u0 := m["u0"]; u0.DeletePending || !u0.DeletedAt.Equal(clock) {
+		t.Errorf("u0 = %+v", u0)
+	}
+	if u1 := m["u1"]; u1.DeletePending || !u1.DeletedAt.IsZero() || !u1.LastSeen.Equal(clock.Add(time.Hour)) {
+		t.Errorf("u1 = %+v", u1)
+	}
+	// Prune: u0 (deleted, last seen at delivery) goes; the others were seen later.
+	n, err := s.PruneLedger(ctx, "a", clock.Add(30*time.Minute))
+	if err != nil || n != 1 {
+		t.Errorf("PruneLedger = %d, %v; want 1", n, err)
+	}
+	if m = byUIDL(); len(m) != 3 {
+		t.Errorf("after prune: %+v", m)
+	}
+	// A skipped message that is later delivered takes over its row.
+	dl, err := s.Deliver(ctx, []Delivery{{Account: "a", UIDL: "big", Digest: "dbig", User: "alice", Raw: testMessage("big")}})
+	if err != nil || dl[0].Message == 0 {
+		t.Fatalf("Deliver of skipped = %+v, %v", dl, err)
+	}
+	if b := byUIDL()["big"]; b.Skipped != "" || b.Message != dl[0].Message {
+		t.Errorf("big after delivery = %+v", b)
+	}
+	// RecordSkipped does not touch a stored message's row.
+	if err := s.RecordSkipped(ctx, "a", "big", "dbig", 5, "too large"); err != nil {
+		t.Fatal(err)
+	}
+	if b := byUIDL()["big"]; b.Skipped != "" {
+		t.Errorf("stored row marked skipped: %+v", b)
+	}
+	if led, _ := s.Ledger(ctx, "other"); len(led) != 0 {
+		t.Errorf("other account sees %d rows", len(led))
+	}
+}
+
+func TestAccountStatus(t *testing.T) {
+	s := mustOpen(t)
+	ctx := context.Background()
+	at := time.Date(2025, 2, 3, 4, 5, 6, 7, time.UTC)
+	sts := []AccountStatus{
+		{Account: "b", LastAttempt: at, LastError: "dial: refused", LastErrorAt: at, UpstreamCount: 3},
+		{Account: "a", LastAttempt: at, LastSuccess: at, Fetched: 10, FetchedBytes: 1000, Skipped: 1},
+	}
+	for _, st := range sts {
+		if err := s.SetAccountStatus(ctx, st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sts[0].LastError, sts[0].LastErrorAt = "", time.Time{}
+	if err := s.SetAccountStatus(ctx, sts[0]); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.AccountStatuses(ctx)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("AccountStatuses = %+v, %v", got, err)
+	}
+	if got[0] != sts[1] || got[1] != sts[0] {
+		t.Errorf("AccountStatuses = %+v, want %+v", got, []AccountStatus{sts[1], sts[0]})
+	}
+}

@@ -1,0 +1,99 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+// This file holds everything specific to the SQLite backend: the file name,
+// the DSN with its per-connection pragmas, pool sizing and the few
+// SQLite-only SQL fragments. The rest of the package speaks plain SQL
+// through database/sql (with "?" placeholders, which a PostgreSQL backend
+// rebinds to $n, and INSERT ... RETURNING instead of LastInsertId), so a
+// PostgreSQL backend can replace this file and the migrations.
+
+// dbFileName is the database file inside the data directory.
+const dbFileName = "popbridge.db"
+
+// busyTimeoutMS is how long a connection waits for a lock held by another
+// connection. Writes are serialised in Go (Store.wmu), so it only matters
+// for readers racing a WAL checkpoint or another process holding the file.
+const busyTimeoutMS = 10000
+
+// sqliteDSN returns the DSN for path. Every pragma is in the DSN, so
+// database/sql applies it to every connection it opens, not only the first.
+// Writers begin with BEGIN IMMEDIATE (the write lock is taken at BEGIN, so a
+// read-then-write transaction can never fail with SQLITE_BUSY_SNAPSHOT);
+// readers begin deferred and are query_only, so a read transaction never
+// takes the write lock.
+func sqliteDSN(path string, writer bool) string {
+	q := url.Values{}
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeoutMS))
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(FULL)")
+	q.Add("_pragma", "foreign_keys(1)")
+	if writer {
+		q.Set("_txlock", "immediate")
+	} else {
+		q.Add("_pragma", "query_only(1)")
+		q.Set("_txlock", "deferred")
+	}
+	return "file:" + path + "?" + q.Encode()
+}
+
+// openSQLite creates dir (0700) and the database file (0600) if missing and
+// opens the writer pool (one connection) and the reader pool.
+func openSQLite(ctx context.Context, dir string) (wdb, rdb *sql.DB, err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("create data dir: %w", err)
+	}
+	path := filepath.Join(dir, dbFileName)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("create database file: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, nil, fmt.Errorf("create database file: %w", err)
+	}
+	wdb, err = sql.Open("sqlite", sqliteDSN(path, true))
+	if err != nil {
+		return nil, nil, fmt.Errorf("open writer pool: %w", err)
+	}
+	wdb.SetMaxOpenConns(1)
+	wdb.SetMaxIdleConns(1)
+	wdb.SetConnMaxLifetime(0)
+	wdb.SetConnMaxIdleTime(0)
+	// The writer connection is opened first: it switches the file to WAL
+	// before any reader connects.
+	if err := wdb.PingContext(ctx); err != nil {
+		wdb.Close()
+		return nil, nil, fmt.Errorf("open writer connection: %w", err)
+	}
+	rdb, err = sql.Open("sqlite", sqliteDSN(path, false))
+	if err != nil {
+		wdb.Close()
+		return nil, nil, fmt.Errorf("open reader pool: %w", err)
+	}
+	n := max(4, 2*runtime.GOMAXPROCS(0))
+	rdb.SetMaxOpenConns(n)
+	rdb.SetMaxIdleConns(n)
+	return wdb, rdb, nil
+}
+
+// sqlContains is a boolean SQL expression true when the text column (first
+// placeholder argument position is the column) contains the needle; it is
+// used by SearchText's body search. instr is SQLite-specific (PostgreSQL:
+// strpos).
+func sqlContains(column string) string {
+	return "instr(" + column + ", ?) > 0"
+}
+
+// sqlMaxVars bounds the number of placeholders per statement.
+const sqlMaxVars = 500

@@ -1,0 +1,241 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Options configures a Store. The zero value is valid.
+type Options struct {
+	// Logger receives the store's log lines; nil discards them.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Store is the durable multi-user mail store. It is safe for concurrent use.
+// See the package documentation for its model, durability and locking rules.
+type Store struct {
+	log *slog.Logger
+	now func() time.Time
+
+	wdb *sql.DB // writer pool: exactly one connection
+	rdb *sql.DB // reader pool
+
+	// wmu serialises write transactions and the publication of their
+	// changes: a writer holds it from BEGIN until every subscriber has seen
+	// the transaction's changes.
+	wmu    sync.Mutex
+	closed atomic.Bool
+
+	subMu   sync.Mutex
+	subs    map[int]func(Change)
+	nextSub int
+}
+
+// Open opens (creating if needed) the store in dir: the directory is created
+// with mode 0700 and the database file dir/popbridge.db with mode 0600.
+// Pending schema migrations are applied before Open returns.
+func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
+	s := &Store{
+		log:  opts.Logger,
+		now:  opts.Now,
+		subs: make(map[int]func(Change)),
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	wdb, rdb, err := openSQLite(ctx, dir)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	s.wdb, s.rdb = wdb, rdb
+	if err := s.migrate(ctx); err != nil {
+		wdb.Close()
+		rdb.Close()
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	return s, nil
+}
+
+// Close waits for the write in progress, if any, and closes the database.
+// Every method called after Close returns ErrClosed.
+func (s *Store) Close() error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.closed.Swap(true) {
+		return nil
+	}
+	return errors.Join(s.rdb.Close(), s.wdb.Close())
+}
+
+type originKey struct{}
+
+// WithOrigin returns a context that tags the writes made with it: every
+// Change they cause carries origin in Change.Origin, so a session can
+// recognise its own changes.
+func WithOrigin(ctx context.Context, origin any) context.Context {
+	return context.WithValue(ctx, originKey{}, origin)
+}
+
+// Subscribe registers fn to receive every committed Change. fn is called
+// synchronously after commit, in commit order, with the store's writer lock
+// held: it must be quick and must not call the store's write methods
+// (reads are allowed but see the snapshot rules in the package doc). The
+// returned cancel unregisters fn; after cancel returns fn is not called
+// again unless a call is already running.
+func (s *Store) Subscribe(fn func(Change)) (cancel func()) {
+	s.subMu.Lock()
+	id := s.nextSub
+	s.nextSub++
+	s.subs[id] = fn
+	s.subMu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.subMu.Lock()
+			delete(s.subs, id)
+			s.subMu.Unlock()
+		})
+	}
+}
+
+// publish hands changes to every subscriber. Must be called with wmu held.
+func (s *Store) publish(origin any, changes []Change) {
+	if len(changes) == 0 {
+		return
+	}
+	s.subMu.Lock()
+	ids := make([]int, 0, len(s.subs))
+	for id := range s.subs {
+		ids = append(ids, id)
+	}
+	fns := make([]func(Change), 0, len(ids))
+	// Subscribers are called in registration order.
+	slices.Sort(ids)
+	for _, id := range ids {
+		fns = append(fns, s.subs[id])
+	}
+	s.subMu.Unlock()
+	for _, c := range changes {
+		c.Origin = origin
+		for _, fn := range fns {
+			fn(c)
+		}
+	}
+}
+
+// writeTx is a write transaction plus the changes it will publish.
+type writeTx struct {
+	*sql.Tx
+	ctx     context.Context
+	changes []Change
+	stmts   map[string]*sql.Stmt
+}
+
+func (w *writeTx) emit(c Change) { w.changes = append(w.changes, c) }
+
+// stmt returns query prepared once per transaction, for statements run per
+// message of a batch. The statements are closed with the transaction.
+func (w *writeTx) stmt(query string) (*sql.Stmt, error) {
+	if st, ok := w.stmts[query]; ok {
+		return st, nil
+	}
+	st, err := w.PrepareContext(w.ctx, query)
+	if err != nil {
+		return nil, fmt.Errorf("prepare: %w", err)
+	}
+	if w.stmts == nil {
+		w.stmts = map[string]*sql.Stmt{}
+	}
+	w.stmts[query] = st
+	return st, nil
+}
+
+// write runs fn in one write transaction under the writer lock, commits, and
+// publishes fn's changes. The transaction runs without ctx's cancellation
+// once started (a commit must not be torn between "done" and "reported"):
+// ctx is checked before BEGIN only.
+func (s *Store) write(ctx context.Context, op string, fn func(tx *writeTx) error) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.closed.Load() {
+		return fmt.Errorf("%s: %w", op, ErrClosed)
+	}
+	tctx := context.WithoutCancel(ctx)
+	tx, err := s.wdb.BeginTx(tctx, nil)
+	if err != nil {
+		return fmt.Errorf("%s: begin: %w", op, err)
+	}
+	defer tx.Rollback()
+	w := &writeTx{Tx: tx, ctx: tctx}
+	if err := fn(w); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("%s: commit: %w", op, err)
+	}
+	s.publish(ctx.Value(originKey{}), w.changes)
+	return nil
+}
+
+// read runs fn in one read transaction: everything fn reads comes from the
+// same database snapshot.
+func (s *Store) read(ctx context.Context, op string, fn func(tx *sql.Tx) error) error {
+	if s.closed.Load() {
+		return fmt.Errorf("%s: %w", op, ErrClosed)
+	}
+	tx, err := s.rdb.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("%s: begin: %w", op, err)
+	}
+	defer tx.Rollback()
+	if err := fn(tx); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+// timeLayout is how times are stored: RFC 3339 with fixed-width
+// nanoseconds, so that times stored in UTC (ledger, status) compare
+// correctly as text; INTERNALDATE keeps its zone offset.
+const timeLayout = "2006-01-02T15:04:05.000000000Z07:00"
+
+func fmtTime(t time.Time) string { return t.Format(timeLayout) }
+
+// nullTime stores the zero time as NULL.
+func nullTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UTC().Format(timeLayout)
+}
+
+func parseTime(s string) (time.Time, error) {
+	t, err := time.Parse(timeLayout, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("parse stored time %q: %w", s, err)
+	}
+	return t, nil
+}
+
+func parseNullTime(s sql.NullString) (time.Time, error) {
+	if !s.Valid {
+		return time.Time{}, nil
+	}
+	return parseTime(s.String)
+}
