@@ -1,0 +1,73 @@
+package imapfront
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/popbridge/popbridge/store"
+)
+
+// benchMailbox fills alice's INBOX with n messages in one Deliver call.
+func benchMailbox(b *testing.B, env *testEnv, n int) {
+	b.Helper()
+	env.user("alice")
+	ds := make([]store.Delivery, n)
+	for i := range ds {
+		ds[i] = store.Delivery{Account: "bench", UIDL: fmt.Sprint(i), Digest: fmt.Sprint(i), User: "alice", Folder: "INBOX",
+			Raw: []byte(msg(fmt.Sprintf("bench %d", i)) + multipartMsg[len(multipartMsg)-200:])}
+	}
+	if _, err := env.st.Deliver(context.Background(), ds); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkFetchHeaderSync is a client's header sync of a 1000-message
+// mailbox: FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE
+// BODYSTRUCTURE), over a raw socket.
+func BenchmarkFetchHeaderSync(b *testing.B) {
+	env := newEnv(b)
+	const n = 1000
+	benchMailbox(b, env, n)
+	c := env.rawLogin("alice")
+	c.ok("SELECT INBOX")
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if u := c.ok("FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE)"); len(u) != n {
+			b.Fatalf("%d responses", len(u))
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*n), "µs/msg")
+}
+
+// BenchmarkFetchBodies fetches every body of a 1000-message mailbox.
+func BenchmarkFetchBodies(b *testing.B) {
+	env := newEnv(b)
+	const n = 1000
+	benchMailbox(b, env, n)
+	c := env.rawLogin("alice")
+	c.ok("SELECT INBOX")
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if u := c.ok("FETCH 1:* (BODY.PEEK[])"); len(u) != n {
+			b.Fatalf("%d responses", len(u))
+		}
+	}
+}
+
+// BenchmarkStoreAll sets and clears a flag on every message.
+func BenchmarkStoreAll(b *testing.B) {
+	env := newEnv(b)
+	const n = 1000
+	benchMailbox(b, env, n)
+	c := env.rawLogin("alice")
+	c.ok("SELECT INBOX")
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		op := "+"
+		if i%2 == 1 {
+			op = "-"
+		}
+		c.ok("UID STORE 1:* %sFLAGS.SILENT (\\Flagged)", op)
+	}
+}

@@ -1,0 +1,282 @@
+package imapfront
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"github.com/emersion/go-imap/v2/imapserver"
+)
+
+// connState wraps one accepted connection (plain TCP, or the *tls.Conn of an
+// implicit-TLS listener) before imapserver sees it. It
+//
+//   - poisons the connection when the server rejects a literal the client
+//     may already be sending: imapserver does not drain it, so its bytes
+//     would be executed as commands (notes §6.1). Once poisoned, every
+//     session method refuses and the socket is closed;
+//   - knows when the connection is quiet (the server is blocked reading the
+//     next command and no session method runs), the moment Shutdown may
+//     send BYE without cutting a reply short;
+//   - tells the server when it is closed.
+//
+// Literal rejections are recognised on plaintext writes only: after
+// STARTTLS imapserver wraps this conn in its own *tls.Conn and the writes
+// seen here are ciphertext. Not advertising LITERAL+ is the first line of
+// defence there (see doc.go).
+type connState struct {
+	net.Conn
+	srv    *Server
+	remote string
+
+	poisoned atomic.Bool
+	lits     literalScanner // client input; only the reading goroutine uses it
+	closed   sync.Once
+	done     chan struct{} // closed by Close
+
+	mu       sync.Mutex
+	imapConn *imapserver.Conn
+	sess     *session
+	reading  bool          // blocked in Read
+	active   int           // session methods running
+	quietCh  chan struct{} // closed on the next state change, for byeWhenQuiet
+	draining bool          // BYE decided: refuse new session methods
+}
+
+func newConnState(s *Server, c net.Conn) *connState {
+	return &connState{Conn: c, srv: s, remote: c.RemoteAddr().String(), done: make(chan struct{})}
+}
+
+// attach records the imapserver connection and session of cs.
+func (c *connState) attach(ic *imapserver.Conn, sess *session) {
+	c.mu.Lock()
+	c.imapConn = ic
+	c.sess = sess
+	c.mu.Unlock()
+}
+
+// Read implements net.Conn and records that the server waits for input.
+// It also watches the client's literal announcements: a non-synchronising
+// literal over 4096 bytes is always refused (LITERAL+ is not advertised), and
+// imapserver would then run its bytes as commands; such a connection is
+// poisoned before the server parses it.
+func (c *connState) Read(p []byte) (int, error) {
+	c.setReading(true)
+	n, err := c.Conn.Read(p)
+	c.setReading(false)
+	if n > 0 && !c.poisoned.Load() && c.lits.feed(p[:n]) {
+		c.poisoned.Store(true)
+		c.srv.log.Warn("imap connection closed after a rejected literal", "conn", c.remote, "reason", "non-synchronizing literal over 4096 bytes")
+	}
+	return n, err
+}
+
+func (c *connState) setReading(r bool) {
+	c.mu.Lock()
+	c.reading = r
+	c.changedLocked()
+	c.mu.Unlock()
+}
+
+// changedLocked wakes byeWhenQuiet. Must be called with c.mu held.
+func (c *connState) changedLocked() {
+	if c.quietCh != nil {
+		close(c.quietCh)
+		c.quietCh = nil
+	}
+}
+
+// Write implements net.Conn. A tagged literal rejection written while no
+// session method runs (so it cannot be message data of a FETCH) poisons the
+// connection once it has been sent.
+func (c *connState) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if c.poisoned.Load() && len(p) > 0 && p[0] != '*' && p[0] != '+' {
+		// The tagged answer to the poisoned command went out: close.
+		c.Conn.Close()
+		return n, err
+	}
+	if isLiteralRejection(p) {
+		c.mu.Lock()
+		active := c.active
+		c.mu.Unlock()
+		if active == 0 {
+			c.poison()
+		}
+	}
+	return n, err
+}
+
+// Close implements net.Conn; it also tells the server the connection ended.
+func (c *connState) Close() error {
+	err := c.Conn.Close()
+	c.closed.Do(func() {
+		close(c.done)
+		c.srv.removeConn(c)
+	})
+	return err
+}
+
+// poison marks the connection unusable and closes it.
+func (c *connState) poison() {
+	if c.poisoned.Swap(true) {
+		return
+	}
+	c.srv.log.Warn("imap connection closed after a rejected literal", "conn", c.remote)
+	c.Conn.Close()
+}
+
+// enter marks a session method running; it fails when the connection is
+// poisoned or the server is sending BYE.
+func (c *connState) enter() error {
+	if c.poisoned.Load() {
+		return errPoisoned
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.draining {
+		return errShuttingDown
+	}
+	c.active++
+	c.changedLocked()
+	return nil
+}
+
+// leave ends what enter began.
+func (c *connState) leave() {
+	c.mu.Lock()
+	c.active--
+	c.changedLocked()
+	c.mu.Unlock()
+}
+
+// byeWhenQuiet waits until the connection is between commands, then sends
+// BYE and closes it. It gives up when ctx is done (Shutdown then closes).
+func (c *connState) byeWhenQuiet(ctx context.Context) {
+	for {
+		c.mu.Lock()
+		if c.reading && c.active == 0 {
+			c.draining = true
+			ic := c.imapConn
+			c.mu.Unlock()
+			if ic == nil {
+				c.Close()
+				return
+			}
+			ic.Bye("Server is shutting down")
+			c.Close()
+			return
+		}
+		if c.quietCh == nil {
+			c.quietCh = make(chan struct{})
+		}
+		ch := c.quietCh
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-c.done:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// isLiteralRejection reports whether p is exactly one tagged response line
+// by which imapserver refuses a literal: "tag NO [TOOBIG] ..." (APPEND over
+// the limit, or a buffered literal over 4096 bytes) or "tag BAD
+// Non-synchronizing literals are limited ...".
+func isLiteralRejection(p []byte) bool {
+	if len(p) > 1024 || !bytes.HasSuffix(p, []byte("\r\n")) || bytes.Count(p, []byte("\r\n")) != 1 {
+		return false
+	}
+	tag, rest, ok := bytes.Cut(p, []byte(" "))
+	if !ok || len(tag) == 0 || bytes.Equal(tag, []byte("*")) || bytes.Equal(tag, []byte("+")) {
+		return false
+	}
+	return bytes.HasPrefix(rest, []byte("NO [TOOBIG]")) || bytes.HasPrefix(rest, []byte("BAD Non-synchronizing literal"))
+}
+
+// maxNonSyncLiteral is the largest non-synchronising literal imapserver
+// accepts without LITERAL+ (LITERAL-, RFC 7888).
+const maxNonSyncLiteral = 4096
+
+// literalScanner follows the client's command stream, skipping literal
+// data, and reports a non-synchronising literal announcement over
+// maxNonSyncLiteral at the end of a line.
+type literalScanner struct {
+	tail []byte // end of the current partial line
+	skip int64  // literal bytes still to skip
+}
+
+// feed consumes p and reports whether a forbidden literal was announced.
+func (s *literalScanner) feed(p []byte) bool {
+	for len(p) > 0 {
+		if s.skip > 0 {
+			k := min(int64(len(p)), s.skip)
+			p = p[k:]
+			s.skip -= k
+			continue
+		}
+		j := bytes.IndexByte(p, '\n')
+		if j < 0 {
+			s.keepTail(p)
+			return false
+		}
+		s.keepTail(p[:j])
+		p = p[j+1:]
+		n, nonSync, ok := literalAtEnd(s.tail)
+		s.tail = s.tail[:0]
+		if !ok {
+			continue
+		}
+		if nonSync && n > maxNonSyncLiteral {
+			return true
+		}
+		s.skip = n
+	}
+	return false
+}
+
+// keepTail appends b to the partial line, keeping only its last 48 bytes:
+// enough for a literal announcement.
+func (s *literalScanner) keepTail(b []byte) {
+	const keep = 48
+	if len(b) >= keep {
+		s.tail = append(s.tail[:0], b[len(b)-keep:]...)
+		return
+	}
+	s.tail = append(s.tail, b...)
+	if len(s.tail) > keep {
+		s.tail = append(s.tail[:0], s.tail[len(s.tail)-keep:]...)
+	}
+}
+
+// literalAtEnd parses a literal announcement "{n}" or "{n+}" ending line.
+func literalAtEnd(line []byte) (n int64, nonSync, ok bool) {
+	line = bytes.TrimSuffix(line, []byte("\r"))
+	if !bytes.HasSuffix(line, []byte("}")) {
+		return 0, false, false
+	}
+	i := bytes.LastIndexByte(line, '{')
+	if i < 0 {
+		return 0, false, false
+	}
+	num := line[i+1 : len(line)-1]
+	if bytes.HasSuffix(num, []byte("+")) {
+		nonSync = true
+		num = num[:len(num)-1]
+	}
+	if len(num) == 0 || len(num) > 19 {
+		return 0, false, false
+	}
+	for _, ch := range num {
+		if ch < '0' || ch > '9' {
+			return 0, false, false
+		}
+		n = n*10 + int64(ch-'0')
+	}
+	return n, nonSync, true
+}

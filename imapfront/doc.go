@@ -1,0 +1,66 @@
+// Package imapfront is popbridge's IMAP server: a backend for go-imap v2's
+// imapserver (v2.0.0-beta.8) over the store.
+//
+// # Model
+//
+// A Server accepts connections itself and hands each to one of a few
+// imapserver.Server instances, chosen per connection: imapserver decides
+// whether LOGIN is allowed per server, not per connection, so loopback,
+// implicit-TLS and AllowPlaintextAuth connections go to one with
+// InsecureAuth, the others to one that answers LOGINDISABLED until STARTTLS.
+// Every session of a user shares one userState (refcounted); every mailbox
+// selected by at least one session has one mailboxState, the tracker shared
+// by all sessions of all connections. The store's change feed
+// (store.Subscribe, synchronous, in commit order) is applied to the
+// mailboxState and queued to each session's view; a session drains its
+// queue in Poll (after each command, NOOP, CHECK) and pushes it at once in
+// IDLE.
+//
+// # Invariants
+//
+//   - A session's sequence numbers are computed against its own client view
+//     (the UIDs its client has been told about), never against the store or
+//     another session: "*" is the client's last message, and a message
+//     expunged by someone else but not yet announced is skipped, never
+//     mapped to a neighbour.
+//   - A change is applied once: a snapshot's HIGHESTMODSEQ tells which feed
+//     changes it already contains.
+//   - Each session learns about every add, flag change and expunge in commit
+//     order; EXPUNGE is never sent during FETCH, STORE or SEARCH.
+//   - A session's own MOVE and EXPUNGE are reported through its queue only,
+//     so each EXPUNGE is sent exactly once.
+//   - EXAMINE is read-only for real: STORE, EXPUNGE and MOVE are refused, no
+//     implicit \Seen, CLOSE expunges nothing.
+//   - A rejected literal poisons its connection: imapserver does not drain
+//     it, so its bytes would run as commands. LITERAL+ is not advertised, so
+//     compliant clients never send a large non-synchronising literal; when a
+//     rejection is written on a plaintext (or implicit-TLS) connection anyway,
+//     every further command is refused and the connection closed. The
+//     client's input is watched too: a non-synchronising literal over 4096
+//     bytes is always refused, so it poisons the connection before the
+//     server parses it. After STARTTLS the wrapper sees only ciphertext; there
+//     compliant clients are still safe as long as AppendLimit is at least
+//     4096 bytes (they send larger literals synchronising).
+//   - One user never reaches another's mailboxes: every store call names the
+//     session's user.
+//   - A connection gets maxLoginFailures failed logins, then it is closed.
+//     Failed logins are logged with address and user, never the password;
+//     unknown users are verified against a dummy bcrypt hash.
+//   - A session whose update queue outgrows maxPending (selected, but neither
+//     polling nor idling) is disconnected at its next command, so its client
+//     resynchronises.
+//
+// # Locking
+//
+// Lock order: Server.usersMu, userState.mu, mailboxState.mu. The feed runs
+// with the store's writer lock held, so no store method is called while
+// holding any of these, and no lock is held while writing to a socket: a
+// slow client stalls nobody else.
+//
+// # Standards
+//
+// IMAP4rev1 (RFC 3501) and IMAP4rev2 (RFC 9051) with IDLE, NAMESPACE,
+// UIDPLUS, MOVE, SPECIAL-USE, CREATE-SPECIAL-USE, LIST-EXTENDED,
+// LIST-STATUS, STATUS=SIZE, ESEARCH, SEARCHRES, CHILDREN, BINARY, UNSELECT,
+// ENABLE, APPENDLIMIT, UNAUTHENTICATE, SASL-IR, AUTH=PLAIN and LITERAL-.
+package imapfront

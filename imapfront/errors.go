@@ -1,0 +1,88 @@
+package imapfront
+
+import (
+	"errors"
+	"log/slog"
+
+	"github.com/emersion/go-imap/v2"
+
+	"github.com/popbridge/popbridge/store"
+)
+
+// errTarget says what a mailbox name in a command stands for, which decides
+// the response code of a missing mailbox (RFC 3501 section 6.3.11, 6.4.7).
+type errTarget int
+
+const (
+	// targetMailbox: the command operates on the named mailbox itself
+	// (SELECT, STATUS, DELETE, RENAME ...): a missing one is NONEXISTENT.
+	targetMailbox errTarget = iota
+	// targetDest: the mailbox receives messages (APPEND, COPY, MOVE): a
+	// missing one is TRYCREATE, so the client may create it and retry.
+	targetDest
+)
+
+// errInternal is what a client sees for any failure that is not its own
+// fault; the detail goes to the log only.
+var errInternal = &imap.Error{
+	Type: imap.StatusResponseTypeNo,
+	Code: imap.ResponseCodeServerBug,
+	Text: "Internal error",
+}
+
+// errReadOnly answers a write command in a mailbox opened with EXAMINE.
+var errReadOnly = &imap.Error{
+	Type: imap.StatusResponseTypeNo,
+	Code: imap.ResponseCodeCannot,
+	Text: "Mailbox is read-only",
+}
+
+// errShuttingDown answers commands that arrive while the server stops.
+var errShuttingDown = &imap.Error{
+	Type: imap.StatusResponseTypeNo,
+	Code: imap.ResponseCodeUnavailable,
+	Text: "Server is shutting down",
+}
+
+// errPoisoned answers every command once the connection was poisoned by a
+// rejected literal (notes §6.1).
+var errPoisoned = &imap.Error{
+	Type: imap.StatusResponseTypeBad,
+	Code: imap.ResponseCodeClientBug,
+	Text: "Connection closed after a rejected literal",
+}
+
+// mapStoreError turns an error of the store into the *imap.Error the client
+// gets. It is the only place where store errors meet IMAP response codes.
+// Errors that are not the client's fault are logged with op and answered
+// with errInternal.
+func mapStoreError(log *slog.Logger, op string, target errTarget, err error) error {
+	if err == nil {
+		return nil
+	}
+	var imapErr *imap.Error
+	if errors.As(err, &imapErr) {
+		return imapErr
+	}
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		if target == targetDest {
+			return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeTryCreate, Text: "No such mailbox"}
+		}
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeNonExistent, Text: "No such mailbox"}
+	case errors.Is(err, store.ErrExists):
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeAlreadyExists, Text: "Mailbox already exists"}
+	case errors.Is(err, store.ErrInvalidName):
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: "Invalid mailbox name"}
+	case errors.Is(err, store.ErrInboxDelete):
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: "INBOX cannot be deleted"}
+	case errors.Is(err, store.ErrHasChildren):
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeHasChildren, Text: "Mailbox has children"}
+	case errors.Is(err, store.ErrNoSelect):
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: "Mailbox is not selectable"}
+	case errors.Is(err, store.ErrClosed):
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable, Text: "Store unavailable"}
+	}
+	log.Error("imap command failed", "op", op, "err", err)
+	return errInternal
+}

@@ -1,0 +1,198 @@
+package imapfront
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+
+	"github.com/popbridge/popbridge/store"
+)
+
+// fetchBatch is how many messages one store.Meta call loads.
+const fetchBatch = 256
+
+// fetched is what one FETCH response carries, computed before the response
+// is started, so that an error never leaves a response half written.
+type fetched struct {
+	t        target
+	meta     *store.MessageMeta
+	flags    []string
+	bodies   [][]byte // per options.BodySection
+	binaries [][]byte // per options.BinarySection
+	binSizes []uint32 // per options.BinarySectionSize
+}
+
+// Fetch implements imapserver.Session. Messages of the client view that
+// were expunged meanwhile are skipped. Non-peek body sections set \Seen
+// (not in a read-only mailbox) and the response then carries FLAGS.
+func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) (err error) {
+	if err := s.begin(); err != nil {
+		return err
+	}
+	defer s.end("FETCH", &err)
+	v, err := s.requireSelected()
+	if err != nil {
+		return err
+	}
+	if options.ModSeq || options.ChangedSince != 0 {
+		return &imap.Error{Type: imap.StatusResponseTypeBad, Text: "CONDSTORE is not supported"}
+	}
+	s.fault("fetch")
+	targets := v.resolve(numSet, s.searchRes)
+	needBody := len(options.BodySection) > 0 || len(options.BinarySection) > 0 || len(options.BinarySectionSize) > 0
+	markSeen := false
+	if !v.readOnly {
+		for _, bs := range options.BodySection {
+			markSeen = markSeen || !bs.Peek
+		}
+		for _, bs := range options.BinarySection {
+			markSeen = markSeen || !bs.Peek
+		}
+	}
+	for len(targets) > 0 {
+		n := min(len(targets), fetchBatch)
+		batch := targets[:n]
+		targets = targets[n:]
+		if err := s.fetchBatch(w, v, batch, options, needBody, markSeen); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *session) fetchBatch(w *imapserver.FetchWriter, v *view, batch []target, options *imap.FetchOptions, needBody, markSeen bool) error {
+	st := s.srv.opts.Store
+	metas, err := st.Meta(s.ctx, s.user.id, v.mbox.id, targetUIDs(batch))
+	if err != nil {
+		return s.storeErr("FETCH", targetMailbox, err)
+	}
+	byUID := make(map[store.UID]*store.MessageMeta, len(metas))
+	for i := range metas {
+		byUID[metas[i].UID] = &metas[i]
+	}
+	seenChanged := map[store.UID]bool{}
+	if markSeen {
+		var unseen []store.UID
+		for _, t := range batch {
+			if m := byUID[t.uid]; m != nil && !slices.Contains(m.Flags, store.FlagSeen) {
+				unseen = append(unseen, t.uid)
+			}
+		}
+		if len(unseen) > 0 {
+			entries, err := st.UpdateFlags(s.origin(false), s.user.id, v.mbox.id, unseen, store.FlagsAdd, []string{store.FlagSeen})
+			if err != nil {
+				return s.storeErr("FETCH", targetMailbox, err)
+			}
+			for _, e := range entries {
+				if m := byUID[e.UID]; m != nil {
+					m.Flags = e.Flags
+					seenChanged[e.UID] = true
+				}
+			}
+		}
+	}
+	for _, t := range batch {
+		m := byUID[t.uid]
+		if m == nil {
+			continue // expunged meanwhile
+		}
+		f := fetched{t: t, meta: m, flags: m.Flags}
+		if needBody {
+			raw, err := st.Body(s.ctx, s.user.id, v.mbox.id, t.uid)
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return s.storeErr("FETCH", targetMailbox, err)
+			}
+			for _, sec := range options.BodySection {
+				f.bodies = append(f.bodies, partial(bodySection(raw, m.Structure, sec), sec.Partial))
+			}
+			for _, sec := range options.BinarySection {
+				b, err := binarySection(raw, m.Structure, sec.Part)
+				if err != nil {
+					return err
+				}
+				f.binaries = append(f.binaries, partial(b, sec.Partial))
+			}
+			for _, sec := range options.BinarySectionSize {
+				b, err := binarySection(raw, m.Structure, sec.Part)
+				if err != nil {
+					return err
+				}
+				f.binSizes = append(f.binSizes, clampUint32(int64(len(b))))
+			}
+		}
+		if err := s.writeFetch(w, &f, options, seenChanged[t.uid]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeFetch writes one FETCH response.
+func (s *session) writeFetch(w *imapserver.FetchWriter, f *fetched, options *imap.FetchOptions, withFlags bool) error {
+	resp := w.CreateMessage(f.t.seq)
+	s.openResp = resp
+	defer func() {
+		// A response cut short (write error or panic) cannot be finished:
+		// release the connection's write lock and drop the connection.
+		if s.openResp != nil {
+			s.openResp = nil
+			resp.Close()
+			s.conn.Conn.Close()
+		}
+	}()
+	resp.WriteUID(imap.UID(f.t.uid))
+	s.fault("fetch-response")
+	if options.Flags || withFlags {
+		resp.WriteFlags(toIMAPFlags(f.flags))
+	}
+	if options.InternalDate {
+		resp.WriteInternalDate(f.meta.InternalDate)
+	}
+	if options.RFC822Size {
+		resp.WriteRFC822Size(f.meta.Size)
+	}
+	if options.Envelope {
+		resp.WriteEnvelope(toEnvelope(f.meta.Envelope))
+	}
+	if options.BodyStructure != nil {
+		resp.WriteBodyStructure(toBodyStructure(f.meta.Structure))
+	}
+	for i, sec := range options.BodySection {
+		if err := writeLiteral(resp.WriteBodySection(sec, int64(len(f.bodies[i]))), f.bodies[i]); err != nil {
+			return err
+		}
+	}
+	for i, sec := range options.BinarySection {
+		if err := writeLiteral(resp.WriteBinarySection(sec, int64(len(f.binaries[i]))), f.binaries[i]); err != nil {
+			return err
+		}
+	}
+	for i, sec := range options.BinarySectionSize {
+		resp.WriteBinarySectionSize(sec, f.binSizes[i])
+	}
+	s.openResp = nil
+	if err := resp.Close(); err != nil {
+		return fmt.Errorf("write fetch response: %w", err)
+	}
+	return nil
+}
+
+func writeLiteral(wc interface {
+	Write([]byte) (int, error)
+	Close() error
+}, b []byte) error {
+	if _, err := wc.Write(b); err != nil {
+		wc.Close()
+		return fmt.Errorf("write fetch literal: %w", err)
+	}
+	if err := wc.Close(); err != nil {
+		return fmt.Errorf("write fetch literal: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,140 @@
+package imapfront
+
+import (
+	"strings"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+
+	"github.com/popbridge/popbridge/store"
+)
+
+// storeBatch is how many UIDs one store.UpdateFlags call changes.
+const storeBatch = 1000
+
+// storeFlags converts client flags for the store: \Recent is dropped (it is
+// never stored), system flags get their canonical spelling, unknown system
+// flags and \* are refused.
+func storeFlags(flags []imap.Flag) ([]string, error) {
+	out := make([]string, 0, len(flags))
+	for _, f := range flags {
+		s := string(f)
+		if !strings.HasPrefix(s, `\`) {
+			out = append(out, s)
+			continue
+		}
+		if strings.EqualFold(s, `\Recent`) {
+			continue
+		}
+		canon := ""
+		for _, sf := range systemFlags {
+			if strings.EqualFold(s, sf) {
+				canon = sf
+			}
+		}
+		if canon == "" {
+			return nil, &imap.Error{Type: imap.StatusResponseTypeBad, Code: imap.ResponseCodeClientBug, Text: "Unknown system flag " + s}
+		}
+		out = append(out, canon)
+	}
+	return out, nil
+}
+
+// Store implements imapserver.Session. The session writes FETCH FLAGS for
+// its own change itself (unless .SILENT); when the change introduces a new
+// keyword, the feed queues FLAGS and then these FETCHes, so the client
+// learns the keyword before seeing it on a message.
+func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *imap.StoreFlags, options *imap.StoreOptions) (err error) {
+	if err := s.begin(); err != nil {
+		return err
+	}
+	defer s.end("STORE", &err)
+	v, err := s.requireSelected()
+	if err != nil {
+		return err
+	}
+	if options != nil && options.UnchangedSince != 0 {
+		return &imap.Error{Type: imap.StatusResponseTypeBad, Text: "CONDSTORE is not supported"}
+	}
+	if v.readOnly {
+		return errReadOnly
+	}
+	fl, err := storeFlags(flags.Flags)
+	if err != nil {
+		return err
+	}
+	var op store.FlagOp
+	switch flags.Op {
+	case imap.StoreFlagsAdd:
+		op = store.FlagsAdd
+	case imap.StoreFlagsDel:
+		op = store.FlagsRemove
+	default:
+		op = store.FlagsReplace
+	}
+	if (op == store.FlagsAdd || op == store.FlagsRemove) && len(fl) == 0 {
+		if !flags.Silent {
+			return s.writeFlagsOf(w, v, v.resolve(numSet, s.searchRes))
+		}
+		return nil
+	}
+	targets := v.resolve(numSet, s.searchRes)
+	seqOf := make(map[store.UID]uint32, len(targets))
+	for _, t := range targets {
+		seqOf[t.uid] = t.seq
+	}
+	var results []store.Entry
+	for len(targets) > 0 {
+		n := min(len(targets), storeBatch)
+		entries, err := s.srv.opts.Store.UpdateFlags(s.origin(flags.Silent), s.user.id, v.mbox.id, targetUIDs(targets[:n]), op, fl)
+		if err != nil {
+			return s.storeErr("STORE", targetMailbox, err)
+		}
+		results = append(results, entries...)
+		targets = targets[n:]
+	}
+	v.mbox.mu.Lock()
+	queued := v.ownQueued
+	v.ownQueued = make(map[store.UID]struct{})
+	v.mbox.mu.Unlock()
+	if flags.Silent {
+		return nil
+	}
+	for _, e := range results {
+		if _, ok := queued[e.UID]; ok {
+			continue
+		}
+		seq := seqOf[e.UID]
+		if seq == 0 {
+			continue
+		}
+		resp := w.CreateMessage(seq)
+		resp.WriteUID(imap.UID(e.UID))
+		resp.WriteFlags(toIMAPFlags(e.Flags))
+		if err := resp.Close(); err != nil {
+			return wrapErr("write store response", err)
+		}
+	}
+	return nil
+}
+
+// writeFlagsOf answers a STORE that changes nothing with the current flags.
+func (s *session) writeFlagsOf(w *imapserver.FetchWriter, v *view, targets []target) error {
+	metas, err := s.srv.opts.Store.Meta(s.ctx, s.user.id, v.mbox.id, targetUIDs(targets))
+	if err != nil {
+		return s.storeErr("STORE", targetMailbox, err)
+	}
+	seqOf := make(map[store.UID]uint32, len(targets))
+	for _, t := range targets {
+		seqOf[t.uid] = t.seq
+	}
+	for _, m := range metas {
+		resp := w.CreateMessage(seqOf[m.UID])
+		resp.WriteUID(imap.UID(m.UID))
+		resp.WriteFlags(toIMAPFlags(m.Flags))
+		if err := resp.Close(); err != nil {
+			return wrapErr("write store response", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,337 @@
+package imapfront
+
+import (
+	"bytes"
+	"encoding/base64"
+	"io"
+	"mime/quotedprintable"
+	"strings"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+
+	"github.com/popbridge/popbridge/store"
+)
+
+// findPart resolves a section part path (RFC 3501 section 6.4.5) in the
+// stored structure. The part of a non-multipart is "1"; the parts of an
+// enclosed message/rfc822 are numbered from its body.
+func findPart(root *store.Part, path []int) (*store.Part, bool) {
+	p := root
+	for _, n := range path {
+		if n < 1 || p == nil {
+			return nil, false
+		}
+		switch {
+		case len(p.Children) > 0:
+			if n > len(p.Children) {
+				return nil, false
+			}
+			p = p.Children[n-1]
+		case p.Body != nil && p != root:
+			enc := p.Body
+			if len(enc.Children) > 0 {
+				if n > len(enc.Children) {
+					return nil, false
+				}
+				p = enc.Children[n-1]
+			} else {
+				if n != 1 {
+					return nil, false
+				}
+				p = enc
+			}
+		default:
+			if n != 1 {
+				return nil, false
+			}
+		}
+	}
+	return p, p != nil
+}
+
+// validRange reports whether [a, b) is a usable range of raw.
+func validRange(raw []byte, a, b int64) bool {
+	return a >= 0 && a <= b && b <= int64(len(raw))
+}
+
+// bodySection returns the bytes of a BODY[...] section, served from the
+// stored part offsets; odd cases fall back to imapserver.ExtractBodySection.
+// The partial range is applied by the caller.
+func bodySection(raw []byte, root *store.Part, sec *imap.FetchItemBodySection) []byte {
+	if root == nil {
+		return extractFallback(raw, sec)
+	}
+	p, ok := findPart(root, sec.Part)
+	if !ok {
+		return nil
+	}
+	// HEADER, HEADER.FIELDS and TEXT of a part address its enclosed message.
+	msg := p
+	if len(sec.Part) > 0 && p.Body != nil && sec.Specifier != imap.PartSpecifierMIME && sec.Specifier != imap.PartSpecifierNone {
+		msg = p.Body
+	}
+	var a, b int64
+	switch sec.Specifier {
+	case imap.PartSpecifierNone:
+		if len(sec.Part) == 0 {
+			a, b = 0, int64(len(raw))
+		} else {
+			a, b = p.BodyStart, p.End
+		}
+	case imap.PartSpecifierMIME:
+		if len(sec.Part) == 0 {
+			return extractFallback(raw, sec)
+		}
+		a, b = p.HeaderStart, p.BodyStart
+	case imap.PartSpecifierHeader:
+		a, b = msg.HeaderStart, msg.BodyStart
+	case imap.PartSpecifierText:
+		a, b = msg.BodyStart, msg.End
+	default:
+		return extractFallback(raw, sec)
+	}
+	if !validRange(raw, a, b) {
+		return extractFallback(raw, sec)
+	}
+	data := raw[a:b]
+	if sec.Specifier == imap.PartSpecifierHeader && (len(sec.HeaderFields) > 0 || len(sec.HeaderFieldsNot) > 0) {
+		return filterHeader(data, sec.HeaderFields, sec.HeaderFieldsNot)
+	}
+	return data
+}
+
+// extractFallback parses the message with imapserver.ExtractBodySection.
+func extractFallback(raw []byte, sec *imap.FetchItemBodySection) []byte {
+	s := *sec
+	s.Partial = nil
+	return imapserver.ExtractBodySection(bytes.NewReader(raw), &s)
+}
+
+// filterHeader keeps (fields) or drops (not) the header fields named, in
+// their original order and folding, and ends with the blank line.
+func filterHeader(header []byte, fields, not []string) []byte {
+	want := make(map[string]bool, len(fields)+len(not))
+	for _, f := range fields {
+		want[strings.ToLower(f)] = true
+	}
+	for _, f := range not {
+		want[strings.ToLower(f)] = true
+	}
+	keepNamed := len(fields) > 0
+	var out bytes.Buffer
+	keep := false
+	for len(header) > 0 {
+		line := header
+		if i := bytes.IndexByte(header, '\n'); i >= 0 {
+			line = header[:i+1]
+		}
+		header = header[len(line):]
+		trimmed := bytes.TrimRight(line, "\r\n")
+		if len(trimmed) == 0 {
+			break // the blank line ending the header
+		}
+		if line[0] != ' ' && line[0] != '\t' {
+			name, _, found := bytes.Cut(trimmed, []byte(":"))
+			named := found && want[strings.ToLower(strings.TrimSpace(string(name)))]
+			keep = named == keepNamed
+		}
+		if keep {
+			out.Write(trimmed)
+			out.WriteString("\r\n")
+		}
+	}
+	out.WriteString("\r\n")
+	return out.Bytes()
+}
+
+// partial cuts the <offset.size> range of a section (RFC 3501 section
+// 6.4.5): an offset beyond the end gives the empty string.
+func partial(b []byte, p *imap.SectionPartial) []byte {
+	if p == nil {
+		return b
+	}
+	if p.Offset >= int64(len(b)) {
+		return []byte{}
+	}
+	end := p.Offset + p.Size
+	if end > int64(len(b)) || end < p.Offset {
+		end = int64(len(b))
+	}
+	return b[p.Offset:end]
+}
+
+// errUnknownCTE answers BINARY on a part whose transfer encoding cannot be
+// decoded (RFC 3516 section 4.3).
+var errUnknownCTE = &imap.Error{
+	Type: imap.StatusResponseTypeNo,
+	Code: imap.ResponseCodeUnknownCTE,
+	Text: "Cannot decode the content transfer encoding of this part",
+}
+
+// binarySection returns the decoded content of a BINARY[...] section (RFC
+// 3516): the part's body with its transfer encoding undone; for the empty
+// part the whole message (header and decoded body of a single-part message).
+func binarySection(raw []byte, root *store.Part, part []int) ([]byte, error) {
+	if root == nil {
+		return nil, errUnknownCTE
+	}
+	p, ok := findPart(root, part)
+	if !ok {
+		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeNonExistent, Text: "No such body part"}
+	}
+	if !validRange(raw, p.HeaderStart, p.BodyStart) || !validRange(raw, p.BodyStart, p.End) {
+		return nil, errUnknownCTE
+	}
+	if len(p.Children) > 0 || p.Body != nil {
+		// Composite parts are 7bit/8bit/binary by definition: their
+		// content is returned as is.
+		if len(part) == 0 {
+			return raw, nil
+		}
+		return raw[p.BodyStart:p.End], nil
+	}
+	body, err := decodeCTE(p.Encoding, raw[p.BodyStart:p.End])
+	if err != nil {
+		return nil, err
+	}
+	if len(part) == 0 {
+		out := make([]byte, 0, int(p.BodyStart)+len(body))
+		out = append(out, raw[p.HeaderStart:p.BodyStart]...)
+		return append(out, body...), nil
+	}
+	return body, nil
+}
+
+// decodeCTE undoes a Content-Transfer-Encoding.
+func decodeCTE(enc string, b []byte) ([]byte, error) {
+	switch strings.ToUpper(enc) {
+	case "", "7BIT", "8BIT", "BINARY":
+		return b, nil
+	case "BASE64":
+		// Line breaks and other whitespace are not part of the data.
+		clean := bytes.Map(func(r rune) rune {
+			switch r {
+			case '\r', '\n', ' ', '\t':
+				return -1
+			}
+			return r
+		}, b)
+		clean = bytes.TrimRight(clean, "=")
+		out := make([]byte, base64.RawStdEncoding.DecodedLen(len(clean)))
+		n, err := base64.RawStdEncoding.Decode(out, clean)
+		if err != nil {
+			return nil, errUnknownCTE
+		}
+		return out[:n], nil
+	case "QUOTED-PRINTABLE":
+		out, err := io.ReadAll(quotedprintable.NewReader(bytes.NewReader(b)))
+		if err != nil {
+			return nil, errUnknownCTE
+		}
+		return out, nil
+	}
+	return nil, errUnknownCTE
+}
+
+// toBodyStructure converts the stored MIME structure to go-imap's, always
+// with the extension data (BODYSTRUCTURE; imapserver drops it for BODY). A
+// multipart without children, which imapserver cannot write (notes §4), is
+// described as text/plain.
+func toBodyStructure(p *store.Part) imap.BodyStructure {
+	if p == nil {
+		return &imap.BodyStructureSinglePart{Type: "text", Subtype: "plain", Encoding: "7bit",
+			Text: &imap.BodyStructureText{}, Extended: &imap.BodyStructureSinglePartExt{}}
+	}
+	if len(p.Children) > 0 {
+		mp := &imap.BodyStructureMultiPart{
+			Subtype: p.Subtype,
+			Extended: &imap.BodyStructureMultiPartExt{
+				Params:      p.Params,
+				Disposition: toDisposition(p),
+				Language:    p.Language,
+				Location:    p.Location,
+			},
+		}
+		for _, c := range p.Children {
+			mp.Children = append(mp.Children, toBodyStructure(c))
+		}
+		return mp
+	}
+	typ, sub := p.Type, p.Subtype
+	if strings.EqualFold(typ, "multipart") || typ == "" || sub == "" {
+		typ, sub = "text", "plain"
+	}
+	sp := &imap.BodyStructureSinglePart{
+		Type:        typ,
+		Subtype:     sub,
+		Params:      p.Params,
+		ID:          p.ID,
+		Description: p.Description,
+		Encoding:    p.Encoding,
+		Size:        clampUint32(p.Size),
+		Extended: &imap.BodyStructureSinglePartExt{
+			Disposition: toDisposition(p),
+			Language:    p.Language,
+			Location:    p.Location,
+		},
+	}
+	switch {
+	case p.Body != nil:
+		sp.MessageRFC822 = &imap.BodyStructureMessageRFC822{
+			Envelope:      toEnvelope(p.Envelope),
+			BodyStructure: toBodyStructure(p.Body),
+			NumLines:      p.Lines,
+		}
+	case strings.EqualFold(typ, "text"):
+		sp.Text = &imap.BodyStructureText{NumLines: p.Lines}
+	}
+	return sp
+}
+
+func toDisposition(p *store.Part) *imap.BodyStructureDisposition {
+	if p.Disposition == "" {
+		return nil
+	}
+	return &imap.BodyStructureDisposition{Value: p.Disposition, Params: p.DispositionParams}
+}
+
+func clampUint32(n int64) uint32 {
+	if n < 0 {
+		return 0
+	}
+	if n > 1<<32-1 {
+		return 1<<32 - 1
+	}
+	return uint32(n)
+}
+
+// toEnvelope converts a stored (decoded) envelope; imapserver encodes it.
+func toEnvelope(e *store.Envelope) *imap.Envelope {
+	if e == nil {
+		return &imap.Envelope{}
+	}
+	return &imap.Envelope{
+		Date:      e.Date,
+		Subject:   e.Subject,
+		From:      toAddresses(e.From),
+		Sender:    toAddresses(e.Sender),
+		ReplyTo:   toAddresses(e.ReplyTo),
+		To:        toAddresses(e.To),
+		Cc:        toAddresses(e.Cc),
+		Bcc:       toAddresses(e.Bcc),
+		InReplyTo: e.InReplyTo,
+		MessageID: e.MessageID,
+	}
+}
+
+func toAddresses(as []store.Address) []imap.Address {
+	if len(as) == 0 {
+		return nil
+	}
+	out := make([]imap.Address, len(as))
+	for i, a := range as {
+		out[i] = imap.Address{Name: a.Name, Mailbox: a.Mailbox, Host: a.Host}
+	}
+	return out
+}
