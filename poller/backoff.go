@@ -1,0 +1,59 @@
+package poller
+
+import (
+	"errors"
+	"time"
+)
+
+// Scheduling constants. They are variables of no one: tests drive them
+// through the injected clock, not by changing them.
+const (
+	// defaultPollInterval applies when Account.PollInterval is zero.
+	defaultPollInterval = 5 * time.Minute
+	// backoffBase is the first retry delay after a failed poll.
+	backoffBase = 15 * time.Second
+	// backoffMax caps the retry delay after repeated failures.
+	backoffMax = 30 * time.Minute
+	// hintEvery is the shortest time between two early polls of one
+	// account triggered by Hint.
+	hintEvery = 15 * time.Second
+	// maxStartDelay bounds the random delay before a worker's first poll,
+	// so that many accounts do not all connect at the same instant.
+	maxStartDelay = 10 * time.Second
+)
+
+// backoffDelay returns how long to wait after the n-th consecutive failure
+// (n >= 1): backoffBase doubled per failure, capped at backoffMax, with
+// jitter r in [0,1) spreading it over [d/2, d]. A permanent error (bad
+// password, refused account) never retries sooner than the normal interval,
+// so a wrong password does not hammer the provider into locking the
+// account.
+func backoffDelay(n int, interval time.Duration, permanent bool, r float64) time.Duration {
+	if n < 1 {
+		n = 1
+	}
+	d := backoffBase
+	for i := 1; i < n && d < backoffMax; i++ {
+		d *= 2
+	}
+	d = min(d, backoffMax)
+	d = d/2 + time.Duration(float64(d/2)*r)
+	if permanent && d < interval {
+		d = interval
+	}
+	return d
+}
+
+// jitterInterval spreads a poll interval over ±10% (r in [0,1)), so that
+// accounts configured alike drift apart instead of polling in lock step.
+func jitterInterval(interval time.Duration, r float64) time.Duration {
+	return interval - interval/10 + time.Duration(float64(interval/5)*r)
+}
+
+// isPermanent reports whether err is an upstream error that retrying soon
+// will not fix (authentication refused, account disabled). Everything else,
+// including store errors, counts as temporary.
+func isPermanent(err error) bool {
+	var ae *AccountError
+	return errors.As(err, &ae) && !ae.Temporary
+}

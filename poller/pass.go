@@ -1,0 +1,713 @@
+package poller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/popbridge/popbridge/store"
+)
+
+// popSession is the part of the session layer a pass uses; *session
+// satisfies it, tests substitute a scripted fake.
+type popSession interface {
+	Caps() capabilities
+	List(ctx context.Context) ([]listItem, error)
+	HeaderDigests(ctx context.Context, nums []int) (map[int]string, error)
+	Retrieve(ctx context.Context, items []listItem, maxSize int64, fn func(it listItem, raw []byte) error) error
+	Delete(ctx context.Context, nums []int) error
+	Quit(ctx context.Context) error
+	Abort()
+}
+
+var _ popSession = (*session)(nil)
+
+// Group commit limits: retrieved messages are delivered in one durable
+// transaction per batch. A batch is committed when it reaches either limit
+// or as soon as the committer is idle (retrieval paused or ended).
+const (
+	commitMaxMsgs  = 64
+	commitMaxBytes = 8 << 20
+	// bufferMaxBytes bounds the bytes retrieved but not yet committed.
+	bufferMaxBytes = 32 << 20
+	// commitGrace is how long commits of already retrieved messages may
+	// continue after the pass's context is canceled (shutdown).
+	commitGrace = 30 * time.Second
+	// commitWorkers is how many batches may be in Deliver at once: the
+	// store parses a batch before taking its writer lock, so a second
+	// batch's parsing overlaps the first one's write and fsync.
+	commitWorkers = 2
+)
+
+// pass runs one poll of a, serialised with every other pass of a, and
+// records its outcome in the account's status.
+func (p *Poller) pass(ctx context.Context, a Account, progress func(done, total int)) (Result, error) {
+	res := Result{Account: a.Name}
+	if p.sink == nil {
+		return res, errors.New("poller: no sink configured")
+	}
+	st := p.accountState(a.Name)
+	select {
+	case st.lock <- struct{}{}:
+	case <-ctx.Done():
+		return res, ctx.Err()
+	}
+	defer func() { <-st.lock }()
+	if err := p.waitLoginDelay(ctx, st); err != nil {
+		return res, err
+	}
+	p.loadStatuses(ctx)
+	start := p.now()
+	p.beginPass(a.Name, start)
+	listed := false
+	res, err := p.runPass(ctx, a, st, progress, &listed)
+	p.endPass(ctx, a.Name, res, err, listed)
+	log := p.log.With("account", a.Name)
+	switch {
+	case err != nil:
+	case res.Fetched > 0 || res.Deleted > 0 || res.Skipped > 0:
+		log.Info("poll done", "listed", res.Listed, "fetched", res.Fetched, "bytes", res.Bytes,
+			"skipped", res.Skipped, "deleted", res.Deleted, "took", p.now().Sub(start).Round(time.Millisecond))
+	default:
+		log.Debug("poll done, nothing new", "listed", res.Listed)
+	}
+	return res, err
+}
+
+// runPass is one POP3 session: login, list, compare with the ledger,
+// retrieve and commit the new messages, then DELE per policy and QUIT.
+// Every DELE is for a message whose content and ledger row were committed
+// before it was sent (invariant 1), and is marked pending durably first.
+// Any failure closes the connection without QUIT, so no DELE takes effect.
+func (p *Poller) runPass(ctx context.Context, a Account, st *acctState, progress func(done, total int), listed *bool) (Result, error) {
+	res := Result{Account: a.Name}
+	log := p.log.With("account", a.Name)
+	sess, err := p.dial(ctx, a)
+	if err != nil {
+		return res, err
+	}
+	now := p.now()
+	quitted := false
+	defer func() {
+		if !quitted {
+			sess.Abort()
+		}
+	}()
+	caps := sess.Caps()
+	p.mu.Lock()
+	st.lastLogin = now
+	st.loginDelay = caps.LoginDelay
+	p.mu.Unlock()
+	p.noteExpire(a, st, caps, log)
+
+	items, err := sess.List(ctx)
+	if err != nil {
+		return res, accountErr(a, "list", err)
+	}
+	msgs, err := identify(ctx, sess, items)
+	if err != nil {
+		return res, accountErr(a, "identify messages", err)
+	}
+	ledger, err := p.sink.Ledger(ctx, a.Name)
+	if err != nil {
+		return res, accountErr(a, "read ledger", err)
+	}
+	res.Listed = len(items)
+	*listed = true
+	pol := policyOf(a)
+	pl := makePlan(pol, msgs, ledger, st.verified, now)
+
+	for _, m := range pl.dupes {
+		log.Warn("duplicate UIDL in listing, ignoring the later message", "uidl", m.id, "num", m.item.Num, "size", m.item.Size)
+	}
+	if pl.mass {
+		log.Warn("mass UIDL change: none of the known UIDLs is listed; matching new messages by content before storing",
+			"known", pl.knownLive, "new", pl.newCount)
+	}
+	if len(items) == 0 && pl.knownLive > 0 {
+		log.Info("upstream listing is empty; ledger entries are kept", "known", pl.knownLive)
+	}
+	if err := p.maintainLedger(ctx, a, st, pl, now, log); err != nil {
+		return res, err
+	}
+	for _, m := range pl.tooLarge {
+		if err := p.sink.RecordSkipped(ctx, a.Name, m.id, "", m.item.Size, reasonTooLarge); err != nil {
+			return res, accountErr(a, "record skipped message", err)
+		}
+		res.Skipped++
+		log.Warn("message larger than max_message_size, not fetched", "uidl", m.id, "size", m.item.Size, "max", pol.maxSize)
+	}
+
+	var committed []passMsg
+	if len(pl.fetch) > 0 {
+		committed, err = p.fetch(ctx, a, st, sess, &pl, progress, &res, log)
+		if err != nil {
+			return res, err
+		}
+	}
+
+	// Deletions: known messages per policy, then the ones just committed.
+	del, why := pl.del, pl.delWhy
+	for _, m := range committed {
+		if w := pol.deleteReason(msgState{Stored: true, StoredAt: now}, now); w != "" {
+			del = append(del, m)
+			why = append(why, w)
+		}
+	}
+	if len(del) > 0 {
+		ids := make([]string, len(del))
+		nums := make([]int, len(del))
+		for i, m := range del {
+			ids[i], nums[i] = m.id, m.item.Num
+			log.Debug("deleting upstream", "uidl", m.id, "why", why[i])
+		}
+		if err := p.sink.MarkDeletePending(ctx, a.Name, ids); err != nil {
+			return res, accountErr(a, "mark delete pending", err)
+		}
+		if err := sess.Delete(ctx, nums); err != nil {
+			return res, accountErr(a, "delete", err)
+		}
+		quitted = true
+		if err := sess.Quit(ctx); err != nil {
+			// The server may not have applied the DELEs: the rows stay
+			// pending and the next poll checks the listing.
+			return res, accountErr(a, "quit after delete", err)
+		}
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), persistTimeout)
+		defer cancel()
+		if err := p.sink.MarkDeleted(wctx, a.Name, ids); err != nil {
+			return res, accountErr(a, "mark deleted", err)
+		}
+		res.Deleted = len(del)
+	} else {
+		quitted = true
+		if err := sess.Quit(ctx); err != nil {
+			// Nothing was deleted, everything retrieved is committed.
+			log.Debug("quit", "err", err)
+		}
+	}
+	p.pruneLedger(ctx, a, st, now, log)
+	return res, nil
+}
+
+// identify gives every listed message its identity: its UIDL, or for a
+// message without one, a synthetic UIDL from its header digest and size.
+func identify(ctx context.Context, sess popSession, items []listItem) ([]passMsg, error) {
+	var need []int
+	for _, it := range items {
+		if it.UIDL == "" {
+			need = append(need, it.Num)
+		}
+	}
+	var hd map[int]string
+	if len(need) > 0 {
+		var err error
+		if hd, err = sess.HeaderDigests(ctx, need); err != nil {
+			return nil, err
+		}
+	}
+	msgs := make([]passMsg, len(items))
+	for i, it := range items {
+		id := it.UIDL
+		if id == "" {
+			h := hd[it.Num]
+			if h == "" {
+				return nil, fmt.Errorf("no header digest for message %d", it.Num)
+			}
+			id = syntheticUIDL(h, it.Size)
+		}
+		msgs[i] = passMsg{item: it, id: id}
+	}
+	return msgs, nil
+}
+
+// maintainLedger settles pending deletions and refreshes LastSeen.
+func (p *Poller) maintainLedger(ctx context.Context, a Account, st *acctState, pl plan, now time.Time, log *slog.Logger) error {
+	if len(pl.pendingGone) > 0 {
+		if err := p.sink.MarkDeleted(ctx, a.Name, pl.pendingGone); err != nil {
+			return accountErr(a, "mark deleted", err)
+		}
+		log.Info("pending deletions confirmed by listing", "count", len(pl.pendingGone))
+	}
+	if len(pl.pendingClear) > 0 {
+		if err := p.sink.ClearDeletePending(ctx, a.Name, pl.pendingClear); err != nil {
+			return accountErr(a, "clear delete pending", err)
+		}
+	}
+	if len(pl.touch) > 0 {
+		if err := p.sink.TouchLedger(ctx, a.Name, pl.touch, now); err != nil {
+			return accountErr(a, "touch ledger", err)
+		}
+	}
+	return nil
+}
+
+// pruneLedger drops expired tombstones, at most once per pruneEvery.
+func (p *Poller) pruneLedger(ctx context.Context, a Account, st *acctState, now time.Time, log *slog.Logger) {
+	if !st.lastPrune.IsZero() && now.Sub(st.lastPrune) < pruneEvery {
+		return
+	}
+	n, err := p.sink.PruneLedger(ctx, a.Name, now.Add(-ledgerRetention))
+	if err != nil {
+		log.Warn("pruning ledger", "err", err)
+		return
+	}
+	st.lastPrune = now
+	if n > 0 {
+		log.Info("pruned expired ledger entries", "count", n)
+	}
+}
+
+// noteExpire warns once per value when the server's EXPIRE policy
+// (RFC 2449) overrides the account's: EXPIRE 0 deletes every retrieved
+// message at QUIT, a short EXPIRE deletes mail before delete_after would.
+// The pass itself needs nothing more: it QUITs only after every retrieved
+// message is committed, so server-side expiry never loses mail.
+func (p *Poller) noteExpire(a Account, st *acctState, caps capabilities, log *slog.Logger) {
+	exp, ok := caps.Expire, caps.HasExpire && !caps.ExpireNever
+	p.mu.Lock()
+	key := ""
+	if ok {
+		key = strconv.FormatInt(int64(exp/time.Hour), 10)
+	}
+	noted := st.expireNoted == key
+	st.expireNoted = key
+	p.mu.Unlock()
+	if !ok || noted {
+		return
+	}
+	switch {
+	case exp == 0 && a.LeaveOnServer:
+		log.Warn("server deletes retrieved messages (EXPIRE 0): leave_on_server cannot be honoured")
+	case exp > 0 && a.LeaveOnServer && (a.DeleteAfter == 0 || a.DeleteAfter > exp):
+		log.Warn("server expires retrieved messages before delete_after", "expire", exp)
+	case exp > 0 && a.interval() > exp:
+		log.Warn("poll interval longer than the server's EXPIRE", "expire", exp)
+	}
+}
+
+// fetch retrieves the planned messages and commits them in groups while
+// retrieval continues. It returns the messages delivered (durable). On any
+// error every message already retrieved is committed or not at all, batch
+// by batch, and the caller aborts the session.
+//
+// Messages suspected of breaking an earlier retrieval are fetched last,
+// one at a time, each followed by a check that the connection is still in
+// step; a suspect that fails suspectSkipAfter such probes in a row is
+// recorded as skipped, so one bad message cannot block the maildrop.
+func (p *Poller) fetch(ctx context.Context, a Account, st *acctState, sess popSession, pl *plan, progress func(done, total int), res *Result, log *slog.Logger) ([]passMsg, error) {
+	var normal, probes []passMsg
+	for _, m := range pl.fetch {
+		if _, ok := st.suspects[m.id]; ok {
+			probes = append(probes, m)
+		} else {
+			normal = append(normal, m)
+		}
+	}
+	if progress != nil {
+		progress(0, len(pl.fetch))
+	}
+	c := p.newCommitter(ctx, a, res, progress, len(pl.fetch), log)
+	var (
+		rerr     error
+		culprits []string
+		probeBad string
+		probeOK  []string
+	)
+	if len(normal) > 0 {
+		culprits, rerr = p.retrieveBatch(ctx, sess, st, pl, normal, c, log)
+	}
+	for _, m := range probes {
+		if rerr != nil {
+			break
+		}
+		if _, rerr = p.retrieveBatch(ctx, sess, st, pl, []passMsg{m}, c, log); rerr != nil {
+			probeBad = m.id
+		} else {
+			probeOK = append(probeOK, m.id)
+		}
+	}
+	if cerr := c.close(); cerr != nil {
+		return c.delivered, cerr
+	}
+	for _, id := range probeOK {
+		delete(st.suspects, id)
+	}
+	if rerr != nil {
+		if ctx.Err() == nil {
+			for _, id := range culprits {
+				if _, ok := st.suspects[id]; !ok {
+					st.suspects[id] = 0
+				}
+			}
+			if probeBad != "" {
+				p.noteBadProbe(ctx, a, st, probeBad, pl, rerr, res, log)
+			}
+		}
+		return c.delivered, accountErr(a, "retrieve", rerr)
+	}
+	if c.dupes > 0 {
+		log.Warn("mass UIDL change: messages already stored under other UIDLs were recorded, not stored again", "count", c.dupes)
+	}
+	return c.delivered, nil
+}
+
+// retrieveBatch retrieves msgs (pipelined by the session) and hands them
+// to the committer. The last message received is held back until the
+// session has read something after it: a server that ends a message early
+// (an unstuffed "." line) desynchronises the connection, which shows only
+// at the next reply, so a message followed by an error is never committed.
+// On error it returns the identities that may be to blame: the held
+// message and the one being retrieved.
+func (p *Poller) retrieveBatch(ctx context.Context, sess popSession, st *acctState, pl *plan, msgs []passMsg, c *committer, log *slog.Logger) (culprits []string, err error) {
+	byNum := make(map[int]passMsg, len(msgs))
+	items := make([]listItem, len(msgs))
+	for i, m := range msgs {
+		byNum[m.item.Num] = m
+		items[i] = m.item
+	}
+	var held *fetchedMsg
+	received := 0
+	err = sess.Retrieve(ctx, items, c.a.MaxMessageSize, func(it listItem, raw []byte) error {
+		m, ok := byNum[it.Num]
+		if !ok {
+			return fmt.Errorf("session returned unrequested message %d", it.Num)
+		}
+		received++
+		f := &fetchedMsg{m: m, raw: raw, digest: contentDigest(raw)}
+		switch {
+		case pl.verify[m.id] && pl.known[m.id][f.digest]:
+			f.kind = fetchedKnown
+			st.verified[m.id] = m.item.Size
+		case pl.mass && pl.digests[f.digest] != "":
+			f.kind = fetchedDuplicate
+			f.dupOf = pl.digests[f.digest]
+		}
+		if held != nil {
+			if err := c.put(held); err != nil {
+				return err
+			}
+		}
+		held = f
+		return nil
+	})
+	if err == nil && held != nil {
+		// Check that the connection is still in step before trusting
+		// the last message.
+		again, lerr := sess.List(ctx)
+		switch {
+		case lerr != nil:
+			err = fmt.Errorf("listing after retrieval: %w", lerr)
+		case len(again) != len(pl.all):
+			err = fmt.Errorf("listing after retrieval has %d messages, was %d: connection out of step", len(again), len(pl.all))
+		default:
+			return nil, c.put(held)
+		}
+	}
+	if err == nil {
+		return nil, nil
+	}
+	if held != nil {
+		log.Debug("not committing the message retrieved just before an error", "uidl", held.m.id)
+		culprits = append(culprits, held.m.id)
+	}
+	if received < len(msgs) {
+		culprits = append(culprits, msgs[received].id)
+	}
+	return culprits, err
+}
+
+// suspectSkipAfter is how many passes in a row a suspect message may fail
+// its probe before it is recorded as skipped (a message the server cannot
+// deliver intact, such as one that never ends, would otherwise fail every
+// poll forever).
+const suspectSkipAfter = 3
+
+// noteBadProbe counts a failed probe of a suspect and records it as skipped
+// after suspectSkipAfter failures in a row. The message stays on the server
+// (it is never deleted); the reason is logged and kept in the ledger.
+func (p *Poller) noteBadProbe(ctx context.Context, a Account, st *acctState, id string, pl *plan, rerr error, res *Result, log *slog.Logger) {
+	st.suspects[id]++
+	n := st.suspects[id]
+	if n < suspectSkipAfter {
+		return
+	}
+	var size int64
+	for _, m := range pl.fetch {
+		if m.id == id {
+			size = m.item.Size
+		}
+	}
+	reason := fmt.Sprintf("retrieval failed %d times: %v", n, rerr)
+	if err := p.sink.RecordSkipped(ctx, a.Name, id, "", size, reason); err != nil {
+		log.Warn("recording a message that cannot be retrieved", "uidl", id, "err", err)
+		return
+	}
+	log.Error("message cannot be retrieved intact, skipping it (it stays on the server)", "uidl", id, "size", size, "err", rerr)
+	delete(st.suspects, id)
+	res.Skipped++
+}
+
+// Kinds of retrieved message.
+const (
+	fetchedNew       = iota // deliver
+	fetchedKnown            // content already stored under this UIDL
+	fetchedDuplicate        // content already stored under another UIDL
+)
+
+// fetchedMsg is one retrieved message on its way to the store.
+type fetchedMsg struct {
+	m      passMsg
+	raw    []byte
+	digest string
+	kind   int
+	dupOf  string
+	weight int64
+}
+
+// committer delivers retrieved messages in group commits on its own
+// goroutines, so that the network, the store's parsing and the fsync
+// overlap. Each of its commitWorkers batches whatever has arrived while the
+// previous commit ran, up to the commit limits. With two workers, batches
+// may commit out of listing order (so local UIDs may not follow the
+// upstream order exactly); nothing else depends on the order.
+type committer struct {
+	p        *Poller
+	a        Account
+	log      *slog.Logger
+	ctx      context.Context // commit context: survives the pass's cancel for commitGrace
+	cancel   context.CancelFunc
+	in       chan *fetchedMsg
+	sem      *byteBudget
+	stopped  context.Context // done when the workers exit or one fails
+	stop     context.CancelFunc
+	done     chan struct{}
+	graceOff func() bool
+
+	// mu guards the fields below; they are read after done is closed.
+	mu        sync.Mutex
+	err       error
+	delivered []passMsg
+	dupes     int
+	res       *Result
+	progress  func(done, total int)
+	total     int
+	handled   int
+}
+
+// newCommitter starts a committer for one pass.
+func (p *Poller) newCommitter(ctx context.Context, a Account, res *Result, progress func(done, total int), total int, log *slog.Logger) *committer {
+	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stopped, stop := context.WithCancel(context.Background())
+	c := &committer{
+		p: p, a: a, log: log, ctx: cctx, cancel: cancel,
+		in:      make(chan *fetchedMsg, commitMaxMsgs),
+		sem:     newByteBudget(bufferMaxBytes),
+		stopped: stopped, stop: stop,
+		done: make(chan struct{}),
+		res:  res, progress: progress, total: total,
+	}
+	c.graceOff = context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(commitGrace, cancel)
+		context.AfterFunc(stopped, func() { t.Stop() })
+	})
+	var wg sync.WaitGroup
+	for range commitWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.loop()
+		}()
+	}
+	go func() {
+		wg.Wait()
+		c.stop()
+		close(c.done)
+	}()
+	return c
+}
+
+// errCommitterStopped is returned by put after the committer failed.
+var errCommitterStopped = errors.New("poller: committer stopped")
+
+// put hands a retrieved message to the committer, blocking while too many
+// bytes wait for their commit.
+func (c *committer) put(f *fetchedMsg) error {
+	f.weight = max(1, min(int64(len(f.raw)), bufferMaxBytes))
+	if err := c.sem.acquire(c.stopped, f.weight); err != nil {
+		return c.failure()
+	}
+	select {
+	case c.in <- f:
+		return nil
+	case <-c.stopped.Done():
+		c.sem.release(f.weight)
+		return c.failure()
+	}
+}
+
+// fail records the first commit error and stops every worker.
+func (c *committer) fail(err error) {
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = err
+	}
+	c.mu.Unlock()
+	c.stop()
+}
+
+// failure returns the committer's error after it stopped.
+func (c *committer) failure() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return c.err
+	}
+	return errCommitterStopped
+}
+
+// close ends the input, waits for every queued message to be committed and
+// returns the first commit error.
+func (c *committer) close() error {
+	close(c.in)
+	<-c.done
+	c.graceOff()
+	c.cancel()
+	return c.err
+}
+
+// loop commits batches until the input is closed or a commit fails.
+func (c *committer) loop() {
+	for {
+		var f *fetchedMsg
+		select {
+		case g, ok := <-c.in:
+			if !ok {
+				return
+			}
+			f = g
+		case <-c.stopped.Done():
+			return
+		}
+		batch := []*fetchedMsg{f}
+		size := len(f.raw)
+		closed := false
+	drain:
+		for len(batch) < commitMaxMsgs && size < commitMaxBytes {
+			select {
+			case g, ok := <-c.in:
+				if !ok {
+					closed = true
+					break drain
+				}
+				batch = append(batch, g)
+				size += len(g.raw)
+			default:
+				break drain
+			}
+		}
+		if err := c.commit(batch); err != nil {
+			c.fail(err)
+			return
+		}
+		if closed {
+			return
+		}
+	}
+}
+
+// commit makes one batch durable: duplicates are recorded in the ledger,
+// new messages delivered with their ledger rows in one transaction.
+func (c *committer) commit(batch []*fetchedMsg) error {
+	now := c.p.now()
+	defer func() {
+		for _, f := range batch {
+			c.sem.release(f.weight)
+		}
+	}()
+	var ds []store.Delivery
+	var msgs []passMsg
+	var bytes int64
+	dupes := 0
+	for _, f := range batch {
+		switch f.kind {
+		case fetchedNew:
+			ds = append(ds, store.Delivery{
+				Account:      c.a.Name,
+				UIDL:         f.m.id,
+				Digest:       f.digest,
+				User:         c.a.User,
+				Folder:       c.a.folder(),
+				Raw:          f.raw,
+				InternalDate: internalDate(f.raw, now),
+			})
+			msgs = append(msgs, f.m)
+			bytes += int64(len(f.raw))
+		case fetchedDuplicate:
+			if err := c.p.sink.RecordSkipped(c.ctx, c.a.Name, f.m.id, f.digest, f.m.item.Size, reasonDuplicatePrefix+f.dupOf); err != nil {
+				return accountErr(c.a, "record duplicate", err)
+			}
+			dupes++
+		}
+	}
+	if len(ds) > 0 {
+		if _, err := c.p.sink.Deliver(c.ctx, ds); err != nil {
+			return accountErr(c.a, "deliver", err)
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.dupes += dupes
+	c.delivered = append(c.delivered, msgs...)
+	c.res.Fetched += len(ds)
+	c.res.Bytes += bytes
+	c.handled += len(batch)
+	if c.progress != nil {
+		c.progress(c.handled, c.total)
+	}
+	return nil
+}
+
+// byteBudget bounds the bytes retrieved but not yet committed (a weighted
+// semaphore for one producer).
+type byteBudget struct {
+	mu      sync.Mutex
+	avail   int64
+	changed chan struct{} // closed when bytes are released
+}
+
+func newByteBudget(n int64) *byteBudget {
+	return &byteBudget{avail: n, changed: make(chan struct{})}
+}
+
+// acquire takes n bytes, waiting for releases; it fails when ctx ends.
+func (b *byteBudget) acquire(ctx context.Context, n int64) error {
+	for {
+		b.mu.Lock()
+		if b.avail >= n {
+			b.avail -= n
+			b.mu.Unlock()
+			return nil
+		}
+		ch := b.changed
+		b.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// release returns n bytes.
+func (b *byteBudget) release(n int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.avail += n
+	close(b.changed)
+	b.changed = make(chan struct{})
+}

@@ -1,0 +1,207 @@
+package poller
+
+import (
+	"time"
+
+	"github.com/popbridge/popbridge/store"
+)
+
+// Ledger maintenance intervals.
+const (
+	// ledgerRetention is how long a ledger row (a tombstone once the
+	// message is gone upstream) is kept after its UIDL was last listed.
+	// Within it, a server that lists old messages again does not get them
+	// imported twice.
+	ledgerRetention = 90 * 24 * time.Hour
+	// touchEvery is how stale a listed row's LastSeen may get before the
+	// poller refreshes it; polls in between write nothing to the ledger.
+	touchEvery = 6 * time.Hour
+	// pruneEvery is how often an account's expired tombstones are dropped.
+	pruneEvery = 24 * time.Hour
+)
+
+// passMsg is one message of an upstream listing with its identity: the
+// server's UIDL, or a synthetic one for servers without UIDL.
+type passMsg struct {
+	item listItem
+	id   string
+}
+
+// plan is what one poll pass does, decided from the listing and the ledger
+// before any message is retrieved.
+type plan struct {
+	// all is the whole listing.
+	all []passMsg
+	// fetch lists the messages to retrieve, in listing order.
+	fetch []passMsg
+	// verify marks fetched messages whose UIDL is known but whose size
+	// differs from every stored row: retrieved to compare digests (same
+	// digest: known; other: a new message reusing the UIDL).
+	verify map[string]bool
+	// known maps each verified UIDL to the digests already stored for it.
+	known map[string]map[string]bool
+	// tooLarge lists new messages over max_message_size, to record once.
+	tooLarge []passMsg
+	// dupes lists later occurrences of an identity already listed.
+	dupes []passMsg
+	// touch lists listed UIDLs whose LastSeen is stale.
+	touch []string
+	// del lists known, stored messages the policy deletes now, with why.
+	del    []passMsg
+	delWhy []string
+	// pendingGone lists UIDLs whose deletion was pending and that are no
+	// longer listed: the deletion happened.
+	pendingGone []string
+	// pendingClear lists UIDLs pending deletion that are still listed but
+	// that the policy no longer deletes.
+	pendingClear []string
+	// mass is true when the listing looks like a mass UIDL change; digests
+	// then maps every stored content digest to its UIDL, so retrieved
+	// "new" messages that are already stored are recorded, not delivered.
+	mass      bool
+	digests   map[string]string
+	knownLive int
+	newCount  int
+}
+
+// isStoredRow reports whether a ledger row stands for content that is
+// durable in the store.
+func isStoredRow(e store.LedgerEntry) bool {
+	return e.Skipped == "" || isDuplicateReason(e.Skipped)
+}
+
+// makePlan decides a pass. It is a pure function of the policy, the listing
+// (identities already resolved), the ledger, the in-memory verified sizes
+// and the time.
+func makePlan(pol policy, msgs []passMsg, ledger []store.LedgerEntry, verified map[string]int64, now time.Time) plan {
+	pl := plan{all: msgs, verify: map[string]bool{}, known: map[string]map[string]bool{}}
+	rows := make(map[string][]store.LedgerEntry, len(ledger))
+	live := map[string]bool{}
+	for _, e := range ledger {
+		rows[e.UIDL] = append(rows[e.UIDL], e)
+		if isStoredRow(e) && e.DeletedAt.IsZero() {
+			live[e.UIDL] = true
+		}
+	}
+	pl.knownLive = len(live)
+
+	seen := make(map[string]bool, len(msgs))
+	listedKnown := 0
+	for _, m := range msgs {
+		if seen[m.id] {
+			pl.dupes = append(pl.dupes, m)
+			continue
+		}
+		seen[m.id] = true
+		rs := rows[m.id]
+		if len(rs) == 0 {
+			if pol.tooLarge(m.item.Size) {
+				pl.tooLarge = append(pl.tooLarge, m)
+			} else {
+				pl.fetch = append(pl.fetch, m)
+				pl.newCount++
+			}
+			continue
+		}
+		listedKnown++
+		if stale(rs, now) {
+			pl.touch = append(pl.touch, m.id)
+		}
+		var stored, match []store.LedgerEntry
+		tooLargeRow := false
+		for _, e := range rs {
+			switch {
+			case isStoredRow(e):
+				stored = append(stored, e)
+				if e.Size == m.item.Size {
+					match = append(match, e)
+				}
+			case e.Skipped == reasonTooLarge:
+				tooLargeRow = true
+			}
+		}
+		if len(stored) == 0 {
+			if tooLargeRow && !pol.tooLarge(m.item.Size) {
+				// The limit was raised (or the message shrank): fetch it now.
+				pl.fetch = append(pl.fetch, m)
+			}
+			continue // skipped for good (too large, or another reason)
+		}
+		if len(match) == 0 {
+			if vs, ok := verified[m.id]; ok && vs == m.item.Size {
+				match = stored
+			}
+		}
+		if len(match) == 0 {
+			pl.fetch = append(pl.fetch, m)
+			pl.verify[m.id] = true
+			ds := map[string]bool{}
+			for _, e := range stored {
+				ds[e.Digest] = true
+			}
+			pl.known[m.id] = ds
+			continue
+		}
+		st := stateOf(match)
+		pending := false
+		for _, e := range match {
+			pending = pending || e.DeletePending
+		}
+		if why := pol.deleteReason(st, now); why != "" {
+			pl.del = append(pl.del, m)
+			pl.delWhy = append(pl.delWhy, why)
+		} else if pending {
+			pl.pendingClear = append(pl.pendingClear, m.id)
+		}
+	}
+
+	gone := map[string]bool{}
+	for _, e := range ledger {
+		if e.DeletePending && !seen[e.UIDL] && !gone[e.UIDL] {
+			gone[e.UIDL] = true
+			pl.pendingGone = append(pl.pendingGone, e.UIDL)
+		}
+	}
+
+	pl.mass = massUIDLChange(pl.knownLive, listedKnown, pl.newCount)
+	if pl.mass {
+		pl.digests = make(map[string]string, len(ledger))
+		for _, e := range ledger {
+			if isStoredRow(e) && e.Digest != "" {
+				pl.digests[e.Digest] = e.UIDL
+			}
+		}
+	}
+	return pl
+}
+
+// stale reports whether any row's LastSeen is older than touchEvery.
+func stale(rs []store.LedgerEntry, now time.Time) bool {
+	for _, e := range rs {
+		if e.LastSeen.IsZero() || now.Sub(e.LastSeen) >= touchEvery {
+			return true
+		}
+	}
+	return false
+}
+
+// stateOf summarises the stored rows of one listed message for the policy:
+// stored since the earliest row, expunged when every delivered row is.
+func stateOf(match []store.LedgerEntry) msgState {
+	st := msgState{Stored: true}
+	delivered := 0
+	expunged := 0
+	for _, e := range match {
+		if st.StoredAt.IsZero() || (!e.StoredAt.IsZero() && e.StoredAt.Before(st.StoredAt)) {
+			st.StoredAt = e.StoredAt
+		}
+		if e.Skipped == "" {
+			delivered++
+			if e.Expunged {
+				expunged++
+			}
+		}
+	}
+	st.Expunged = delivered > 0 && expunged == delivered
+	return st
+}

@@ -1,0 +1,306 @@
+package poller
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/popbridge/popbridge/store"
+)
+
+var t0 = time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+
+func TestDeleteReason(t *testing.T) {
+	day := 24 * time.Hour
+	tests := []struct {
+		name string
+		pol  policy
+		st   msgState
+		now  time.Time
+		want string
+	}{
+		{"not stored never", policy{leaveOnServer: false}, msgState{}, t0, ""},
+		{"leave on server keeps", policy{leaveOnServer: true}, msgState{Stored: true, StoredAt: t0}, t0.Add(1000 * day), ""},
+		{"leave false deletes", policy{leaveOnServer: false}, msgState{Stored: true, StoredAt: t0}, t0, "leave_on_server=false"},
+		{"delete_after not yet", policy{leaveOnServer: true, deleteAfter: 14 * day}, msgState{Stored: true, StoredAt: t0}, t0.Add(14*day - time.Second), ""},
+		{"delete_after reached", policy{leaveOnServer: true, deleteAfter: 14 * day}, msgState{Stored: true, StoredAt: t0}, t0.Add(14 * day), "delete_after"},
+		{"delete_after zero stored time", policy{leaveOnServer: true, deleteAfter: day}, msgState{Stored: true}, t0, ""},
+		{"expunge without policy", policy{leaveOnServer: true}, msgState{Stored: true, StoredAt: t0, Expunged: true}, t0, ""},
+		{"expunge with policy", policy{leaveOnServer: true, deleteOnExpunge: true}, msgState{Stored: true, StoredAt: t0, Expunged: true}, t0, "delete_on_expunge"},
+		{"expunge policy, still local", policy{leaveOnServer: true, deleteOnExpunge: true}, msgState{Stored: true, StoredAt: t0}, t0, ""},
+		{"expunged but not stored", policy{leaveOnServer: true, deleteOnExpunge: true}, msgState{Expunged: true}, t0, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.pol.deleteReason(tt.st, tt.now); got != tt.want {
+				t.Errorf("deleteReason = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestTooLarge(t *testing.T) {
+	tests := []struct {
+		name string
+		max  int64
+		size int64
+		want bool
+	}{
+		{"no limit", 0, 1 << 40, false},
+		{"under", 100, 99, false},
+		{"equal", 100, 100, false},
+		{"over", 100, 101, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := (policy{maxSize: tt.max}).tooLarge(tt.size); got != tt.want {
+				t.Errorf("tooLarge = %v", got)
+			}
+		})
+	}
+}
+
+func TestMassUIDLChangeRule(t *testing.T) {
+	tests := []struct {
+		name                         string
+		knownLive, listedKnown, nnew int
+		want                         bool
+	}{
+		{"small ledger", 19, 0, 19, false},
+		{"all changed", 20, 0, 20, true},
+		{"half is not more than half", 40, 0, 20, false},
+		{"just over half", 40, 0, 21, true},
+		{"some known still listed", 100, 1, 100, false},
+		{"empty listing", 100, 0, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := massUIDLChange(tt.knownLive, tt.listedKnown, tt.nnew); got != tt.want {
+				t.Errorf("massUIDLChange = %v", got)
+			}
+		})
+	}
+}
+
+func TestBackoffDelay(t *testing.T) {
+	tests := []struct {
+		name      string
+		n         int
+		interval  time.Duration
+		permanent bool
+		r         float64
+		want      time.Duration
+	}{
+		{"first, low jitter", 1, time.Minute, false, 0, 7500 * time.Millisecond},
+		{"first, high jitter", 1, time.Minute, false, 0.999999, 15 * time.Second},
+		{"third", 3, time.Hour, false, 0, 30 * time.Second},
+		{"capped", 30, time.Hour, false, 0.999999, backoffMax},
+		{"capped low", 100, time.Hour, false, 0, backoffMax / 2},
+		{"permanent waits the interval", 1, 5 * time.Minute, true, 0, 5 * time.Minute},
+		{"permanent long backoff kept", 12, 5 * time.Minute, true, 0, backoffMax / 2},
+		{"zero failures treated as one", 0, time.Minute, false, 0, 7500 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := backoffDelay(tt.n, tt.interval, tt.permanent, tt.r)
+			if d := got - tt.want; d < -time.Millisecond || d > time.Millisecond {
+				t.Errorf("backoffDelay = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestJitterInterval(t *testing.T) {
+	for _, r := range []float64{0, 0.25, 0.5, 0.999} {
+		got := jitterInterval(10*time.Minute, r)
+		if got < 9*time.Minute || got > 11*time.Minute {
+			t.Errorf("jitterInterval(10m, %v) = %v", r, got)
+		}
+	}
+	if got := jitterInterval(10*time.Minute, 0.5); got != 10*time.Minute {
+		t.Errorf("midpoint = %v", got)
+	}
+}
+
+func TestIsPermanent(t *testing.T) {
+	auth := &AccountError{Account: "a", Op: "login", Err: errors.New("x")}
+	tmp := &AccountError{Account: "a", Op: "list", Temporary: true, Err: errors.New("x")}
+	if !isPermanent(fmt.Errorf("wrapped: %w", auth)) {
+		t.Error("wrapped permanent AccountError not permanent")
+	}
+	if isPermanent(tmp) || isPermanent(errors.New("dial tcp: refused")) {
+		t.Error("temporary error classified permanent")
+	}
+}
+
+func TestSameMailbox(t *testing.T) {
+	tests := []struct {
+		a, b string
+		want bool
+	}{
+		{"INBOX", "inbox", true},
+		{"INBOX/Work", "inbox/Work", true},
+		{"INBOX/Work", "INBOX/work", false},
+		{"Archive", "archive", false},
+		{"Lists", "Lists", true},
+	}
+	for _, tt := range tests {
+		if got := sameMailbox(tt.a, tt.b); got != tt.want {
+			t.Errorf("sameMailbox(%q, %q) = %v", tt.a, tt.b, got)
+		}
+	}
+}
+
+func TestInternalDate(t *testing.T) {
+	now := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name string
+		raw  string
+		want time.Time
+	}{
+		{"topmost received", "Received: from a by b;\r\n Tue, 3 Mar 2026 10:00:00 +0100\r\nReceived: from c; Mon, 2 Mar 2026 09:00:00 +0000\r\n\r\nbody", time.Date(2026, 3, 3, 9, 0, 0, 0, time.UTC)},
+		{"no received", "Subject: x\r\nDate: Tue, 3 Mar 2026 10:00:00 +0100\r\n\r\nReceived: from x; Tue, 3 Mar 2026 10:00:00 +0100\r\n", time.Time{}},
+		{"bad date", "Received: from a; yesterday\r\n\r\n", time.Time{}},
+		{"future date", "Received: from a; Tue, 3 Mar 2099 10:00:00 +0100\r\n\r\n", time.Time{}},
+		{"lf only", "Received: by x; Tue, 3 Mar 2026 10:00:00 +0000\nSubject: y\n\nb", time.Date(2026, 3, 3, 10, 0, 0, 0, time.UTC)},
+		{"empty", "", time.Time{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := internalDate([]byte(tt.raw), now); !got.Equal(tt.want) {
+				t.Errorf("internalDate = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestSyntheticUIDL(t *testing.T) {
+	a := syntheticUIDL("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", 1234)
+	if a != "~h0123456789abcdef0123456789abcdef01234567.1234" {
+		t.Errorf("syntheticUIDL = %q", a)
+	}
+	if syntheticUIDL("ab", 1) == syntheticUIDL("ab", 2) {
+		t.Error("size not part of the identity")
+	}
+	if len(a) > 70 {
+		t.Errorf("synthetic UIDL longer than RFC 1939's 70: %d", len(a))
+	}
+}
+
+func msgsOf(ids ...string) []passMsg {
+	var out []passMsg
+	for i, id := range ids {
+		out = append(out, passMsg{item: listItem{Num: i + 1, Size: 100, UIDL: id}, id: id})
+	}
+	return out
+}
+
+func ids(ms []passMsg) []string {
+	var out []string
+	for _, m := range ms {
+		out = append(out, m.id)
+	}
+	return out
+}
+
+func TestMakePlan(t *testing.T) {
+	row := func(uidl string, mod func(*store.LedgerEntry)) store.LedgerEntry {
+		e := store.LedgerEntry{Account: "a", UIDL: uidl, Digest: "d-" + uidl, Size: 100, StoredAt: t0, LastSeen: t0, Message: 1}
+		if mod != nil {
+			mod(&e)
+		}
+		return e
+	}
+	many := func(n int, prefix string) []store.LedgerEntry {
+		var out []store.LedgerEntry
+		for i := 0; i < n; i++ {
+			out = append(out, row(fmt.Sprintf("%s%d", prefix, i), nil))
+		}
+		return out
+	}
+	manyIDs := func(n int, prefix string) []string {
+		var out []string
+		for i := 0; i < n; i++ {
+			out = append(out, fmt.Sprintf("%s%d", prefix, i))
+		}
+		return out
+	}
+	keep := policy{leaveOnServer: true}
+	tests := []struct {
+		name     string
+		pol      policy
+		msgs     []passMsg
+		ledger   []store.LedgerEntry
+		now      time.Time
+		fetch    []string
+		verify   []string
+		del      []string
+		gone     []string
+		clear    []string
+		touch    []string
+		dupes    []string
+		tooLarge []string
+		mass     bool
+	}{
+		{name: "nothing known", pol: keep, msgs: msgsOf("a", "b"), now: t0, fetch: []string{"a", "b"}},
+		{name: "all known, idle", pol: keep, msgs: msgsOf("a"), ledger: []store.LedgerEntry{row("a", nil)}, now: t0},
+		{name: "stale rows touched", pol: keep, msgs: msgsOf("a"), ledger: []store.LedgerEntry{row("a", nil)}, now: t0.Add(7 * time.Hour), touch: []string{"a"}},
+		{name: "size differs: verify", pol: keep, msgs: msgsOf("a"), ledger: []store.LedgerEntry{row("a", func(e *store.LedgerEntry) { e.Size = 99 })}, now: t0, fetch: []string{"a"}, verify: []string{"a"}},
+		{name: "leave false deletes known", pol: policy{}, msgs: msgsOf("a", "b"), ledger: []store.LedgerEntry{row("a", nil)}, now: t0, fetch: []string{"b"}, del: []string{"a"}},
+		{name: "pending listed and policy deletes", pol: policy{}, msgs: msgsOf("a"), ledger: []store.LedgerEntry{row("a", func(e *store.LedgerEntry) { e.DeletePending = true })}, now: t0, del: []string{"a"}},
+		{name: "pending listed, policy keeps", pol: keep, msgs: msgsOf("a"), ledger: []store.LedgerEntry{row("a", func(e *store.LedgerEntry) { e.DeletePending = true })}, now: t0, clear: []string{"a"}},
+		{name: "pending gone", pol: keep, msgs: msgsOf(), ledger: []store.LedgerEntry{row("a", func(e *store.LedgerEntry) { e.DeletePending = true })}, now: t0, gone: []string{"a"}},
+		{name: "duplicate uidl", pol: keep, msgs: msgsOf("a", "a", "b"), now: t0, fetch: []string{"a", "b"}, dupes: []string{"a"}},
+		{name: "too large new", pol: policy{leaveOnServer: true, maxSize: 50}, msgs: msgsOf("a"), now: t0, tooLarge: []string{"a"}},
+		{name: "too large known stays skipped", pol: policy{leaveOnServer: true, maxSize: 50}, msgs: msgsOf("a"),
+			ledger: []store.LedgerEntry{row("a", func(e *store.LedgerEntry) { e.Skipped = reasonTooLarge; e.Digest = "" })}, now: t0},
+		{name: "too large, limit raised", pol: keep, msgs: msgsOf("a"),
+			ledger: []store.LedgerEntry{row("a", func(e *store.LedgerEntry) { e.Skipped = reasonTooLarge; e.Digest = "" })}, now: t0, fetch: []string{"a"}},
+		{name: "skipped too large never deleted", pol: policy{}, msgs: msgsOf("a"),
+			ledger: []store.LedgerEntry{row("a", func(e *store.LedgerEntry) { e.Skipped = reasonTooLarge; e.Digest = "" })}, now: t0, fetch: []string{"a"}},
+		{name: "duplicate-of row is deletable", pol: policy{}, msgs: msgsOf("a"),
+			ledger: []store.LedgerEntry{row("a", func(e *store.LedgerEntry) { e.Skipped = reasonDuplicatePrefix + "z"; e.Expunged = true })}, now: t0, del: []string{"a"}},
+		{name: "delete on expunge", pol: policy{leaveOnServer: true, deleteOnExpunge: true}, msgs: msgsOf("a", "b"),
+			ledger: []store.LedgerEntry{row("a", func(e *store.LedgerEntry) { e.Expunged = true }), row("b", nil)}, now: t0, del: []string{"a"}},
+		{name: "mass change", pol: keep, msgs: msgsOf(manyIDs(20, "new")...), ledger: many(20, "old"), now: t0, fetch: manyIDs(20, "new"), mass: true},
+		{name: "mass change needs none listed", pol: keep, msgs: msgsOf(append(manyIDs(20, "new"), "old0")...), ledger: many(20, "old"), now: t0, fetch: manyIDs(20, "new")},
+		{name: "deleted tombstones do not count as live", pol: keep, msgs: msgsOf(manyIDs(20, "new")...),
+			ledger: func() []store.LedgerEntry {
+				rs := many(20, "old")
+				for i := range rs {
+					rs[i].DeletedAt = t0
+				}
+				return rs
+			}(), now: t0, fetch: manyIDs(20, "new")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pl := makePlan(tt.pol, tt.msgs, tt.ledger, nil, tt.now)
+			check := func(what string, got, want []string) {
+				t.Helper()
+				if !slices.Equal(got, want) {
+					t.Errorf("%s = %v, want %v", what, got, want)
+				}
+			}
+			check("fetch", ids(pl.fetch), tt.fetch)
+			var verify []string
+			for _, m := range pl.fetch {
+				if pl.verify[m.id] {
+					verify = append(verify, m.id)
+				}
+			}
+			check("verify", verify, tt.verify)
+			check("del", ids(pl.del), tt.del)
+			check("pendingGone", pl.pendingGone, tt.gone)
+			check("pendingClear", pl.pendingClear, tt.clear)
+			check("touch", pl.touch, tt.touch)
+			check("dupes", ids(pl.dupes), tt.dupes)
+			check("tooLarge", ids(pl.tooLarge), tt.tooLarge)
+			if pl.mass != tt.mass {
+				t.Errorf("mass = %v, want %v", pl.mass, tt.mass)
+			}
+		})
+	}
+}

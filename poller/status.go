@@ -1,0 +1,166 @@
+package poller
+
+import (
+	"context"
+	"time"
+
+	"github.com/popbridge/popbridge/store"
+)
+
+// persistTimeout bounds writing an account's status, also during shutdown.
+const persistTimeout = 10 * time.Second
+
+// acctState is the per-account state that outlives a worker (reloads
+// restart workers). Fields other than lock, verified and suspects are
+// guarded by Poller.mu; verified and suspects belong to whoever holds lock.
+type acctState struct {
+	// lock is held (a token in a 1-slot channel) by the one pass running
+	// for the account.
+	lock chan struct{}
+
+	status      Status
+	lastErrorAt time.Time
+	upstream    int64 // messages listed at the last successful poll
+
+	// lastLogin is when the last session logged in; loginDelay is the
+	// server's LOGIN-DELAY from its CAPA.
+	lastLogin  time.Time
+	loginDelay time.Duration
+	lastHint   time.Time
+	// expireNoted remembers the EXPIRE value already warned about.
+	expireNoted string
+	// lastTouch and lastPrune throttle ledger maintenance.
+	lastPrune time.Time
+
+	// verified maps a UIDL whose LIST size differs from its ledger size to
+	// the listed size at which its content was found to be already stored,
+	// so the message is not fetched again at every poll.
+	verified map[string]int64
+	// suspects holds the messages that may have broken a retrieval, with
+	// how many probes in a row each has failed. They are retrieved last,
+	// one at a time, so one bad message cannot block the rest of the
+	// maildrop.
+	suspects map[string]int
+}
+
+// stateLocked returns (creating) the state of account name. p.mu held.
+func (p *Poller) stateLocked(name string) *acctState {
+	st := p.state[name]
+	if st == nil {
+		st = &acctState{
+			lock:     make(chan struct{}, 1),
+			verified: make(map[string]int64),
+			suspects: make(map[string]int),
+		}
+		st.status.Account = name
+		p.state[name] = st
+	}
+	return st
+}
+
+// accountState returns (creating) the state of account name.
+func (p *Poller) accountState(name string) *acctState {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stateLocked(name)
+}
+
+// loadStatuses seeds the in-memory counters from the store's persisted
+// statuses, once. A failure is logged and retried at the next pass.
+func (p *Poller) loadStatuses(ctx context.Context) {
+	p.mu.Lock()
+	done := p.statusOnce
+	p.mu.Unlock()
+	if done {
+		return
+	}
+	sts, err := p.sink.AccountStatuses(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			p.log.Warn("loading account statuses", "err", err)
+		}
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.statusOnce {
+		return
+	}
+	p.statusOnce = true
+	for _, ps := range sts {
+		st := p.stateLocked(ps.Account)
+		// Counters accumulated in this process before the load are added.
+		st.status.Fetched += ps.Fetched
+		st.status.Bytes += ps.FetchedBytes
+		st.status.Skipped += ps.Skipped
+		if st.status.LastAttempt.IsZero() {
+			st.status.LastAttempt = ps.LastAttempt
+			st.status.LastSuccess = ps.LastSuccess
+			st.status.LastError = ps.LastError
+			st.lastErrorAt = ps.LastErrorAt
+			st.upstream = ps.UpstreamCount
+		}
+	}
+}
+
+// beginPass marks the account as polling.
+func (p *Poller) beginPass(name string, at time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := p.stateLocked(name)
+	st.status.Polling = true
+	st.status.LastAttempt = at
+}
+
+// endPass records the outcome of a pass in memory and in the store.
+// canceled passes (shutdown) do not record an error.
+func (p *Poller) endPass(ctx context.Context, name string, res Result, err error, listed bool) {
+	now := p.now()
+	p.mu.Lock()
+	st := p.stateLocked(name)
+	st.status.Polling = false
+	st.status.Fetched += int64(res.Fetched)
+	st.status.Bytes += res.Bytes
+	st.status.Skipped += int64(res.Skipped)
+	switch {
+	case err == nil:
+		st.status.LastSuccess = now
+		st.status.LastError = ""
+	case ctx.Err() == nil:
+		st.status.LastError = err.Error()
+		st.lastErrorAt = now
+	}
+	if listed {
+		st.upstream = int64(res.Listed)
+	}
+	ps := store.AccountStatus{
+		Account:       name,
+		LastAttempt:   st.status.LastAttempt,
+		LastSuccess:   st.status.LastSuccess,
+		LastError:     st.status.LastError,
+		LastErrorAt:   st.lastErrorAt,
+		Fetched:       st.status.Fetched,
+		FetchedBytes:  st.status.Bytes,
+		Skipped:       st.status.Skipped,
+		UpstreamCount: st.upstream,
+	}
+	loaded := p.statusOnce
+	p.mu.Unlock()
+	if !loaded {
+		// Counters not seeded from the store: persisting them would
+		// overwrite the all-time totals with this process's.
+		return
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), persistTimeout)
+	defer cancel()
+	if perr := p.sink.SetAccountStatus(wctx, ps); perr != nil {
+		p.log.Warn("saving account status", "account", name, "err", perr)
+	}
+}
+
+// setNextPoll records when the worker of name polls next.
+func (p *Poller) setNextPoll(name string, at time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stateLocked(name).status.NextPoll = at
+}
