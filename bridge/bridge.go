@@ -1,0 +1,480 @@
+package bridge
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/popbridge/popbridge/imapfront"
+	"github.com/popbridge/popbridge/poller"
+	"github.com/popbridge/popbridge/store"
+)
+
+// DefaultShutdownTimeout bounds a graceful stop when
+// Bridge.ShutdownTimeout is 0.
+const DefaultShutdownTimeout = 20 * time.Second
+
+// Log keys used by the bridge and passed to the parts it starts.
+const (
+	LogKeyComponent = "component"
+	LogKeyAccount   = "account"
+	LogKeyUser      = "user"
+)
+
+// Addrs are the addresses the bridge listens on; nil for a listener that is
+// not configured.
+type Addrs struct {
+	IMAP    net.Addr
+	IMAPTLS net.Addr
+	HTTP    net.Addr
+}
+
+// Bridge is the popbridge service: store, poller, IMAP front end and HTTP
+// endpoint, run from one Config. Create it with New, run it with Run.
+type Bridge struct {
+	// ShutdownTimeout bounds the graceful stop after Run's context is
+	// cancelled: in-flight deliveries and IMAP commands may finish until
+	// then. 0: DefaultShutdownTimeout. Set before Run.
+	ShutdownTimeout time.Duration
+	// Dialer, when set, is how the poller reaches upstream servers (tests).
+	// nil: a net.Dialer. Set before Run.
+	Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	log *slog.Logger
+
+	mu      sync.Mutex // guards the fields below after Run started
+	cfg     *Config
+	store   *store.Store
+	poller  *poller.Poller
+	imap    *imapfront.Server
+	http    *http.Server
+	metrics *metrics
+	addrs   Addrs
+
+	reloadMu     sync.Mutex // serialises Reload
+	running      atomic.Bool
+	ready        chan struct{}
+	fatal        chan error
+	serveWG      sync.WaitGroup // IMAP and HTTP serve goroutines
+	pollerCancel context.CancelFunc
+	pollerDone   chan error
+	startedAt    time.Time
+}
+
+// New returns a Bridge for cfg, which must have passed Validate. It has no
+// side effects: nothing is opened or started until Run. logger nil: discard.
+func New(cfg *Config, logger *slog.Logger) *Bridge {
+	if logger == nil {
+		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Bridge{
+		log:   logger,
+		cfg:   cfg,
+		ready: make(chan struct{}),
+		fatal: make(chan error, 4),
+	}
+}
+
+// Config returns the configuration in effect.
+func (b *Bridge) Config() *Config {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.cfg
+}
+
+// Ready is closed once Run has started every part; Addrs is valid then.
+func (b *Bridge) Ready() <-chan struct{} { return b.ready }
+
+// Addrs returns the listening addresses (useful with port 0). Valid after Ready.
+func (b *Bridge) Addrs() Addrs {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.addrs
+}
+
+// Status returns the in-memory poller status of every account; nil before
+// Run has started the poller.
+func (b *Bridge) Status() []poller.Status {
+	b.mu.Lock()
+	p := b.poller
+	b.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	return p.Status()
+}
+
+// PollNow asks for an early poll of account, or of every account when
+// account is "" (SIGUSR1). It does not wait; it does nothing before Run.
+func (b *Bridge) PollNow(account string) {
+	b.mu.Lock()
+	p, cfg := b.poller, b.cfg
+	b.mu.Unlock()
+	if p == nil {
+		return
+	}
+	if account != "" {
+		p.PollNow(account)
+		return
+	}
+	for _, a := range cfg.Accounts {
+		p.PollNow(a.Name)
+	}
+}
+
+// Run opens the store and starts the IMAP front end, the poller and the
+// HTTP endpoint, in that order (rolling back if one fails), then serves
+// until ctx is cancelled or a part fails. It then stops in reverse order
+// within ShutdownTimeout: the HTTP endpoint, the poller (no new polls;
+// in-flight deliveries finish), the IMAP front end (listeners closed,
+// commands finish, BYE to every client), the store. It returns nil after
+// a clean stop on ctx cancellation. Run may be called once.
+func (b *Bridge) Run(ctx context.Context) error {
+	if !b.running.CompareAndSwap(false, true) {
+		return errors.New("bridge: Run called twice")
+	}
+	b.startedAt = time.Now()
+	timeout := b.ShutdownTimeout
+	if timeout <= 0 {
+		timeout = DefaultShutdownTimeout
+	}
+	stopCtx := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	}
+	comps := []component{
+		{name: "store", start: b.startStore, stop: b.stopStore},
+		{name: "imap", start: b.startIMAP, stop: b.stopIMAP},
+		{name: "poller", start: b.startPoller, stop: b.stopPoller},
+		{name: "http", start: b.startHTTP, stop: b.stopHTTP},
+	}
+	started, err := startAll(ctx, comps, b.log, stopCtx)
+	if err != nil {
+		b.waitPoller()
+		b.serveWG.Wait()
+		return err
+	}
+	addrs := b.Addrs()
+	b.log.Info("popbridge running", "imap", addrString(addrs.IMAP), "imaps", addrString(addrs.IMAPTLS),
+		"http", addrString(addrs.HTTP), "users", len(b.Config().Users), "accounts", len(b.Config().Accounts))
+	close(b.ready)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		b.log.Info("shutting down", "timeout", timeout)
+	case runErr = <-b.fatal:
+		b.log.Error("shutting down after a failure", "err", runErr)
+	}
+	sctx, cancel := stopCtx()
+	defer cancel()
+	stopErr := stopAll(sctx, started, b.log)
+	b.waitPoller()
+	b.serveWG.Wait()
+	if stopErr == nil {
+		b.log.Info("stopped")
+	}
+	return errors.Join(runErr, stopErr)
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}
+
+// fail reports a part that stopped on its own; Run then shuts down.
+func (b *Bridge) fail(err error) {
+	select {
+	case b.fatal <- err:
+	default:
+	}
+}
+
+func (b *Bridge) startStore(ctx context.Context) error {
+	cfg := b.Config()
+	st, err := openStore(ctx, cfg, b.log)
+	if err != nil {
+		return err
+	}
+	m := newMetrics(b)
+	if err := m.seed(ctx, st); err != nil {
+		st.Close()
+		return err
+	}
+	p := poller.New(poller.Options{
+		Sink:     m.sink(st),
+		Accounts: cfg.pollerAccounts(),
+		Logger:   b.log.With(LogKeyComponent, "poller"),
+		Dialer:   b.Dialer,
+	})
+	b.mu.Lock()
+	b.store, b.metrics, b.poller = st, m, p
+	b.mu.Unlock()
+	return nil
+}
+
+// openStore opens the store of cfg and makes sure every user exists.
+func openStore(ctx context.Context, cfg *Config, log *slog.Logger) (*store.Store, error) {
+	st, err := store.Open(ctx, cfg.Path(cfg.DataDir), store.Options{Logger: log.With(LogKeyComponent, "store")})
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	if err := ensureUsers(ctx, st, cfg); err != nil {
+		st.Close()
+		return nil, err
+	}
+	return st, nil
+}
+
+func ensureUsers(ctx context.Context, st *store.Store, cfg *Config) error {
+	for _, u := range cfg.Users {
+		if _, err := st.EnsureUser(ctx, u.Name); err != nil {
+			return fmt.Errorf("ensure user %q: %w", u.Name, err)
+		}
+	}
+	return nil
+}
+
+func (b *Bridge) stopStore(context.Context) error {
+	b.mu.Lock()
+	st := b.store
+	b.mu.Unlock()
+	if err := st.Close(); err != nil {
+		return fmt.Errorf("close store: %w", err)
+	}
+	return nil
+}
+
+func (b *Bridge) startIMAP(ctx context.Context) error {
+	cfg := b.Config()
+	tlsConf, err := cfg.serverTLS()
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	st, p, m := b.store, b.poller, b.metrics
+	b.mu.Unlock()
+	srv, err := imapfront.New(imapfront.Options{
+		Store:              st,
+		Users:              cfg.imapUsers(),
+		TLSConfig:          tlsConf,
+		AllowPlaintextAuth: cfg.IMAP.AllowPlaintextAuth,
+		Hinter:             p,
+		Logger:             b.log.With(LogKeyComponent, "imap"),
+	})
+	if err != nil {
+		return fmt.Errorf("create imap server: %w", err)
+	}
+	type listener struct {
+		name string
+		ln   net.Listener
+		tls  bool
+	}
+	var lns []listener
+	closeAll := func() {
+		for _, l := range lns {
+			l.ln.Close()
+		}
+	}
+	var lc net.ListenConfig
+	for _, l := range []struct {
+		name, addr string
+		tls        bool
+	}{{"imap", cfg.IMAP.Listen, false}, {"imaps", cfg.IMAP.ListenTLS, true}} {
+		if l.addr == "" {
+			continue
+		}
+		ln, err := lc.Listen(ctx, "tcp", l.addr)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("listen %s: %w", l.name, err)
+		}
+		lns = append(lns, listener{l.name, m.countConns(ln, l.name), l.tls})
+	}
+	b.mu.Lock()
+	b.imap = srv
+	for _, l := range lns {
+		if l.tls {
+			b.addrs.IMAPTLS = l.ln.Addr()
+		} else {
+			b.addrs.IMAP = l.ln.Addr()
+		}
+	}
+	b.mu.Unlock()
+	for _, l := range lns {
+		b.serveWG.Add(1)
+		go func() {
+			defer b.serveWG.Done()
+			serve := srv.Serve
+			if l.tls {
+				serve = srv.ServeTLS
+			}
+			if err := serve(l.ln); err != nil && !errors.Is(err, imapfront.ErrServerClosed) {
+				b.fail(fmt.Errorf("serve %s: %w", l.name, err))
+			}
+		}()
+	}
+	return nil
+}
+
+func (b *Bridge) stopIMAP(ctx context.Context) error {
+	b.mu.Lock()
+	srv := b.imap
+	b.mu.Unlock()
+	if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, imapfront.ErrServerClosed) {
+		return fmt.Errorf("imap shutdown: %w", err)
+	}
+	return nil
+}
+
+func (b *Bridge) startPoller(ctx context.Context) error {
+	b.mu.Lock()
+	p := b.poller
+	b.mu.Unlock()
+	for _, a := range b.Config().Accounts {
+		if a.TLSSkipVerify {
+			b.log.Warn("tls_skip_verify is set: the upstream certificate is not verified", LogKeyAccount, a.Name)
+		}
+	}
+	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan error, 1)
+	b.pollerCancel, b.pollerDone = cancel, done
+	go func() {
+		err := p.Run(pctx)
+		if err != nil && pctx.Err() == nil {
+			b.fail(fmt.Errorf("poller: %w", err))
+		}
+		done <- err
+		close(done)
+	}()
+	return nil
+}
+
+// stopPoller stops new polls and waits for in-flight deliveries to commit.
+func (b *Bridge) stopPoller(ctx context.Context) error {
+	b.pollerCancel()
+	select {
+	case err, ok := <-b.pollerDone:
+		if ok && err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("poller still busy at the shutdown deadline: %w", ctx.Err())
+	}
+}
+
+// waitPoller waits, briefly, for the poller goroutine after a stop that hit
+// the deadline, so Run does not leave it behind unnoticed.
+func (b *Bridge) waitPoller() {
+	if b.pollerDone == nil {
+		return
+	}
+	select {
+	case <-b.pollerDone:
+	case <-time.After(5 * time.Second):
+		b.log.Error("poller did not stop within 5s after shutdown")
+	}
+}
+
+func (b *Bridge) startHTTP(ctx context.Context) error {
+	addr := b.Config().HTTP.Listen
+	if addr == "" {
+		return nil
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen http: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           b.handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(b.log.With(LogKeyComponent, "http").Handler(), slog.LevelError),
+	}
+	b.mu.Lock()
+	b.http = srv
+	b.addrs.HTTP = ln.Addr()
+	b.mu.Unlock()
+	b.serveWG.Add(1)
+	go func() {
+		defer b.serveWG.Done()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			b.fail(fmt.Errorf("serve http: %w", err))
+		}
+	}()
+	return nil
+}
+
+func (b *Bridge) stopHTTP(ctx context.Context) error {
+	b.mu.Lock()
+	srv := b.http
+	b.mu.Unlock()
+	if srv == nil {
+		return nil
+	}
+	if err := srv.Shutdown(ctx); err != nil {
+		return fmt.Errorf("http shutdown: %w", err)
+	}
+	return nil
+}
+
+// serverTLS loads the IMAP certificate; nil when TLS is not configured.
+func (c *Config) serverTLS() (*tls.Config, error) {
+	if !c.IMAP.TLSEnabled() {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(c.Path(c.IMAP.TLSCert), c.Path(c.IMAP.TLSKey))
+	if err != nil {
+		return nil, fmt.Errorf("load imap certificate: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
+// imapUsers converts the [[user]] entries for imapfront.
+func (c *Config) imapUsers() []imapfront.User {
+	out := make([]imapfront.User, 0, len(c.Users))
+	for _, u := range c.Users {
+		out = append(out, imapfront.User{Name: u.Name, PasswordHash: u.PasswordHash})
+	}
+	return out
+}
+
+// pollerAccounts converts the [[account]] entries for the poller.
+func (c *Config) pollerAccounts() []poller.Account {
+	out := make([]poller.Account, 0, len(c.Accounts))
+	for _, a := range c.Accounts {
+		out = append(out, c.pollerAccount(a))
+	}
+	return out
+}
+
+func (c *Config) pollerAccount(a AccountConfig) poller.Account {
+	return poller.Account{
+		Name:            a.Name,
+		User:            a.User,
+		Host:            a.Host,
+		Port:            a.Port,
+		TLS:             a.TLS,
+		TLSCAFile:       c.Path(a.TLSCAFile),
+		TLSSkipVerify:   a.TLSSkipVerify,
+		Username:        a.Username,
+		Secret:          c.SecretFunc(a),
+		Auth:            a.Auth,
+		MaxMessageSize:  a.MaxMessageSize.Bytes,
+		PollInterval:    a.PollInterval.Value,
+		Folder:          a.Folder,
+		LeaveOnServer:   a.LeaveOnServer,
+		DeleteAfter:     a.DeleteAfter.Value,
+		DeleteOnExpunge: a.DeleteOnExpunge,
+	}
+}

@@ -1,0 +1,197 @@
+package bridge
+
+import (
+	"path/filepath"
+	"time"
+)
+
+// Config is the whole popbridge configuration, as read from one TOML file
+// (see config.toml.example for every option with its default).
+//
+// A Config is built with [DefaultConfig] or [Parse] (which starts from the
+// defaults), then checked with [Config.Validate]; [Load] does all three.
+// Relative paths in the file (data_dir, tls_cert, tls_key, tls_ca_file,
+// password_file) are relative to the directory holding the file.
+type Config struct {
+	// DataDir is the directory of the store. Required.
+	DataDir string `toml:"data_dir"`
+	// IMAP configures the IMAP listeners.
+	IMAP IMAPConfig `toml:"imap"`
+	// HTTP configures the health and metrics listener.
+	HTTP HTTPConfig `toml:"http"`
+	// Users are the local IMAP users.
+	Users []UserConfig `toml:"user"`
+	// Accounts are the upstream POP3 accounts.
+	Accounts []AccountConfig `toml:"account"`
+
+	// File is the path the configuration was read from; "" when it was
+	// built in code. It names the file in error messages.
+	File string `toml:"-"`
+
+	// pos locates keys in the file for error messages; nil when built in code.
+	pos *positions
+}
+
+// IMAPConfig is the [imap] table.
+type IMAPConfig struct {
+	// Listen is the address of the plain IMAP listener (STARTTLS when a
+	// certificate is configured); "" disables it. Default 127.0.0.1:1143.
+	Listen string `toml:"listen"`
+	// ListenTLS is the address of the implicit-TLS listener (e.g.
+	// 0.0.0.0:993); "" (the default) disables it. Requires TLSCert/TLSKey.
+	ListenTLS string `toml:"listen_tls"`
+	// TLSCert and TLSKey are PEM files; both or neither. Empty means no TLS.
+	TLSCert string `toml:"tls_cert"`
+	TLSKey  string `toml:"tls_key"`
+	// AllowPlaintextAuth allows LOGIN without TLS from non-loopback
+	// addresses. Loopback is always allowed. Default false.
+	AllowPlaintextAuth bool `toml:"allow_plaintext_auth"`
+}
+
+// TLSEnabled reports whether a certificate is configured.
+func (c IMAPConfig) TLSEnabled() bool { return c.TLSCert != "" || c.TLSKey != "" }
+
+// HTTPConfig is the [http] table.
+type HTTPConfig struct {
+	// Listen is the address serving /healthz and /metrics; "" disables it.
+	// Default 127.0.0.1:9143.
+	Listen string `toml:"listen"`
+}
+
+// UserConfig is one [[user]] entry: a local IMAP user.
+type UserConfig struct {
+	// Name is the IMAP login name. Required, unique.
+	Name string `toml:"name"`
+	// PasswordHash is a bcrypt ($2a$, $2b$, $2y$) or argon2id ($argon2id$)
+	// hash, as printed by `popbridge hash-password`. Required.
+	PasswordHash string `toml:"password_hash"`
+}
+
+// Values of AccountConfig.TLS.
+const (
+	TLSImplicit = "implicit"
+	TLSStartTLS = "starttls"
+	TLSNone     = "none"
+)
+
+// Values of AccountConfig.Auth.
+const (
+	AuthUser    = "user"
+	AuthAPOP    = "apop"
+	AuthPlain   = "plain"
+	AuthXOAUTH2 = "xoauth2"
+)
+
+// Default values applied by [DefaultConfig], [DefaultAccount] and [Parse].
+const (
+	DefaultIMAPListen     = "127.0.0.1:1143"
+	DefaultHTTPListen     = "127.0.0.1:9143"
+	DefaultPollInterval   = 5 * time.Minute
+	DefaultMaxMessageSize = 50_000_000 // "50MB"
+	DefaultFolder         = "INBOX"
+	// MinPollInterval is the shortest poll_interval accepted.
+	MinPollInterval = time.Second
+)
+
+// AccountConfig is one [[account]] entry: an upstream POP3 account.
+type AccountConfig struct {
+	// Name identifies the account in logs, metrics and the store's ledger.
+	// Required, unique; renaming an account makes its mail look new.
+	Name string `toml:"name"`
+	// User is the local user whose mailbox receives this account's mail.
+	User string `toml:"user"`
+	// Host and Port of the POP3 server. Port defaults to 995 for implicit
+	// TLS and 110 otherwise.
+	Host string `toml:"host"`
+	Port int    `toml:"port"`
+	// TLS is implicit (default), starttls or none.
+	TLS string `toml:"tls"`
+	// TLSCAFile is an extra PEM CA bundle for private upstreams.
+	TLSCAFile string `toml:"tls_ca_file"`
+	// TLSSkipVerify disables certificate verification (logged as a warning).
+	TLSSkipVerify bool `toml:"tls_skip_verify"`
+	// Username is the POP3 login name. Required.
+	Username string `toml:"username"`
+	// Exactly one of Password, PasswordFile, PasswordCommand.
+	Password        Secret `toml:"password"`
+	PasswordFile    string `toml:"password_file"`
+	PasswordCommand string `toml:"password_command"`
+	// Auth is user (default), apop, plain or xoauth2 (token from
+	// PasswordCommand).
+	Auth string `toml:"auth"`
+	// MaxMessageSize: larger messages are skipped and reported; 0 = no
+	// limit. Default 50MB.
+	MaxMessageSize Size `toml:"max_message_size"`
+	// PollInterval between polls. Default 5m.
+	PollInterval Duration `toml:"poll_interval"`
+	// Folder is the mailbox new mail lands in. Default INBOX.
+	Folder string `toml:"folder"`
+	// LeaveOnServer keeps messages upstream after download. Default true.
+	LeaveOnServer bool `toml:"leave_on_server"`
+	// DeleteAfter, with LeaveOnServer, deletes upstream this long after
+	// download; 0 = never.
+	DeleteAfter Duration `toml:"delete_after"`
+	// DeleteOnExpunge deletes upstream at the next poll a message expunged
+	// locally (with LeaveOnServer).
+	DeleteOnExpunge bool `toml:"delete_on_expunge"`
+}
+
+// DefaultConfig returns a configuration with every default set and no
+// users or accounts. DataDir is "./data".
+func DefaultConfig() *Config {
+	return &Config{
+		DataDir: "./data",
+		IMAP:    IMAPConfig{Listen: DefaultIMAPListen},
+		HTTP:    HTTPConfig{Listen: DefaultHTTPListen},
+	}
+}
+
+// DefaultAccount returns an account with every default set; the caller
+// fills in Name, User, Host, Username and a secret.
+func DefaultAccount() AccountConfig {
+	return AccountConfig{
+		Port:           995,
+		TLS:            TLSImplicit,
+		Auth:           AuthUser,
+		MaxMessageSize: Size{Bytes: DefaultMaxMessageSize},
+		PollInterval:   Duration{Value: DefaultPollInterval},
+		Folder:         DefaultFolder,
+		LeaveOnServer:  true,
+	}
+}
+
+// DefaultPort returns the POP3 port for a TLS mode: 995 for implicit TLS,
+// 110 otherwise.
+func DefaultPort(tlsMode string) int {
+	if tlsMode == TLSImplicit {
+		return 995
+	}
+	return 110
+}
+
+// baseDir is the directory relative paths are resolved against.
+func (c *Config) baseDir() string {
+	if c.File == "" {
+		return "."
+	}
+	return filepath.Dir(c.File)
+}
+
+// Path resolves p against the directory of the configuration file; absolute
+// paths and "" are returned unchanged.
+func (c *Config) Path(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(c.baseDir(), p)
+}
+
+// Account returns the account named name.
+func (c *Config) Account(name string) (AccountConfig, bool) {
+	for _, a := range c.Accounts {
+		if a.Name == name {
+			return a, true
+		}
+	}
+	return AccountConfig{}, false
+}

@@ -1,0 +1,46 @@
+// Package bridge wires popbridge together: it loads and validates the TOML
+// configuration, and runs the store, the POP3 poller, the IMAP front end and
+// the HTTP health/metrics endpoint as one service.
+//
+// # Configuration
+//
+// A [Config] is loaded in three steps, as litestream does: [DefaultConfig]
+// supplies every default, [Parse] decodes the file over it (refusing unknown
+// keys, reporting syntax and type errors with file and line), and
+// [Config.Validate] checks every value. [Load] does all three. Every problem
+// is a *[ConfigError] naming file, line, section, field and what would be
+// valid; all problems of a file are reported together with errors.Join.
+// Secrets are [Secret] values that never print; password_file and
+// password_command are read or run at use time, never at load.
+//
+// # Lifecycle
+//
+// [New] has no side effects. [Bridge.Run] opens the store, makes sure every
+// configured user exists, then starts, in order, the IMAP front end, the
+// poller and the HTTP server; if one fails to start, the ones already
+// started are stopped in reverse order. When the context passed to Run is
+// cancelled, shutdown has two phases: first no new work (polls stop being
+// scheduled, IMAP listeners close), then in-flight work (a RETR→commit
+// delivery, an IMAP command) may finish until [Options.ShutdownTimeout];
+// IMAP clients get BYE; the store closes last. Stop errors are joined.
+//
+// [Bridge.Reload] applies a new configuration without dropping IMAP
+// sessions: it validates first and keeps the running configuration when the
+// new one is bad. Users, accounts and the TLS certificate are applied live;
+// data_dir, listen addresses and allow_plaintext_auth need a restart (a
+// reload keeps their running values and lists them in [ReloadResult]).
+//
+// # Operations
+//
+// The HTTP endpoint serves /healthz ([Bridge.Health]: store answers and its
+// directory takes an fsynced write; no poller stuck for [StuckAfter]) and
+// /metrics from the bridge's own Prometheus registry: poll results and
+// deliveries observed on the way from the poller to the store, per-account
+// state from poller.Status at scrape time, IMAP connections counted on the
+// listeners. [Check], [PollOnce] and [ReadStatus] are the one-shot
+// operations behind `popbridge check`, `poll` and `status`.
+//
+// Invariants: the store is the only shared state; the poller never calls
+// imapfront (the bridge passes the poller to imapfront as its Hinter); every
+// goroutine the bridge starts is stopped and waited for before Run returns.
+package bridge

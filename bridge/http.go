@@ -1,0 +1,134 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/popbridge/popbridge/poller"
+)
+
+// StuckAfter is how long a poll may run, or a scheduled poll may be
+// overdue, before /healthz reports the account's poller as stuck.
+const StuckAfter = 15 * time.Minute
+
+// Health is the JSON body of /healthz.
+type Health struct {
+	// OK is true when the store is writable and no poller is stuck.
+	// Upstream failures (a wrong password, a server down) do not make the
+	// bridge unhealthy; they are listed per account.
+	OK       bool            `json:"ok"`
+	Store    HealthCheck     `json:"store"`
+	Accounts []AccountHealth `json:"accounts"`
+}
+
+// HealthCheck is the result of one check.
+type HealthCheck struct {
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+}
+
+// AccountHealth is one account's line in /healthz.
+type AccountHealth struct {
+	Account     string    `json:"account"`
+	Stuck       bool      `json:"stuck"`
+	Polling     bool      `json:"polling"`
+	LastAttempt time.Time `json:"last_attempt,omitzero"`
+	LastSuccess time.Time `json:"last_success,omitzero"`
+	NextPoll    time.Time `json:"next_poll,omitzero"`
+	LastError   string    `json:"last_error,omitempty"`
+}
+
+func (b *Bridge) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", b.serveHealth)
+	b.mu.Lock()
+	reg := b.metrics.reg
+	b.mu.Unlock()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "popbridge: see /healthz and /metrics")
+	})
+	return mux
+}
+
+func (b *Bridge) serveHealth(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	h := b.Health(ctx)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	if !h.OK {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(h)
+}
+
+// Health checks that the store answers and its directory accepts durable
+// writes, and that no account's poller is stuck.
+func (b *Bridge) Health(ctx context.Context) Health {
+	h := Health{OK: true, Store: HealthCheck{OK: true}}
+	if err := b.checkStore(ctx); err != nil {
+		h.OK = false
+		h.Store = HealthCheck{Error: err.Error()}
+	}
+	now := time.Now()
+	for _, s := range b.Status() {
+		ah := accountHealth(s, now)
+		if ah.Stuck {
+			h.OK = false
+		}
+		h.Accounts = append(h.Accounts, ah)
+	}
+	return h
+}
+
+// accountHealth judges one account's poller: stuck when a poll has run for
+// longer than StuckAfter, or a scheduled poll is overdue by that much.
+func accountHealth(s poller.Status, now time.Time) AccountHealth {
+	return AccountHealth{
+		Account: s.Account, Polling: s.Polling, LastAttempt: s.LastAttempt,
+		LastSuccess: s.LastSuccess, NextPoll: s.NextPoll, LastError: s.LastError,
+		Stuck: s.Polling && !s.LastAttempt.IsZero() && now.Sub(s.LastAttempt) > StuckAfter ||
+			!s.Polling && !s.NextPoll.IsZero() && now.Sub(s.NextPoll) > StuckAfter,
+	}
+}
+
+// checkStore reads from the store and writes (and fsyncs) a probe file in
+// its directory.
+func (b *Bridge) checkStore(ctx context.Context) error {
+	b.mu.Lock()
+	st, cfg := b.store, b.cfg
+	b.mu.Unlock()
+	if st == nil {
+		return fmt.Errorf("store not open")
+	}
+	if _, err := st.Users(ctx); err != nil {
+		return fmt.Errorf("read store: %w", err)
+	}
+	f, err := os.CreateTemp(cfg.Path(cfg.DataDir), ".healthz-*")
+	if err != nil {
+		return fmt.Errorf("write to data_dir: %w", err)
+	}
+	name := f.Name()
+	defer os.Remove(name)
+	_, err = f.WriteString("ok\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write to data_dir %s: %w", filepath.Dir(name), err)
+	}
+	return nil
+}

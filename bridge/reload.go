@@ -1,0 +1,144 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"reflect"
+	"slices"
+)
+
+// ReloadResult says what a reload changed.
+type ReloadResult struct {
+	// UsersAdded and UsersRemoved name the [[user]] entries that appeared
+	// or disappeared.
+	UsersAdded, UsersRemoved []string
+	// AccountsAdded, AccountsRemoved and AccountsChanged name the
+	// [[account]] entries whose pollers were started, stopped or restarted.
+	AccountsAdded, AccountsRemoved, AccountsChanged []string
+	// NeedRestart lists changed settings that take effect only after a
+	// restart (data_dir, listen addresses, allow_plaintext_auth); the
+	// running values are kept.
+	NeedRestart []string
+}
+
+// Reload applies cfg to the running service without dropping IMAP
+// sessions: users (new logins; sessions of removed users stay until they
+// log out), accounts (pollers of added, removed or changed accounts are
+// started, stopped or restarted) and the IMAP TLS certificate (new
+// handshakes). cfg is validated first, and its certificate loaded and its
+// users created in the store, before anything changes: when any of that
+// fails, the running configuration stays and the error says why.
+// Settings that need a restart are kept at their running values and
+// listed in the result. Reload is safe to call concurrently; it fails
+// before Run has started everything.
+func (b *Bridge) Reload(ctx context.Context, cfg *Config) (ReloadResult, error) {
+	b.reloadMu.Lock()
+	defer b.reloadMu.Unlock()
+	var res ReloadResult
+	select {
+	case <-b.ready:
+	default:
+		return res, errors.New("reload: bridge is not running")
+	}
+	if err := cfg.Validate(); err != nil {
+		b.log.Error("reload refused; keeping the running configuration", "err", err)
+		return res, fmt.Errorf("reload: %w", err)
+	}
+	tlsConf, err := cfg.serverTLS()
+	if err != nil {
+		b.log.Error("reload refused; keeping the running configuration", "err", err)
+		return res, fmt.Errorf("reload: %w", err)
+	}
+	b.mu.Lock()
+	old, st, srv, p := b.cfg, b.store, b.imap, b.poller
+	b.mu.Unlock()
+	if err := ensureUsers(ctx, st, cfg); err != nil {
+		b.log.Error("reload refused; keeping the running configuration", "err", err)
+		return res, fmt.Errorf("reload: %w", err)
+	}
+
+	// Keep what cannot change live.
+	next := *cfg
+	restart := func(name string, changed bool) {
+		if changed {
+			res.NeedRestart = append(res.NeedRestart, name)
+		}
+	}
+	restart("data_dir", cfg.Path(cfg.DataDir) != old.Path(old.DataDir))
+	restart("imap.listen", cfg.IMAP.Listen != old.IMAP.Listen)
+	restart("imap.listen_tls", cfg.IMAP.ListenTLS != old.IMAP.ListenTLS)
+	restart("imap.allow_plaintext_auth", cfg.IMAP.AllowPlaintextAuth != old.IMAP.AllowPlaintextAuth)
+	restart("http.listen", cfg.HTTP.Listen != old.HTTP.Listen)
+	next.DataDir = old.Path(old.DataDir)
+	if abs, err := filepath.Abs(next.DataDir); err == nil {
+		next.DataDir = abs
+	}
+	next.IMAP.Listen, next.IMAP.ListenTLS = old.IMAP.Listen, old.IMAP.ListenTLS
+	next.IMAP.AllowPlaintextAuth = old.IMAP.AllowPlaintextAuth
+	next.HTTP.Listen = old.HTTP.Listen
+
+	res.UsersAdded, res.UsersRemoved = diffNames(names(old.Users, func(u UserConfig) string { return u.Name }),
+		names(cfg.Users, func(u UserConfig) string { return u.Name }))
+	res.AccountsAdded, res.AccountsRemoved = diffNames(names(old.Accounts, func(a AccountConfig) string { return a.Name }),
+		names(cfg.Accounts, func(a AccountConfig) string { return a.Name }))
+	for _, a := range cfg.Accounts {
+		if prev, ok := old.Account(a.Name); ok && !sameAccount(old, prev, cfg, a) {
+			res.AccountsChanged = append(res.AccountsChanged, a.Name)
+		}
+	}
+
+	srv.SetUsers(cfg.imapUsers())
+	srv.SetTLSConfig(tlsConf)
+	p.SetAccounts(cfg.pollerAccounts())
+	b.mu.Lock()
+	b.cfg = &next
+	b.mu.Unlock()
+	for _, a := range cfg.Accounts {
+		if a.TLSSkipVerify && slices.Contains(append(res.AccountsAdded, res.AccountsChanged...), a.Name) {
+			b.log.Warn("tls_skip_verify is set: the upstream certificate is not verified", LogKeyAccount, a.Name)
+		}
+	}
+	b.log.Info("configuration reloaded",
+		"users", len(cfg.Users), "accounts", len(cfg.Accounts),
+		"users_added", res.UsersAdded, "users_removed", res.UsersRemoved,
+		"accounts_added", res.AccountsAdded, "accounts_removed", res.AccountsRemoved,
+		"accounts_changed", res.AccountsChanged)
+	if len(res.NeedRestart) > 0 {
+		b.log.Warn("changed settings take effect only after a restart; running values kept", "settings", res.NeedRestart)
+	}
+	return res, nil
+}
+
+// sameAccount compares two account entries as the poller would see them
+// (secrets compared by source, relative paths resolved).
+func sameAccount(ca *Config, a AccountConfig, cb *Config, b AccountConfig) bool {
+	pa, pb := ca.pollerAccount(a), cb.pollerAccount(b)
+	pa.Secret, pb.Secret = nil, nil
+	return reflect.DeepEqual(pa, pb) && a.Password.Reveal() == b.Password.Reveal() &&
+		ca.Path(a.PasswordFile) == cb.Path(b.PasswordFile) && a.PasswordCommand == b.PasswordCommand
+}
+
+func names[T any](xs []T, name func(T) string) []string {
+	out := make([]string, 0, len(xs))
+	for _, x := range xs {
+		out = append(out, name(x))
+	}
+	return out
+}
+
+// diffNames returns the names only in next (added) and only in prev (removed).
+func diffNames(prev, next []string) (added, removed []string) {
+	for _, n := range next {
+		if !slices.Contains(prev, n) {
+			added = append(added, n)
+		}
+	}
+	for _, n := range prev {
+		if !slices.Contains(next, n) {
+			removed = append(removed, n)
+		}
+	}
+	return added, removed
+}

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/popbridge/popbridge/bridge"
+	"github.com/popbridge/popbridge/poller"
+)
+
+func (a *app) poll(ctx context.Context, args []string) int {
+	f := a.newFlags("poll", "-config FILE [-account NAME]", "Fetch new mail once from all accounts, or from one, then exit")
+	config := f.String("config", "", "configuration `file` (required)")
+	account := f.String("account", "", "poll only the account with this `name`")
+	log, code, ok := a.setup(f, args)
+	if !ok {
+		return code
+	}
+	cfg, ok := a.loadConfig("poll", *config, log)
+	if !ok {
+		return exitFailure
+	}
+	var bar *progressBar
+	var progress func(account string, done, total int)
+	if isTerminal(a.stdout) {
+		bar = &progressBar{w: a.stdout}
+		progress = bar.update
+	}
+	start := time.Now()
+	results, err := bridge.PollOnce(ctx, cfg, log, *account, progress)
+	if bar != nil {
+		bar.finish()
+	}
+	for _, r := range results {
+		fmt.Fprintf(a.stdout, "%s: listed %d, fetched %d (%s), skipped %d, deleted %d\n",
+			r.Account, r.Listed, r.Fetched, formatBytes(r.Bytes), r.Skipped, r.Deleted)
+	}
+	fmt.Fprintln(a.stdout, summary(results, time.Since(start)))
+	if err != nil {
+		fmt.Fprintf(a.stderr, "popbridge poll: %v\n", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+// summary is the last line of `popbridge poll`.
+func summary(results []poller.Result, elapsed time.Duration) string {
+	var t poller.Result
+	for _, r := range results {
+		t.Fetched += r.Fetched
+		t.Skipped += r.Skipped
+		t.Deleted += r.Deleted
+		t.Bytes += r.Bytes
+	}
+	return fmt.Sprintf("poll: %d account(s), fetched %d messages (%s), skipped %d, deleted %d in %s",
+		len(results), t.Fetched, formatBytes(t.Bytes), t.Skipped, t.Deleted, elapsed.Round(time.Millisecond))
+}
+
+func formatBytes(n int64) string {
+	const unit = 1000
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %cB", float64(n)/float64(div), "kMGTPE"[exp])
+}
+
+// progressBar draws "account [#####-----] done/total" on one terminal line.
+type progressBar struct {
+	w     io.Writer
+	mu    sync.Mutex
+	drawn bool
+	last  time.Time
+}
+
+func (p *progressBar) update(account string, done, total int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	// Redraw at most 20 times a second, and always at the end.
+	if done < total && time.Since(p.last) < 50*time.Millisecond {
+		return
+	}
+	p.last = time.Now()
+	const width = 30
+	filled := width
+	if total > 0 {
+		filled = done * width / total
+	}
+	fmt.Fprintf(p.w, "\r%-16s [%s%s] %d/%d ", account, strings.Repeat("#", filled), strings.Repeat("-", width-filled), done, total)
+	p.drawn = true
+}
+
+func (p *progressBar) finish() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.drawn {
+		fmt.Fprintln(p.w)
+	}
+}

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/popbridge/popbridge/bridge"
+)
+
+func (a *app) status(ctx context.Context, args []string) int {
+	f := a.newFlags("status", "-config FILE", "Show the last poll, its result and counts per account, and mailbox counts per user")
+	config := f.String("config", "", "configuration `file` (required)")
+	log, code, ok := a.setup(f, args)
+	if !ok {
+		return code
+	}
+	cfg, ok := a.loadConfig("status", *config, log)
+	if !ok {
+		return exitFailure
+	}
+	rep, err := bridge.ReadStatus(ctx, cfg, log)
+	if err != nil {
+		fmt.Fprintf(a.stderr, "popbridge status: %v\n", err)
+		return exitFailure
+	}
+	now := time.Now()
+	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ACCOUNT\tUSER\tLAST POLL\tRESULT\tFETCHED\tBYTES\tSKIPPED\tON SERVER")
+	for _, r := range rep.Accounts {
+		user := r.User
+		if user == "" {
+			user = "(not configured)"
+		}
+		if !r.Polled {
+			fmt.Fprintf(tw, "%s\t%s\tnever\t-\t0\t0\t0\t-\n", r.Name, user)
+			continue
+		}
+		s := r.Status
+		result := "ok"
+		if s.LastError != "" && !s.LastErrorAt.Before(s.LastSuccess) {
+			result = "error: " + s.LastError
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\n", r.Name, user, ago(s.LastAttempt, now), result,
+			s.Fetched, formatBytes(s.FetchedBytes), s.Skipped, s.UpstreamCount)
+	}
+	tw.Flush()
+	fmt.Fprintln(a.stdout)
+	tw = tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "USER\tMAILBOX\tMESSAGES\tUNSEEN\tSIZE")
+	for _, u := range rep.Users {
+		if len(u.Mailboxes) == 0 {
+			fmt.Fprintf(tw, "%s\t(no mailboxes yet)\t\t\t\n", u.Name)
+		}
+		for _, mb := range u.Mailboxes {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", u.Name, mb.Name, mb.Counts.Messages, mb.Counts.Unseen, formatBytes(mb.Counts.Size))
+		}
+	}
+	tw.Flush()
+	return exitOK
+}
+
+// ago formats t as "2026-11-26 04:00:00 (3m ago)".
+func ago(t, now time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return fmt.Sprintf("%s (%s ago)", t.Local().Format("2006-01-02 15:04:05"), now.Sub(t).Round(time.Second))
+}
