@@ -3,13 +3,16 @@ package store
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -88,8 +91,13 @@ func messageMultipart(i int) []byte {
 
 func openFixture(b *testing.B, dir string) (*Store, User, Mailbox) {
 	b.Helper()
+	return openFixtureOpts(b, dir, Options{})
+}
+
+func openFixtureOpts(b *testing.B, dir string, opts Options) (*Store, User, Mailbox) {
+	b.Helper()
 	ctx := context.Background()
-	s, err := Open(ctx, dir, Options{})
+	s, err := Open(ctx, dir, opts)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -136,17 +144,164 @@ func BenchmarkDeliver(b *testing.B) {
 }
 
 // BenchmarkMeta10k measures ENVELOPE+BODYSTRUCTURE+FLAGS of 10,000 messages
-// (FETCH 1:* (FLAGS ENVELOPE BODYSTRUCTURE)).
+// (FETCH 1:* (FLAGS ENVELOPE BODYSTRUCTURE)):
+//
+//   - cold: the metadata cache is emptied before every call (every message
+//     is read and decoded, and the cache filled);
+//   - warm: every message's metadata is cached;
+//   - nocache: the cache is disabled;
+//   - json-cold: like cold, on rows in the legacy JSON encoding;
+//   - batch256-warm: the way imapfront's FETCH calls it, 256 UIDs per call.
 func BenchmarkMeta10k(b *testing.B) {
-	s, u, mb := openFixture(b, fixture(b, 10000, messageMultipart))
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		m, err := s.Meta(ctx, u.ID, mb.ID, nil)
-		if err != nil || len(m) != 10000 {
-			b.Fatalf("Meta: %d, %v", len(m), err)
+	const n = 10000
+	run := func(b *testing.B, dir string, opts Options, cold bool, batch int) {
+		s, u, mb := openFixtureOpts(b, dir, opts)
+		ctx := context.Background()
+		var all []UID
+		if batch > 0 {
+			snap, err := s.Snapshot(ctx, u.ID, mb.ID)
+			if err != nil {
+				b.Fatal(err)
+			}
+			all = uids(snap.Entries)
+		}
+		if _, err := s.Meta(ctx, u.ID, mb.ID, nil); err != nil { // warm up
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		cpu0 := cpuTime()
+		for b.Loop() {
+			if cold {
+				s.metaCache = newMetaCache(DefaultMetaCacheEntries, DefaultMetaCacheBytes)
+			}
+			got := 0
+			if batch == 0 {
+				m, err := s.Meta(ctx, u.ID, mb.ID, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				got = len(m)
+			}
+			for start := 0; batch > 0 && start < len(all); start += batch {
+				m, err := s.Meta(ctx, u.ID, mb.ID, all[start:min(len(all), start+batch)])
+				if err != nil {
+					b.Fatal(err)
+				}
+				got += len(m)
+			}
+			if got != n {
+				b.Fatalf("Meta returned %d messages, want %d", got, n)
+			}
+		}
+		// CPU time (all threads, GC included) is steadier than wall time
+		// on a shared machine.
+		b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N)/1e6, "cpu-ms/op")
+		if !cold && opts.MetaCacheEntries >= 0 {
+			entries, bytes, _, _ := s.metaCache.stats()
+			b.ReportMetric(float64(bytes)/float64(max(entries, 1)), "cache-B/msg")
 		}
 	}
+	dir := fixture(b, n, messageMultipart)
+	b.Run("cold", func(b *testing.B) { run(b, dir, Options{}, true, 0) })
+	b.Run("warm", func(b *testing.B) { run(b, dir, Options{}, false, 0) })
+	b.Run("nocache", func(b *testing.B) { run(b, dir, Options{MetaCacheEntries: -1}, false, 0) })
+	b.Run("json-cold", func(b *testing.B) { run(b, jsonFixture(b, n, messageMultipart), Options{}, true, 0) })
+	b.Run("batch256-warm", func(b *testing.B) { run(b, dir, Options{}, false, 256) })
+}
+
+// cpuTime returns the user+system CPU time the process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// jsonFixture is fixture with every envelope and structure rewritten in the
+// legacy JSON encoding (rows written before the binary encoding existed).
+func jsonFixture(b *testing.B, n int, mk func(i int) []byte) string {
+	b.Helper()
+	src := fixture(b, n, mk)
+	fixtureMu.Lock()
+	defer fixtureMu.Unlock()
+	key := fmt.Sprint(n, "-json")
+	if d, ok := fixtureDirs[key]; ok {
+		return d
+	}
+	dir, err := os.MkdirTemp("", "storebench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	fixtureDirs[key] = dir
+	ctx := context.Background()
+	// VACUUM INTO copies the source database consistently; the copy's
+	// rows are then re-encoded.
+	srcStore, err := Open(ctx, src, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, err = srcStore.wdb.ExecContext(ctx, `VACUUM INTO ?`, filepath.Join(dir, dbFileName))
+	srcStore.Close()
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := Open(ctx, dir, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	if err := rewriteMetaJSON(ctx, s); err != nil {
+		b.Fatal(err)
+	}
+	return dir
+}
+
+// rewriteMetaJSON rewrites every message's envelope and structure in the
+// legacy JSON encoding, as TEXT, the way the first version stored them.
+func rewriteMetaJSON(ctx context.Context, s *Store) error {
+	return s.write(ctx, "rewrite json", func(w *writeTx) error {
+		rows, err := w.QueryContext(ctx, `SELECT id, envelope, structure FROM messages`)
+		if err != nil {
+			return err
+		}
+		type row struct {
+			id      MessageID
+			env, st string
+		}
+		var all []row
+		for rows.Next() {
+			var r row
+			if err := rows.Scan(&r.id, &r.env, &r.st); err != nil {
+				rows.Close()
+				return err
+			}
+			all = append(all, r)
+		}
+		rows.Close()
+		for _, r := range all {
+			e, _, err := decodeEnvelope(r.env)
+			if err != nil {
+				return err
+			}
+			p, _, err := decodeStructure(r.st)
+			if err != nil {
+				return err
+			}
+			ej, err := json.Marshal(e)
+			if err != nil {
+				return err
+			}
+			pj, err := json.Marshal(p)
+			if err != nil {
+				return err
+			}
+			if _, err := w.ExecContext(ctx, `UPDATE messages SET envelope = ?, structure = ? WHERE id = ?`, string(ej), string(pj), r.id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // BenchmarkUpdateFlags10k measures STORE +FLAGS / -FLAGS \Seen over 10,000

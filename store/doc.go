@@ -23,7 +23,14 @@
 // decoded [Envelope], the [Part] tree with the byte offsets of every part's
 // header and body, sizes, line counts and decoded sizes, the decoded header
 // text and the decoded text of its text parts (for [Store.SearchText]).
-// FETCH ENVELOPE/BODYSTRUCTURE/RFC822.SIZE never re-read a body. The parser
+// FETCH ENVELOPE/BODYSTRUCTURE/RFC822.SIZE never re-read a body. The
+// envelope and structure are stored in a compact, versioned binary encoding
+// (metacodec.go; rows written in the first version's JSON are still read)
+// and decoded with a few allocations per message. [Store.Meta] keeps the
+// decoded metadata in a bounded in-memory cache keyed by [MessageID]
+// (Options.MetaCacheEntries / MetaCacheBytes, CLOCK eviction), filled when
+// a message is stored and when it is read: the values it returns are shared
+// between callers and must be treated as read-only. The parser
 // never fails: malformed MIME is described as well as possible, a multipart
 // without parts becomes text/plain (BODYSTRUCTURE cannot express a multipart
 // with no children), nesting is capped at 100 levels.
@@ -39,6 +46,10 @@
 //   - UIDs strictly increase per mailbox and are never reused: they come
 //     from mailboxes.uidnext, updated in the same transaction as the entries,
 //     so a crash can never hand out a UID twice.
+//   - MessageIDs are never reused (messages.id is AUTOINCREMENT) and a
+//     message's bytes and metadata never change, so cached metadata can
+//     never be stale; a deleted message's cache entry is dropped after the
+//     deleting transaction commits.
 //   - UIDVALIDITY values come from a persisted counter, strictly greater than
 //     every value issued before (and at least the Unix time). A renamed
 //     mailbox keeps its UIDVALIDITY; a recreated one gets a new value and a

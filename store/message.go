@@ -1,14 +1,16 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -35,8 +37,10 @@ func (e entryRow) entry() Entry {
 	return Entry{UID: e.uid, Message: e.msg, Flags: decodeFlagSet(e.bits, e.kw).list(), ModSeq: e.modseq}
 }
 
-// uidFilter restricts a query to a UID set: a UID IN list for small sets,
-// else a BETWEEN range filtered in Go, so every batch is one query.
+// uidFilter restricts a query to a UID set, so every batch is one query:
+// a BETWEEN range when the set is dense (filtered in Go unless it is
+// exactly contiguous), a UID IN list for small sparse sets, else the
+// BETWEEN range of the whole set filtered in Go.
 type uidFilter struct {
 	clause string
 	args   []any
@@ -57,7 +61,12 @@ func newUIDFilter(uids []UID) uidFilter {
 	if len(s) == 0 {
 		return uidFilter{none: true}
 	}
-	if len(s) <= sqlMaxVars {
+	lo, hi := s[0], s[len(s)-1]
+	span := uint64(hi-lo) + 1
+	if span == uint64(len(s)) {
+		return uidFilter{clause: " AND mm.uid BETWEEN ? AND ?", args: []any{int64(lo), int64(hi)}}
+	}
+	if len(s) <= sqlMaxVars && span > 2*uint64(len(s)) {
 		args := make([]any, len(s))
 		for i, u := range s {
 			args[i] = int64(u)
@@ -66,9 +75,20 @@ func newUIDFilter(uids []UID) uidFilter {
 	}
 	return uidFilter{
 		clause: " AND mm.uid BETWEEN ? AND ?",
-		args:   []any{int64(s[0]), int64(s[len(s)-1])},
+		args:   []any{int64(lo), int64(hi)},
 		sorted: s,
 	}
+}
+
+// size returns the number of UIDs of an explicit set, 0 if unknown.
+func (f uidFilter) size() int {
+	if f.sorted != nil {
+		return len(f.sorted)
+	}
+	if len(f.args) == 2 && strings.Contains(f.clause, "BETWEEN") {
+		return int(f.args[1].(int64)-f.args[0].(int64)) + 1
+	}
+	return len(f.args)
 }
 
 func (f uidFilter) keep(u UID) bool {
@@ -140,15 +160,11 @@ func allocUIDs(mb *Mailbox, n int) (UID, error) {
 }
 
 // insertMessage stores a parsed message's body and metadata once.
+// The envelope and structure are written in the binary encoding of
+// metacodec.go.
 func insertMessage(w *writeTx, pm parsedMessage, date time.Time) (MessageID, error) {
-	env, err := json.Marshal(pm.envelope)
-	if err != nil {
-		return 0, fmt.Errorf("encode envelope: %w", err)
-	}
-	st, err := json.Marshal(pm.structure)
-	if err != nil {
-		return 0, fmt.Errorf("encode structure: %w", err)
-	}
+	env := appendEnvelopeBlob(nil, pm.envelope)
+	st := appendStructureBlob(nil, pm.structure)
 	insMsg, err := w.stmt(`INSERT INTO messages (size, internal_date, envelope, structure) VALUES (?, ?, ?, ?) RETURNING id`)
 	if err != nil {
 		return 0, err
@@ -162,9 +178,19 @@ func insertMessage(w *writeTx, pm parsedMessage, date time.Time) (MessageID, err
 		return 0, err
 	}
 	var id MessageID
-	if err := insMsg.QueryRowContext(w.ctx, len(pm.raw), fmtTime(date), string(env), string(st)).Scan(&id); err != nil {
+	stored := fmtTime(date)
+	if err := insMsg.QueryRowContext(w.ctx, len(pm.raw), stored, env, st).Scan(&id); err != nil {
 		return 0, fmt.Errorf("insert message: %w", err)
 	}
+	// Decoded from what was just written, exactly as a later read would
+	// decode it, for the metadata cache once the transaction commits.
+	arena := joinBlobs(env, st)
+	info, err := decodeInfo(int64(len(pm.raw)), stored, arena[:len(env)], arena[len(env):])
+	if err != nil {
+		return 0, fmt.Errorf("decode new message metadata: %w", err)
+	}
+	w.newMsgs = append(w.newMsgs, id)
+	w.newInfos = append(w.newInfos, info)
 	if _, err := insText.ExecContext(w.ctx, id, pm.headerText, pm.bodyText); err != nil {
 		return 0, fmt.Errorf("insert message text: %w", err)
 	}
@@ -246,8 +272,12 @@ func deleteOrphans(w *writeTx, msgs []MessageID) error {
 	}
 	defer stmt.Close()
 	for _, m := range msgs {
-		if _, err := stmt.ExecContext(w.ctx, m, m); err != nil {
+		res, err := stmt.ExecContext(w.ctx, m, m)
+		if err != nil {
 			return fmt.Errorf("delete message: %w", err)
+		}
+		if n, err := res.RowsAffected(); err == nil && n > 0 {
+			w.deletedMsgs = append(w.deletedMsgs, m)
 		}
 	}
 	return nil
@@ -295,9 +325,15 @@ func (s *Store) Snapshot(ctx context.Context, u UserID, id MailboxID) (Snapshot,
 }
 
 // Meta returns what FETCH needs without reading bodies for the entries of
-// uids (nil: all; ascending; absent UIDs are skipped), in one query.
-// Entries with identical flags share their Flags slice: callers must not
-// modify it.
+// uids (nil: all; ascending; absent UIDs are skipped): one query for the
+// entries of the set, then, for the messages whose metadata is not cached,
+// one query per batch of messages.
+//
+// The returned values share memory with the store's metadata cache and with
+// each other: Envelope and Structure (and everything they point to) are
+// shared by every caller that reads the same message, and entries with
+// identical flags share their Flags slice. Callers must treat all of it as
+// read-only.
 func (s *Store) Meta(ctx context.Context, u UserID, id MailboxID, uids []UID) ([]MessageMeta, error) {
 	var out []MessageMeta
 	err := s.read(ctx, "message meta", func(tx *sql.Tx) error {
@@ -308,46 +344,300 @@ func (s *Store) Meta(ctx context.Context, u UserID, id MailboxID, uids []UID) ([
 		if f.none {
 			return nil
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT mm.uid, mm.message_id, mm.flags, mm.keywords, mm.modseq,
-			m.internal_date, m.size, m.envelope, m.structure
-			FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id
-			WHERE mm.mailbox_id = ?`+f.clause+` ORDER BY mm.uid`, append([]any{id}, f.args...)...)
+		rows, err := tx.QueryContext(ctx, `SELECT mm.uid, mm.message_id, mm.flags, mm.keywords, mm.modseq
+			FROM mailbox_messages mm WHERE mm.mailbox_id = ?`+f.clause+` ORDER BY mm.uid`, append([]any{id}, f.args...)...)
 		if err != nil {
 			return fmt.Errorf("query meta: %w", err)
 		}
 		defer rows.Close()
+		out = make([]MessageMeta, 0, f.size())
+		var ids []MessageID
+		if n := f.size(); n > 0 {
+			ids = make([]MessageID, 0, n)
+		}
 		fi := flagInterner{}
+		var (
+			uid, modseq, bits int64
+			msg               MessageID
+			kw                string
+		)
 		for rows.Next() {
-			var (
-				mm                MessageMeta
-				uid, modseq, bits int64
-				kw, date          string
-				env, st           []byte
-			)
-			if err := rows.Scan(&uid, &mm.Message, &bits, &kw, &modseq, &date, &mm.Size, &env, &st); err != nil {
+			if err := rows.Scan(&uid, &msg, &bits, &kw, &modseq); err != nil {
 				return fmt.Errorf("scan meta: %w", err)
 			}
-			mm.UID, mm.ModSeq = UID(uid), uint64(modseq)
-			if !f.keep(mm.UID) {
+			if !f.keep(UID(uid)) {
 				continue
 			}
-			mm.Flags = fi.get(bits, kw)
-			if mm.InternalDate, err = parseTime(date); err != nil {
+			out = append(out, MessageMeta{Entry: Entry{UID: UID(uid), Message: msg, Flags: fi.get(bits, kw), ModSeq: uint64(modseq)}})
+			ids = append(ids, msg)
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("query meta: %w", err)
+		}
+		rows.Close()
+		infos := make([]*messageInfo, len(ids))
+		if s.metaCache.lookup(ids, infos) < len(ids) {
+			if err := s.loadInfos(ctx, tx, ids, infos); err != nil {
 				return err
 			}
-			mm.Envelope = new(Envelope)
-			if err := json.Unmarshal(env, mm.Envelope); err != nil {
-				return fmt.Errorf("decode envelope of uid %d: %w", uid, err)
-			}
-			mm.Structure = new(Part)
-			if err := json.Unmarshal(st, mm.Structure); err != nil {
-				return fmt.Errorf("decode structure of uid %d: %w", uid, err)
-			}
-			out = append(out, mm)
 		}
-		return rows.Err()
+		for i := range out {
+			m := infos[i]
+			if m == nil {
+				return fmt.Errorf("uid %d: message %d has no metadata row", out[i].UID, out[i].Message)
+			}
+			out[i].InternalDate, out[i].Size, out[i].Envelope, out[i].Structure = m.date, m.size, m.envelope, m.structure
+		}
+		return nil
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// infoMiss is a message whose metadata must be read: infos[idx] is ids[idx]'s.
+type infoMiss struct {
+	id  MessageID
+	idx int
+}
+
+// loadInfos reads and decodes the metadata of every ids[i] whose infos[i]
+// is nil, fills infos[i] and caches what it decoded. The distinct messages
+// are read with one range scan when their ids are dense, else with one
+// query per batch of sqlMaxVars ids. Rows are decoded in chunks, by
+// parallel workers when there are many (decoding costs more than reading).
+func (s *Store) loadInfos(ctx context.Context, tx *sql.Tx, ids []MessageID, infos []*messageInfo) error {
+	var misses []infoMiss
+	for i, id := range ids {
+		if infos[i] == nil {
+			misses = append(misses, infoMiss{id, i})
+		}
+	}
+	slices.SortFunc(misses, func(a, b infoMiss) int { return cmp.Compare(a.id, b.id) })
+	distinct := make([]MessageID, 0, len(misses))
+	for _, m := range misses {
+		if len(distinct) == 0 || distinct[len(distinct)-1] != m.id {
+			distinct = append(distinct, m.id)
+		}
+	}
+
+	dec := newInfoDecoder(misses, infos, len(distinct))
+	defer dec.stop()
+	j := 0 // next miss to match, misses being ascending by id like the rows
+	scan := func(query string, args ...any) error {
+		rows, err := tx.QueryContext(ctx, query, args...)
+		if err != nil {
+			return fmt.Errorf("query message metadata: %w", err)
+		}
+		defer rows.Close()
+		var (
+			r       rawInfo
+			env, st sql.RawBytes
+		)
+		for rows.Next() {
+			if err := rows.Scan(&r.id, &r.size, &r.date, &env, &st); err != nil {
+				return fmt.Errorf("scan message metadata: %w", err)
+			}
+			for j < len(misses) && misses[j].id < r.id {
+				j++
+			}
+			if j == len(misses) || misses[j].id != r.id {
+				continue // in the scanned range but not wanted
+			}
+			r.lo = j
+			for j < len(misses) && misses[j].id == r.id {
+				j++
+			}
+			r.hi = j
+			r.arena, r.split = joinBlobs(env, st), len(env)
+			if err := dec.add(r); err != nil {
+				return err
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("query message metadata: %w", err)
+		}
+		return nil
+	}
+	const cols = `SELECT id, size, internal_date, envelope, structure FROM messages WHERE id `
+	if lo, hi := distinct[0], distinct[len(distinct)-1]; uint64(hi-lo) < 2*uint64(len(distinct)) {
+		if err := scan(cols+`BETWEEN ? AND ? ORDER BY id`, lo, hi); err != nil {
+			return err
+		}
+	} else {
+		for start := 0; start < len(distinct); start += sqlMaxVars {
+			batch := distinct[start:min(len(distinct), start+sqlMaxVars)]
+			args := make([]any, len(batch))
+			for i, id := range batch {
+				args[i] = id
+			}
+			if err := scan(cols+`IN (?`+strings.Repeat(", ?", len(batch)-1)+`) ORDER BY id`, args...); err != nil {
+				return err
+			}
+		}
+	}
+	newIDs, newInfos, err := dec.finish()
+	if err != nil {
+		return err
+	}
+	s.metaCache.add(newIDs, newInfos)
+	return nil
+}
+
+// rawInfo is one messages row as read, before decoding: arena holds the
+// envelope blob (up to split) followed by the structure blob; the row is
+// the metadata of misses[lo:hi].
+type rawInfo struct {
+	id     MessageID
+	size   int64
+	date   string
+	arena  string
+	split  int
+	lo, hi int
+}
+
+// decodeChunk is how many rows a decoding worker takes at a time.
+const decodeChunk = 128
+
+// infoDecoder decodes rawInfo rows in chunks, inline or, for large loads
+// on a multi-core machine, with worker goroutines that finish (or stop)
+// before loadInfos returns. Each row writes only its own infos entries.
+type infoDecoder struct {
+	misses []infoMiss
+	infos  []*messageInfo
+
+	chunk []rawInfo
+	work  chan []rawInfo // nil: decode inline
+	wg    sync.WaitGroup
+
+	mu       sync.Mutex
+	err      error
+	newIDs   []MessageID
+	newInfos []*messageInfo
+}
+
+func newInfoDecoder(misses []infoMiss, infos []*messageInfo, rows int) *infoDecoder {
+	d := &infoDecoder{
+		misses:   misses,
+		infos:    infos,
+		newIDs:   make([]MessageID, 0, rows),
+		newInfos: make([]*messageInfo, 0, rows),
+	}
+	if workers := min(runtime.GOMAXPROCS(0), rows/(2*decodeChunk)); workers > 1 {
+		// The workers get the channel itself, not d.work, which stop
+		// clears (possibly before a worker has started).
+		work := make(chan []rawInfo, workers)
+		d.work = work
+		d.wg.Add(workers)
+		for range workers {
+			go func() {
+				defer d.wg.Done()
+				for c := range work {
+					d.decode(c)
+				}
+			}()
+		}
+	}
+	return d
+}
+
+// add queues r, decoding a full chunk (or handing it to a worker). It
+// returns the first decoding error met so far.
+func (d *infoDecoder) add(r rawInfo) error {
+	if d.chunk == nil {
+		d.chunk = make([]rawInfo, 0, decodeChunk)
+	}
+	d.chunk = append(d.chunk, r)
+	if len(d.chunk) == decodeChunk {
+		d.flush()
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.err
+}
+
+func (d *infoDecoder) flush() {
+	if len(d.chunk) == 0 {
+		return
+	}
+	if d.work != nil {
+		d.work <- d.chunk
+	} else {
+		d.decode(d.chunk)
+	}
+	d.chunk = nil
+}
+
+// decode decodes one chunk, filling infos.
+func (d *infoDecoder) decode(c []rawInfo) {
+	ids := make([]MessageID, 0, len(c))
+	out := make([]*messageInfo, 0, len(c))
+	var firstErr error
+	for _, r := range c {
+		info, err := decodeInfo(r.size, r.date, r.arena[:r.split], r.arena[r.split:])
+		if err != nil {
+			firstErr = fmt.Errorf("message %d: %w", r.id, err)
+			break
+		}
+		for _, m := range d.misses[r.lo:r.hi] {
+			d.infos[m.idx] = info
+		}
+		ids = append(ids, r.id)
+		out = append(out, info)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if firstErr != nil && d.err == nil {
+		d.err = firstErr
+	}
+	d.newIDs = append(d.newIDs, ids...)
+	d.newInfos = append(d.newInfos, out...)
+}
+
+// stop ends the workers, if any, and waits for them. It is idempotent.
+func (d *infoDecoder) stop() {
+	if d.work != nil {
+		close(d.work)
+		d.work = nil
+		d.wg.Wait()
+	}
+}
+
+// finish decodes what is left, waits for the workers and returns what was
+// decoded.
+func (d *infoDecoder) finish() ([]MessageID, []*messageInfo, error) {
+	d.flush()
+	d.stop()
+	return d.newIDs, d.newInfos, d.err
+}
+
+// joinBlobs copies a row's envelope and structure blobs into one string
+// (one allocation), which every string decoded from them is a substring of.
+func joinBlobs(env, st []byte) string {
+	var sb strings.Builder
+	sb.Grow(len(env) + len(st))
+	sb.Write(env)
+	sb.Write(st)
+	return sb.String()
+}
+
+// decodeInfo decodes one messages row; the strings of the result are
+// substrings of env and st.
+func decodeInfo(size int64, date, env, st string) (*messageInfo, error) {
+	t, err := parseTime(date)
+	if err != nil {
+		return nil, err
+	}
+	e, ecost, err := decodeEnvelope(env)
+	if err != nil {
+		return nil, err
+	}
+	p, pcost, err := decodeStructure(st)
+	if err != nil {
+		return nil, err
+	}
+	return &messageInfo{size: size, date: t, envelope: e, structure: p, cost: ecost + pcost + cacheEntryOverhead}, nil
 }
 
 // Body returns the raw bytes of the message uid as stored (CRLF line ends),

@@ -110,16 +110,6 @@ func (h header) get(name string) string {
 	return ""
 }
 
-func (h header) all(name string) []string {
-	var out []string
-	for _, f := range h {
-		if strings.EqualFold(f.name, name) {
-			out = append(out, f.value)
-		}
-	}
-	return out
-}
-
 // lineEnd returns the index just past the line starting at pos (past its
 // LF), or end.
 func lineEnd(b []byte, pos, end int) int {

@@ -19,6 +19,13 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// MetaCacheEntries and MetaCacheBytes bound the in-memory cache of
+	// decoded message metadata (envelope and structure) that Meta keeps:
+	// at most that many messages and about that many bytes. Zero means
+	// DefaultMetaCacheEntries / DefaultMetaCacheBytes; a negative value
+	// disables the cache.
+	MetaCacheEntries int
+	MetaCacheBytes   int64
 }
 
 // Store is the durable multi-user mail store. It is safe for concurrent use.
@@ -39,6 +46,10 @@ type Store struct {
 	subMu   sync.Mutex
 	subs    map[int]func(Change)
 	nextSub int
+
+	// metaCache holds decoded message metadata by MessageID; nil when
+	// disabled.
+	metaCache *metaCache
 }
 
 // Open opens (creating if needed) the store in dir: the directory is created
@@ -56,6 +67,14 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	entries, bytes := opts.MetaCacheEntries, opts.MetaCacheBytes
+	if entries == 0 {
+		entries = DefaultMetaCacheEntries
+	}
+	if bytes == 0 {
+		bytes = DefaultMetaCacheBytes
+	}
+	s.metaCache = newMetaCache(entries, bytes)
 	wdb, rdb, err := openSQLite(ctx, dir)
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
@@ -142,6 +161,12 @@ type writeTx struct {
 	ctx     context.Context
 	changes []Change
 	stmts   map[string]*sql.Stmt
+	// deletedMsgs are the messages the transaction deleted, dropped from
+	// the metadata cache once it commits; newMsgs the messages it stored,
+	// cached (with newInfos) once it commits.
+	deletedMsgs []MessageID
+	newMsgs     []MessageID
+	newInfos    []*messageInfo
 }
 
 func (w *writeTx) emit(c Change) { w.changes = append(w.changes, c) }
@@ -189,6 +214,8 @@ func (s *Store) write(ctx context.Context, op string, fn func(tx *writeTx) error
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("%s: commit: %w", op, err)
 	}
+	s.metaCache.remove(w.deletedMsgs)
+	s.metaCache.add(w.newMsgs, w.newInfos)
 	s.publish(ctx.Value(originKey{}), w.changes)
 	return nil
 }

@@ -182,7 +182,10 @@ type Part struct {
 	DecodedSize int64
 }
 
-// MessageMeta is what FETCH needs without reading a body.
+// MessageMeta is what FETCH needs without reading a body. Envelope and
+// Structure (and everything they point to) are shared with the store's
+// metadata cache and with other callers: they are read-only, like
+// Entry.Flags.
 type MessageMeta struct {
 	Entry
 	InternalDate time.Time
