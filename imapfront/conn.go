@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/emersion/go-imap/v2/imapserver"
 )
@@ -30,9 +32,11 @@ type connState struct {
 	net.Conn
 	srv    *Server
 	remote string
+	addr   netip.Addr // client address, for the login throttle; zero if unknown
 
 	poisoned atomic.Bool
 	lits     literalScanner // client input; only the reading goroutine uses it
+	inject   []byte         // bytes Read returns before reading more; reading goroutine only
 	closed   sync.Once
 	done     chan struct{} // closed by Close
 
@@ -46,7 +50,36 @@ type connState struct {
 }
 
 func newConnState(s *Server, c net.Conn) *connState {
-	return &connState{Conn: c, srv: s, remote: c.RemoteAddr().String(), done: make(chan struct{})}
+	return &connState{Conn: c, srv: s, remote: c.RemoteAddr().String(), addr: remoteAddr(c.RemoteAddr()), done: make(chan struct{})}
+}
+
+// remoteAddr returns the IP address of a, unmapped and without zone; the
+// zero Addr when a is not an IP address.
+func remoteAddr(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ip, _ := netip.AddrFromSlice(ta.IP)
+		return ip.Unmap().WithZone("")
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap().WithZone("")
+}
+
+// idleDeadlineOver tells imapserver's idle deadline apart from its others:
+// it sets 35 minutes to wait for a logged-in client's next command (and in
+// IDLE), and at most 5 minutes for anything else (conn.go constants).
+const idleDeadlineOver = 10 * time.Minute
+
+// SetReadDeadline implements net.Conn. imapserver hard-codes its idle
+// timeout; a deadline that far away is replaced by one IdleTimeout from
+// now. After STARTTLS the *tls.Conn forwards its deadlines here too.
+func (c *connState) SetReadDeadline(t time.Time) error {
+	if !t.IsZero() && time.Until(t) > idleDeadlineOver {
+		t = time.Now().Add(c.srv.idleTimeout)
+	}
+	return c.Conn.SetReadDeadline(t)
 }
 
 // attach records the imapserver connection and session of cs.
@@ -58,17 +91,44 @@ func (c *connState) attach(ic *imapserver.Conn, sess *session) {
 }
 
 // Read implements net.Conn and records that the server waits for input.
-// It also watches the client's literal announcements: a non-synchronising
-// literal over 4096 bytes is always refused (LITERAL+ is not advertised), and
-// imapserver would then run its bytes as commands; such a connection is
-// poisoned before the server parses it.
+// It also watches the client's literal announcements (literalScanner) and
+// poisons the connection before the server parses a literal it will
+// refuse:
+//
+//   - a non-synchronising literal over 4096 bytes (LITERAL+ is not
+//     advertised): imapserver would run its bytes as commands;
+//   - a synchronising literal over 4096 bytes in any command but APPEND:
+//     imapserver refuses it without a continuation request and then waits
+//     for the end of a line that a compliant client never sends (it waits
+//     for "+"), so both sides would hang until the 30 s command timeout. A
+//     CRLF is handed to imapserver after the announcement, so it answers
+//     BAD at once; the poisoned connection closes after that answer.
 func (c *connState) Read(p []byte) (int, error) {
+	if len(c.inject) > 0 {
+		n := copy(p, c.inject)
+		c.inject = c.inject[n:]
+		return n, nil
+	}
 	c.setReading(true)
 	n, err := c.Conn.Read(p)
 	c.setReading(false)
-	if n > 0 && !c.poisoned.Load() && c.lits.feed(p[:n]) {
-		c.poisoned.Store(true)
-		c.srv.log.Warn("imap connection closed after a rejected literal", "conn", c.remote, "reason", "non-synchronizing literal over 4096 bytes")
+	if n > 0 && !c.poisoned.Load() {
+		switch v, rest := c.lits.feed(p[:n]); v {
+		case litNonSyncTooBig:
+			c.poisoned.Store(true)
+			c.srv.log.Warn("imap connection closed after a rejected literal", "conn", c.remote, "reason", "non-synchronizing literal over 4096 bytes")
+		case litSyncTooBig:
+			c.poisoned.Store(true)
+			c.srv.log.Warn("imap connection closed after a rejected literal", "conn", c.remote, "reason", "synchronizing literal over 4096 bytes outside APPEND")
+			// Whatever the client sent after the announcement is dropped
+			// (it cannot be a compliant client's) and replaced by the
+			// line end imapserver waits for.
+			n -= rest
+			c.inject = []byte("\r\n")
+			k := copy(p[n:], c.inject)
+			n += k
+			c.inject = c.inject[k:]
+		}
 	}
 	return n, err
 }
@@ -203,16 +263,35 @@ func isLiteralRejection(p []byte) bool {
 // accepts without LITERAL+ (LITERAL-, RFC 7888).
 const maxNonSyncLiteral = 4096
 
+// Verdicts of literalScanner.feed.
+const (
+	litOK            = iota
+	litNonSyncTooBig // "{n+}" with n > maxNonSyncLiteral
+	litSyncTooBig    // "{n}" with n > maxNonSyncLiteral outside APPEND
+)
+
 // literalScanner follows the client's command stream, skipping literal
-// data, and reports a non-synchronising literal announcement over
-// maxNonSyncLiteral at the end of a line.
+// data, and reports, at the end of a line, a literal announcement
+// imapserver will refuse: a non-synchronising one over maxNonSyncLiteral,
+// or a synchronising one over maxNonSyncLiteral in a command other than
+// APPEND (imapserver buffers the literals of every other command, up to
+// 4096 bytes).
 type literalScanner struct {
 	tail []byte // end of the current partial line
 	skip int64  // literal bytes still to skip
+	// head is the start of the current command's first line (tag and
+	// name); cont is set while a command continues after a literal.
+	head []byte
+	cont bool
 }
 
-// feed consumes p and reports whether a forbidden literal was announced.
-func (s *literalScanner) feed(p []byte) bool {
+// headKeep is how much of a command's first line literalScanner keeps: a
+// tag and the command name.
+const headKeep = 64
+
+// feed consumes p and returns a verdict; for a refused announcement it
+// also returns how many bytes of p follow the announcement's line.
+func (s *literalScanner) feed(p []byte) (verdict, rest int) {
 	for len(p) > 0 {
 		if s.skip > 0 {
 			k := min(int64(len(p)), s.skip)
@@ -221,23 +300,44 @@ func (s *literalScanner) feed(p []byte) bool {
 			continue
 		}
 		j := bytes.IndexByte(p, '\n')
+		line := p
+		if j >= 0 {
+			line = p[:j]
+		}
+		if !s.cont && len(s.head) < headKeep {
+			s.head = append(s.head, line[:min(len(line), headKeep-len(s.head))]...)
+		}
 		if j < 0 {
 			s.keepTail(p)
-			return false
+			return litOK, 0
 		}
 		s.keepTail(p[:j])
 		p = p[j+1:]
 		n, nonSync, ok := literalAtEnd(s.tail)
 		s.tail = s.tail[:0]
 		if !ok {
+			s.cont = false
+			s.head = s.head[:0]
 			continue
 		}
-		if nonSync && n > maxNonSyncLiteral {
-			return true
+		if n > maxNonSyncLiteral {
+			if nonSync {
+				return litNonSyncTooBig, len(p)
+			}
+			if !isAppendHead(s.head) {
+				return litSyncTooBig, len(p)
+			}
 		}
+		s.cont = true
 		s.skip = n
 	}
-	return false
+	return litOK, 0
+}
+
+// isAppendHead reports whether a command's first line is an APPEND.
+func isAppendHead(head []byte) bool {
+	f := bytes.Fields(head)
+	return len(f) >= 2 && bytes.EqualFold(f[1], []byte("APPEND"))
 }
 
 // keepTail appends b to the partial line, keeping only its last 48 bytes:

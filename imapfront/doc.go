@@ -38,21 +38,64 @@
 //     every further command is refused and the connection closed. The
 //     client's input is watched too: a non-synchronising literal over 4096
 //     bytes is always refused, so it poisons the connection before the
-//     server parses it. After STARTTLS the wrapper sees only ciphertext; there
+//     server parses it. So does a synchronising literal over 4096 bytes
+//     outside APPEND: imapserver refuses it without a continuation request
+//     and then waits for a line end a compliant client never sends, so
+//     connState hands it a CRLF, imapserver answers BAD at once, and the
+//     connection closes (any commands pipelined before it lose their
+//     answers). After STARTTLS the wrapper sees only ciphertext; there
 //     compliant clients are still safe as long as AppendLimit is at least
 //     4096 bytes (they send larger literals synchronising).
 //   - One user never reaches another's mailboxes: every store call names the
 //     session's user.
 //   - A connection gets maxLoginFailures failed logins, then it is closed.
 //     Failed logins are logged with address and user, never the password;
-//     unknown users are verified against a dummy bcrypt hash.
+//     unknown users (and users with an unusable configured hash) are
+//     verified against a dummy bcrypt hash, so every failure costs one full
+//     verification.
+//   - Every LOGIN and AUTHENTICATE waits out the penalty of its client
+//     address and user name (package authlimit: 2, 4, 8, then 15 s after
+//     failures, forgotten after 15 min) before the password is checked,
+//     and a failure waits out its new penalty before the NO; nothing ever
+//     locks an account.
 //   - A session whose update queue outgrows maxPending (selected, but neither
 //     polling nor idling) is disconnected at its next command, so its client
 //     resynchronises.
 //
+// # Limits
+//
+// Configurable (Options, zero value = default):
+//
+//   - connections, over all listeners: MaxConns (1000) in total and
+//     MaxConnsPerAddr (20) per IPv4 address or IPv6 /64, loopback exempt
+//     from the latter. The caps wrap the raw listener below TLS (package
+//     netlimit); a refused client gets "* BYE Too many connections" (after
+//     the handshake on implicit TLS) and never reaches imapserver;
+//   - login throttling: AuthLimiter (authlimit defaults);
+//   - APPEND size: AppendLimit (50 MiB), advertised as APPENDLIMIT;
+//   - mailboxes per user: MaxMailboxes (10,000), NO [LIMIT] beyond;
+//   - silence of a logged-in connection, IDLE included: IdleTimeout (35
+//     min, never under 30 min). imapserver hard-codes 35 min; connState
+//     replaces that deadline as imapserver sets it.
+//
+// Fixed:
+//
+//   - PreAuthTimeout (30 s): silence before login, and the time any
+//     command may take to arrive once started (imapserver);
+//   - MaxCommandLine (50 KiB, literals excluded; the connection ends
+//     beyond) and 4096 bytes per buffered string literal (imapserver);
+//     5 min per APPEND literal read and per FETCH literal write, 30 s per
+//     response write (imapserver);
+//   - one SEARCH: nesting depth 100, 1000 keys, 64 text keys (search.go),
+//     NO [LIMIT] beyond; LIST patterns are matched in O(name × pattern)
+//     (listmatch.go);
+//   - at most max(4, 2×GOMAXPROCS) password verifications at once;
+//   - maxPending queued updates per idle-less selected session (tracker.go).
+//
 // # Locking
 //
-// Lock order: Server.usersMu, userState.mu, mailboxState.mu. The feed runs
+// Lock order: userState.createMu (CREATE and RENAME only, held across store
+// calls), Server.usersMu, userState.mu, mailboxState.mu. The feed runs
 // with the store's writer lock held, so no store method is called while
 // holding any of these, and no lock is held while writing to a socket: a
 // slow client stalls nobody else.

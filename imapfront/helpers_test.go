@@ -16,6 +16,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/popbridge/popbridge/internal/authlimit"
 	"github.com/popbridge/popbridge/store"
 )
 
@@ -30,6 +31,58 @@ type testEnv struct {
 	addr  string
 	logs  *logBuffer
 	hints *hintRecorder
+	clock *fakeClock
+}
+
+// fakeClock drives the login throttle of test servers: sleeping records
+// the duration and advances the clock at once, so no test really waits.
+type fakeClock struct {
+	mu     sync.Mutex
+	now    time.Time
+	sleeps []sleepRecord
+}
+
+// sleepRecord is one throttle sleep.
+type sleepRecord struct {
+	d    time.Duration
+	addr string // the limiter does not say; filled by the caller when known
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sleeps = append(c.sleeps, sleepRecord{d: d})
+	c.now = c.now.Add(d)
+	return ctx.Err()
+}
+
+// advance moves the clock forward without recording a sleep.
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// take returns and forgets the recorded sleeps.
+func (c *fakeClock) take() []time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]time.Duration, len(c.sleeps))
+	for i, s := range c.sleeps {
+		out[i] = s.d
+	}
+	c.sleeps = nil
+	return out
 }
 
 type envOption func(*Options)
@@ -85,16 +138,25 @@ func (h *hintRecorder) list() []string {
 
 func newEnv(t testing.TB, opts ...envOption) *testEnv {
 	t.Helper()
+	return newEnvHook(t, nil, opts...)
+}
+
+// newEnvHook is newEnv with hook applied to the server before it serves,
+// for the unexported test knobs.
+func newEnvHook(t testing.TB, hook func(*Server), opts ...envOption) *testEnv {
+	t.Helper()
 	st, err := store.Open(context.Background(), t.TempDir(), store.Options{})
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
 	logs := &logBuffer{}
 	hints := &hintRecorder{}
+	clock := newFakeClock()
 	o := Options{
-		Store:  st,
-		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Hinter: hints,
+		Store:       st,
+		Logger:      slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Hinter:      hints,
+		AuthLimiter: authlimit.New(authlimit.Options{Now: clock.Now, Sleep: clock.Sleep}),
 	}
 	for name, h := range testHashes() {
 		o.Users = append(o.Users, User{Name: name, PasswordHash: h})
@@ -106,13 +168,16 @@ func newEnv(t testing.TB, opts ...envOption) *testEnv {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	if hook != nil {
+		hook(srv)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
-	env := &testEnv{t: t, st: st, srv: srv, addr: ln.Addr().String(), logs: logs, hints: hints}
+	env := &testEnv{t: t, st: st, srv: srv, addr: ln.Addr().String(), logs: logs, hints: hints, clock: clock}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -150,13 +215,22 @@ func (e *testEnv) mailbox(user, name string) store.Mailbox {
 // deliver stores raw into user's folder the way the poller does.
 func (e *testEnv) deliver(user, folder string, raw string) store.Delivered {
 	e.t.Helper()
-	e.user(user)
-	d, err := e.st.Deliver(context.Background(), []store.Delivery{{
+	return deliverTo(e.t, e.st, user, folder, raw)
+}
+
+// deliverTo is deliver for a given testing.TB (inside fuzz targets, the
+// target's t).
+func deliverTo(t testing.TB, st *store.Store, user, folder string, raw string) store.Delivered {
+	t.Helper()
+	if _, err := st.EnsureUser(context.Background(), user); err != nil {
+		t.Fatalf("EnsureUser: %v", err)
+	}
+	d, err := st.Deliver(context.Background(), []store.Delivery{{
 		Account: "acct-" + user, UIDL: fmt.Sprintf("uidl-%d", time.Now().UnixNano()), Digest: "d",
 		User: user, Folder: folder, Raw: []byte(raw),
 	}})
 	if err != nil {
-		e.t.Fatalf("Deliver: %v", err)
+		t.Fatalf("Deliver: %v", err)
 	}
 	return d[0]
 }

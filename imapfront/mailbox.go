@@ -47,8 +47,57 @@ func (s *session) Create(name string, options *imap.CreateOptions) (err error) {
 			return errUseAttr
 		}
 	}
+	us.createMu.Lock()
+	defer us.createMu.Unlock()
+	if err := s.checkMailboxLimit(us, name, false); err != nil {
+		return err
+	}
 	if _, err := s.srv.opts.Store.CreateMailbox(s.ctx, us.id, name, use); err != nil {
 		return s.storeErr("CREATE", targetMailbox, err)
+	}
+	return nil
+}
+
+// errTooManyMailboxes refuses a CREATE or RENAME over Options.MaxMailboxes.
+var errTooManyMailboxes = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeLimit, Text: "Too many mailboxes"}
+
+// checkMailboxLimit refuses with NO [LIMIT] when creating name (renaming a
+// mailbox to it when rename is set) would leave the user with more than
+// Options.MaxMailboxes mailboxes. The store creates missing parents as
+// \Noselect mailboxes, so each missing level counts; a renamed mailbox
+// moves and only its new parents count, except INBOX, which stays. Names
+// the store would refuse are left for it to refuse. The caller holds
+// us.createMu, so concurrent CREATEs of one user cannot overshoot.
+func (s *session) checkMailboxLimit(us *userState, name string, rename bool) error {
+	max := s.srv.maxMboxes
+	if max < 0 {
+		return nil
+	}
+	canon, err := store.ValidateMailboxName(name)
+	if err != nil {
+		return nil
+	}
+	mboxes, err := s.srv.opts.Store.Mailboxes(s.ctx, us.id)
+	if err != nil {
+		return s.storeErr("CREATE", targetMailbox, err)
+	}
+	have := make(map[string]bool, len(mboxes))
+	for _, mb := range mboxes {
+		have[mb.Name] = true
+	}
+	added := 0
+	levels := strings.Split(canon, string(store.Delimiter))
+	for i := range levels {
+		if n := strings.Join(levels[:i+1], string(store.Delimiter)); !have[n] {
+			added++
+		}
+	}
+	if rename && added > 0 {
+		added-- // the renamed mailbox itself
+	}
+	if len(mboxes)+added > max {
+		s.log.Warn("imap mailbox limit reached", "mailboxes", len(mboxes), "limit", max)
+		return errTooManyMailboxes
 	}
 	return nil
 }
@@ -82,6 +131,12 @@ func (s *session) Rename(oldName, newName string, options *imap.RenameOptions) (
 		return err
 	}
 	newName = strings.TrimSuffix(newName, string(store.Delimiter))
+	us.createMu.Lock()
+	defer us.createMu.Unlock()
+	// Renaming INBOX creates the new mailbox and keeps INBOX.
+	if err := s.checkMailboxLimit(us, newName, !strings.EqualFold(oldName, store.Inbox)); err != nil {
+		return err
+	}
 	if err := s.srv.opts.Store.RenameMailbox(s.ctx, us.id, oldName, newName); err != nil {
 		return s.storeErr("RENAME", targetMailbox, err)
 	}

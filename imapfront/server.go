@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,11 +17,42 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
 
+	"github.com/popbridge/popbridge/internal/authlimit"
+	"github.com/popbridge/popbridge/internal/netlimit"
 	"github.com/popbridge/popbridge/store"
 )
 
-// defaultAppendLimit is the APPEND limit when Options.AppendLimit is 0.
-const defaultAppendLimit = 50 << 20
+// Defaults for zero Options fields.
+const (
+	// defaultAppendLimit is the APPEND limit when Options.AppendLimit is 0.
+	defaultAppendLimit = 50 << 20
+	// DefaultMaxConns is the connection cap when Options.MaxConns is 0.
+	DefaultMaxConns = netlimit.DefaultMaxConns
+	// DefaultMaxConnsPerAddr is the per-address connection cap when
+	// Options.MaxConnsPerAddr is 0.
+	DefaultMaxConnsPerAddr = netlimit.DefaultMaxPerAddr
+	// DefaultMaxMailboxes is the per-user mailbox cap when
+	// Options.MaxMailboxes is 0.
+	DefaultMaxMailboxes = 10000
+	// DefaultIdleTimeout is how long an authenticated connection may stay
+	// silent (IDLE included) when Options.IdleTimeout is 0: imapserver's
+	// own 35 minutes.
+	DefaultIdleTimeout = 35 * time.Minute
+	// MinIdleTimeout is the shortest Options.IdleTimeout New accepts: RFC
+	// 3501 section 5.4 and RFC 2177 require at least 30 minutes.
+	MinIdleTimeout = 30 * time.Minute
+	// PreAuthTimeout is how long a connection that has not logged in may
+	// stay silent, and how long any command may take to arrive once it
+	// has started. imapserver hard-codes it; it is not configurable.
+	PreAuthTimeout = 30 * time.Second
+	// MaxCommandLine is the longest command imapserver accepts, in bytes,
+	// literals excluded (a longer one ends the connection). imapserver
+	// hard-codes it; it is not configurable.
+	MaxCommandLine = 50 << 10
+)
+
+// byeTooMany is written to connections refused for a connection cap.
+const byeTooMany = "* BYE Too many connections\r\n"
 
 // ErrServerClosed is returned by Serve and ServeTLS after Shutdown.
 var ErrServerClosed = errors.New("imapfront: server closed")
@@ -59,6 +92,39 @@ type Options struct {
 	Hinter Hinter
 	// Logger receives the server's log lines. nil: discard.
 	Logger *slog.Logger
+
+	// MaxConns caps the connections open at once, over all the listeners
+	// of the server (Serve and ServeTLS calls). A connection over the cap
+	// gets "* BYE Too many connections" (after the
+	// handshake on implicit TLS) and is closed before any session starts.
+	// 0: DefaultMaxConns (1000); negative: no cap.
+	MaxConns int
+	// MaxConnsPerAddr caps the connections open at once from one client
+	// address (an IPv4 address or an IPv6 /64), over all listeners, like
+	// Dovecot's mail_max_userip_connections but counted before login.
+	// Loopback clients are exempt (they still count against MaxConns).
+	// 0: DefaultMaxConnsPerAddr (20); negative: no cap.
+	MaxConnsPerAddr int
+	// AuthLimiter slows down failed logins (LOGIN and AUTHENTICATE) per
+	// client address and per user name, Dovecot auth_penalty style: 2, 4,
+	// 8, then 15 s per attempt. Share one limiter between servers (or
+	// keep it across restarts of the server) to share the penalties; set
+	// authlimit.Options.Trusted for networks that must never be delayed.
+	// nil: a limiter with authlimit's defaults, so throttling is always on.
+	AuthLimiter *authlimit.Limiter
+	// MaxMailboxes caps the mailboxes a user may have, \Noselect parents
+	// included; CREATE and RENAME beyond it answer NO [LIMIT]. Mailboxes
+	// the store creates itself (first login, delivery) are not refused.
+	// 0: DefaultMaxMailboxes (10,000); negative: no cap.
+	MaxMailboxes int
+	// IdleTimeout is how long a logged-in connection may stay silent,
+	// IDLE included, before it is closed (the autologout timer of RFC 3501
+	// section 5.4). New refuses values under MinIdleTimeout (30 min, RFC
+	// 2177). 0: DefaultIdleTimeout (35 min). The pre-login timeout
+	// (PreAuthTimeout) and the command-line limit (MaxCommandLine) are
+	// imapserver's and not configurable; the cost of one SEARCH is bounded
+	// by fixed limits (see doc.go).
+	IdleTimeout time.Duration
 }
 
 // Server is an IMAP server over a store. Create it with New; it serves
@@ -83,9 +149,37 @@ type Server struct {
 	conns     map[*connState]struct{}
 	backends  map[backendKind]*backend
 
+	authLim     *authlimit.Limiter
+	fingerprint *authlimit.Fingerprinter
+	verifySem   chan struct{}     // bounds concurrent password verifications
+	connCount   *netlimit.Counter // shared by the listeners' caps
+	maxConns    int
+	maxPerAddr  int
+	maxMboxes   int
+	idleTimeout time.Duration
+	rejected    atomic.Int64 // connections refused for a cap
+	lastRejLog  atomic.Int64 // unix nanoseconds of the last rejection log line
+
+	// ctx is cancelled when Shutdown starts; login penalties end early.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// Counters for tests: panics recovered (in session methods or by
+	// imapserver), password verifications, and verifications against the
+	// dummy hash.
+	panics        atomic.Int64
+	verifies      atomic.Int64
+	dummyVerifies atomic.Int64
+
 	// faultHook, when set by tests, is called at named points of session
 	// methods, so that a test can make them panic.
 	faultHook func(point string)
+	// capLoopback, set by tests, counts loopback clients against
+	// MaxConnsPerAddr.
+	capLoopback bool
+	// connClosed, set by tests, is called after a connection has ended and
+	// freed its slot.
+	connClosed func()
 
 	acceptWG  sync.WaitGroup // accept loops
 	connWG    sync.WaitGroup // connections handed to imapserver, until closed
@@ -116,16 +210,36 @@ func New(opts Options) (*Server, error) {
 	if opts.AppendLimit < 0 || opts.AppendLimit > 1<<32-1 {
 		return nil, fmt.Errorf("imapfront: AppendLimit %d out of range", opts.AppendLimit)
 	}
+	if opts.IdleTimeout != 0 && opts.IdleTimeout < MinIdleTimeout {
+		return nil, fmt.Errorf("imapfront: IdleTimeout %v is under the %v RFC 3501 and RFC 2177 require", opts.IdleTimeout, MinIdleTimeout)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		opts:      opts,
-		log:       opts.Logger,
-		users:     make(map[store.UserID]*userState),
-		listeners: make(map[net.Listener]struct{}),
-		conns:     make(map[*connState]struct{}),
-		backends:  make(map[backendKind]*backend),
+		opts:        opts,
+		log:         opts.Logger,
+		users:       make(map[store.UserID]*userState),
+		listeners:   make(map[net.Listener]struct{}),
+		conns:       make(map[*connState]struct{}),
+		backends:    make(map[backendKind]*backend),
+		authLim:     opts.AuthLimiter,
+		fingerprint: authlimit.NewFingerprinter(),
+		verifySem:   make(chan struct{}, max(4, 2*runtime.GOMAXPROCS(0))),
+		connCount:   netlimit.NewCounter(),
+		maxConns:    orDefault(opts.MaxConns, DefaultMaxConns),
+		maxPerAddr:  orDefault(opts.MaxConnsPerAddr, DefaultMaxConnsPerAddr),
+		maxMboxes:   orDefault(opts.MaxMailboxes, DefaultMaxMailboxes),
+		idleTimeout: opts.IdleTimeout,
+		ctx:         ctx,
+		cancel:      cancel,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if s.authLim == nil {
+		s.authLim = authlimit.New(authlimit.Options{})
+	}
+	if s.idleTimeout == 0 {
+		s.idleTimeout = DefaultIdleTimeout
 	}
 	s.limit = defaultAppendLimit
 	if opts.AppendLimit > 0 {
@@ -134,6 +248,17 @@ func New(opts Options) (*Server, error) {
 	s.SetUsers(opts.Users)
 	s.SetTLSConfig(opts.TLSConfig)
 	return s, nil
+}
+
+// orDefault returns def for 0, -1 (no cap) for negative values, v otherwise.
+func orDefault(v, def int) int {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return -1
+	}
+	return v
 }
 
 // SetUsers replaces the users that may log in. Sessions already logged in
@@ -195,21 +320,33 @@ func (s *Server) ServeTLS(ln net.Listener) error {
 }
 
 func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
+	// The caps count raw connections, below TLS: a refused client costs
+	// no handshake unless it is owed a BYE, and imapserver still sees the
+	// *tls.Conn it needs (notes §1).
+	lim := netlimit.NewListener(ln, netlimit.Options{
+		MaxConns:       s.maxConns,
+		MaxPerAddr:     s.maxPerAddr,
+		ExemptLoopback: !s.capLoopback,
+		Reject:         s.rejectConn(implicitTLS),
+		OnReject:       s.onReject,
+		Counter:        s.connCount,
+	})
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return ErrServerClosed
 	}
-	s.listeners[ln] = struct{}{}
+	s.listeners[lim] = struct{}{}
 	s.acceptWG.Add(1)
 	s.mu.Unlock()
 	defer s.acceptWG.Done()
 	dummyHash() // computed now, so the first unknown user costs no more than others
 	defer func() {
 		s.mu.Lock()
-		delete(s.listeners, ln)
+		delete(s.listeners, lim)
 		s.mu.Unlock()
 	}()
+	ln = lim
 
 	var delay time.Duration
 	for {
@@ -236,11 +373,40 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 	}
 }
 
+// rejectConn returns the netlimit Reject function of a listener: it tells
+// the client why it is refused, after the TLS handshake on implicit-TLS
+// listeners (netlimit bounds the time and the number of these).
+func (s *Server) rejectConn(implicitTLS bool) func(net.Conn) {
+	return func(c net.Conn) {
+		if _, ok := c.(*tls.Conn); !ok && implicitTLS {
+			if s.tlsConf.Load() == nil {
+				return
+			}
+			c = tls.Server(c, s.dynamicTLS())
+		}
+		io.WriteString(c, byeTooMany)
+	}
+}
+
+// onReject logs refused connections, at most one line per rejectLogEvery.
+func (s *Server) onReject(addr net.Addr, reason string) {
+	n := s.rejected.Add(1)
+	now := time.Now().UnixNano()
+	last := s.lastRejLog.Load()
+	if now-last < int64(rejectLogEvery) || !s.lastRejLog.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Warn("imap connection refused", "conn", addr.String(), "cap", reason, "refused_total", n)
+}
+
+// rejectLogEvery rate-limits the log line of refused connections.
+const rejectLogEvery = 10 * time.Second
+
 // handle decides the policy of one accepted connection and hands it to the
 // matching imapserver.Server.
 func (s *Server) handle(raw net.Conn, implicitTLS bool) {
 	var nc net.Conn = raw
-	if _, ok := raw.(*tls.Conn); ok {
+	if isTLSConn(raw) {
 		// A listener that already does TLS (tls.NewListener).
 		implicitTLS = true
 	} else if implicitTLS {
@@ -286,7 +452,7 @@ func (s *Server) newBackend(kind backendKind) *backend {
 			imap.CapBinary:           {},
 			imap.CapUnauthenticate:   {},
 		},
-		Logger:       slog.NewLogLogger(s.log.Handler(), slog.LevelError),
+		Logger:       backendLogger{s},
 		InsecureAuth: kind.insecureAuth,
 	}
 	if kind.startTLS {
@@ -325,7 +491,37 @@ func (s *Server) removeConn(cs *connState) {
 	s.mu.Lock()
 	delete(s.conns, cs)
 	s.mu.Unlock()
+	if s.connClosed != nil {
+		s.connClosed()
+	}
 	s.connWG.Done()
+}
+
+// backendLogger is imapserver's logger: its lines go to the server's log at
+// error level, and the panics it recovered are counted.
+type backendLogger struct{ s *Server }
+
+// Printf implements imapserver.Logger.
+func (l backendLogger) Printf(format string, args ...any) {
+	if strings.HasPrefix(format, "panic") {
+		l.s.panics.Add(1)
+	}
+	l.s.log.Error(fmt.Sprintf(format, args...), "component", "imapserver")
+}
+
+// isTLSConn reports whether c is a *tls.Conn, possibly inside a netlimit
+// connection (a tls.NewListener handed to Serve or ServeTLS).
+func isTLSConn(c net.Conn) bool {
+	for {
+		if _, ok := c.(*tls.Conn); ok {
+			return true
+		}
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return false
+		}
+		c = u.NetConn()
+	}
 }
 
 // Shutdown stops the server gracefully: it closes the listeners, lets each
@@ -339,6 +535,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return ErrServerClosed
 	}
 	s.closed = true
+	s.cancel()
 	for ln := range s.listeners {
 		ln.Close()
 	}

@@ -75,6 +75,7 @@ func (s *session) begin() error {
 // error that is not an *imap.Error into errInternal.
 func (s *session) end(op string, errp *error) {
 	if v := recover(); v != nil {
+		s.srv.panics.Add(1)
 		s.log.Error("panic in imap session", "op", op, "panic", v, "stack", string(debug.Stack()))
 		if s.openResp != nil {
 			s.openResp.Close()
@@ -114,7 +115,11 @@ func (s *session) Close() error {
 	return nil
 }
 
-// Login implements imapserver.Session.
+// Login implements imapserver.Session (AUTHENTICATE PLAIN arrives here
+// too). Every attempt first waits out the penalty of its address and user
+// name (Options.AuthLimiter), then verifies the password, against the dummy
+// hash when the user is unknown; a failure is recorded and its penalty
+// waited out before the NO, a success clears both penalties.
 func (s *session) Login(username, password string) (err error) {
 	if err := s.begin(); err != nil {
 		return err
@@ -123,18 +128,27 @@ func (s *session) Login(username, password string) (err error) {
 	if s.user != nil {
 		return &imap.Error{Type: imap.StatusResponseTypeBad, Text: "Already logged in"}
 	}
-	hash, known := s.srv.lookupUser(username)
-	if !known {
-		verifyPassword(dummyHash(), password)
-		return s.loginFailed(username, "unknown user", nil)
+	// The penalty ends early when the connection or the server goes away.
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+	defer context.AfterFunc(s.srv.ctx, cancel)()
+	lim, addr := s.srv.authLim, s.conn.addr
+	if err := lim.Wait(ctx, addr, username); err != nil {
+		return errLoginAborted
 	}
-	ok, verr := verifyPassword(hash, password)
-	if verr != nil {
-		return s.loginFailed(username, "bad password hash in configuration", verr)
+	ok, reason, verr := s.srv.checkPassword(ctx, username, password)
+	if verr != nil && ctx.Err() != nil {
+		return errLoginAborted
 	}
 	if !ok {
-		return s.loginFailed(username, "wrong password", nil)
+		lim.Failure(addr, username, s.srv.fingerprint.Fingerprint(password))
+		failed := s.loginFailed(username, reason, verr)
+		if err := lim.Wait(ctx, addr, username); err != nil {
+			return errLoginAborted
+		}
+		return failed
 	}
+	lim.Success(addr, username)
 	us, err := s.srv.acquireUser(s.ctx, username)
 	if err != nil {
 		return mapStoreError(s.log, "LOGIN", targetMailbox, err)
@@ -143,6 +157,40 @@ func (s *session) Login(username, password string) (err error) {
 	s.log = s.log.With("user", username)
 	s.log.Info("imap login")
 	return nil
+}
+
+// errLoginAborted answers a login cut short by shutdown.
+var errLoginAborted = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable, Text: "Server is shutting down"}
+
+// checkPassword verifies password for username and says why it failed.
+// Unknown users and users whose configured hash is unusable are verified
+// against the dummy hash, so every failure costs one full verification.
+// Verifications run at most cap(verifySem) at a time (argon2id may take 64
+// MiB each); the error is ctx's when ctx ended while waiting for a turn.
+func (s *Server) checkPassword(ctx context.Context, username, password string) (ok bool, reason string, err error) {
+	select {
+	case s.verifySem <- struct{}{}:
+	case <-ctx.Done():
+		return false, "aborted", ctx.Err()
+	}
+	defer func() { <-s.verifySem }()
+	s.verifies.Add(1)
+	hash, known := s.lookupUser(username)
+	if !known {
+		s.dummyVerifies.Add(1)
+		verifyPassword(dummyHash(), password)
+		return false, "unknown user", nil
+	}
+	ok, err = verifyPassword(hash, password)
+	if err != nil {
+		s.dummyVerifies.Add(1)
+		verifyPassword(dummyHash(), password)
+		return false, "bad password hash in configuration", err
+	}
+	if !ok {
+		return false, "wrong password", nil
+	}
+	return true, "", nil
 }
 
 // maxLoginFailures is how many failed logins a connection may make; the

@@ -21,6 +21,11 @@ type userState struct {
 
 	mu     sync.Mutex
 	mboxes map[store.MailboxID]*mailboxState
+
+	// createMu serialises CREATE and RENAME of the user's sessions around
+	// the mailbox-count check. It is held across store calls, so it is
+	// taken before, never while holding, any other lock.
+	createMu sync.Mutex
 }
 
 // acquireUser returns the shared state of the store user called name,

@@ -10,6 +10,9 @@
 // default). A connection over either cap is not returned: it is handed to
 // Options.Reject (for example to write "* BYE too many connections"), closed,
 // reported to Options.OnReject, and Accept goes on waiting for the next one.
+// Listeners given the same [Counter] (Options.Counter) share their counts,
+// so the caps apply to their connections together (each Listener checks
+// its own MaxConns and MaxPerAddr against the shared counts).
 // A slot is freed when the returned connection's Close is called, once, no
 // matter how often Close is called. Callers must therefore close every
 // connection Accept returns, which net/http, go-imap's imapserver and
@@ -35,8 +38,9 @@
 //
 // # Concurrency and goroutines
 //
-// Accept may be called from several goroutines; the counters are guarded by
-// one mutex, never held while calling Options callbacks or doing I/O. Reject
+// Accept may be called from several goroutines; the counts are guarded by
+// the Counter's mutex and the rejection state by the Listener's, neither
+// held while calling Options callbacks or doing I/O, nor both at once. Reject
 // runs in a goroutine per rejected connection, at most [MaxRejecting] at a
 // time (beyond that, rejected connections are closed without calling
 // Reject), each under a deadline of Options.RejectTimeout. [Listener.Close]

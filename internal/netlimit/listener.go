@@ -70,6 +70,26 @@ type Options struct {
 	// ReasonPerAddr, e.g. to log or count. It must be quick and must not
 	// block; rate-limit any logging it does.
 	OnReject func(addr net.Addr, reason string)
+	// Counter, if not nil, holds the open-connection counts the caps are
+	// checked against, shared with every other Listener given the same
+	// Counter: MaxConns and MaxPerAddr then cap the connections of all of
+	// them together (e.g. ports 143 and 993 of one server). Nil means a
+	// Counter of this Listener's own.
+	Counter *Counter
+}
+
+// Counter holds counts of open connections, in total and per client
+// address, that one or more Listeners check their caps against. Create it
+// with [NewCounter]. It is safe for concurrent use.
+type Counter struct {
+	mu      sync.Mutex
+	open    int
+	perAddr map[netip.Prefix]int
+}
+
+// NewCounter returns an empty Counter.
+func NewCounter() *Counter {
+	return &Counter{perAddr: make(map[netip.Prefix]int)}
 }
 
 // Listener is a net.Listener that caps open connections in total and per
@@ -84,10 +104,9 @@ type Listener struct {
 	rejectFn       func(net.Conn)
 	rejectTimeout  time.Duration
 	onReject       func(net.Addr, string)
+	cnt            *Counter
 
 	mu        sync.Mutex
-	open      int
-	perAddr   map[netip.Prefix]int
 	rejected  uint64
 	rejecting int
 	closed    bool
@@ -110,7 +129,10 @@ func NewListener(inner net.Listener, opts Options) *Listener {
 		rejectFn:       opts.Reject,
 		rejectTimeout:  opts.RejectTimeout,
 		onReject:       opts.OnReject,
-		perAddr:        make(map[netip.Prefix]int),
+		cnt:            opts.Counter,
+	}
+	if l.cnt == nil {
+		l.cnt = NewCounter()
 	}
 	if l.maxConns == 0 {
 		l.maxConns = DefaultMaxConns
@@ -139,22 +161,25 @@ func (l *Listener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		key, perAddr := l.clientKey(c.RemoteAddr())
-		l.mu.Lock()
+		cnt := l.cnt
+		cnt.mu.Lock()
 		reason := ""
 		switch {
-		case l.maxConns > 0 && l.open >= l.maxConns:
+		case l.maxConns > 0 && cnt.open >= l.maxConns:
 			reason = ReasonTotal
-		case perAddr && l.maxPerAddr > 0 && l.perAddr[key] >= l.maxPerAddr:
+		case perAddr && l.maxPerAddr > 0 && cnt.perAddr[key] >= l.maxPerAddr:
 			reason = ReasonPerAddr
 		}
 		if reason == "" {
-			l.open++
+			cnt.open++
 			if perAddr {
-				l.perAddr[key]++
+				cnt.perAddr[key]++
 			}
-			l.mu.Unlock()
+			cnt.mu.Unlock()
 			return &conn{Conn: c, l: l, key: key, perAddr: perAddr}, nil
 		}
+		cnt.mu.Unlock()
+		l.mu.Lock()
 		l.rejected++
 		l.mu.Unlock()
 		l.reject(c, reason)
@@ -239,14 +264,15 @@ func (l *Listener) reject(c net.Conn, reason string) {
 
 // release frees the slot of a closed connection.
 func (l *Listener) release(key netip.Prefix, perAddr bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.open--
+	cnt := l.cnt
+	cnt.mu.Lock()
+	defer cnt.mu.Unlock()
+	cnt.open--
 	if perAddr {
-		if n := l.perAddr[key] - 1; n > 0 {
-			l.perAddr[key] = n
+		if n := cnt.perAddr[key] - 1; n > 0 {
+			cnt.perAddr[key] = n
 		} else {
-			delete(l.perAddr, key)
+			delete(cnt.perAddr, key)
 		}
 	}
 }
@@ -270,7 +296,7 @@ func (l *Listener) Addr() net.Addr { return l.inner.Addr() }
 // Stats is a snapshot of a [Listener]'s counters.
 type Stats struct {
 	// Open is the number of connections returned by Accept and not yet
-	// closed.
+	// closed (by all Listeners sharing its Counter).
 	Open int
 	// Addrs is the number of distinct client addresses among them that
 	// count against MaxPerAddr.
@@ -282,9 +308,12 @@ type Stats struct {
 
 // Stats returns the current counters.
 func (l *Listener) Stats() Stats {
+	l.cnt.mu.Lock()
+	open, addrs := l.cnt.open, len(l.cnt.perAddr)
+	l.cnt.mu.Unlock()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return Stats{Open: l.open, Addrs: len(l.perAddr), Rejected: l.rejected}
+	return Stats{Open: open, Addrs: addrs, Rejected: l.rejected}
 }
 
 // conn is a connection returned by Listener.Accept; closing it frees its
@@ -303,6 +332,11 @@ func (c *conn) Close() error {
 	c.once.Do(func() { c.l.release(c.key, c.perAddr) })
 	return err
 }
+
+// NetConn returns the connection the inner listener accepted (as
+// tls.Conn.NetConn does), so that callers can tell, for example, whether it
+// is a *tls.Conn. Closing it directly does not free the slot.
+func (c *conn) NetConn() net.Conn { return c.Conn }
 
 // errNoCloseWrite is returned by CloseWrite when the inner connection
 // cannot half-close.

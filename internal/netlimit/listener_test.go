@@ -489,3 +489,51 @@ func TestClientKey(t *testing.T) {
 		})
 	}
 }
+
+// TestNetConn: the accepted connection exposes the inner one, so a caller
+// can tell a *tls.Conn from a tls.NewListener below it.
+func TestNetConn(t *testing.T) {
+	s := startServer(t, Options{})
+	client, got := dial(t, s.addr, "127.0.0.1")
+	if got != "OK" {
+		t.Fatalf("conn: %q", got)
+	}
+	sc := s.nextAccepted(t)
+	inner := sc.(interface{ NetConn() net.Conn }).NetConn()
+	if _, ok := inner.(*net.TCPConn); !ok {
+		t.Fatalf("NetConn() = %T, want *net.TCPConn", inner)
+	}
+	if inner.RemoteAddr().String() != client.LocalAddr().String() {
+		t.Fatalf("NetConn remote %v, client %v", inner.RemoteAddr(), client.LocalAddr())
+	}
+	sc.Close()
+}
+
+// TestSharedCounter: two Listeners sharing a Counter cap their connections
+// together, and a slot freed on one is usable on the other.
+func TestSharedCounter(t *testing.T) {
+	cnt := NewCounter()
+	a := startServer(t, Options{MaxConns: 2, Reject: bye, Counter: cnt})
+	b := startServer(t, Options{MaxConns: 2, Reject: bye, Counter: cnt})
+	if _, got := dial(t, a.addr, "127.0.0.1"); got != "OK" {
+		t.Fatalf("first on a: %q", got)
+	}
+	ca := a.nextAccepted(t)
+	if _, got := dial(t, b.addr, "127.0.0.1"); got != "OK" {
+		t.Fatalf("first on b: %q", got)
+	}
+	b.nextAccepted(t)
+	for _, s := range []*server{a, b} {
+		if _, got := dial(t, s.addr, "127.0.0.1"); got != "BYE" {
+			t.Fatalf("third overall: %q, want BYE", got)
+		}
+	}
+	if st := b.lim.Stats(); st.Open != 2 || st.Rejected != 1 {
+		t.Fatalf("b stats %+v, want Open 2 (shared), Rejected 1 (own)", st)
+	}
+	ca.Close()
+	if _, got := dial(t, b.addr, "127.0.0.1"); got != "OK" {
+		t.Fatalf("after a slot freed on a, b: %q", got)
+	}
+	b.nextAccepted(t)
+}
