@@ -44,8 +44,7 @@ type fakeClock struct {
 
 // sleepRecord is one throttle sleep.
 type sleepRecord struct {
-	d    time.Duration
-	addr string // the limiter does not say; filled by the caller when known
+	d time.Duration
 }
 
 func newFakeClock() *fakeClock {
