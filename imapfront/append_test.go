@@ -106,7 +106,7 @@ func TestAppendLiteralInjection(t *testing.T) {
 			// literal's lines.
 			var rest []string
 			for {
-				l, err := c.readLine(5 * time.Second)
+				l, err := c.readLine(ioWait)
 				if err != nil {
 					if errors.Is(err, io.EOF) || strings.Contains(err.Error(), "reset") {
 						break

@@ -90,7 +90,7 @@ func dialLogin(t testing.TB, addr, user string) (net.Conn, *bufio.Reader) {
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	conn.SetDeadline(time.Now().Add(ioWait))
 	br := bufio.NewReader(conn)
 	if l, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(l, "* OK") {
 		conn.Close()

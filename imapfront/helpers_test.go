@@ -42,6 +42,11 @@ type fakeClock struct {
 	sleeps []sleepRecord
 }
 
+// ioWait bounds every wait for an answer the test expects. It only turns
+// a hang into a failure, so it is generous: the suite runs under -race on
+// a loaded 2-core machine, where bcrypt alone can take seconds.
+const ioWait = 30 * time.Second
+
 // sleepRecord is one throttle sleep.
 type sleepRecord struct {
 	d time.Duration
@@ -178,7 +183,7 @@ func newEnvHook(t testing.TB, hook func(*Server), opts ...envOption) *testEnv {
 	go func() { done <- srv.Serve(ln) }()
 	env := &testEnv{t: t, st: st, srv: srv, addr: ln.Addr().String(), logs: logs, hints: hints, clock: clock}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), ioWait)
 		defer cancel()
 		srv.Shutdown(ctx)
 		<-done
@@ -288,7 +293,7 @@ func (e *testEnv) rawLogin(user string) *rawClient {
 // 5 s.
 func (c *rawClient) line() string {
 	c.t.Helper()
-	l, err := c.readLine(5 * time.Second)
+	l, err := c.readLine(ioWait)
 	if err != nil {
 		c.t.Fatalf("read: %v", err)
 	}
@@ -389,7 +394,7 @@ func (c *rawClient) done() []string {
 func (c *rawClient) expect(want ...string) {
 	c.t.Helper()
 	for i, w := range want {
-		l, err := c.readLine(5 * time.Second)
+		l, err := c.readLine(ioWait)
 		if err != nil {
 			c.t.Fatalf("waiting for %q (line %d of %q): %v", w, i, want, err)
 		}

@@ -98,7 +98,7 @@ func TestListMatchPathological(t *testing.T) {
 	}
 	// A generous bound that the exponential matcher misses by orders of
 	// magnitude even on a loaded machine with -race.
-	if d := time.Since(start); d > 2*time.Second {
+	if d := time.Since(start); d > 20*time.Second {
 		t.Errorf("pathological patterns took %v", d)
 	}
 }

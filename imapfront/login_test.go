@@ -4,7 +4,6 @@ import (
 	"net"
 	"strings"
 	"testing"
-	"time"
 
 	"encoding/base64"
 	"golang.org/x/crypto/argon2"
@@ -52,7 +51,7 @@ func TestLoginFailuresCloseConnection(t *testing.T) {
 			t.Fatalf("attempt %d: %s", i, st)
 		}
 	}
-	if l, err := c.readLine(5 * time.Second); err == nil {
+	if l, err := c.readLine(ioWait); err == nil {
 		t.Fatalf("connection open after %d failures: %q", maxLoginFailures, l)
 	}
 	env.rawLogin("alice") // other connections are unaffected

@@ -3,7 +3,6 @@ package imapfront
 import (
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestPanicRecovered: a panic in a session method is logged and answered
@@ -35,7 +34,7 @@ func TestPanicRecovered(t *testing.T) {
 	point <- "fetch-response"
 	c.write("x FETCH 1 FLAGS")
 	for {
-		if _, err := c.readLine(5 * time.Second); err != nil {
+		if _, err := c.readLine(ioWait); err != nil {
 			break // the connection was closed
 		}
 	}

@@ -86,7 +86,7 @@ func TestImplicitTLS(t *testing.T) {
 	if l := c.line(); !strings.HasPrefix(l, "p1 BAD") {
 		t.Fatalf("oversized non-sync literal: %q", l)
 	}
-	if _, err := c.readLine(5 * time.Second); err == nil {
+	if _, err := c.readLine(ioWait); err == nil {
 		t.Fatalf("connection still open after rejected literal")
 	}
 	if u := env.rawLogin("alice").ok(`LIST "" "Bad"`); len(u) != 0 {
