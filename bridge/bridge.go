@@ -9,11 +9,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/popbridge/popbridge/imapfront"
+	"github.com/popbridge/popbridge/internal/authlimit"
 	"github.com/popbridge/popbridge/poller"
 	"github.com/popbridge/popbridge/store"
 )
@@ -205,6 +208,7 @@ func (b *Bridge) startStore(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	warnDataPerms(b.log, cfg.Path(cfg.DataDir))
 	m := newMetrics(b)
 	if err := m.seed(ctx, st); err != nil {
 		st.Close()
@@ -256,21 +260,25 @@ func (b *Bridge) stopStore(context.Context) error {
 
 func (b *Bridge) startIMAP(ctx context.Context) error {
 	cfg := b.Config()
-	tlsConf, err := cfg.serverTLS()
+	tlsConf, autoInfo, err := cfg.serverTLS(cfg.Path(cfg.DataDir), b.log)
 	if err != nil {
 		return err
 	}
+	logAutoCert(b.log, autoInfo)
 	b.mu.Lock()
 	st, p, m := b.store, b.poller, b.metrics
 	b.mu.Unlock()
-	srv, err := imapfront.New(imapfront.Options{
+	opts := imapfront.Options{
 		Store:              st,
 		Users:              cfg.imapUsers(),
 		TLSConfig:          tlsConf,
 		AllowPlaintextAuth: cfg.IMAP.AllowPlaintextAuth,
 		Hinter:             p,
 		Logger:             b.log.With(LogKeyComponent, "imap"),
-	})
+		OnCommand:          m.observeCommand,
+	}
+	cfg.imapLimits(&opts)
+	srv, err := imapfront.New(opts)
 	if err != nil {
 		return fmt.Errorf("create imap server: %w", err)
 	}
@@ -429,15 +437,67 @@ func (b *Bridge) stopHTTP(ctx context.Context) error {
 }
 
 // serverTLS loads the IMAP certificate; nil when TLS is not configured.
-func (c *Config) serverTLS() (*tls.Config, error) {
+// With tls_cert = "auto" the self-signed certificate in dataDir is loaded
+// or generated, and described in the returned info (nil otherwise).
+func (c *Config) serverTLS(dataDir string, log *slog.Logger) (*tls.Config, *AutoCertInfo, error) {
 	if !c.IMAP.TLSEnabled() {
-		return nil, nil
+		return nil, nil, nil
 	}
-	cert, err := tls.LoadX509KeyPair(c.Path(c.IMAP.TLSCert), c.Path(c.IMAP.TLSKey))
+	var info *AutoCertInfo
+	var cert tls.Certificate
+	var err error
+	if c.IMAP.TLSAuto() {
+		var ai AutoCertInfo
+		cert, ai, err = LoadAutoCert(dataDir, c.autoCertNames(), log)
+		info = &ai
+	} else {
+		cert, err = tls.LoadX509KeyPair(c.Path(c.IMAP.TLSCert), c.Path(c.IMAP.TLSKey))
+	}
 	if err != nil {
-		return nil, fmt.Errorf("load imap certificate: %w", err)
+		return nil, nil, fmt.Errorf("load imap certificate: %w", err)
 	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, info, nil
+}
+
+// logAutoCert logs the fingerprint of the self-signed certificate, so that
+// users can pin it in their mail clients.
+func logAutoCert(log *slog.Logger, info *AutoCertInfo) {
+	if info == nil {
+		return
+	}
+	msg := "imap tls: using the self-signed certificate; pin this fingerprint in mail clients"
+	if info.Created {
+		msg = "imap tls: generated a self-signed certificate; pin this fingerprint in mail clients"
+	}
+	log.Info(msg, "sha256_fingerprint", info.Fingerprint, "cert", info.CertFile,
+		"names", strings.Join(info.Names, ","), "not_after", info.NotAfter.Format(time.DateOnly))
+}
+
+// imapLimits returns the imapfront settings of the [imap] limits: 0 (no
+// cap) in the file is negative for imapfront.
+func (c *Config) imapLimits(o *imapfront.Options) {
+	noCap := func(n int) int {
+		if n == 0 {
+			return -1
+		}
+		return n
+	}
+	o.MaxConns = noCap(c.IMAP.MaxConnections)
+	o.MaxConnsPerAddr = noCap(c.IMAP.MaxConnectionsPerIP)
+	o.MaxMailboxes = noCap(c.IMAP.MaxMailboxes)
+	o.IdleTimeout = c.IMAP.IdleTimeout.Value
+	o.AppendLimit = c.IMAP.AppendLimit.Bytes
+	var trusted []netip.Prefix
+	for _, n := range c.IMAP.TrustedNetworks {
+		if p, err := parseNetwork(n); err == nil {
+			trusted = append(trusted, p)
+		}
+	}
+	o.AuthLimiter = authlimit.New(authlimit.Options{
+		Base:    c.IMAP.AuthPenaltyBase.Value,
+		Max:     c.IMAP.AuthPenaltyMax.Value,
+		Trusted: trusted,
+	})
 }
 
 // imapUsers converts the [[user]] entries for imapfront.

@@ -3,6 +3,9 @@ package bridge
 import (
 	"path/filepath"
 	"time"
+
+	"github.com/popbridge/popbridge/imapfront"
+	"github.com/popbridge/popbridge/internal/authlimit"
 )
 
 // Config is the whole popbridge configuration, as read from one TOML file
@@ -46,10 +49,39 @@ type IMAPConfig struct {
 	// AllowPlaintextAuth allows LOGIN without TLS from non-loopback
 	// addresses. Loopback is always allowed. Default false.
 	AllowPlaintextAuth bool `toml:"allow_plaintext_auth"`
+
+	// MaxConnections caps the IMAP connections open at once over both
+	// listeners; 0 means no cap. Default 1000.
+	MaxConnections int `toml:"max_connections"`
+	// MaxConnectionsPerIP caps the connections open at once from one IPv4
+	// address or IPv6 /64 (loopback exempt); 0 means no cap. Default 20.
+	MaxConnectionsPerIP int `toml:"max_connections_per_ip"`
+	// MaxMailboxes caps the mailboxes of one user; 0 means no cap.
+	// Default 10000.
+	MaxMailboxes int `toml:"max_mailboxes"`
+	// IdleTimeout is how long a logged-in connection may stay silent, IDLE
+	// included; at least 30m (RFC 2177). Default 35m.
+	IdleTimeout Duration `toml:"idle_timeout"`
+	// AppendLimit is the largest message a client may APPEND, 4KiB to
+	// 4GiB-1. Default 50MiB.
+	AppendLimit Size `toml:"append_limit"`
+	// AuthPenaltyBase and AuthPenaltyMax shape the delay after failed
+	// logins, per client address and per user name: Base after the first
+	// failure, doubling up to Max. Defaults 2s and 15s.
+	AuthPenaltyBase Duration `toml:"auth_penalty_base"`
+	AuthPenaltyMax  Duration `toml:"auth_penalty_max"`
+	// TrustedNetworks are CIDRs (or single addresses) whose logins are
+	// never delayed, e.g. a webmail front end. Default none.
+	TrustedNetworks []string `toml:"trusted_networks"`
 }
 
-// TLSEnabled reports whether a certificate is configured.
+// TLSEnabled reports whether a certificate is configured (files, or
+// AutoCert).
 func (c IMAPConfig) TLSEnabled() bool { return c.TLSCert != "" || c.TLSKey != "" }
+
+// TLSAuto reports whether tls_cert is "auto": a self-signed certificate
+// kept in data_dir (see [LoadAutoCert]).
+func (c IMAPConfig) TLSAuto() bool { return c.TLSCert == AutoCert }
 
 // HTTPConfig is the [http] table.
 type HTTPConfig struct {
@@ -91,6 +123,23 @@ const (
 	DefaultFolder         = "INBOX"
 	// MinPollInterval is the shortest poll_interval accepted.
 	MinPollInterval = time.Second
+
+	DefaultMaxConnections      = imapfront.DefaultMaxConns
+	DefaultMaxConnectionsPerIP = imapfront.DefaultMaxConnsPerAddr
+	DefaultMaxMailboxes        = imapfront.DefaultMaxMailboxes
+	DefaultIdleTimeout         = imapfront.DefaultIdleTimeout
+	DefaultAppendLimit         = 50 << 20 // "50MiB", imapfront's default
+	DefaultAuthPenaltyBase     = authlimit.DefaultBase
+	DefaultAuthPenaltyMax      = authlimit.DefaultMax
+	// MinAppendLimit is the smallest append_limit accepted: below 4KiB,
+	// compliant clients would send literals imapfront cannot take safely
+	// (see imapfront's doc).
+	MinAppendLimit = 4 << 10
+	// MaxAppendLimit is the largest append_limit accepted (APPENDLIMIT is
+	// a 32-bit number).
+	MaxAppendLimit = 1<<32 - 1
+	// MaxAuthPenalty is the longest auth_penalty_max accepted.
+	MaxAuthPenalty = 5 * time.Minute
 )
 
 // AccountConfig is one [[account]] entry: an upstream POP3 account.
@@ -141,8 +190,17 @@ type AccountConfig struct {
 func DefaultConfig() *Config {
 	return &Config{
 		DataDir: "./data",
-		IMAP:    IMAPConfig{Listen: DefaultIMAPListen},
-		HTTP:    HTTPConfig{Listen: DefaultHTTPListen},
+		IMAP: IMAPConfig{
+			Listen:              DefaultIMAPListen,
+			MaxConnections:      DefaultMaxConnections,
+			MaxConnectionsPerIP: DefaultMaxConnectionsPerIP,
+			MaxMailboxes:        DefaultMaxMailboxes,
+			IdleTimeout:         Duration{Value: DefaultIdleTimeout},
+			AppendLimit:         Size{Bytes: DefaultAppendLimit},
+			AuthPenaltyBase:     Duration{Value: DefaultAuthPenaltyBase},
+			AuthPenaltyMax:      Duration{Value: DefaultAuthPenaltyMax},
+		},
+		HTTP: HTTPConfig{Listen: DefaultHTTPListen},
 	}
 }
 

@@ -27,8 +27,22 @@
 // [Bridge.Reload] applies a new configuration without dropping IMAP
 // sessions: it validates first and keeps the running configuration when the
 // new one is bad. Users, accounts and the TLS certificate are applied live;
-// data_dir, listen addresses and allow_plaintext_auth need a restart (a
-// reload keeps their running values and lists them in [ReloadResult]).
+// data_dir, listen addresses, allow_plaintext_auth and the [imap] limits
+// (max_connections, max_connections_per_ip, max_mailboxes, idle_timeout,
+// append_limit, auth_penalty_base, auth_penalty_max, trusted_networks:
+// imapfront takes them at creation only) need a restart (a reload keeps
+// their running values and lists them in [ReloadResult]).
+//
+// # Hardening
+//
+// The [imap] limits map onto imapfront.Options (0 in the file means no cap,
+// negative for imapfront); auth_penalty_* and trusted_networks make the one
+// authlimit.Limiter the IMAP server uses. tls_cert = "auto" makes
+// [LoadAutoCert] generate a self-signed ECDSA P-256 certificate into
+// data_dir once and reuse it; its SHA-256 fingerprint is logged at every
+// start and reload. At start, [CheckDataPerms] finds data files group or
+// others can access, and each is logged as a warning with the chmod that
+// fixes it. IMAP command latency comes from imapfront's OnCommand hook.
 //
 // # Operations
 //

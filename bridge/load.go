@@ -259,6 +259,8 @@ func syntaxError(file string, err error, pos *positions, prefix, section string)
 	if m := tomlErrPrefix.FindStringSubmatch(msg); m != nil {
 		lastKey, msg = m[1], msg[len(m[0]):]
 	}
+	// Go's "slice" means a TOML array to the reader of the file.
+	msg = strings.Replace(msg, "destination has type slice", `destination has type array (write e.g. ["a", "b"])`, 1)
 	ce := &ConfigError{File: file, Section: section, Kind: ErrSyntax, Err: errors.New(msg)}
 	path := prefix
 	if lastKey != "" {

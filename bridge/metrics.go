@@ -28,6 +28,8 @@ type metrics struct {
 	sinkErrors     *prometheus.CounterVec   // op
 	imapConns      *prometheus.CounterVec   // listener
 	imapActive     *prometheus.GaugeVec     // listener
+	imapCommands   *prometheus.HistogramVec // command
+	imapCmdErrors  *prometheus.CounterVec   // command
 
 	mu   sync.Mutex
 	last map[string]store.AccountStatus // last status written per account
@@ -65,10 +67,20 @@ func newMetrics(b *Bridge) *metrics {
 			Name: "popbridge_imap_connections_active",
 			Help: "IMAP connections open now, by listener.",
 		}, []string{"listener"}),
+		imapCommands: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "popbridge_imap_command_seconds",
+			Help: "Time the IMAP session took to execute a command, by command name (\"UID FETCH\"); " +
+				"commands answered without the session (CAPABILITY, NOOP, LOGOUT, STARTTLS) are not included.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16), // 0.5 ms .. 16 s
+		}, []string{"command"}),
+		imapCmdErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "popbridge_imap_command_errors_total",
+			Help: "IMAP commands answered NO or BAD by the session, by command name.",
+		}, []string{"command"}),
 		last: map[string]store.AccountStatus{},
 	}
 	m.reg.MustRegister(m.polls, m.delivered, m.deliveredBytes, m.deliverSeconds, m.sinkErrors,
-		m.imapConns, m.imapActive, &statusCollector{b: b},
+		m.imapConns, m.imapActive, m.imapCommands, m.imapCmdErrors, &statusCollector{b: b},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -198,6 +210,15 @@ func boolFloat(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// observeCommand is imapfront's OnCommand hook. Command names come from
+// imapfront's fixed set, so the label's cardinality is bounded.
+func (m *metrics) observeCommand(name string, d time.Duration, err error) {
+	m.imapCommands.WithLabelValues(name).Observe(d.Seconds())
+	if err != nil {
+		m.imapCmdErrors.WithLabelValues(name).Inc()
+	}
 }
 
 // countConns wraps ln so that accepted and open connections are counted.

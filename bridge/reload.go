@@ -18,8 +18,9 @@ type ReloadResult struct {
 	// [[account]] entries whose pollers were started, stopped or restarted.
 	AccountsAdded, AccountsRemoved, AccountsChanged []string
 	// NeedRestart lists changed settings that take effect only after a
-	// restart (data_dir, listen addresses, allow_plaintext_auth); the
-	// running values are kept.
+	// restart (data_dir, listen addresses, allow_plaintext_auth, the [imap]
+	// limits and login throttling), as "section.key"; the running values
+	// are kept.
 	NeedRestart []string
 }
 
@@ -27,7 +28,7 @@ type ReloadResult struct {
 // sessions: users (new logins; sessions of removed users stay until they
 // log out), accounts (pollers of added, removed or changed accounts are
 // started, stopped or restarted) and the IMAP TLS certificate (new
-// handshakes). cfg is validated first, and its certificate loaded and its
+// handshakes; with tls_cert = "auto", the one in the running data_dir). cfg is validated first, and its certificate loaded and its
 // users created in the store, before anything changes: when any of that
 // fails, the running configuration stays and the error says why.
 // Settings that need a restart are kept at their running values and
@@ -46,14 +47,15 @@ func (b *Bridge) Reload(ctx context.Context, cfg *Config) (ReloadResult, error) 
 		b.log.Error("reload refused; keeping the running configuration", "err", err)
 		return res, fmt.Errorf("reload: %w", err)
 	}
-	tlsConf, err := cfg.serverTLS()
+	b.mu.Lock()
+	old, st, srv, p := b.cfg, b.store, b.imap, b.poller
+	b.mu.Unlock()
+	// The data directory is the running one: changing it needs a restart.
+	tlsConf, autoInfo, err := cfg.serverTLS(old.Path(old.DataDir), b.log)
 	if err != nil {
 		b.log.Error("reload refused; keeping the running configuration", "err", err)
 		return res, fmt.Errorf("reload: %w", err)
 	}
-	b.mu.Lock()
-	old, st, srv, p := b.cfg, b.store, b.imap, b.poller
-	b.mu.Unlock()
 	if err := ensureUsers(ctx, st, cfg); err != nil {
 		b.log.Error("reload refused; keeping the running configuration", "err", err)
 		return res, fmt.Errorf("reload: %w", err)
@@ -71,6 +73,15 @@ func (b *Bridge) Reload(ctx context.Context, cfg *Config) (ReloadResult, error) 
 	restart("imap.listen_tls", cfg.IMAP.ListenTLS != old.IMAP.ListenTLS)
 	restart("imap.allow_plaintext_auth", cfg.IMAP.AllowPlaintextAuth != old.IMAP.AllowPlaintextAuth)
 	restart("http.listen", cfg.HTTP.Listen != old.HTTP.Listen)
+	oi, ni := old.IMAP, cfg.IMAP
+	restart("imap.max_connections", ni.MaxConnections != oi.MaxConnections)
+	restart("imap.max_connections_per_ip", ni.MaxConnectionsPerIP != oi.MaxConnectionsPerIP)
+	restart("imap.max_mailboxes", ni.MaxMailboxes != oi.MaxMailboxes)
+	restart("imap.idle_timeout", ni.IdleTimeout.Value != oi.IdleTimeout.Value)
+	restart("imap.append_limit", ni.AppendLimit.Bytes != oi.AppendLimit.Bytes)
+	restart("imap.auth_penalty_base", ni.AuthPenaltyBase.Value != oi.AuthPenaltyBase.Value)
+	restart("imap.auth_penalty_max", ni.AuthPenaltyMax.Value != oi.AuthPenaltyMax.Value)
+	restart("imap.trusted_networks", !slices.Equal(ni.TrustedNetworks, oi.TrustedNetworks))
 	next.DataDir = old.Path(old.DataDir)
 	if abs, err := filepath.Abs(next.DataDir); err == nil {
 		next.DataDir = abs
@@ -78,6 +89,10 @@ func (b *Bridge) Reload(ctx context.Context, cfg *Config) (ReloadResult, error) 
 	next.IMAP.Listen, next.IMAP.ListenTLS = old.IMAP.Listen, old.IMAP.ListenTLS
 	next.IMAP.AllowPlaintextAuth = old.IMAP.AllowPlaintextAuth
 	next.HTTP.Listen = old.HTTP.Listen
+	next.IMAP.MaxConnections, next.IMAP.MaxConnectionsPerIP = oi.MaxConnections, oi.MaxConnectionsPerIP
+	next.IMAP.MaxMailboxes, next.IMAP.IdleTimeout, next.IMAP.AppendLimit = oi.MaxMailboxes, oi.IdleTimeout, oi.AppendLimit
+	next.IMAP.AuthPenaltyBase, next.IMAP.AuthPenaltyMax = oi.AuthPenaltyBase, oi.AuthPenaltyMax
+	next.IMAP.TrustedNetworks = oi.TrustedNetworks
 
 	res.UsersAdded, res.UsersRemoved = diffNames(names(old.Users, func(u UserConfig) string { return u.Name }),
 		names(cfg.Users, func(u UserConfig) string { return u.Name }))
@@ -91,6 +106,7 @@ func (b *Bridge) Reload(ctx context.Context, cfg *Config) (ReloadResult, error) 
 
 	srv.SetUsers(cfg.imapUsers())
 	srv.SetTLSConfig(tlsConf)
+	logAutoCert(b.log, autoInfo)
 	p.SetAccounts(cfg.pollerAccounts())
 	b.mu.Lock()
 	b.cfg = &next

@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/popbridge/popbridge/imapfront"
 	"github.com/popbridge/popbridge/store"
 )
 
@@ -19,8 +22,9 @@ import (
 // (errors.Join of *ConfigError), or nil. Each error names the file, the
 // line where known, the field and what would be valid. Validate reads the
 // TLS certificate and CA files it names (so a reload with a broken
-// certificate is refused) and checks that password files exist, but does
-// not read secrets or run password commands.
+// certificate is refused; with tls_cert = "auto" nothing is read, the
+// certificate is made at start) and checks that password files exist, but
+// does not read secrets or run password commands.
 func (c *Config) Validate() error {
 	v := &validator{c: c}
 	v.top()
@@ -98,6 +102,12 @@ func (v *validator) imap() {
 		v.add("imap", "imap", "listen", ErrMissing, "set listen or listen_tls: IMAP needs at least one listener")
 	}
 	switch {
+	case c.TLSCert == AutoCert:
+		if c.TLSKey != "" && c.TLSKey != AutoCert {
+			v.add("imap.tls_key", "imap", "tls_key", ErrConflict, "must be \"\" or \"auto\" with tls_cert = \"auto\" (the key is generated next to the certificate in data_dir)")
+		}
+	case c.TLSKey == AutoCert:
+		v.add("imap.tls_key", "imap", "tls_key", ErrConflict, "\"auto\" only with tls_cert = \"auto\"")
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		if c.TLSCert == "" {
 			v.add("imap.tls_key", "imap", "tls_cert", ErrConflict, "required with tls_key (set both or neither)")
@@ -112,6 +122,7 @@ func (v *validator) imap() {
 	if c.ListenTLS != "" && c.TLSCert == "" {
 		v.add("imap.listen_tls", "imap", "listen_tls", ErrConflict, "needs tls_cert and tls_key")
 	}
+	v.imapLimits()
 	h := v.c.HTTP.Listen
 	seen := map[string]string{}
 	for _, a := range []struct{ path, field, addr string }{
@@ -125,6 +136,88 @@ func (v *validator) imap() {
 		}
 		seen[a.addr] = a.field
 	}
+}
+
+// imapLimits checks the [imap] limits and login throttling settings.
+func (v *validator) imapLimits() {
+	c := v.c.IMAP
+	add := func(field string, kind error, format string, args ...any) {
+		v.add("imap."+field, "imap", field, kind, format, args...)
+	}
+	for _, n := range []struct {
+		field string
+		value int
+		def   int
+	}{
+		{"max_connections", c.MaxConnections, DefaultMaxConnections},
+		{"max_connections_per_ip", c.MaxConnectionsPerIP, DefaultMaxConnectionsPerIP},
+		{"max_mailboxes", c.MaxMailboxes, DefaultMaxMailboxes},
+	} {
+		if n.value < 0 {
+			add(n.field, ErrInvalidValue, "%d is negative (0 means no limit; default %d)", n.value, n.def)
+		}
+	}
+	if c.MaxConnections > 0 && c.MaxConnectionsPerIP > c.MaxConnections {
+		add("max_connections_per_ip", ErrConflict, "%d is more than max_connections (%d)", c.MaxConnectionsPerIP, c.MaxConnections)
+	}
+	if c.IdleTimeout.err != nil {
+		add("idle_timeout", ErrInvalidValue, "%v", c.IdleTimeout.err)
+	} else if c.IdleTimeout.Value < imapfront.MinIdleTimeout {
+		add("idle_timeout", ErrInvalidValue, "%s is too short (at least 30m, RFC 2177; default 35m)", c.IdleTimeout.Value)
+	}
+	if c.AppendLimit.err != nil {
+		add("append_limit", ErrInvalidValue, "%v", c.AppendLimit.err)
+	} else if c.AppendLimit.Bytes < MinAppendLimit || c.AppendLimit.Bytes > MaxAppendLimit {
+		add("append_limit", ErrInvalidValue, "%d bytes is out of range (4KiB to 4GiB-1, e.g. \"50MiB\")", c.AppendLimit.Bytes)
+	}
+	baseOK, maxOK := true, true
+	for _, d := range []struct {
+		field string
+		d     Duration
+		ok    *bool
+	}{{"auth_penalty_base", c.AuthPenaltyBase, &baseOK}, {"auth_penalty_max", c.AuthPenaltyMax, &maxOK}} {
+		switch {
+		case d.d.err != nil:
+			add(d.field, ErrInvalidValue, "%v", d.d.err)
+			*d.ok = false
+		case d.d.Value < time.Millisecond:
+			add(d.field, ErrInvalidValue, "%s is too short (failed logins are always slowed down; e.g. \"2s\")", d.d.Value)
+			*d.ok = false
+		case d.d.Value > MaxAuthPenalty:
+			add(d.field, ErrInvalidValue, "%s is too long (at most %s; clients give up waiting)", d.d.Value, MaxAuthPenalty)
+			*d.ok = false
+		}
+	}
+	if baseOK && maxOK && c.AuthPenaltyBase.Value > c.AuthPenaltyMax.Value {
+		add("auth_penalty_base", ErrConflict, "%s is more than auth_penalty_max (%s)", c.AuthPenaltyBase.Value, c.AuthPenaltyMax.Value)
+	}
+	for _, n := range c.TrustedNetworks {
+		if _, err := parseNetwork(n); err != nil {
+			add("trusted_networks", ErrInvalidValue, "%v", err)
+		}
+	}
+}
+
+// parseNetwork parses a trusted_networks entry: a CIDR ("192.168.1.0/24",
+// "fd00::/8"), or one address, which stands for itself alone.
+func parseNetwork(s string) (netip.Prefix, error) {
+	bad := fmt.Errorf("%q is not a network (write a CIDR, e.g. \"192.168.1.0/24\" or \"fd00::/8\", or one address)", s)
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, bad
+		}
+		if p != p.Masked() {
+			return netip.Prefix{}, fmt.Errorf("%q has host bits set (did you mean %q?)", s, p.Masked().String())
+		}
+		return p, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return netip.Prefix{}, bad
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 func (v *validator) http() {

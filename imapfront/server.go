@@ -125,6 +125,13 @@ type Options struct {
 	// imapserver's and not configurable; the cost of one SEARCH is bounded
 	// by fixed limits (see doc.go).
 	IdleTimeout time.Duration
+	// OnCommand, when set, is called after each IMAP command a session
+	// executes, with its upper-case name ("FETCH", "UID FETCH", "LOGIN"),
+	// how long it took and its error (nil on success; an *imap.Error for
+	// NO and BAD). It is called from the connection's goroutine and must
+	// not block. Commands imapserver answers itself (CAPABILITY, NOOP,
+	// LOGOUT, STARTTLS, ENABLE) are not reported; see metrics.go. nil: none.
+	OnCommand func(name string, d time.Duration, err error)
 }
 
 // Server is an IMAP server over a store. Create it with New; it serves
@@ -483,7 +490,7 @@ func (s *Server) newSession(c *imapserver.Conn) (imapserver.Session, *imapserver
 	}
 	sess := newSession(s, cs)
 	cs.attach(c, sess)
-	return sess, nil, nil
+	return s.metered(sess), nil, nil
 }
 
 // removeConn forgets a closed connection.

@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -584,5 +586,55 @@ func TestHelpAndUsage(t *testing.T) {
 	}
 	if code := a.run(context.Background(), []string{"serve", "-log-format", "xml", "-config", "x"}); code != 2 {
 		t.Errorf("bad -log-format exit %d", code)
+	}
+}
+
+// TestCheckPrintsAutoCertFingerprint: with tls_cert = "auto", check
+// generates the certificate once and prints the same fingerprint each time.
+func TestCheckPrintsAutoCertFingerprint(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.toml")
+	src := "data_dir = \"data\"\n[imap]\nlisten = \"127.0.0.1:0\"\ntls_cert = \"auto\"\n"
+	if err := os.WriteFile(cfg, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fpRE := regexp.MustCompile(`SHA-256 fingerprint ([0-9A-F:]{95})\n`)
+	var fps []string
+	for i, want := range []string{"generated self-signed certificate", "imap tls: self-signed certificate"} {
+		out, errb := &syncBuffer{}, &syncBuffer{}
+		a := &app{stdin: strings.NewReader(""), stdout: out, stderr: errb}
+		if code := a.run(context.Background(), []string{"check", "-config", cfg}); code != 0 {
+			t.Fatalf("check %d: exit %d\n%s%s", i, code, out.String(), errb.String())
+		}
+		m := fpRE.FindStringSubmatch(out.String())
+		if m == nil || !strings.Contains(out.String(), want) {
+			t.Fatalf("check %d output lacks %q and a fingerprint:\n%s", i, want, out.String())
+		}
+		fps = append(fps, m[1])
+	}
+	if fps[0] != fps[1] {
+		t.Errorf("fingerprint changed between runs: %s, %s", fps[0], fps[1])
+	}
+	pemBytes, err := os.ReadFile(filepath.Join(dir, "data", bridge.AutoCertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(pemBytes)
+	if block == nil || bridge.Fingerprint(block.Bytes) != fps[0] {
+		t.Errorf("printed fingerprint is not the certificate file's")
+	}
+
+	// A data directory others can read draws a warning line, not a failure.
+	data := filepath.Join(dir, "data")
+	if err := os.Chmod(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, errb := &syncBuffer{}, &syncBuffer{}
+	a := &app{stdin: strings.NewReader(""), stdout: out, stderr: errb}
+	if code := a.run(context.Background(), []string{"check", "-config", cfg}); code != 0 {
+		t.Fatalf("check with a wide data dir: exit %d\n%s%s", code, out.String(), errb.String())
+	}
+	if want := "warn  data: " + data + " is mode 0755, readable by group or others; fix: chmod 700 " + data + "\n"; !strings.Contains(out.String(), want) {
+		t.Errorf("no warning line %q:\n%s", want, out.String())
 	}
 }
