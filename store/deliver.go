@@ -5,6 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -44,8 +47,23 @@ func (s *Store) Deliver(ctx context.Context, ds []Delivery) ([]Delivered, error)
 		if date.IsZero() {
 			date = now
 		}
-		preps[i] = prepared{folder: canon, pm: s.parse(d.Raw), date: date}
+		preps[i] = prepared{folder: canon, date: date}
 	}
+	// Parsing is most of a delivery's CPU: it runs before the writer lock
+	// is taken, on up to GOMAXPROCS goroutines, all waited for here.
+	workers := min(len(ds), runtime.GOMAXPROCS(0))
+	var (
+		next atomic.Int64
+		wg   sync.WaitGroup
+	)
+	for range workers {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < len(ds); i = int(next.Add(1)) - 1 {
+				preps[i].pm = s.parse(ds[i].Raw)
+			}
+		})
+	}
+	wg.Wait()
 	out := make([]Delivered, len(ds))
 	err := s.write(ctx, "deliver", func(w *writeTx) error {
 		users := map[string]UserID{}

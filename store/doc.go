@@ -23,7 +23,11 @@
 // decoded [Envelope], the [Part] tree with the byte offsets of every part's
 // header and body, sizes, line counts and decoded sizes, the decoded header
 // text and the decoded text of its text parts (for [Store.SearchText]).
-// FETCH ENVELOPE/BODYSTRUCTURE/RFC822.SIZE never re-read a body. The
+// FETCH ENVELOPE/BODYSTRUCTURE/RFC822.SIZE never re-read a body. Parsing
+// is a delivery's main CPU cost: [Store.Deliver] parses its batch before
+// taking the writer lock, on up to GOMAXPROCS goroutines, and the text
+// extraction is single-pass (lower-casing and white-space collapsing into
+// one pooled buffer; base64 attachments are measured, not decoded). The
 // envelope and structure are stored in a compact, versioned binary encoding
 // (metacodec.go; rows written in the first version's JSON are still read)
 // and decoded with a few allocations per message. [Store.Meta] keeps the
@@ -65,7 +69,8 @@
 //
 // # On-disk layout and durability
 //
-// One SQLite database, dir/popbridge.db (dir created 0700, file 0600), in
+// One SQLite database, dir/popbridge.db (dir created 0700, file 0600; next
+// to it the lock file popbridge.lock, 0600, holding the holder's pid), in
 // WAL mode with synchronous=FULL: a committed transaction is in the WAL and
 // fsynced before the commit returns, so it survives kill -9 and power loss
 // (if the disk honours flushes). The pragmas are in the DSN, so every pooled
@@ -85,7 +90,9 @@
 // begins; once begun it runs to commit or rollback regardless of
 // cancellation, so "committed" and "reported as committed" never diverge.
 // Only one Store may have a directory open at a time (the writer lock is
-// per Store). Reads use a separate pool of query_only connections; each
+// per Store): Open takes an exclusive flock on dir/popbridge.lock, held
+// until Close, and a second Open of the directory, from this process or
+// another, fails at once with [ErrLocked]. Reads use a separate pool of query_only connections; each
 // read method runs in one read transaction and sees one consistent
 // snapshot. No read transaction outlives its method call, so WAL
 // checkpoints are never starved.

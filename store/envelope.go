@@ -43,13 +43,13 @@ func msgIDs(v string) []string {
 			break
 		}
 		if id := strings.TrimSpace(rest[i+1 : i+j]); id != "" {
-			out = append(out, toUTF8([]byte(id)))
+			out = append(out, toUTF8String(id))
 		}
 		rest = rest[i+j+1:]
 	}
 	if len(out) == 0 {
 		if v = strings.TrimSpace(v); v != "" && !strings.ContainsAny(v, " \t") {
-			out = append(out, toUTF8([]byte(v)))
+			out = append(out, toUTF8String(v))
 		}
 	}
 	return out
@@ -63,11 +63,11 @@ func addressList(v string) []Address {
 	if strings.TrimSpace(v) == "" {
 		return nil
 	}
-	v = toUTF8([]byte(v))
+	v = toUTF8String(v)
 	if list, err := addressParser.ParseList(v); err == nil {
 		out := make([]Address, 0, len(list))
 		for _, a := range list {
-			out = append(out, splitAddress(toUTF8([]byte(a.Name)), a.Address))
+			out = append(out, splitAddress(toUTF8String(a.Name), a.Address))
 		}
 		return out
 	}
@@ -78,7 +78,7 @@ func addressList(v string) []Address {
 			continue
 		}
 		if a, err := addressParser.Parse(item); err == nil {
-			out = append(out, splitAddress(toUTF8([]byte(a.Name)), a.Address))
+			out = append(out, splitAddress(toUTF8String(a.Name), a.Address))
 			continue
 		}
 		name, addr := "", item

@@ -35,24 +35,40 @@ type parsedMessage struct {
 
 // normalizeCRLF turns every bare LF into CRLF. NUL and bare CR are kept; a
 // message that already uses CRLF throughout is returned unchanged.
+// It jumps from LF to LF (bytes.IndexByte) and copies the message at most
+// once, in runs between bare LFs.
 func normalizeCRLF(raw []byte) []byte {
 	bare := 0
-	for i, c := range raw {
-		if c == '\n' && (i == 0 || raw[i-1] != '\r') {
+	for i := 0; ; {
+		j := bytes.IndexByte(raw[i:], '\n')
+		if j < 0 {
+			break
+		}
+		i += j
+		if i == 0 || raw[i-1] != '\r' {
 			bare++
 		}
+		i++
 	}
 	if bare == 0 {
 		return raw
 	}
 	out := make([]byte, 0, len(raw)+bare)
-	for i, c := range raw {
-		if c == '\n' && (i == 0 || raw[i-1] != '\r') {
-			out = append(out, '\r')
+	start := 0
+	for i := 0; ; {
+		j := bytes.IndexByte(raw[i:], '\n')
+		if j < 0 {
+			break
 		}
-		out = append(out, c)
+		i += j
+		if i == 0 || raw[i-1] != '\r' {
+			out = append(out, raw[start:i]...)
+			out = append(out, '\r')
+			start = i
+		}
+		i++
 	}
-	return out
+	return append(out, raw[start:]...)
 }
 
 // parseMessage parses raw, which must already be CRLF-normalised. A panic in
@@ -77,21 +93,27 @@ func parseMessage(raw []byte) (pm parsedMessage) {
 // parseMessageUnsafe is parseMessage without the panic guard.
 func parseMessageUnsafe(raw []byte) parsedMessage {
 	p := &parser{raw: raw}
+	bp := getBuf()
+	p.text.b = *bp
+	defer func() {
+		*bp = p.text.b
+		putBuf(bp)
+	}()
 	root, fields := p.part(0, len(raw), 0, "text", "plain")
 	pm := parsedMessage{
 		raw:        raw,
 		envelope:   envelopeOf(fields),
 		structure:  root,
 		headerText: headerText(fields),
-		bodyText:   collapseSpace(strings.ToLower(p.text.String())),
+		bodyText:   p.text.String(),
 	}
 	return pm
 }
 
 type parser struct {
 	raw   []byte
-	text  strings.Builder
-	parts int // parts described so far
+	text  textSink // the body text, lower-cased and collapsed
+	parts int      // parts described so far
 }
 
 // field is one header field: the name as written and the unfolded value.
@@ -244,13 +266,14 @@ func (p *parser) part(start, end, depth int, defType, defSub string) (*Part, hea
 		pt.Body = inner
 		pt.Lines = countLines(body)
 		pt.DecodedSize = pt.Size
-		p.text.WriteString(headerText(ih))
+		p.text.writeString(headerText(ih))
 		return pt, h
 	}
 	pt.Lines = countLines(body)
-	pt.DecodedSize = decodedSize(pt.Encoding, body)
 	if pt.Type == "text" {
-		p.addText(pt, body)
+		pt.DecodedSize = p.addText(pt, body)
+	} else {
+		pt.DecodedSize = decodedSize(pt.Encoding, body)
 	}
 	return pt, h
 }

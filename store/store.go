@@ -37,6 +37,9 @@ type Store struct {
 	wdb *sql.DB // writer pool: exactly one connection
 	rdb *sql.DB // reader pool
 
+	// lock is the data directory's exclusive lock, held until Close.
+	lock *dirLock
+
 	// wmu serialises write transactions and the publication of their
 	// changes: a writer holds it from BEGIN until every subscriber has seen
 	// the transaction's changes.
@@ -55,6 +58,15 @@ type Store struct {
 // Open opens (creating if needed) the store in dir: the directory is created
 // with mode 0700 and the database file dir/popbridge.db with mode 0600.
 // Pending schema migrations are applied before Open returns.
+//
+// One Store at a time may have a directory open: Open takes an exclusive,
+// non-blocking advisory lock on dir/popbridge.lock (flock, mode 0600, holding
+// the holder's pid) and keeps it until Close. While another Store holds it,
+// in this process or another, Open fails at once with an error wrapping
+// ErrLocked that names the directory and, when known, the holder's pid. The
+// kernel drops the lock when its holder dies, so a crash never leaves the
+// directory locked. (On systems without flock only Stores of the same
+// process are excluded.)
 func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	s := &Store{
 		log:  opts.Logger,
@@ -75,28 +87,37 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		bytes = DefaultMetaCacheBytes
 	}
 	s.metaCache = newMetaCache(entries, bytes)
-	wdb, rdb, err := openSQLite(ctx, dir)
+	lock, err := lockDir(dir, s.log)
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	s.wdb, s.rdb = wdb, rdb
+	wdb, rdb, err := openSQLite(ctx, dir)
+	if err != nil {
+		lock.release()
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	s.wdb, s.rdb, s.lock = wdb, rdb, lock
 	if err := s.migrate(ctx); err != nil {
 		wdb.Close()
 		rdb.Close()
+		lock.release()
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	return s, nil
 }
 
-// Close waits for the write in progress, if any, and closes the database.
-// Every method called after Close returns ErrClosed.
+// Close waits for the write in progress, if any, closes the database and
+// releases the data directory's lock. Every method called after Close
+// returns ErrClosed.
 func (s *Store) Close() error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.closed.Swap(true) {
 		return nil
 	}
-	return errors.Join(s.rdb.Close(), s.wdb.Close())
+	// The lock is released last, once every connection is closed.
+	err := errors.Join(s.rdb.Close(), s.wdb.Close())
+	return errors.Join(err, s.lock.release())
 }
 
 type originKey struct{}

@@ -8,6 +8,8 @@ import (
 	"mime"
 	"mime/quotedprintable"
 	"strings"
+	"sync"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/emersion/go-message/charset"
@@ -28,14 +30,61 @@ func decoder(enc string, body []byte) io.Reader {
 }
 
 // decodedSize is the size of body after undoing enc; bytes after a decoding
-// error are not counted.
+// error are not counted. Well-formed base64 is measured without decoding.
 func decodedSize(enc string, body []byte) int64 {
+	if enc == "BASE64" {
+		if n, ok := base64Size(body); ok {
+			return n
+		}
+	}
 	r := decoder(enc, body)
 	if r == nil {
 		return int64(len(body))
 	}
 	n, _ := io.Copy(io.Discard, r)
 	return n
+}
+
+// b64Class classifies bytes for base64Size: 1 for the base64 alphabet, 2
+// for the pad character, 0 for what base64Cleaner drops.
+var b64Class = func() (t [256]uint8) {
+	for _, c := range []byte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/") {
+		t[c] = 1
+	}
+	t['='] = 2
+	return t
+}()
+
+// base64Size returns the decoded size of a base64 body without decoding it
+// when, once base64Cleaner has dropped what is outside the alphabet, the
+// body is a well-formed padded (or unpadded but complete) encoding: n
+// alphabet characters, then at most two pad characters completing the last
+// quantum. Then the decoder yields exactly n*3/4 bytes (rounded down). For
+// anything else ok is false and the caller decodes, so that the decoder's
+// handling of malformed input decides.
+func base64Size(body []byte) (size int64, ok bool) {
+	data, tail := body, []byte(nil)
+	if i := bytes.IndexByte(body, '='); i >= 0 {
+		data, tail = body[:i], body[i:]
+	}
+	n := 0
+	for _, c := range data {
+		n += int(b64Class[c]) // 1 for the alphabet, 0 for the rest: no '=' here
+	}
+	pad := 0
+	for _, c := range tail {
+		switch b64Class[c] {
+		case 1:
+			return 0, false // data after padding
+		case 2:
+			pad++
+		}
+	}
+	switch {
+	case pad == 0 && n%4 == 0, pad == 1 && n%4 == 3, pad == 2 && n%4 == 2:
+		return int64(n/4*3 + max(0, n%4-1)), true
+	}
+	return 0, false
 }
 
 // base64Cleaner drops everything that is not in the base64 alphabet, so
@@ -53,8 +102,7 @@ func (c *base64Cleaner) Read(b []byte) (int, error) {
 		n, err := c.r.Read(b)
 		j := 0
 		for _, ch := range b[:n] {
-			switch {
-			case ch >= 'A' && ch <= 'Z', ch >= 'a' && ch <= 'z', ch >= '0' && ch <= '9', ch == '+', ch == '/', ch == '=':
+			if b64Class[ch] != 0 {
 				b[j] = ch
 				j++
 			}
@@ -72,25 +120,164 @@ func (c *base64Cleaner) Read(b []byte) (int, error) {
 	}
 }
 
-// addText appends the decoded, UTF-8 text of a text/* leaf to the body text.
-func (p *parser) addText(pt *Part, body []byte) {
-	var r io.Reader = bytes.NewReader(body)
-	if d := decoder(pt.Encoding, body); d != nil {
-		r = d
-	}
-	if cs := pt.Params["charset"]; cs != "" && !strings.EqualFold(cs, "us-ascii") && !strings.EqualFold(cs, "utf-8") {
+// addText appends the decoded, UTF-8 text of a text/* leaf to the body text
+// and returns the part's decoded size (after undoing the transfer encoding,
+// before charset conversion). Quoted-printable is decoded once, into a
+// pooled buffer, for both; a charset conversion or base64 take the
+// streaming path, as does the size of malformed base64.
+func (p *parser) addText(pt *Part, body []byte) int64 {
+	var (
+		data []byte
+		size int64
+	)
+	cs := pt.Params["charset"]
+	switch {
+	case cs != "" && !strings.EqualFold(cs, "us-ascii") && !strings.EqualFold(cs, "utf-8"):
+		size = decodedSize(pt.Encoding, body)
+		var r io.Reader = bytes.NewReader(body)
+		if d := decoder(pt.Encoding, body); d != nil {
+			r = d
+		}
 		if cr, err := charset.Reader(cs, r); err == nil {
 			r = cr
 		}
+		data, _ = io.ReadAll(r)
+	case pt.Encoding == "QUOTED-PRINTABLE":
+		// The quoted-printable reader's output does not depend on how it
+		// is read, so one decode serves the text and the size.
+		bp := getBuf()
+		defer putBuf(bp)
+		*bp = readAllInto((*bp)[:0], quotedprintable.NewReader(bytes.NewReader(body)))
+		data = *bp
+		size = int64(len(data))
+	case pt.Encoding == "BASE64":
+		size = decodedSize(pt.Encoding, body)
+		data, _ = io.ReadAll(decoder(pt.Encoding, body))
+	default:
+		data, size = body, int64(len(body))
 	}
-	b, _ := io.ReadAll(r)
-	s := toUTF8(b)
 	if pt.Subtype == "html" {
-		s = stripHTML(s)
+		stripHTML(&p.text, toUTF8(data))
+	} else {
+		p.text.writeUTF8(data)
 	}
-	p.text.WriteString(s)
-	p.text.WriteByte('\n')
+	p.text.space = true // the line break between parts
+	return size
 }
+
+// readAllInto appends everything r yields to buf until an error or EOF,
+// like io.ReadAll.
+func readAllInto(buf []byte, r io.Reader) []byte {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err != nil {
+			return buf
+		}
+	}
+}
+
+// bufPool recycles the buffers text parts are decoded into.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+// maxPooledBuf is the largest buffer returned to bufPool.
+const maxPooledBuf = 1 << 20
+
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
+func putBuf(b *[]byte) {
+	if cap(*b) <= maxPooledBuf {
+		*b = (*b)[:0]
+		bufPool.Put(b)
+	}
+}
+
+// textSink accumulates search text the way collapseSpace(strings.ToLower(s))
+// would render everything written to it, in one pass and without
+// intermediate copies: lower-cased rune by rune, every run of white space
+// (unicode.IsSpace) one space, none leading or trailing. Input must be valid
+// UTF-8 (invalid bytes become U+FFFD, as strings.ToLower makes them).
+type textSink struct {
+	b []byte
+	// space is set when white space was written after the last word.
+	space bool
+}
+
+// asciiSpace marks the ASCII bytes unicode.IsSpace reports.
+var asciiSpace = [utf8.RuneSelf]bool{'\t': true, '\n': true, '\v': true, '\f': true, '\r': true, ' ': true}
+
+func (t *textSink) writeString(s string) { writeText(t, s) }
+func (t *textSink) writeBytes(b []byte)  { writeText(t, b) }
+
+// writeUTF8 writes b, read as ISO-8859-1 if it is not valid UTF-8 (as
+// toUTF8 does).
+func (t *textSink) writeUTF8(b []byte) {
+	if utf8.Valid(b) {
+		t.writeBytes(b)
+		return
+	}
+	for _, c := range b {
+		t.rune(rune(c))
+	}
+}
+
+func writeText[S string | []byte](t *textSink, s S) {
+	// run is the start of a run of bytes written as they are: ASCII,
+	// neither upper-case nor white space.
+	run := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf && !asciiSpace[c] && (c < 'A' || c > 'Z') {
+			if i == run {
+				t.word()
+			}
+			i++
+			continue
+		}
+		t.b = append(t.b, s[run:i]...)
+		if c < utf8.RuneSelf {
+			i++
+			if asciiSpace[c] {
+				t.space = true
+			} else {
+				t.word()
+				t.b = append(t.b, c+'a'-'A')
+			}
+		} else {
+			r, size := utf8.DecodeRuneInString(string(s[i:min(i+utf8.UTFMax, len(s))]))
+			i += size
+			t.rune(r)
+		}
+		run = i
+	}
+	t.b = append(t.b, s[run:]...)
+}
+
+// rune writes r lower-cased, or notes white space.
+func (t *textSink) rune(r rune) {
+	r = unicode.ToLower(r)
+	if unicode.IsSpace(r) {
+		t.space = true
+		return
+	}
+	t.word()
+	t.b = utf8.AppendRune(t.b, r)
+}
+
+// word writes the space pending before a word, if any.
+func (t *textSink) word() {
+	if t.space {
+		if len(t.b) > 0 {
+			t.b = append(t.b, ' ')
+		}
+		t.space = false
+	}
+}
+
+func (t *textSink) String() string { return string(t.b) }
 
 // toUTF8 returns b as a string, reading it as ISO-8859-1 if it is not valid
 // UTF-8 (the most common undeclared 8-bit charset).
@@ -106,18 +293,29 @@ func toUTF8(b []byte) string {
 	return sb.String()
 }
 
-// stripHTML removes tags, comments, scripts and styles and unescapes
-// entities: good enough for substring search.
-func stripHTML(s string) string {
-	var sb strings.Builder
-	lower := strings.ToLower(s)
+// toUTF8String is toUTF8 for a string: valid UTF-8 is returned as is,
+// without a copy.
+func toUTF8String(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return toUTF8([]byte(s))
+}
+
+// stripHTML writes the text of the HTML s to t: tags, comments, scripts and
+// styles removed, entities unescaped, block tags breaking words. Good
+// enough for substring search. Tag names are matched
+// ASCII-case-insensitively in s itself (an earlier version matched them in
+// strings.ToLower(s) at s's offsets, which went wrong, and panicked, when
+// lower-casing changed the text's length, as with U+0130 or U+212A).
+func stripHTML(t *textSink, s string) {
 	for i := 0; i < len(s); {
 		if s[i] != '<' {
 			j := strings.IndexByte(s[i:], '<')
 			if j < 0 {
 				j = len(s) - i
 			}
-			sb.WriteString(html.UnescapeString(s[i : i+j]))
+			t.writeString(html.UnescapeString(s[i : i+j]))
 			i += j
 			continue
 		}
@@ -125,31 +323,64 @@ func stripHTML(s string) string {
 		case strings.HasPrefix(s[i:], "<!--"):
 			j := strings.Index(s[i:], "-->")
 			if j < 0 {
-				return sb.String()
+				return
 			}
 			i += j + 3
-		case strings.HasPrefix(lower[i:], "<script"), strings.HasPrefix(lower[i:], "<style"):
+		case hasPrefixFold(s[i:], "<script"), hasPrefixFold(s[i:], "<style"):
 			tag := "</script"
-			if strings.HasPrefix(lower[i:], "<style") {
+			if hasPrefixFold(s[i:], "<style") {
 				tag = "</style"
 			}
-			j := strings.Index(lower[i:], tag)
+			j := indexFold(s[i:], tag)
 			if j < 0 {
-				return sb.String()
+				return
 			}
 			i += j + len(tag)
 		default:
 			j := strings.IndexByte(s[i:], '>')
 			if j < 0 {
-				return sb.String()
+				return
 			}
-			if blockTag(lower[i+1 : i+j]) {
-				sb.WriteByte(' ')
+			if blockTag(strings.ToLower(s[i+1 : i+j])) {
+				t.space = true
 			}
 			i += j + 1
 		}
 	}
-	return sb.String()
+}
+
+// hasPrefixFold reports whether s begins with prefix, which must be
+// lower-case ASCII, ignoring ASCII case.
+func hasPrefixFold(s, prefix string) bool {
+	if len(s) < len(prefix) {
+		return false
+	}
+	for k := 0; k < len(prefix); k++ {
+		c := s[k]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != prefix[k] {
+			return false
+		}
+	}
+	return true
+}
+
+// indexFold is strings.Index for a lower-case ASCII needle beginning with
+// '<', ignoring ASCII case.
+func indexFold(s, needle string) int {
+	for i := 0; ; {
+		j := strings.IndexByte(s[i:], '<')
+		if j < 0 {
+			return -1
+		}
+		i += j
+		if hasPrefixFold(s[i:], needle) {
+			return i
+		}
+		i++
+	}
 }
 
 // blockTag reports whether the tag (the text between '<' and '>') breaks
@@ -176,7 +407,7 @@ var wordDecoder = &mime.WordDecoder{CharsetReader: charset.Reader}
 // decodeHeaderValue decodes RFC 2047 encoded words; undecodable input is
 // returned as is, 8-bit bytes read as UTF-8 or else ISO-8859-1.
 func decodeHeaderValue(v string) string {
-	v = toUTF8([]byte(v))
+	v = toUTF8String(v)
 	if !strings.Contains(v, "=?") {
 		return v
 	}
@@ -184,7 +415,7 @@ func decodeHeaderValue(v string) string {
 	if err != nil {
 		return v
 	}
-	return toUTF8([]byte(d))
+	return toUTF8String(d)
 }
 
 // headerText renders the decoded fields for header search.

@@ -40,6 +40,10 @@ var (
 	ErrNoSelect = errors.New("store: mailbox is not selectable")
 	// ErrClosed is returned by every method after Close.
 	ErrClosed = errors.New("store: closed")
+	// ErrLocked is returned by Open when another Store (in this process or
+	// another) has the data directory open. The error's text names the
+	// directory and, when known, the pid of the process holding it.
+	ErrLocked = errors.New("store: data directory in use")
 )
 
 // Delimiter separates the levels of a mailbox name.
