@@ -230,7 +230,7 @@ func (b *Bridge) startStore(ctx context.Context) error {
 func openStore(ctx context.Context, cfg *Config, log *slog.Logger) (*store.Store, error) {
 	st, err := store.Open(ctx, cfg.Path(cfg.DataDir), store.Options{Logger: log.With(LogKeyComponent, "store")})
 	if err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
+		return nil, err // store.Open's errors already start with "open store:"
 	}
 	if err := ensureUsers(ctx, st, cfg); err != nil {
 		st.Close()

@@ -134,16 +134,19 @@ type MailboxReport struct {
 	Counts store.MailboxCounts
 }
 
-// ReadStatus opens the store and reads the persisted state of every
-// account and the mailbox counts of every configured user. It is safe to
-// run while `popbridge serve` runs on the same data directory.
+// ReadStatus opens the store read-only and reads the persisted state of
+// every account and the mailbox counts of every configured user. A
+// read-only store takes no lock on the data directory, so ReadStatus works
+// while `popbridge serve` (or `poll`) runs on it, and it sees everything
+// they have committed. It creates nothing: when the database does not
+// exist yet the error wraps fs.ErrNotExist.
 func ReadStatus(ctx context.Context, cfg *Config, logger *slog.Logger) (*StatusReport, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	st, err := store.Open(ctx, cfg.Path(cfg.DataDir), store.Options{Logger: logger.With(LogKeyComponent, "store")})
+	st, err := store.Open(ctx, cfg.Path(cfg.DataDir), store.Options{Logger: logger.With(LogKeyComponent, "store"), ReadOnly: true})
 	if err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
+		return nil, err // store.Open's error says "open store read-only: ..."
 	}
 	defer st.Close()
 	sts, err := st.AccountStatuses(ctx)

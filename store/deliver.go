@@ -24,6 +24,9 @@ import (
 // Delivered. A key previously recorded as skipped is stored now and the
 // ledger row updated.
 func (s *Store) Deliver(ctx context.Context, ds []Delivery) ([]Delivered, error) {
+	if err := s.writable("deliver"); err != nil {
+		return nil, err
+	}
 	if len(ds) == 0 {
 		return nil, nil
 	}

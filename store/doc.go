@@ -92,7 +92,18 @@
 // Only one Store may have a directory open at a time (the writer lock is
 // per Store): Open takes an exclusive flock on dir/popbridge.lock, held
 // until Close, and a second Open of the directory, from this process or
-// another, fails at once with [ErrLocked]. Reads use a separate pool of query_only connections; each
+// another, fails at once with [ErrLocked].
+//
+// A read-only Store (Options.ReadOnly, for `popbridge status`) is the
+// exception: it takes no lock, so it can open a directory that a running
+// service holds. It creates nothing and runs no migration (the database
+// must exist with exactly this program's schema version), opens only
+// reader connections, in SQLite's mode=ro and query_only, and every write
+// method fails with [ErrReadOnly]. Through the shared WAL index
+// (popbridge.db-shm) its reads see every transaction the writer, in any
+// process, has committed.
+//
+// Reads use a separate pool of query_only connections; each
 // read method runs in one read transaction and sees one consistent
 // snapshot. No read transaction outlives its method call, so WAL
 // checkpoints are never starved.

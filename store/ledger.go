@@ -69,6 +69,9 @@ func (s *Store) RecordSkipped(ctx context.Context, account, uidl, digest string,
 // updateByUIDL runs set (an "UPDATE pop_ledger SET ..." assignment list with
 // its args) on every row of account whose UIDL is in uidls, in chunks.
 func (s *Store) updateByUIDL(ctx context.Context, op, account string, uidls []string, set string, setArgs ...any) error {
+	if err := s.writable(op); err != nil {
+		return err
+	}
 	if len(uidls) == 0 {
 		return nil
 	}

@@ -217,6 +217,9 @@ func (s *Store) createMailbox(w *writeTx, u UserID, name, specialUse string) (Ma
 // exists; creating over a \Noselect placeholder makes it a new selectable
 // mailbox.
 func (s *Store) CreateMailbox(ctx context.Context, u UserID, name, specialUse string) (Mailbox, error) {
+	if err := s.writable("create mailbox"); err != nil {
+		return Mailbox{}, err
+	}
 	canon, err := ValidateMailboxName(name)
 	if err != nil {
 		return Mailbox{}, fmt.Errorf("create mailbox: %w", err)
@@ -241,6 +244,9 @@ func (s *Store) CreateMailbox(ctx context.Context, u UserID, name, specialUse st
 // placeholder with children cannot be deleted (ErrHasChildren). Its
 // subscription is kept.
 func (s *Store) DeleteMailbox(ctx context.Context, u UserID, name string) error {
+	if err := s.writable("delete mailbox"); err != nil {
+		return err
+	}
 	canon, err := ValidateMailboxName(name)
 	if err != nil {
 		return fmt.Errorf("delete mailbox: %w", err)
@@ -293,6 +299,9 @@ func (s *Store) DeleteMailbox(ctx context.Context, u UserID, name string) error 
 // returns ErrNotFound if oldName does not exist, ErrExists if newName does,
 // and ErrInvalidName when renaming a mailbox under itself.
 func (s *Store) RenameMailbox(ctx context.Context, u UserID, oldName, newName string) error {
+	if err := s.writable("rename mailbox"); err != nil {
+		return err
+	}
 	oldCanon, err := ValidateMailboxName(oldName)
 	if err != nil {
 		return fmt.Errorf("rename mailbox: %w", err)
@@ -387,6 +396,9 @@ func (s *Store) renameInbox(w *writeTx, u UserID, inbox Mailbox, newName string)
 // SetSubscribed subscribes or unsubscribes the user to name. The mailbox
 // need not exist.
 func (s *Store) SetSubscribed(ctx context.Context, u UserID, name string, subscribed bool) error {
+	if err := s.writable("set subscribed"); err != nil {
+		return err
+	}
 	canon, err := ValidateMailboxName(name)
 	if err != nil {
 		return fmt.Errorf("set subscribed: %w", err)

@@ -662,6 +662,9 @@ func (s *Store) Body(ctx context.Context, u UserID, id MailboxID, uid UID) ([]by
 // now). Bare LF is normalised to CRLF; NUL and bare CR are kept. It returns
 // the new entry and the mailbox's UIDVALIDITY.
 func (s *Store) Append(ctx context.Context, u UserID, id MailboxID, raw []byte, flags []string, date time.Time) (Entry, uint32, error) {
+	if err := s.writable("append"); err != nil {
+		return Entry{}, 0, err
+	}
 	pm := s.parse(raw)
 	if date.IsZero() {
 		date = s.now()
@@ -697,6 +700,9 @@ func (s *Store) Append(ctx context.Context, u UserID, id MailboxID, raw []byte, 
 // deduplicated case-insensitively; \Recent, unknown system flags and
 // keywords that are not IMAP atoms are ignored.
 func (s *Store) UpdateFlags(ctx context.Context, u UserID, id MailboxID, uids []UID, op FlagOp, flags []string) ([]Entry, error) {
+	if err := s.writable("update flags"); err != nil {
+		return nil, err
+	}
 	if op != FlagsAdd && op != FlagsRemove && op != FlagsReplace {
 		return nil, fmt.Errorf("update flags: unknown operation %d", op)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"sort"
@@ -24,21 +25,13 @@ func (s *Store) migrate(ctx context.Context) error {
 		applied_at TEXT NOT NULL)`); err != nil {
 		return fmt.Errorf("create schema_migrations: %w", err)
 	}
-	names, err := fs.Glob(migrationFS, "migrations/*.sql")
+	names, known, err := migrationNames()
 	if err != nil {
-		return fmt.Errorf("list migrations: %w", err)
+		return err
 	}
-	sort.Strings(names)
 	var newest sql.NullInt64
 	if err := s.wdb.QueryRowContext(ctx, `SELECT max(version) FROM schema_migrations`).Scan(&newest); err != nil {
 		return fmt.Errorf("read schema version: %w", err)
-	}
-	known := 0
-	for _, name := range names {
-		num, _, _ := strings.Cut(strings.TrimPrefix(name, "migrations/"), "_")
-		if v, err := strconv.Atoi(num); err == nil {
-			known = max(known, v)
-		}
 	}
 	if newest.Valid && int(newest.Int64) > known {
 		return fmt.Errorf("database schema version %d is newer than this program's (%d): refusing to open", newest.Int64, known)
@@ -53,6 +46,54 @@ func (s *Store) migrate(ctx context.Context) error {
 		if err := s.migrateFile(ctx, name, base, version); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// migrationNames returns the embedded migrations in order and the newest
+// version among them: the schema version this program reads and writes.
+func migrationNames() (names []string, known int, err error) {
+	names, err = fs.Glob(migrationFS, "migrations/*.sql")
+	if err != nil {
+		return nil, 0, fmt.Errorf("list migrations: %w", err)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		num, _, _ := strings.Cut(strings.TrimPrefix(name, "migrations/"), "_")
+		if v, err := strconv.Atoi(num); err == nil {
+			known = max(known, v)
+		}
+	}
+	return names, known, nil
+}
+
+// checkSchema is migrate's counterpart for a read-only Store, which cannot
+// migrate: it fails unless the database's schema version is exactly the
+// one this program knows (an older schema lacks what the queries expect, a
+// newer one may mean something else).
+func (s *Store) checkSchema(ctx context.Context) error {
+	_, known, err := migrationNames()
+	if err != nil {
+		return err
+	}
+	var n int
+	if err := s.rdb.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'schema_migrations'`).Scan(&n); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if n == 0 {
+		return errors.New("database has no popbridge schema (it was never opened read-write): refusing a read-only open")
+	}
+	var newest sql.NullInt64
+	if err := s.rdb.QueryRowContext(ctx, `SELECT max(version) FROM schema_migrations`).Scan(&newest); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	switch v := int(newest.Int64); {
+	case !newest.Valid:
+		return errors.New("database has no schema version recorded: refusing a read-only open")
+	case v > known:
+		return fmt.Errorf("database schema version %d is newer than this program's (%d): refusing to open", v, known)
+	case v < known:
+		return fmt.Errorf("database schema version %d is older than this program's (%d) and a read-only open cannot migrate it: open it read-write once (e.g. restart popbridge serve with this version)", v, known)
 	}
 	return nil
 }

@@ -3,11 +3,14 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings" // ZZTMP
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 )
@@ -39,6 +42,9 @@ func sqliteDSN(path string, writer bool) string {
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(FULL)")
 	q.Add("_pragma", "foreign_keys(1)")
+	for _, zz := range strings.Fields(os.Getenv("ZZ_PRAGMAS")) { // ZZTMP
+		q.Add("_pragma", zz) // ZZTMP
+	} // ZZTMP
 	if writer {
 		q.Set("_txlock", "immediate")
 	} else {
@@ -85,6 +91,53 @@ func openSQLite(ctx context.Context, dir string) (wdb, rdb *sql.DB, err error) {
 	rdb.SetMaxOpenConns(n)
 	rdb.SetMaxIdleConns(n)
 	return wdb, rdb, nil
+}
+
+// sqliteReadOnlyDSN returns the DSN of a read-only Store's connections.
+// mode=ro (honoured because the DSN is a "file:" URI) opens the file
+// read-only: SQLite fails with SQLITE_CANTOPEN instead of creating a
+// missing file and every write fails with SQLITE_READONLY; query_only(1)
+// is a second guard. journal_mode and synchronous are left alone: they
+// would be writes, and the file is already in WAL mode. A mode=ro
+// connection still maps the WAL index (dir/popbridge.db-shm), creating it
+// (and the -wal file) when no other connection has, so it reads the
+// commits of a writer in another process while that writer runs.
+func sqliteReadOnlyDSN(path string) string {
+	q := url.Values{}
+	q.Set("mode", "ro")
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeoutMS))
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_pragma", "query_only(1)")
+	q.Set("_txlock", "deferred")
+	return "file:" + path + "?" + q.Encode()
+}
+
+// openSQLiteReadOnly opens the reader pool of a read-only Store on the
+// existing database dir/popbridge.db; it creates nothing.
+func openSQLiteReadOnly(ctx context.Context, dir string) (*sql.DB, error) {
+	path := filepath.Join(dir, dbFileName)
+	fi, err := os.Stat(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("database %s does not exist (a read-only open does not create it): %w", path, err)
+		}
+		return nil, fmt.Errorf("stat database: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("database %s is not a regular file", path)
+	}
+	rdb, err := sql.Open("sqlite", sqliteReadOnlyDSN(path))
+	if err != nil {
+		return nil, fmt.Errorf("open reader pool: %w", err)
+	}
+	n := max(4, 2*runtime.GOMAXPROCS(0))
+	rdb.SetMaxOpenConns(n)
+	rdb.SetMaxIdleConns(n)
+	if err := rdb.PingContext(ctx); err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("open read-only connection: %w", err)
+	}
+	return rdb, nil
 }
 
 // sqlContains is a boolean SQL expression true when the text column (first

@@ -26,6 +26,17 @@ type Options struct {
 	// disables the cache.
 	MetaCacheEntries int
 	MetaCacheBytes   int64
+	// ReadOnly opens the store for reading only, alongside the Store (in
+	// this process or another, e.g. `popbridge serve`) that may hold the
+	// directory: Open then takes no lock, creates nothing (neither the
+	// directory nor the database), runs no migration and opens no writer
+	// connection. It fails if the database does not exist or its schema
+	// version is not exactly this program's (a read-only store cannot
+	// migrate). Reads see every transaction committed by any writer, up to
+	// the moment each read method begins. Every write method returns an
+	// error wrapping ErrReadOnly, and Subscribe never delivers a Change
+	// (changes are published only by the Store that writes them).
+	ReadOnly bool
 }
 
 // Store is the durable multi-user mail store. It is safe for concurrent use.
@@ -34,11 +45,14 @@ type Store struct {
 	log *slog.Logger
 	now func() time.Time
 
-	wdb *sql.DB // writer pool: exactly one connection
+	wdb *sql.DB // writer pool: exactly one connection; nil when readOnly
 	rdb *sql.DB // reader pool
 
-	// lock is the data directory's exclusive lock, held until Close.
+	// lock is the data directory's exclusive lock, held until Close; nil
+	// when readOnly.
 	lock *dirLock
+	// readOnly is Options.ReadOnly: no lock, no writer pool, writes refused.
+	readOnly bool
 
 	// wmu serialises write transactions and the publication of their
 	// changes: a writer holds it from BEGIN until every subscriber has seen
@@ -67,11 +81,14 @@ type Store struct {
 // kernel drops the lock when its holder dies, so a crash never leaves the
 // directory locked. (On systems without flock only Stores of the same
 // process are excluded.)
+//
+// With opts.ReadOnly, Open does none of the above: see Options.ReadOnly.
 func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	s := &Store{
-		log:  opts.Logger,
-		now:  opts.Now,
-		subs: make(map[int]func(Change)),
+		log:      opts.Logger,
+		now:      opts.Now,
+		subs:     make(map[int]func(Change)),
+		readOnly: opts.ReadOnly,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -87,6 +104,18 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		bytes = DefaultMetaCacheBytes
 	}
 	s.metaCache = newMetaCache(entries, bytes)
+	if s.readOnly {
+		rdb, err := openSQLiteReadOnly(ctx, dir)
+		if err != nil {
+			return nil, fmt.Errorf("open store read-only: %w", err)
+		}
+		s.rdb = rdb
+		if err := s.checkSchema(ctx); err != nil {
+			rdb.Close()
+			return nil, fmt.Errorf("open store read-only: %w", err)
+		}
+		return s, nil
+	}
 	lock, err := lockDir(dir, s.log)
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
@@ -115,9 +144,36 @@ func (s *Store) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
+	err := s.rdb.Close()
+	if s.wdb != nil {
+		err = errors.Join(err, s.wdb.Close())
+	}
 	// The lock is released last, once every connection is closed.
-	err := errors.Join(s.rdb.Close(), s.wdb.Close())
 	return errors.Join(err, s.lock.release())
+}
+
+// LockHolder reports, for an error wrapping ErrLocked returned by Open, the
+// data directory and the pid of the process holding it (0 when unknown).
+// ok is false for any other error.
+func LockHolder(err error) (dir string, pid int, ok bool) {
+	var le *lockedError
+	if !errors.As(err, &le) {
+		return "", 0, false
+	}
+	return le.dir, le.pid, true
+}
+
+// writable fails with ErrClosed after Close and with ErrReadOnly on a
+// read-only Store. Every write method calls it first, before validating or
+// parsing its arguments.
+func (s *Store) writable(op string) error {
+	if s.closed.Load() {
+		return fmt.Errorf("%s: %w", op, ErrClosed)
+	}
+	if s.readOnly {
+		return fmt.Errorf("%s: %w", op, ErrReadOnly)
+	}
+	return nil
 }
 
 type originKey struct{}
@@ -214,6 +270,9 @@ func (w *writeTx) stmt(query string) (*sql.Stmt, error) {
 // once started (a commit must not be torn between "done" and "reported"):
 // ctx is checked before BEGIN only.
 func (s *Store) write(ctx context.Context, op string, fn func(tx *writeTx) error) error {
+	if s.readOnly {
+		return fmt.Errorf("%s: %w", op, ErrReadOnly)
+	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}

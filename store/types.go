@@ -44,6 +44,9 @@ var (
 	// another) has the data directory open. The error's text names the
 	// directory and, when known, the pid of the process holding it.
 	ErrLocked = errors.New("store: data directory in use")
+	// ErrReadOnly is returned by every write method of a Store opened with
+	// Options.ReadOnly.
+	ErrReadOnly = errors.New("store: read-only")
 )
 
 // Delimiter separates the levels of a mailbox name.

@@ -21,6 +21,9 @@ var defaultMailboxes = []struct{ name, specialUse string }{
 // with INBOX and the special-use mailboxes Drafts, Sent, Trash, Junk and
 // Archive, all subscribed.
 func (s *Store) EnsureUser(ctx context.Context, name string) (User, error) {
+	if err := s.writable("ensure user"); err != nil {
+		return User{}, err
+	}
 	if err := validateUserName(name); err != nil {
 		return User{}, fmt.Errorf("ensure user: %w", err)
 	}

@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/popbridge/popbridge/bridge"
 	"github.com/popbridge/popbridge/poller"
+	"github.com/popbridge/popbridge/store"
 )
 
 func (a *app) poll(ctx context.Context, args []string) int {
@@ -39,12 +41,35 @@ func (a *app) poll(ctx context.Context, args []string) int {
 		fmt.Fprintf(a.stdout, "%s: listed %d, fetched %d (%s), skipped %d, deleted %d\n",
 			r.Account, r.Listed, r.Fetched, formatBytes(r.Bytes), r.Skipped, r.Deleted)
 	}
-	fmt.Fprintln(a.stdout, summary(results, time.Since(start)))
+	if len(results) > 0 || err == nil {
+		fmt.Fprintln(a.stdout, summary(results, time.Since(start)))
+	}
 	if err != nil {
 		fmt.Fprintf(a.stderr, "popbridge poll: %v\n", err)
+		if hint := lockedHint(err); hint != "" {
+			fmt.Fprintf(a.stderr, "popbridge poll: %s\n", hint)
+		}
 		return exitFailure
 	}
 	return exitOK
+}
+
+// lockedHint explains an error wrapping store.ErrLocked: the data directory
+// belongs to a running popbridge (normally `popbridge serve`), which polls
+// by itself and polls every account at once on SIGUSR1. It returns "" for
+// any other error.
+func lockedHint(err error) string {
+	dir, pid, ok := store.LockHolder(err)
+	if !ok {
+		return ""
+	}
+	p := "<pid>"
+	if pid > 0 {
+		p = strconv.Itoa(pid)
+	}
+	return fmt.Sprintf("data directory %s belongs to the running popbridge service (pid %s), which polls by itself;\n"+
+		"  to make it poll every account now, send it SIGUSR1: kill -USR1 %s\n"+
+		"  (under systemd: systemctl kill -s USR1 popbridge)", dir, p, p)
 }
 
 // summary is the last line of `popbridge poll`.

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"text/tabwriter"
 	"time"
 
@@ -20,9 +22,13 @@ func (a *app) status(ctx context.Context, args []string) int {
 	if !ok {
 		return exitFailure
 	}
+	// ReadStatus opens the store read-only: it works while serve runs.
 	rep, err := bridge.ReadStatus(ctx, cfg, log)
 	if err != nil {
 		fmt.Fprintf(a.stderr, "popbridge status: %v\n", err)
+		if errors.Is(err, fs.ErrNotExist) {
+			fmt.Fprintf(a.stderr, "popbridge status: no data in %s yet: run popbridge serve or popbridge poll first\n", cfg.Path(cfg.DataDir))
+		}
 		return exitFailure
 	}
 	now := time.Now()

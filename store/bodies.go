@@ -1,0 +1,101 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// bodiesMinRun is the shortest run of consecutive UIDs Bodies reads with a
+// range scan rather than as part of a UID IN list.
+const bodiesMinRun = 8
+
+// Bodies calls fn with the raw bytes (as stored, CRLF line ends) of each
+// message of the mailbox id among uids, in ascending UID order; UIDs that
+// are absent (never existed or expunged) are skipped, and duplicates are
+// visited once. The mailbox's ownership by u is checked once (ErrNotFound
+// otherwise), and every body is read in the same read transaction: one
+// range scan per run of consecutive UIDs, one UID IN query per batch of
+// the others.
+//
+// raw is only valid during the call to fn: it points into the database
+// driver's row buffer, and fn must copy whatever it keeps. Iteration stops
+// at the first error fn returns, and Bodies returns that error (wrapped;
+// errors.Is finds it).
+func (s *Store) Bodies(ctx context.Context, u UserID, id MailboxID, uids []UID, fn func(uid UID, raw []byte) error) error {
+	set := slices.Clone(uids)
+	slices.Sort(set)
+	set = slices.Compact(set)
+	if len(set) > 0 && set[0] == 0 {
+		set = set[1:]
+	}
+	return s.read(ctx, "message bodies", func(tx *sql.Tx) error {
+		if _, err := mailboxByID(ctx, tx, u, id); err != nil {
+			return err
+		}
+		var sparse []UID // pending UIDs for a UID IN query, ascending
+		flush := func() error {
+			for len(sparse) > 0 {
+				n := min(len(sparse), sqlMaxVars-1)
+				args := make([]any, 0, n+1)
+				args = append(args, id)
+				for _, uid := range sparse[:n] {
+					args = append(args, int64(uid))
+				}
+				sparse = sparse[n:]
+				if err := scanBodies(ctx, tx, ` AND mm.uid IN (?`+strings.Repeat(", ?", n-1)+`)`, args, fn); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		for i := 0; i < len(set); {
+			j := i + 1
+			for j < len(set) && set[j] == set[j-1]+1 {
+				j++
+			}
+			if j-i < bodiesMinRun {
+				sparse = append(sparse, set[i:j]...)
+				i = j
+				continue
+			}
+			if err := flush(); err != nil {
+				return err
+			}
+			if err := scanBodies(ctx, tx, ` AND mm.uid BETWEEN ? AND ?`, []any{id, int64(set[i]), int64(set[j-1])}, fn); err != nil {
+				return err
+			}
+			i = j
+		}
+		return flush()
+	})
+}
+
+// scanBodies runs one body query of the mailbox args[0] restricted by
+// clause and hands each row to fn, ascending by UID.
+func scanBodies(ctx context.Context, tx *sql.Tx, clause string, args []any, fn func(uid UID, raw []byte) error) error {
+	rows, err := tx.QueryContext(ctx, `SELECT mm.uid, d.data FROM mailbox_messages mm JOIN message_data d ON d.message_id = mm.message_id
+		WHERE mm.mailbox_id = ?`+clause+` ORDER BY mm.uid`, args...)
+	if err != nil {
+		return fmt.Errorf("query bodies: %w", err)
+	}
+	defer rows.Close()
+	var (
+		uid int64
+		raw sql.RawBytes
+	)
+	for rows.Next() {
+		if err := rows.Scan(&uid, &raw); err != nil {
+			return fmt.Errorf("scan body: %w", err)
+		}
+		if err := fn(UID(uid), raw); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read bodies: %w", err)
+	}
+	return nil
+}
