@@ -89,7 +89,12 @@
 //   - one SEARCH: nesting depth 100, 1000 keys, 64 text keys (search.go),
 //     NO [LIMIT] beyond; LIST patterns are matched in O(name × pattern)
 //     (listmatch.go);
-//   - at most max(4, 2×GOMAXPROCS) password verifications at once;
+//   - at most max(4, 2×GOMAXPROCS) password verifications at once; a
+//     successful verification is cached for 5 minutes (at most 10,000
+//     entries), keyed by the configured hash and an HMAC of the password
+//     under a per-process key, like Dovecot's auth_cache: a changed hash
+//     never matches an old entry, failures are never cached, and
+//     simultaneous identical logins wait for one verification (auth.go);
 //   - maxPending queued updates per idle-less selected session (tracker.go).
 //
 // # Locking

@@ -1,6 +1,7 @@
 package imapfront
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
@@ -94,58 +95,150 @@ func (s *session) fetchBatch(w *imapserver.FetchWriter, v *view, batch []target,
 			}
 		}
 	}
+	if !needBody {
+		for _, t := range batch {
+			m := byUID[t.uid]
+			if m == nil {
+				continue // expunged meanwhile
+			}
+			f := fetched{t: t, meta: m, flags: m.Flags}
+			if err := s.writeFetch(w, &f, options, seenChanged[t.uid]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var present []target
 	for _, t := range batch {
-		m := byUID[t.uid]
-		if m == nil {
-			continue // expunged meanwhile
+		if byUID[t.uid] != nil {
+			present = append(present, t)
 		}
-		f := fetched{t: t, meta: m, flags: m.Flags}
-		if needBody {
-			raw, err := st.Body(s.ctx, s.user.id, v.mbox.id, t.uid)
-			if errors.Is(err, store.ErrNotFound) {
-				continue
-			}
-			if err != nil {
-				return s.storeErr("FETCH", targetMailbox, err)
-			}
-			for _, sec := range options.BodySection {
-				f.bodies = append(f.bodies, partial(bodySection(raw, m.Structure, sec), sec.Partial))
-			}
-			for _, sec := range options.BinarySection {
-				b, err := binarySection(raw, m.Structure, sec.Part)
-				if err != nil {
-					return err
-				}
-				f.binaries = append(f.binaries, partial(b, sec.Partial))
-			}
-			for _, sec := range options.BinarySectionSize {
-				b, err := binarySection(raw, m.Structure, sec.Part)
-				if err != nil {
-					return err
-				}
-				f.binSizes = append(f.binSizes, clampUint32(int64(len(b))))
-			}
-		}
-		if err := s.writeFetch(w, &f, options, seenChanged[t.uid]); err != nil {
+	}
+	for len(present) > 0 {
+		chunk := present[:min(len(present), bodyChunk)]
+		done, out, err := s.loadBodies(v, chunk, byUID, options)
+		if err != nil {
 			return err
+		}
+		present = present[done:]
+		// The chunk's bytes are copied out of the store's read transaction
+		// before anything is written to the socket.
+		for i := range out {
+			if err := s.writeFetch(w, &out[i], options, seenChanged[out[i].t.uid]); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
+}
+
+// Bounds on the bodies one store.Bodies call reads: at most bodyChunk
+// messages, and no more once bodyChunkBytes of response data have been
+// collected (a single larger message is still read alone).
+const (
+	bodyChunk      = 64
+	bodyChunkBytes = 16 << 20
+)
+
+// errChunkFull stops a store.Bodies call once a chunk holds bodyChunkBytes.
+var errChunkFull = errors.New("imapfront: fetch chunk full")
+
+// loadBodies computes the FETCH responses of the first messages of chunk
+// (ascending by UID, all with metadata in byUID) from one store.Bodies call,
+// copying every section out of the store's buffers. It returns how many
+// targets of chunk it consumed, and their responses in chunk order,
+// without those expunged meanwhile.
+func (s *session) loadBodies(v *view, chunk []target, byUID map[store.UID]*store.MessageMeta, options *imap.FetchOptions) (int, []fetched, error) {
+	byChunkUID := make(map[store.UID]int, len(chunk))
+	for i, t := range chunk {
+		byChunkUID[t.uid] = i
+	}
+	got := make([]*fetched, len(chunk))
+	var (
+		size    int
+		last    = -1
+		sectErr error
+	)
+	err := s.srv.opts.Store.Bodies(s.ctx, s.user.id, v.mbox.id, targetUIDs(chunk), func(uid store.UID, raw []byte) error {
+		i, ok := byChunkUID[uid]
+		if !ok {
+			return nil
+		}
+		if size >= bodyChunkBytes {
+			return errChunkFull
+		}
+		t := chunk[i]
+		m := byUID[t.uid]
+		f := &fetched{t: t, meta: m, flags: m.Flags}
+		for _, sec := range options.BodySection {
+			b := bytes.Clone(partial(bodySection(raw, m.Structure, sec), sec.Partial))
+			size += len(b)
+			f.bodies = append(f.bodies, b)
+		}
+		for _, sec := range options.BinarySection {
+			b, err := binarySection(raw, m.Structure, sec.Part)
+			if err != nil {
+				sectErr = err
+				return err
+			}
+			b = bytes.Clone(partial(b, sec.Partial))
+			size += len(b)
+			f.binaries = append(f.binaries, b)
+		}
+		for _, sec := range options.BinarySectionSize {
+			b, err := binarySection(raw, m.Structure, sec.Part)
+			if err != nil {
+				sectErr = err
+				return err
+			}
+			f.binSizes = append(f.binSizes, clampUint32(int64(len(b))))
+		}
+		got[i] = f
+		last = i
+		return nil
+	})
+	done := len(chunk)
+	switch {
+	case sectErr != nil:
+		return 0, nil, sectErr
+	case errors.Is(err, errChunkFull):
+		done = last + 1
+	case errors.Is(err, store.ErrNotFound):
+		return len(chunk), nil, nil // the mailbox is gone: nothing to answer
+	case err != nil:
+		return 0, nil, s.storeErr("FETCH", targetMailbox, err)
+	}
+	out := make([]fetched, 0, done)
+	for _, f := range got[:done] {
+		if f != nil {
+			out = append(out, *f)
+		}
+	}
+	return done, out, nil
 }
 
 // writeFetch writes one FETCH response.
 func (s *session) writeFetch(w *imapserver.FetchWriter, f *fetched, options *imap.FetchOptions, withFlags bool) error {
 	resp := w.CreateMessage(f.t.seq)
 	s.openResp = resp
+	panicking := true
 	defer func() {
-		// A response cut short (write error or panic) cannot be finished:
-		// release the connection's write lock and drop the connection.
-		if s.openResp != nil {
+		// A response cut short by a write error cannot be finished: release
+		// the connection's write lock and drop the connection. After a
+		// panic, session.end does the same once it has logged the panic.
+		if s.openResp != nil && !panicking {
 			s.openResp = nil
 			resp.Close()
 			s.conn.Conn.Close()
 		}
 	}()
+	err := s.writeFetchItems(resp, f, options, withFlags)
+	panicking = false
+	return err
+}
+
+// writeFetchItems writes the items of one FETCH response and closes it.
+func (s *session) writeFetchItems(resp *imapserver.FetchResponseWriter, f *fetched, options *imap.FetchOptions, withFlags bool) error {
 	resp.WriteUID(imap.UID(f.t.uid))
 	s.fault("fetch-response")
 	if options.Flags || withFlags {
