@@ -45,8 +45,9 @@ func TestPragmasOnEveryConnection(t *testing.T) {
 			}
 			for i, c := range conns {
 				var (
-					sync, fk, busy int
-					journal        string
+					sync, fk, busy, autockpt int
+					sizeLimit                int64
+					journal                  string
 				)
 				q := func(pragma string, dst any) {
 					if err := c.QueryRowContext(ctx, "PRAGMA "+pragma).Scan(dst); err != nil {
@@ -57,9 +58,15 @@ func TestPragmasOnEveryConnection(t *testing.T) {
 				q("journal_mode", &journal)
 				q("foreign_keys", &fk)
 				q("busy_timeout", &busy)
+				q("wal_autocheckpoint", &autockpt)
+				q("journal_size_limit", &sizeLimit)
 				if sync != 2 || strings.ToLower(journal) != "wal" || fk != 1 || busy != busyTimeoutMS {
 					t.Errorf("conn %d: synchronous=%d journal_mode=%s foreign_keys=%d busy_timeout=%d; want 2 wal 1 %d",
 						i, sync, journal, fk, busy, busyTimeoutMS)
+				}
+				if autockpt != walAutocheckpointPages || sizeLimit != journalSizeLimit {
+					t.Errorf("conn %d: wal_autocheckpoint=%d journal_size_limit=%d; want %d %d",
+						i, autockpt, sizeLimit, walAutocheckpointPages, journalSizeLimit)
 				}
 			}
 		})
