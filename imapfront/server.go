@@ -8,10 +8,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -505,7 +507,10 @@ func (s *Server) removeConn(cs *connState) {
 }
 
 // backendLogger is imapserver's logger: its lines go to the server's log at
-// error level, and the panics it recovered are counted.
+// error level, and the panics it recovered are counted. A line about a
+// client that hung up or went silent (EOF, reset, broken pipe, timeout) is
+// part of normal operation and goes to debug level, so it does not drown
+// real errors.
 type backendLogger struct{ s *Server }
 
 // Printf implements imapserver.Logger.
@@ -513,7 +518,21 @@ func (l backendLogger) Printf(format string, args ...any) {
 	if strings.HasPrefix(format, "panic") {
 		l.s.panics.Add(1)
 	}
-	l.s.log.Error(fmt.Sprintf(format, args...), "component", "imapserver")
+	level := slog.LevelError
+	for _, a := range args {
+		if err, ok := a.(error); ok && isHangUp(err) {
+			level = slog.LevelDebug
+		}
+	}
+	l.s.log.Log(context.Background(), level, fmt.Sprintf(format, args...), "component", "imapserver")
+}
+
+// isHangUp reports whether err only says that the client went away or
+// stayed silent past a deadline.
+func isHangUp(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // isTLSConn reports whether c is a *tls.Conn, possibly inside a netlimit
