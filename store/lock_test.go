@@ -8,9 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 )
@@ -89,47 +87,21 @@ func TestLockChild(t *testing.T) {
 func TestOpenLockedByOtherProcess(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestLockChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), lockChildEnv+"="+dir)
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill() // no-op once reaped; kills it if a check below fails
-	lines := bufio.NewScanner(stdout)
-	expect := func(want string) {
-		t.Helper()
-		for lines.Scan() {
-			if l := lines.Text(); strings.HasPrefix(l, "ERROR") {
-				t.Fatalf("child: %s", l)
-			} else if l == want {
-				return
-			}
-		}
-		t.Fatalf("child ended before printing %s: %v", want, lines.Err())
-	}
-	expect("LOCKED")
+	child := startChild(t, "TestLockChild", lockChildEnv, dir)
+	child.expect("LOCKED")
 
-	_, err = Open(ctx, dir, Options{})
+	_, err := Open(ctx, dir, Options{})
 	if !errors.Is(err, ErrLocked) {
 		t.Fatalf("Open while a child holds the directory: %v, want ErrLocked", err)
 	}
-	want := fmt.Sprintf("open store: data directory %s is in use by another popbridge process (pid %d)", dir, cmd.Process.Pid)
+	want := fmt.Sprintf("open store: data directory %s is in use by another popbridge process (pid %d)", dir, child.pid())
 	if err.Error() != want {
 		t.Errorf("error\n got %q\nwant %q", err, want)
 	}
 
-	stdin.Close()
-	expect("RELEASED")
-	if err := cmd.Wait(); err != nil {
+	child.stdin.Close()
+	child.expect("RELEASED")
+	if err := child.cmd.Wait(); err != nil {
 		t.Fatalf("child: %v", err)
 	}
 	s, err := Open(ctx, dir, Options{})
@@ -143,28 +115,9 @@ func TestOpenLockedByOtherProcess(t *testing.T) {
 // no stale lock (the kernel drops flocks with the process).
 func TestOpenAfterHolderKilled(t *testing.T) {
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestLockChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), lockChildEnv+"="+dir)
-	cmd.Stderr = os.Stderr
-	if _, err := cmd.StdinPipe(); err != nil { // kept open: the child holds on
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	if l, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || l != "LOCKED\n" {
-		cmd.Process.Kill()
-		cmd.Wait()
-		t.Fatalf("child said %q, %v", l, err)
-	}
-	if err := cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	cmd.Wait()
+	child := startChild(t, "TestLockChild", lockChildEnv, dir) // stdin kept open: the child holds on
+	child.next("LOCKED")
+	child.kill()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s, err := Open(ctx, dir, Options{})

@@ -5,10 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -337,50 +335,20 @@ func TestReadOnlyWriterChild(t *testing.T) {
 func TestReadOnlyBesideOtherProcess(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestReadOnlyWriterChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), readOnlyChildEnv+"="+dir)
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill() // no-op once reaped; kills it if a check below fails
-	lines := bufio.NewScanner(stdout)
-	expect := func(want string) {
-		t.Helper()
-		for lines.Scan() {
-			if l := lines.Text(); strings.HasPrefix(l, "ERROR") {
-				t.Fatalf("child: %s", l)
-			} else if l == want {
-				return
-			}
-		}
-		t.Fatalf("child ended before printing %s: %v", want, lines.Err())
-	}
-	send := func(n int) {
-		t.Helper()
-		if _, err := io.WriteString(stdin, strconv.Itoa(n)+"\n"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	child := startChild(t, "TestReadOnlyWriterChild", readOnlyChildEnv, dir)
+	expect := child.expect
+	send := func(n int) { t.Helper(); child.send(strconv.Itoa(n)) }
 	expect("READY")
 	send(5)
 	expect("DONE 5")
 
 	// The read-write Open is refused with the holder's pid ...
-	_, err = Open(ctx, dir, Options{})
+	_, err := Open(ctx, dir, Options{})
 	if !errors.Is(err, ErrLocked) {
 		t.Fatalf("read-write Open beside the child: %v, want ErrLocked", err)
 	}
-	if d, pid, ok := LockHolder(err); !ok || d != dir || pid != cmd.Process.Pid {
-		t.Errorf("LockHolder = %q, %d, %v; want %q, %d", d, pid, ok, dir, cmd.Process.Pid)
+	if d, pid, ok := LockHolder(err); !ok || d != dir || pid != child.pid() {
+		t.Errorf("LockHolder = %q, %d, %v; want %q, %d", d, pid, ok, dir, child.pid())
 	}
 	// ... the read-only one is not.
 	ro := openReadOnly(t, dir)
@@ -397,9 +365,9 @@ func TestReadOnlyBesideOtherProcess(t *testing.T) {
 		t.Errorf("Ledger: %d rows, %v; want 12", len(led), err)
 	}
 	// The child can still close cleanly (checkpoint) with a reader open.
-	stdin.Close()
+	child.stdin.Close()
 	expect("CLOSED")
-	if err := cmd.Wait(); err != nil {
+	if err := child.cmd.Wait(); err != nil {
 		t.Fatalf("child: %v", err)
 	}
 	if c := inboxCounts(t, ro); c.Messages != 12 {
@@ -415,35 +383,11 @@ func TestReadOnlyBesideOtherProcess(t *testing.T) {
 // has it open, so the read-only connection must recover the WAL index.
 func TestReadOnlyAfterWriterKilled(t *testing.T) {
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestReadOnlyWriterChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), readOnlyChildEnv+"="+dir)
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	r := bufio.NewReader(stdout)
-	if l, err := r.ReadString('\n'); err != nil || l != "READY\n" {
-		t.Fatalf("child said %q, %v", l, err)
-	}
-	if _, err := io.WriteString(stdin, "4\n"); err != nil {
-		t.Fatal(err)
-	}
-	if l, err := r.ReadString('\n'); err != nil || l != "DONE 4\n" {
-		t.Fatalf("child said %q, %v", l, err)
-	}
-	if err := cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	cmd.Wait()
+	child := startChild(t, "TestReadOnlyWriterChild", readOnlyChildEnv, dir)
+	child.next("READY")
+	child.send("4")
+	child.next("DONE 4")
+	child.kill()
 	if fi, err := os.Stat(filepath.Join(dir, dbFileName+"-wal")); err != nil || fi.Size() == 0 {
 		t.Fatalf("expected a non-empty WAL left by the killed writer: %v", err)
 	}
