@@ -22,16 +22,24 @@ func benchMailbox(b *testing.B, env *testEnv, n int) {
 	}
 }
 
-// BenchmarkFetchHeaderSync is a client's header sync of a 1000-message
-// mailbox: FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE
-// BODYSTRUCTURE), over a raw socket.
-func BenchmarkFetchHeaderSync(b *testing.B) {
+// benchSelected fills alice's INBOX with n messages, logs in over a raw
+// socket, selects INBOX and resets the benchmark timer.
+func benchSelected(b *testing.B, n int) *rawClient {
+	b.Helper()
 	env := newEnv(b)
-	const n = 1000
 	benchMailbox(b, env, n)
 	c := env.rawLogin("alice")
 	c.ok("SELECT INBOX")
 	b.ResetTimer()
+	return c
+}
+
+// BenchmarkFetchHeaderSync is a client's header sync of a 1000-message
+// mailbox: FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE
+// BODYSTRUCTURE), over a raw socket.
+func BenchmarkFetchHeaderSync(b *testing.B) {
+	const n = 1000
+	c := benchSelected(b, n)
 	for i := 0; i < b.N; i++ {
 		if u := c.ok("FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE)"); len(u) != n {
 			b.Fatalf("%d responses", len(u))
@@ -42,12 +50,8 @@ func BenchmarkFetchHeaderSync(b *testing.B) {
 
 // BenchmarkFetchBodies fetches every body of a 1000-message mailbox.
 func BenchmarkFetchBodies(b *testing.B) {
-	env := newEnv(b)
 	const n = 1000
-	benchMailbox(b, env, n)
-	c := env.rawLogin("alice")
-	c.ok("SELECT INBOX")
-	b.ResetTimer()
+	c := benchSelected(b, n)
 	for i := 0; i < b.N; i++ {
 		if u := c.ok("FETCH 1:* (BODY.PEEK[])"); len(u) != n {
 			b.Fatalf("%d responses", len(u))
@@ -57,12 +61,8 @@ func BenchmarkFetchBodies(b *testing.B) {
 
 // BenchmarkStoreAll sets and clears a flag on every message.
 func BenchmarkStoreAll(b *testing.B) {
-	env := newEnv(b)
 	const n = 1000
-	benchMailbox(b, env, n)
-	c := env.rawLogin("alice")
-	c.ok("SELECT INBOX")
-	b.ResetTimer()
+	c := benchSelected(b, n)
 	for i := 0; i < b.N; i++ {
 		op := "+"
 		if i%2 == 1 {

@@ -32,21 +32,31 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// fixtureDir returns the fixture directory recorded under key, or makes
+// and records a new, empty one (fresh). Must be called with fixtureMu held.
+func fixtureDir(b *testing.B, key string) (dir string, fresh bool) {
+	b.Helper()
+	if d, ok := fixtureDirs[key]; ok {
+		return d, false
+	}
+	d, err := os.MkdirTemp("", "storebench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	fixtureDirs[key] = d
+	return d, true
+}
+
 // fixture returns a store directory holding one user "bench" whose INBOX
 // has n messages made by mk, building it on first use.
 func fixture(b *testing.B, n int, mk func(i int) []byte) string {
 	b.Helper()
 	fixtureMu.Lock()
 	defer fixtureMu.Unlock()
-	key := fmt.Sprint(n)
-	if d, ok := fixtureDirs[key]; ok {
-		return d
+	dir, fresh := fixtureDir(b, fmt.Sprint(n))
+	if !fresh {
+		return dir
 	}
-	dir, err := os.MkdirTemp("", "storebench")
-	if err != nil {
-		b.Fatal(err)
-	}
-	fixtureDirs[key] = dir
 	ctx := context.Background()
 	s, err := Open(ctx, dir, Options{})
 	if err != nil {
@@ -225,15 +235,10 @@ func jsonFixture(b *testing.B, n int, mk func(i int) []byte) string {
 	src := fixture(b, n, mk)
 	fixtureMu.Lock()
 	defer fixtureMu.Unlock()
-	key := fmt.Sprint(n, "-json")
-	if d, ok := fixtureDirs[key]; ok {
-		return d
+	dir, fresh := fixtureDir(b, fmt.Sprint(n, "-json"))
+	if !fresh {
+		return dir
 	}
-	dir, err := os.MkdirTemp("", "storebench")
-	if err != nil {
-		b.Fatal(err)
-	}
-	fixtureDirs[key] = dir
 	ctx := context.Background()
 	// VACUUM INTO copies the source database consistently; the copy's
 	// rows are then re-encoded.
