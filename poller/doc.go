@@ -22,15 +22,16 @@
 //	  at most 32 MB retrieved and not yet committed)
 //	→ MarkDeletePending (durable) → DELE → QUIT → MarkDeleted
 //
-// The message received last is committed only once the session has read a
-// well-formed reply after it (the next message, or a second LIST after the
-// last one): a server that ends a message early (an unstuffed "." line)
-// desynchronises the connection, which shows only at the next reply. When
-// a retrieval fails, the message being read and the one before it become
-// suspects: later passes fetch them last, one at a time, each followed by
-// that check, and a suspect that fails three probes in a row is recorded
-// as skipped (it stays on the server, the reason is logged and kept in the
-// ledger), so one bad message cannot block an account.
+// A message cut short by an unstuffed "." line is never stored: the
+// session layer alone guards against it. It follows every RETR (and TOP)
+// with a "LIST n" sentinel, pipelined with the commands when the server
+// advertises PIPELINING, and hands a message on only after a correct reply
+// to its sentinel; the engine commits what it is handed without a further
+// check. When a retrieval fails, the message being read becomes a
+// suspect: later passes fetch suspects last, one at a time, and a suspect
+// that fails three probes in a row is recorded as skipped (it stays on the
+// server, the reason is logged and kept in the ledger), so one bad message
+// cannot block an account.
 //
 // A poll with nothing new costs the listing round trips, one ledger read
 // and one status write; ledger LastSeen refreshes and tombstone pruning

@@ -357,12 +357,11 @@ func (p *Poller) fetch(ctx context.Context, a Account, st *acctState, sess popSe
 }
 
 // retrieveBatch retrieves msgs (pipelined by the session) and hands them
-// to the committer. The last message received is held back until the
-// session has read something after it: a server that ends a message early
-// (an unstuffed "." line) desynchronises the connection, which shows only
-// at the next reply, so a message followed by an error is never committed.
-// On error it returns the identities that may be to blame: the held
-// message and the one being retrieved.
+// to the committer as they arrive. The session hands over a message only
+// after a correct reply to the "LIST n" sentinel that follows it (see
+// session.multi), so a message cut short by an unstuffed "." line never
+// reaches the committer and needs no further check here. On error it
+// returns the identity that may be to blame: the message being retrieved.
 func (p *Poller) retrieveBatch(ctx context.Context, sess popSession, st *acctState, pl *plan, msgs []passMsg, c *committer, log *slog.Logger) (culprits []string, err error) {
 	byNum := make(map[int]passMsg, len(msgs))
 	items := make([]listItem, len(msgs))
@@ -370,7 +369,6 @@ func (p *Poller) retrieveBatch(ctx context.Context, sess popSession, st *acctSta
 		byNum[m.item.Num] = m
 		items[i] = m.item
 	}
-	var held *fetchedMsg
 	received := 0
 	err = sess.Retrieve(ctx, items, c.a.MaxMessageSize, func(it listItem, raw []byte) error {
 		m, ok := byNum[it.Num]
@@ -387,35 +385,13 @@ func (p *Poller) retrieveBatch(ctx context.Context, sess popSession, st *acctSta
 			f.kind = fetchedDuplicate
 			f.dupOf = pl.digests[f.digest]
 		}
-		if held != nil {
-			if err := c.put(held); err != nil {
-				return err
-			}
-		}
-		held = f
-		return nil
+		return c.put(f)
 	})
-	if err == nil && held != nil {
-		// Check that the connection is still in step before trusting
-		// the last message.
-		again, lerr := sess.List(ctx)
-		switch {
-		case lerr != nil:
-			err = fmt.Errorf("listing after retrieval: %w", lerr)
-		case len(again) != len(pl.all):
-			err = fmt.Errorf("listing after retrieval has %d messages, was %d: connection out of step", len(again), len(pl.all))
-		default:
-			return nil, c.put(held)
-		}
-	}
 	if err == nil {
 		return nil, nil
 	}
-	if held != nil {
-		log.Debug("not committing the message retrieved just before an error", "uidl", held.m.id)
-		culprits = append(culprits, held.m.id)
-	}
 	if received < len(msgs) {
+		log.Debug("retrieval failed at this message; it becomes a suspect", "uidl", msgs[received].id)
 		culprits = append(culprits, msgs[received].id)
 	}
 	return culprits, err

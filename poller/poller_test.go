@@ -371,8 +371,9 @@ func TestRetrieveCutAndDeliverFailure(t *testing.T) {
 	if _, err := h.poll(); err == nil {
 		t.Fatal("cut poll succeeded")
 	}
-	// The message received just before the error is not trusted.
-	h.checkStored(19)
+	// Every message the session handed over (each past its LIST sentinel)
+	// is committed; the one being retrieved when the cut came is not.
+	h.checkStored(20)
 	if h.srv.count() != 50 {
 		t.Fatalf("upstream = %d after an aborted session", h.srv.count())
 	}
@@ -389,7 +390,7 @@ func TestRetrieveCutAndDeliverFailure(t *testing.T) {
 	h.sink.deliverErr = nil
 	h.sink.mu.Unlock()
 	r := h.mustPoll()
-	if r.Fetched != 31 || r.Deleted != 50 {
+	if r.Fetched != 30 || r.Deleted != 50 {
 		t.Fatalf("recovery poll = %+v", r)
 	}
 	h.checkStored(50)
@@ -429,12 +430,13 @@ func TestPoisonMessageProbedThenSkipped(t *testing.T) {
 	h := newHarness(t, nil)
 	h.fill(10)
 	h.srv.poison = "uid-3"
-	// Fails at uid-3; uid-2, received just before, is not trusted.
-	if r, err := h.poll(); err == nil || r.Fetched != 1 {
+	// Fails at uid-3; uid-1 and uid-2 were handed over by the session
+	// (each past its LIST sentinel) and are committed.
+	if r, err := h.poll(); err == nil || r.Fetched != 2 {
 		t.Fatalf("first poll = %+v, %v", r, err)
 	}
-	// The suspects go last, probed one by one: uid-2 passes, uid-3 fails.
-	if r, err := h.poll(); err == nil || r.Fetched != 8 {
+	// The suspect goes last, probed on its own: uid-3 fails again.
+	if r, err := h.poll(); err == nil || r.Fetched != 7 {
 		t.Fatalf("second poll = %+v, %v", r, err)
 	}
 	for i := 2; i < suspectSkipAfter; i++ {

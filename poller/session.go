@@ -22,7 +22,8 @@ package poller
 //     whole body;
 //   - a message reaches Retrieve's callback only after its terminating "."
 //     and a correct reply to the "LIST n" sentinel that follows it, so a
-//     message cut short by an unstuffed "." line is never delivered;
+//     message cut short by an unstuffed "." line is never delivered (this
+//     is the only guard: the engine commits what Retrieve hands it);
 //   - DELEs take effect only if Quit returns nil; Abort never sends QUIT;
 //   - errors are *AccountError and never contain the secret.
 
