@@ -460,3 +460,43 @@ func BenchmarkDeliverRealistic(b *testing.B) {
 	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(n), "cpu-µs/msg")
 	b.ReportMetric(float64(total)/distinct/1024, "KB/msg")
 }
+
+// BenchmarkParse measures parsing alone (envelope, structure, search texts),
+// one message per op, single-threaded: on realisticMessage mail, or on
+// every file of the Maildir named by POPBRIDGE_BENCH_MAILDIR (e.g. the
+// shared/bench corpus: …/seed1-n10000/Maildir).
+func BenchmarkParse(b *testing.B) {
+	var raws [][]byte
+	if dir := os.Getenv("POPBRIDGE_BENCH_MAILDIR"); dir != "" {
+		for _, sub := range []string{"cur", "new"} {
+			ents, _ := os.ReadDir(filepath.Join(dir, sub))
+			for _, e := range ents {
+				raw, err := os.ReadFile(filepath.Join(dir, sub, e.Name()))
+				if err != nil {
+					b.Fatal(err)
+				}
+				raws = append(raws, normalizeCRLF(raw))
+			}
+		}
+		if len(raws) == 0 {
+			b.Fatalf("no messages in %s/{cur,new}", dir)
+		}
+	} else {
+		for i := range 256 {
+			raws = append(raws, realisticMessage(i))
+		}
+	}
+	var total int64
+	for _, r := range raws {
+		total += int64(len(r))
+	}
+	b.SetBytes(total / int64(len(raws)))
+	i := 0
+	for b.Loop() {
+		pm := parseMessage(raws[i%len(raws)])
+		if pm.structure == nil {
+			b.Fatal("no structure")
+		}
+		i++
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"unicode"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/emersion/go-message/charset"
 )
@@ -157,7 +158,7 @@ func (p *parser) addText(pt *Part, body []byte) int64 {
 		data, size = body, int64(len(body))
 	}
 	if pt.Subtype == "html" {
-		stripHTML(&p.text, toUTF8(data))
+		stripHTML(&p.text, viewUTF8(data))
 	} else {
 		p.text.writeUTF8(data)
 	}
@@ -224,36 +225,61 @@ func (t *textSink) writeUTF8(b []byte) {
 	}
 }
 
-func writeText[S string | []byte](t *textSink, s S) {
-	// run is the start of a run of bytes written as they are: ASCII,
-	// neither upper-case nor white space.
-	run := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf && !asciiSpace[c] && (c < 'A' || c > 'Z') {
-			if i == run {
-				t.word()
-			}
-			i++
-			continue
+// Byte classes for writeText.
+const (
+	classWord  = iota // ASCII written as is (after lower-casing A-Z)
+	classSpace        // ASCII white space
+	classMulti        // first or later byte of a multi-byte UTF-8 sequence
+)
+
+// textClass maps every byte to its class.
+var textClass = func() (t [256]uint8) {
+	for c := range t {
+		switch {
+		case c >= utf8.RuneSelf:
+			t[c] = classMulti
+		case asciiSpace[c]:
+			t[c] = classSpace
 		}
-		t.b = append(t.b, s[run:i]...)
-		if c < utf8.RuneSelf {
+	}
+	return t
+}()
+
+func writeText[S string | []byte](t *textSink, s S) {
+	for i := 0; i < len(s); {
+		switch textClass[s[i]] {
+		case classSpace:
+			t.space = true
 			i++
-			if asciiSpace[c] {
-				t.space = true
-			} else {
-				t.word()
-				t.b = append(t.b, c+'a'-'A')
+		case classWord:
+			// A run of ASCII word bytes, single spaces between them
+			// included (they stay single spaces), is appended at once
+			// and lower-cased in place.
+			t.word()
+			j := i + 1
+			for j < len(s) {
+				if textClass[s[j]] == classWord {
+					j++
+				} else if s[j] == ' ' && j+1 < len(s) && textClass[s[j+1]] == classWord {
+					j += 2
+				} else {
+					break
+				}
 			}
-		} else {
+			start := len(t.b)
+			t.b = append(t.b, s[i:j]...)
+			for k, c := range t.b[start:] {
+				if c-'A' < 26 {
+					t.b[start+k] = c + 'a' - 'A'
+				}
+			}
+			i = j
+		default:
 			r, size := utf8.DecodeRuneInString(string(s[i:min(i+utf8.UTFMax, len(s))]))
 			i += size
 			t.rune(r)
 		}
-		run = i
 	}
-	t.b = append(t.b, s[run:]...)
 }
 
 // rune writes r lower-cased, or notes white space.
@@ -291,6 +317,16 @@ func toUTF8(b []byte) string {
 		sb.WriteRune(rune(c))
 	}
 	return sb.String()
+}
+
+// viewUTF8 is toUTF8 without a copy when b is valid UTF-8: the result
+// shares b's bytes and is only valid while b is neither modified nor
+// reused.
+func viewUTF8(b []byte) string {
+	if utf8.Valid(b) {
+		return unsafe.String(unsafe.SliceData(b), len(b))
+	}
+	return toUTF8(b)
 }
 
 // toUTF8String is toUTF8 for a string: valid UTF-8 is returned as is,
