@@ -359,6 +359,44 @@ func TestDataPermsWarning(t *testing.T) {
 	if len(probs) != 1 || probs[0].Path != db || probs[0].Mode != 0o644 || probs[0].Fix != "chmod 600 "+db {
 		t.Errorf("CheckDataPerms = %+v", probs)
 	}
+
+	// Message packs and their directory are checked too.
+	if err := os.Chmod(db, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// (No mail was stored, so the pack is made here.)
+	blobs := filepath.Join(dir, "blobs")
+	packs := []string{filepath.Join(blobs, "pack-00000001")}
+	if err := os.WriteFile(packs[0], nil, 0o600); err != nil {
+		t.Fatalf("the store made no blobs directory: %v", err)
+	}
+	if err := os.Chmod(blobs, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(packs[0], 0o640); err != nil {
+		t.Fatal(err)
+	}
+	probs, err = CheckDataPerms(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(probs) != 2 || probs[0].Path != blobs || probs[0].Fix != "chmod 700 "+blobs ||
+		probs[1].Path != packs[0] || probs[1].Mode != 0o640 || probs[1].Fix != "chmod 600 "+packs[0] {
+		t.Errorf("CheckDataPerms with wide packs = %+v", probs)
+	}
+	for _, p := range []string{blobs, packs[0], db} {
+		mode := os.FileMode(0o600)
+		if p == blobs {
+			mode = 0o700
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(db, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
 	logs2 := logBuffer{}
 	run(t, New(cfg, logs2.logger()))
 	if !strings.Contains(logs2.String(), fmt.Sprintf("path=%s mode=0644 fix=\"chmod 600 %s\"", db, db)) {

@@ -17,9 +17,10 @@ type PermProblem struct {
 }
 
 // CheckDataPerms returns the entries of the data directory dir that group or
-// others can access: dir itself (which should be 0700), the database files
-// (popbridge.db, its -wal and -shm, the lock file) and the self-signed
-// certificate files (which should be 0600). Missing files are not problems.
+// others can access: dir itself and its blobs directory (which should be
+// 0700), the database files (popbridge.db, its -wal and -shm, the lock
+// file), the message packs (blobs/pack-*) and the self-signed certificate
+// files (which should be 0600). Missing files are not problems.
 // Paths are made absolute, so the fixes work from any directory.
 func CheckDataPerms(dir string) ([]PermProblem, error) {
 	if abs, err := filepath.Abs(dir); err == nil {
@@ -33,8 +34,14 @@ func CheckDataPerms(dir string) ([]PermProblem, error) {
 	if p := fi.Mode().Perm(); p&0o077 != 0 {
 		out = append(out, PermProblem{Path: dir, Mode: p, Fix: "chmod 700 " + shellQuote(dir)})
 	}
+	blobs := filepath.Join(dir, "blobs")
+	if fi, err := os.Lstat(blobs); err == nil && fi.IsDir() {
+		if p := fi.Mode().Perm(); p&0o077 != 0 {
+			out = append(out, PermProblem{Path: blobs, Mode: p, Fix: "chmod 700 " + shellQuote(blobs)})
+		}
+	}
 	var files []string
-	for _, pat := range []string{"popbridge.db*", "popbridge.lock", AutoCertFile, AutoKeyFile} {
+	for _, pat := range []string{"popbridge.db*", "popbridge.lock", "blobs/pack-*", AutoCertFile, AutoKeyFile} {
 		m, err := filepath.Glob(filepath.Join(dir, pat))
 		if err != nil {
 			return nil, fmt.Errorf("check data directory permissions: %w", err)

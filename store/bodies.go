@@ -20,8 +20,8 @@ const bodiesMinRun = 8
 // range scan per run of consecutive UIDs, one UID IN query per batch of
 // the others.
 //
-// raw is only valid during the call to fn: it points into the database
-// driver's row buffer, and fn must copy whatever it keeps. Iteration stops
+// raw is only valid during the call to fn: it points into a buffer reused
+// for the next message, and fn must copy whatever it keeps. Iteration stops
 // at the first error fn returns, and Bodies returns that error (wrapped;
 // errors.Is finds it).
 func (s *Store) Bodies(ctx context.Context, u UserID, id MailboxID, uids []UID, fn func(uid UID, raw []byte) error) error {
@@ -31,6 +31,8 @@ func (s *Store) Bodies(ctx context.Context, u UserID, id MailboxID, uids []UID, 
 	if len(set) > 0 && set[0] == 0 {
 		set = set[1:]
 	}
+	r := s.blobs.begin()
+	defer r.end()
 	return s.read(ctx, "message bodies", func(tx *sql.Tx) error {
 		if _, err := mailboxByID(ctx, tx, u, id); err != nil {
 			return err
@@ -45,7 +47,7 @@ func (s *Store) Bodies(ctx context.Context, u UserID, id MailboxID, uids []UID, 
 					args = append(args, int64(uid))
 				}
 				sparse = sparse[n:]
-				if err := scanBodies(ctx, tx, ` AND mm.uid IN (?`+strings.Repeat(", ?", n-1)+`)`, args, fn); err != nil {
+				if err := scanBodies(ctx, tx, r, ` AND mm.uid IN (?`+strings.Repeat(", ?", n-1)+`)`, args, fn); err != nil {
 					return err
 				}
 			}
@@ -64,7 +66,7 @@ func (s *Store) Bodies(ctx context.Context, u UserID, id MailboxID, uids []UID, 
 			if err := flush(); err != nil {
 				return err
 			}
-			if err := scanBodies(ctx, tx, ` AND mm.uid BETWEEN ? AND ?`, []any{id, int64(set[i]), int64(set[j-1])}, fn); err != nil {
+			if err := scanBodies(ctx, tx, r, ` AND mm.uid BETWEEN ? AND ?`, []any{id, int64(set[i]), int64(set[j-1])}, fn); err != nil {
 				return err
 			}
 			i = j
@@ -73,24 +75,29 @@ func (s *Store) Bodies(ctx context.Context, u UserID, id MailboxID, uids []UID, 
 	})
 }
 
-// scanBodies runs one body query of the mailbox args[0] restricted by
-// clause and hands each row to fn, ascending by UID.
-func scanBodies(ctx context.Context, tx *sql.Tx, clause string, args []any, fn func(uid UID, raw []byte) error) error {
-	rows, err := tx.QueryContext(ctx, `SELECT mm.uid, d.data FROM mailbox_messages mm JOIN message_data d ON d.message_id = mm.message_id
+// scanBodies runs one query of the mailbox args[0] restricted by clause,
+// reads each message's bytes from its pack through r and hands them to fn,
+// ascending by UID.
+func scanBodies(ctx context.Context, tx *sql.Tx, r *blobReader, clause string, args []any, fn func(uid UID, raw []byte) error) error {
+	rows, err := tx.QueryContext(ctx, `SELECT mm.uid, `+locColumns("m.")+` FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id
 		WHERE mm.mailbox_id = ?`+clause+` ORDER BY mm.uid`, args...)
 	if err != nil {
 		return fmt.Errorf("query bodies: %w", err)
 	}
 	defer rows.Close()
 	var (
-		uid int64
-		raw sql.RawBytes
+		uid UID
+		loc blobLoc
 	)
 	for rows.Next() {
-		if err := rows.Scan(&uid, &raw); err != nil {
+		if err := scanLoc(rows, &loc, &uid); err != nil {
 			return fmt.Errorf("scan body: %w", err)
 		}
-		if err := fn(UID(uid), raw); err != nil {
+		raw, err := r.body(loc)
+		if err != nil {
+			return fmt.Errorf("uid %d: %w", uid, err)
+		}
+		if err := fn(uid, raw); err != nil {
 			return err
 		}
 	}

@@ -5,9 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"runtime"
-	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -32,7 +29,7 @@ func (s *Store) Deliver(ctx context.Context, ds []Delivery) ([]Delivered, error)
 	}
 	type prepared struct {
 		folder string
-		pm     parsedMessage
+		raw    []byte
 		date   time.Time
 	}
 	preps := make([]prepared, len(ds))
@@ -52,23 +49,22 @@ func (s *Store) Deliver(ctx context.Context, ds []Delivery) ([]Delivered, error)
 		}
 		preps[i] = prepared{folder: canon, date: date}
 	}
-	// Parsing is most of a delivery's CPU: it runs before the writer lock
-	// is taken, on up to GOMAXPROCS goroutines, all waited for here.
-	workers := min(len(ds), runtime.GOMAXPROCS(0))
-	var (
-		next atomic.Int64
-		wg   sync.WaitGroup
-	)
-	for range workers {
-		wg.Go(func() {
-			for i := int(next.Add(1)) - 1; i < len(ds); i = int(next.Add(1)) - 1 {
-				preps[i].pm = s.parse(ds[i].Raw)
-			}
-		})
+	// Messages are stored unindexed (see index.go): parsing waits for the
+	// indexer. The bytes are durable in a pack before the transaction that
+	// refers to them begins. (A message the ledger already knows is
+	// written too: rare, and its record is dead space that compaction
+	// reclaims.)
+	recs := make([]blobRec, len(ds))
+	for i, d := range ds {
+		preps[i].raw = normalizeCRLF(d.Raw)
+		recs[i] = rawRecord(preps[i].raw)
 	}
-	wg.Wait()
+	locs, err := s.blobs.put(recs)
+	if err != nil {
+		return nil, fmt.Errorf("deliver: %w", err)
+	}
 	out := make([]Delivered, len(ds))
-	err := s.write(ctx, "deliver", func(w *writeTx) error {
+	err = s.write(ctx, "deliver", func(w *writeTx) error {
 		users := map[string]UserID{}
 		type mbKey struct {
 			u    UserID
@@ -124,7 +120,7 @@ func (s *Store) Deliver(ctx context.Context, ds []Delivery) ([]Delivered, error)
 				mb = &m
 				mboxes[key] = mb
 			}
-			msg, err := insertMessage(w, preps[i].pm, preps[i].date)
+			msg, err := insertMessage(w, locs[i], int64(len(preps[i].raw)), preps[i].date, nil, recordLoc{})
 			if err != nil {
 				return err
 			}
@@ -152,6 +148,7 @@ func (s *Store) Deliver(ctx context.Context, ds []Delivery) ([]Delivered, error)
 	if err != nil {
 		return nil, err
 	}
+	s.kickIndexer()
 	return out, nil
 }
 

@@ -19,25 +19,30 @@
 // mailbox: its UID, system flags (a bitmask) and keywords, and the modseq of
 // its last change.
 //
-// Each message is parsed once, when it enters the store (parse.go): the
-// decoded [Envelope], the [Part] tree with the byte offsets of every part's
-// header and body, sizes, line counts and decoded sizes, the decoded header
-// text and the decoded text of its text parts (for [Store.SearchText]).
-// FETCH ENVELOPE/BODYSTRUCTURE/RFC822.SIZE never re-read a body. Parsing
-// is a delivery's main CPU cost: [Store.Deliver] parses its batch before
-// taking the writer lock, on up to GOMAXPROCS goroutines, and the text
-// extraction is single-pass (lower-casing and white-space collapsing into
-// one pooled buffer; base64 attachments are measured, not decoded). The
-// envelope and structure are stored in a compact, versioned binary encoding
+// Each message is parsed once (parse.go): the decoded [Envelope], the
+// [Part] tree with the byte offsets of every part's header and body, sizes,
+// line counts and decoded sizes, the decoded header text and the decoded
+// text of its text parts (for [Store.SearchText]). FETCH
+// ENVELOPE/BODYSTRUCTURE/RFC822.SIZE never re-read a body once a message is
+// indexed. [Store.Append] parses at once; [Store.Deliver], which stores the
+// poller's batches, does not parse at all: it stores the bytes (durably,
+// with the ledger rows) and a background indexer (index.go) parses them as
+// soon as deliveries pause, and on Open. Until a message is indexed, every
+// read that needs what parsing gives ([Store.Meta], [Store.SearchText])
+// parses it from its stored bytes with the same parser, so an unindexed
+// message answers exactly as an indexed one. The text extraction is
+// single-pass (lower-casing and white-space collapsing into one pooled
+// buffer; base64 attachments are measured, not decoded). The envelope and
+// structure are stored in a compact, versioned binary encoding
 // (metacodec.go; rows written in the first version's JSON are still read)
 // and decoded with a few allocations per message. [Store.Meta] keeps the
 // decoded metadata in a bounded in-memory cache keyed by [MessageID]
 // (Options.MetaCacheEntries / MetaCacheBytes, CLOCK eviction), filled when
-// a message is stored and when it is read: the values it returns are shared
-// between callers and must be treated as read-only. The parser
-// never fails: malformed MIME is described as well as possible, a multipart
-// without parts becomes text/plain (BODYSTRUCTURE cannot express a multipart
-// with no children), nesting is capped at 100 levels.
+// a message is stored or indexed and when it is read: the values it
+// returns are shared between callers and must be treated as read-only. The
+// parser never fails: malformed MIME is described as well as possible, a
+// multipart without parts becomes text/plain (BODYSTRUCTURE cannot express
+// a multipart with no children), nesting is capped at 100 levels.
 //
 // The POP ledger records, per upstream account, every message seen: key
 // (account, UIDL, digest), when it was stored and as which message (NULL
@@ -77,10 +82,20 @@
 // connection gets them (busy_timeout, journal_mode=WAL, synchronous=FULL,
 // foreign_keys=1). The schema is created by embedded, numbered migrations
 // (migrations/NNNN_name.sql), each applied in its own transaction and
-// recorded in schema_migrations. Message bytes live in message_data, their
-// decoded text in message_text and the parsed metadata in messages, so that
-// metadata queries never page through bodies. Everything SQLite-specific is
-// in sqlite.go; the API exposes no SQLite types.
+// recorded in schema_migrations.
+//
+// Message bytes and their decoded texts are not in the database but in
+// append-only pack files, dir/blobs/pack-NNNNNNNN (0700 / 0600; blobs.go):
+// SQLite in WAL mode writes every byte twice, a pack once. A record is
+// written and fdatasync'd before the transaction that refers to it begins,
+// so a committed row never points at bytes that are not on disk; every read
+// checks the record's CRC-32C and reports damage as [ErrCorrupt]. Records of
+// deleted messages (and of writes a crash cut off before their commit) are
+// dead space: a background compactor rewrites a sealed pack that is less
+// than half live and deletes it, without ever pulling a pack from under a
+// read. Stores written before packs existed have their bodies moved into
+// packs by Open. Everything SQLite-specific is in sqlite.go; the API
+// exposes no SQLite types.
 //
 // # Locking and transactions
 //

@@ -159,47 +159,6 @@ func allocUIDs(mb *Mailbox, n int) (UID, error) {
 	return UID(first), nil
 }
 
-// insertMessage stores a parsed message's body and metadata once.
-// The envelope and structure are written in the binary encoding of
-// metacodec.go.
-func insertMessage(w *writeTx, pm parsedMessage, date time.Time) (MessageID, error) {
-	env := appendEnvelopeBlob(nil, pm.envelope)
-	st := appendStructureBlob(nil, pm.structure)
-	insMsg, err := w.stmt(`INSERT INTO messages (size, internal_date, envelope, structure) VALUES (?, ?, ?, ?) RETURNING id`)
-	if err != nil {
-		return 0, err
-	}
-	insText, err := w.stmt(`INSERT INTO message_text (message_id, header_text, body_text) VALUES (?, ?, ?)`)
-	if err != nil {
-		return 0, err
-	}
-	insData, err := w.stmt(`INSERT INTO message_data (message_id, data) VALUES (?, ?)`)
-	if err != nil {
-		return 0, err
-	}
-	var id MessageID
-	stored := fmtTime(date)
-	if err := insMsg.QueryRowContext(w.ctx, len(pm.raw), stored, env, st).Scan(&id); err != nil {
-		return 0, fmt.Errorf("insert message: %w", err)
-	}
-	// Decoded from what was just written, exactly as a later read would
-	// decode it, for the metadata cache once the transaction commits.
-	arena := joinBlobs(env, st)
-	info, err := decodeInfo(int64(len(pm.raw)), stored, arena[:len(env)], arena[len(env):])
-	if err != nil {
-		return 0, fmt.Errorf("decode new message metadata: %w", err)
-	}
-	w.newMsgs = append(w.newMsgs, id)
-	w.newInfos = append(w.newInfos, info)
-	if _, err := insText.ExecContext(w.ctx, id, pm.headerText, pm.bodyText); err != nil {
-		return 0, fmt.Errorf("insert message text: %w", err)
-	}
-	if _, err := insData.ExecContext(w.ctx, id, pm.raw); err != nil {
-		return 0, fmt.Errorf("insert message data: %w", err)
-	}
-	return id, nil
-}
-
 // addEntries appends entries for rows (message and flags taken from each
 // row) to mb with new UIDs and one new modseq, and emits one ChangeAdd.
 func addEntries(w *writeTx, mb *Mailbox, rows []entryRow) ([]Entry, error) {
@@ -336,6 +295,9 @@ func (s *Store) Snapshot(ctx context.Context, u UserID, id MailboxID) (Snapshot,
 // read-only.
 func (s *Store) Meta(ctx context.Context, u UserID, id MailboxID, uids []UID) ([]MessageMeta, error) {
 	var out []MessageMeta
+	// Unindexed messages are parsed from their bytes (index.go).
+	r := s.blobs.begin()
+	defer r.end()
 	err := s.read(ctx, "message meta", func(tx *sql.Tx) error {
 		if _, err := mailboxByID(ctx, tx, u, id); err != nil {
 			return err
@@ -377,7 +339,7 @@ func (s *Store) Meta(ctx context.Context, u UserID, id MailboxID, uids []UID) ([
 		rows.Close()
 		infos := make([]*messageInfo, len(ids))
 		if s.metaCache.lookup(ids, infos) < len(ids) {
-			if err := s.loadInfos(ctx, tx, ids, infos); err != nil {
+			if err := s.loadInfos(ctx, tx, r, ids, infos); err != nil {
 				return err
 			}
 		}
@@ -407,7 +369,9 @@ type infoMiss struct {
 // are read with one range scan when their ids are dense, else with one
 // query per batch of sqlMaxVars ids. Rows are decoded in chunks, by
 // parallel workers when there are many (decoding costs more than reading).
-func (s *Store) loadInfos(ctx context.Context, tx *sql.Tx, ids []MessageID, infos []*messageInfo) error {
+// Unindexed messages are parsed from their bytes, read through br, exactly
+// as the indexer will (and cached the same way).
+func (s *Store) loadInfos(ctx context.Context, tx *sql.Tx, br *blobReader, ids []MessageID, infos []*messageInfo) error {
 	var misses []infoMiss
 	for i, id := range ids {
 		if infos[i] == nil {
@@ -424,6 +388,7 @@ func (s *Store) loadInfos(ctx context.Context, tx *sql.Tx, ids []MessageID, info
 
 	dec := newInfoDecoder(misses, infos, len(distinct))
 	defer dec.stop()
+	var unindexed []unindexedInfo
 	j := 0 // next miss to match, misses being ascending by id like the rows
 	scan := func(query string, args ...any) error {
 		rows, err := tx.QueryContext(ctx, query, args...)
@@ -434,9 +399,12 @@ func (s *Store) loadInfos(ctx context.Context, tx *sql.Tx, ids []MessageID, info
 		var (
 			r       rawInfo
 			env, st sql.RawBytes
+			indexed bool
+			loc     blobLoc
+			crc     int64
 		)
 		for rows.Next() {
-			if err := rows.Scan(&r.id, &r.size, &r.date, &env, &st); err != nil {
+			if err := rows.Scan(&r.id, &r.size, &r.date, &env, &st, &indexed, &loc.pack, &loc.off, &crc); err != nil {
 				return fmt.Errorf("scan message metadata: %w", err)
 			}
 			for j < len(misses) && misses[j].id < r.id {
@@ -450,6 +418,11 @@ func (s *Store) loadInfos(ctx context.Context, tx *sql.Tx, ids []MessageID, info
 				j++
 			}
 			r.hi = j
+			if !indexed {
+				loc.size, loc.bodyCRC = r.size, uint32(crc)
+				unindexed = append(unindexed, unindexedInfo{rawInfo: r, loc: loc})
+				continue
+			}
 			r.arena, r.split = joinBlobs(env, st), len(env)
 			if err := dec.add(r); err != nil {
 				return err
@@ -460,7 +433,7 @@ func (s *Store) loadInfos(ctx context.Context, tx *sql.Tx, ids []MessageID, info
 		}
 		return nil
 	}
-	const cols = `SELECT id, size, internal_date, envelope, structure FROM messages WHERE id `
+	const cols = `SELECT id, size, internal_date, envelope, structure, indexed, pack, pack_off, body_crc FROM messages WHERE id `
 	if lo, hi := distinct[0], distinct[len(distinct)-1]; uint64(hi-lo) < 2*uint64(len(distinct)) {
 		if err := scan(cols+`BETWEEN ? AND ? ORDER BY id`, lo, hi); err != nil {
 			return err
@@ -482,6 +455,48 @@ func (s *Store) loadInfos(ctx context.Context, tx *sql.Tx, ids []MessageID, info
 		return err
 	}
 	s.metaCache.add(newIDs, newInfos)
+	return s.parseInfos(br, unindexed, misses, infos)
+}
+
+// unindexedInfo is a row of loadInfos for a message not yet indexed.
+type unindexedInfo struct {
+	rawInfo
+	loc blobLoc
+}
+
+// parseChunk is how many unindexed messages parseInfos reads and parses at
+// a time (their bytes are held in memory meanwhile).
+const parseChunk = 256
+
+// parseInfos computes the metadata of unindexed messages from their bytes,
+// fills infos for their misses and caches it.
+func (s *Store) parseInfos(br *blobReader, rows []unindexedInfo, misses []infoMiss, infos []*messageInfo) error {
+	for len(rows) > 0 {
+		chunk := rows[:min(len(rows), parseChunk)]
+		rows = rows[len(chunk):]
+		raws := make([][]byte, len(chunk))
+		for i, u := range chunk {
+			raw, err := br.body(u.loc)
+			if err != nil {
+				return fmt.Errorf("message %d: %w", u.id, err)
+			}
+			raws[i] = slices.Clone(raw)
+		}
+		pms := s.parseAll(raws)
+		ids := make([]MessageID, len(chunk))
+		got := make([]*messageInfo, len(chunk))
+		for i, u := range chunk {
+			em, err := encodeMeta(&pms[i], u.size, u.date)
+			if err != nil {
+				return fmt.Errorf("message %d: %w", u.id, err)
+			}
+			ids[i], got[i] = u.id, em.info
+			for _, m := range misses[u.lo:u.hi] {
+				infos[m.idx] = em.info
+			}
+		}
+		s.metaCache.add(ids, got)
+	}
 	return nil
 }
 
@@ -643,19 +658,32 @@ func decodeInfo(size int64, date, env, st string) (*messageInfo, error) {
 // Body returns the raw bytes of the message uid as stored (CRLF line ends),
 // or ErrNotFound.
 func (s *Store) Body(ctx context.Context, u UserID, id MailboxID, uid UID) ([]byte, error) {
-	var data []byte
+	r := s.blobs.begin()
+	defer r.end()
+	var (
+		msg MessageID
+		loc blobLoc
+	)
 	err := s.read(ctx, "message body", func(tx *sql.Tx) error {
 		if _, err := mailboxByID(ctx, tx, u, id); err != nil {
 			return err
 		}
-		err := tx.QueryRowContext(ctx, `SELECT d.data FROM mailbox_messages mm JOIN message_data d ON d.message_id = mm.message_id
-			WHERE mm.mailbox_id = ? AND mm.uid = ?`, id, int64(uid)).Scan(&data)
+		err := scanLoc(tx.QueryRowContext(ctx, `SELECT m.id, `+locColumns("m.")+` FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id
+			WHERE mm.mailbox_id = ? AND mm.uid = ?`, id, int64(uid)), &loc, &msg)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("uid %d: %w", uid, ErrNotFound)
 		}
 		return err
 	})
-	return data, err
+	if err != nil {
+		return nil, err
+	}
+	// r's buffer is this call's own: no copy needed.
+	data, err := r.body(loc)
+	if err != nil {
+		return nil, fmt.Errorf("message body: uid %d (message %d): %w", uid, msg, err)
+	}
+	return data, nil
 }
 
 // Append stores raw in the mailbox with flags and internal date (zero means
@@ -670,16 +698,22 @@ func (s *Store) Append(ctx context.Context, u UserID, id MailboxID, raw []byte, 
 		date = s.now()
 	}
 	fs := parseFlags(flags)
+	// An uploaded message is indexed at once: its bytes and its texts are
+	// two records of one pack write.
+	locs, err := s.blobs.put([]blobRec{rawRecord(pm.raw), textRecord(&pm)})
+	if err != nil {
+		return Entry{}, 0, fmt.Errorf("append: %w", err)
+	}
 	var (
 		ent  Entry
 		uidv uint32
 	)
-	err := s.write(ctx, "append", func(w *writeTx) error {
+	err = s.write(ctx, "append", func(w *writeTx) error {
 		mb, err := selectableByID(w.ctx, w, u, id)
 		if err != nil {
 			return err
 		}
-		msg, err := insertMessage(w, pm, date)
+		msg, err := insertMessage(w, locs[0], int64(len(pm.raw)), date, &pm, locs[1])
 		if err != nil {
 			return err
 		}

@@ -135,3 +135,84 @@ type execer interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
+
+// legacyBatch is how many messages migrateLegacyBodies moves per step.
+const legacyBatch = 256
+
+// migrateLegacyBodies moves the bytes and texts of messages written by a
+// program older than migration 0003 (held in message_data and
+// message_text) into packs, a batch per pack write and transaction, so a
+// crash leaves each message either moved or not (a moved message's old
+// rows are deleted in the transaction that points it at its pack). Such
+// messages were parsed at delivery, so they stay indexed. When it moved
+// anything, it vacuums the database to give the space back.
+func (s *Store) migrateLegacyBodies(ctx context.Context) error {
+	moved := 0
+	for {
+		type legacy struct {
+			id              MessageID
+			raw, head, text []byte
+		}
+		var batch []legacy
+		err := s.read(ctx, "read legacy bodies", func(tx *sql.Tx) error {
+			rows, err := tx.QueryContext(ctx, `SELECT m.id, d.data, COALESCE(t.header_text, ''), COALESCE(t.body_text, '')
+				FROM messages m JOIN message_data d ON d.message_id = m.id LEFT JOIN message_text t ON t.message_id = m.id
+				WHERE m.pack IS NULL ORDER BY m.id LIMIT ?`, legacyBatch)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var l legacy
+				if err := rows.Scan(&l.id, &l.raw, &l.head, &l.text); err != nil {
+					return err
+				}
+				batch = append(batch, l)
+			}
+			return rows.Err()
+		})
+		if err != nil {
+			return fmt.Errorf("migrate message bodies: %w", err)
+		}
+		if len(batch) == 0 {
+			break
+		}
+		recs := make([]blobRec, 0, 2*len(batch))
+		for _, l := range batch {
+			recs = append(recs, rawRecord(l.raw), blobRec{l.head, l.text})
+		}
+		locs, err := s.blobs.put(recs)
+		if err != nil {
+			return fmt.Errorf("migrate message bodies: %w", err)
+		}
+		err = s.write(ctx, "move legacy bodies", func(w *writeTx) error {
+			for i, l := range batch {
+				raw, text := locs[2*i], locs[2*i+1]
+				if _, err := w.ExecContext(w.ctx, `UPDATE messages SET pack = ?, pack_off = ?, body_crc = ?, indexed = 1,
+					text_pack = ?, text_off = ?, head_len = ?, text_len = ?, head_crc = ?, text_crc = ?
+					WHERE id = ? AND pack IS NULL`, raw.pack, raw.off, int64(raw.crc[0]),
+					text.pack, text.off, len(l.head), len(l.text), int64(text.crc[0]), int64(text.crc[1]), l.id); err != nil {
+					return fmt.Errorf("point message %d at its pack: %w", l.id, err)
+				}
+				for _, q := range []string{`DELETE FROM message_data WHERE message_id = ?`, `DELETE FROM message_text WHERE message_id = ?`} {
+					if _, err := w.ExecContext(w.ctx, q, l.id); err != nil {
+						return fmt.Errorf("drop legacy copy of message %d: %w", l.id, err)
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("migrate message bodies: %w", err)
+		}
+		moved += len(batch)
+	}
+	if moved == 0 {
+		return nil
+	}
+	s.log.Info("moved message bodies into packs", "messages", moved)
+	if _, err := s.wdb.ExecContext(ctx, `VACUUM`); err != nil {
+		return fmt.Errorf("vacuum after moving bodies: %w", err)
+	}
+	return nil
+}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
@@ -10,9 +11,20 @@ import (
 // SearchText returns, ascending, the UIDs among uids (nil: all) whose decoded
 // text contains q.Needle, case-insensitively. For TextHeader with a Header
 // name, an empty Needle matches every message that has the field.
+//
+// The decoded texts were stored, lower-cased, next to each message's bytes
+// at delivery: a search reads those (from the page cache, usually) and
+// never decodes a message again.
 func (s *Store) SearchText(ctx context.Context, u UserID, id MailboxID, q TextQuery, uids []UID) ([]UID, error) {
-	needle := collapseSpace(strings.ToLower(q.Needle))
+	needle := []byte(collapseSpace(strings.ToLower(q.Needle)))
 	field := strings.ToLower(strings.TrimSpace(q.Header))
+	switch q.Kind {
+	case TextHeader, TextBody, TextAll:
+	default:
+		return nil, fmt.Errorf("search text: unknown text kind %d", q.Kind)
+	}
+	r := s.blobs.begin()
+	defer r.end()
 	var out []UID
 	err := s.read(ctx, "search text", func(tx *sql.Tx) error {
 		if _, err := mailboxByID(ctx, tx, u, id); err != nil {
@@ -23,60 +35,82 @@ func (s *Store) SearchText(ctx context.Context, u UserID, id MailboxID, q TextQu
 			return nil
 		}
 		args := append([]any{id}, f.args...)
-		var cond string
-		cols := "mm.uid"
-		switch {
-		case q.Kind == TextHeader && field != "":
-			cols = "mm.uid, t.header_text"
-		case q.Kind == TextHeader:
-			cond = " AND " + sqlContains("t.header_text")
-			args = append(args, needle)
-		case q.Kind == TextBody:
-			cond = " AND " + sqlContains("t.body_text")
-			args = append(args, needle)
-		case q.Kind == TextAll:
-			cond = " AND (" + sqlContains("t.header_text") + " OR " + sqlContains("t.body_text") + ")"
-			args = append(args, needle, needle)
-		default:
-			return fmt.Errorf("unknown text kind %d", q.Kind)
-		}
-		rows, err := tx.QueryContext(ctx, `SELECT `+cols+` FROM mailbox_messages mm JOIN message_text t ON t.message_id = mm.message_id
-			WHERE mm.mailbox_id = ?`+f.clause+cond+` ORDER BY mm.uid`, args...)
+		rows, err := tx.QueryContext(ctx, `SELECT mm.uid, `+locColumns("m.")+` FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id
+			WHERE mm.mailbox_id = ?`+f.clause+` ORDER BY mm.uid`, args...)
 		if err != nil {
 			return fmt.Errorf("query text: %w", err)
 		}
 		defer rows.Close()
-		prefix := field + ": "
+		prefix := []byte(field + ": ")
 		for rows.Next() {
 			var (
-				uid int64
-				ht  string
+				uid UID
+				loc blobLoc
 			)
-			dest := []any{&uid}
-			if field != "" && q.Kind == TextHeader {
-				dest = append(dest, &ht)
-			}
-			if err := rows.Scan(dest...); err != nil {
+			if err := scanLoc(rows, &loc, &uid); err != nil {
 				return fmt.Errorf("scan text: %w", err)
 			}
-			if !f.keep(UID(uid)) {
+			if !f.keep(uid) {
 				continue
 			}
-			if len(dest) == 2 && !headerFieldContains(ht, prefix, needle) {
-				continue
+			head := func() ([]byte, error) { return r.head(loc) }
+			body := func() ([]byte, error) { return r.text(loc) }
+			if !loc.indexed {
+				// Not indexed yet (index.go): the texts come from
+				// parsing the message, as the indexer will.
+				pm, err := s.parseStored(r, loc)
+				if err != nil {
+					return fmt.Errorf("uid %d: %w", uid, err)
+				}
+				head = func() ([]byte, error) { return stringBytes(pm.headerText), nil }
+				body = func() ([]byte, error) { return stringBytes(pm.bodyText), nil }
 			}
-			out = append(out, UID(uid))
+			ok, err := textMatches(head, body, q.Kind, q.Kind == TextHeader && field != "", prefix, needle)
+			if err != nil {
+				return fmt.Errorf("uid %d: %w", uid, err)
+			}
+			if ok {
+				out = append(out, uid)
+			}
 		}
 		return rows.Err()
 	})
 	return out, err
 }
 
+// textMatches reports whether a message's texts match: for TextHeader
+// with a field, a line of that field (prefix "name: ") containing needle;
+// otherwise the header text, the body text or either containing needle.
+// head and body return the texts; the result of one may be invalidated by
+// a call of the other.
+func textMatches(head, body func() ([]byte, error), kind TextKind, byField bool, prefix, needle []byte) (bool, error) {
+	if kind == TextHeader || kind == TextAll {
+		ht, err := head()
+		if err != nil {
+			return false, err
+		}
+		if byField {
+			return headerFieldContains(ht, prefix, needle), nil
+		}
+		if bytes.Contains(ht, needle) {
+			return true, nil
+		}
+		if kind == TextHeader {
+			return false, nil
+		}
+	}
+	bt, err := body()
+	if err != nil {
+		return false, err
+	}
+	return bytes.Contains(bt, needle), nil
+}
+
 // headerFieldContains reports whether a field line starting with prefix
 // ("name: ") in the stored header text contains needle.
-func headerFieldContains(ht, prefix, needle string) bool {
-	for line := range strings.SplitSeq(ht, "\n") {
-		if v, ok := strings.CutPrefix(line, prefix); ok && strings.Contains(v, needle) {
+func headerFieldContains(ht, prefix, needle []byte) bool {
+	for line := range bytes.SplitSeq(ht, []byte("\n")) {
+		if v, ok := bytes.CutPrefix(line, prefix); ok && bytes.Contains(v, needle) {
 			return true
 		}
 	}

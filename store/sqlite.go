@@ -153,13 +153,5 @@ func openSQLiteReadOnly(ctx context.Context, dir string) (*sql.DB, error) {
 	return rdb, nil
 }
 
-// sqlContains is a boolean SQL expression true when the text column (first
-// placeholder argument position is the column) contains the needle; it is
-// used by SearchText's body search. instr is SQLite-specific (PostgreSQL:
-// strpos).
-func sqlContains(column string) string {
-	return "instr(" + column + ", ?) > 0"
-}
-
 // sqlMaxVars bounds the number of placeholders per statement.
 const sqlMaxVars = 500

@@ -37,6 +37,15 @@ type Options struct {
 	// error wrapping ErrReadOnly, and Subscribe never delivers a Change
 	// (changes are published only by the Store that writes them).
 	ReadOnly bool
+
+	// For tests: packMaxBytes overrides the size at which a pack is
+	// sealed; onCompacted is called after each background compaction run.
+	packMaxBytes int64
+	onCompacted  func(retired int, err error)
+	// onIndexed is called after each background indexer run; noIndexer
+	// starts no background indexer (tests then call indexPending).
+	onIndexed func(indexed int, err error)
+	noIndexer bool
 }
 
 // Store is the durable multi-user mail store. It is safe for concurrent use.
@@ -67,6 +76,26 @@ type Store struct {
 	// metaCache holds decoded message metadata by MessageID; nil when
 	// disabled.
 	metaCache *metaCache
+
+	// blobs holds the message bytes and texts (see blobs.go).
+	blobs *blobStore
+	// compactMu serialises compaction runs; compactKick wakes the
+	// background compactor (after a commit that deleted messages), which
+	// compactStop stops and compactDone reports stopped. onCompacted, set
+	// by tests, is called after each background run.
+	compactMu   sync.Mutex
+	compactKick chan struct{}
+	compactStop context.CancelFunc
+	compactDone chan struct{}
+	onCompacted func(retired int, err error)
+
+	// indexKick wakes the background indexer (index.go), indexStop stops
+	// it and indexDone reports it stopped; onIndexed, set by tests, is
+	// called after each of its runs.
+	indexKick chan struct{}
+	indexStop context.CancelFunc
+	indexDone chan struct{}
+	onIndexed func(indexed int, err error)
 }
 
 // Open opens (creating if needed) the store in dir: the directory is created
@@ -89,6 +118,9 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		now:      opts.Now,
 		subs:     make(map[int]func(Change)),
 		readOnly: opts.ReadOnly,
+
+		onCompacted: opts.onCompacted,
+		onIndexed:   opts.onIndexed,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -114,6 +146,10 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 			rdb.Close()
 			return nil, fmt.Errorf("open store read-only: %w", err)
 		}
+		if s.blobs, err = openBlobs(dir, true, 0, s.log); err != nil {
+			rdb.Close()
+			return nil, fmt.Errorf("open store read-only: %w", err)
+		}
 		return s, nil
 	}
 	lock, err := lockDir(dir, s.log)
@@ -126,19 +162,83 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	s.wdb, s.rdb, s.lock = wdb, rdb, lock
-	if err := s.migrate(ctx); err != nil {
+	fail := func(err error) (*Store, error) {
 		wdb.Close()
 		rdb.Close()
+		if s.blobs != nil {
+			s.blobs.close()
+		}
 		lock.release()
 		return nil, fmt.Errorf("open store: %w", err)
 	}
+	if err := s.migrate(ctx); err != nil {
+		return fail(err)
+	}
+	if s.blobs, err = openBlobs(dir, false, opts.packMaxBytes, s.log); err != nil {
+		return fail(err)
+	}
+	if err := s.migrateLegacyBodies(ctx); err != nil {
+		return fail(err)
+	}
+	s.startCompactor()
+	if !opts.noIndexer {
+		s.startIndexer()
+	}
 	return s, nil
+}
+
+// startCompactor starts the background goroutine that compacts packs once
+// at start and after every commit that deleted messages.
+func (s *Store) startCompactor() {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.compactKick = make(chan struct{}, 1)
+	s.compactStop = cancel
+	s.compactDone = make(chan struct{})
+	s.compactKick <- struct{}{}
+	go func() {
+		defer close(s.compactDone)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.compactKick:
+			}
+			n, err := s.compact(ctx)
+			if err != nil && ctx.Err() == nil {
+				s.log.Error("compact packs", "err", err)
+			}
+			if s.onCompacted != nil {
+				s.onCompacted(n, err)
+			}
+		}
+	}()
+}
+
+// kickCompactor asks the compactor for a run, without waiting.
+func (s *Store) kickCompactor() {
+	if s.compactKick == nil {
+		return
+	}
+	select {
+	case s.compactKick <- struct{}{}:
+	default:
+	}
 }
 
 // Close waits for the write in progress, if any, closes the database and
 // releases the data directory's lock. Every method called after Close
 // returns ErrClosed.
 func (s *Store) Close() error {
+	// The compactor and the indexer write through s.write: they are
+	// stopped before the writer lock is taken.
+	if s.compactStop != nil {
+		s.compactStop()
+		<-s.compactDone
+	}
+	if s.indexStop != nil {
+		s.indexStop()
+		<-s.indexDone
+	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.closed.Swap(true) {
@@ -148,6 +248,7 @@ func (s *Store) Close() error {
 	if s.wdb != nil {
 		err = errors.Join(err, s.wdb.Close())
 	}
+	err = errors.Join(err, s.blobs.close())
 	// The lock is released last, once every connection is closed.
 	return errors.Join(err, s.lock.release())
 }
@@ -296,6 +397,9 @@ func (s *Store) write(ctx context.Context, op string, fn func(tx *writeTx) error
 	}
 	s.metaCache.remove(w.deletedMsgs)
 	s.metaCache.add(w.newMsgs, w.newInfos)
+	if len(w.deletedMsgs) > 0 {
+		s.kickCompactor()
+	}
 	s.publish(ctx.Value(originKey{}), w.changes)
 	return nil
 }

@@ -1,0 +1,606 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"unsafe"
+)
+
+// Message bytes and their decoded search text live in append-only pack
+// files, dir/blobs/pack-NNNNNNNN, not in SQLite. SQLite in WAL mode writes
+// every byte twice (once to the WAL, once more at checkpoint) and checksums
+// it on the way; a pack is written once, sequentially, and a whole group
+// commit costs one fdatasync. Each message has two records: its raw bytes
+// (written at delivery) and its texts, the decoded header text followed by
+// the decoded body text (written when it is indexed, see index.go). The
+// messages row names each record's pack and offset, its lengths and a
+// CRC-32C of each part, checked on every read.
+//
+// Durability: a record is written and the pack fdatasync'd before the
+// transaction that refers to it begins, so a committed row never points at
+// bytes that are not on disk. A new pack file is created, and the blobs
+// directory fsync'd, before anything is written to it. A crash between the
+// pack write and the commit leaves unreferenced bytes in the pack: dead
+// space, like the records of deleted messages, which compaction reclaims.
+//
+// Compaction rewrites the live records of a sealed pack (not the one being
+// appended to) whose live bytes are less than half its size into the
+// active pack, moves the rows in a transaction, and then unlinks the old
+// pack. Readers never see a pack disappear under them: every read of pack
+// bytes happens between blobStore.begin and end, begun before the read
+// transaction, and a retired pack's file stays open (unlinked) until no
+// read is in flight, so a read whose snapshot still names the old location
+// reads the old file.
+
+const (
+	// blobDirName is the directory of the pack files inside the data
+	// directory.
+	blobDirName = "blobs"
+	// packPrefix begins every pack file's name; the rest is its number.
+	packPrefix = "pack-"
+	// defaultPackMaxBytes is the size at which the active pack is sealed
+	// and a new one started (a group commit is never split, so a pack may
+	// end up one batch larger).
+	defaultPackMaxBytes = 64 << 20
+	// compactLiveRatio: a sealed pack whose live bytes are below this
+	// fraction of its size is compacted.
+	compactLiveRatio = 0.5
+)
+
+// crcTable is CRC-32C (Castagnoli), hardware-accelerated on amd64 and arm64.
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// ErrCorrupt is wrapped by the error of a read whose bytes fail their
+// checksum or lie outside their pack file.
+var ErrCorrupt = errors.New("store: stored message data is corrupt")
+
+// blobLoc is where a message's records live: its raw bytes, and (once
+// indexed) its texts.
+type blobLoc struct {
+	pack, off, size int64
+	bodyCRC         uint32
+	// indexed is set once the message's metadata and texts are stored;
+	// the text fields are meaningful only then.
+	indexed          bool
+	textPack         int64
+	textOff          int64
+	headLen, textLen int64
+	headCRC, textCRC uint32
+}
+
+// blobRec is one record to append: up to two parts, written back to back.
+type blobRec [2][]byte
+
+// recordLoc is where put wrote a record, with the CRC of each part.
+type recordLoc struct {
+	pack, off int64
+	crc       [2]uint32
+}
+
+// rawRecord is the record of a message's bytes.
+func rawRecord(raw []byte) blobRec { return blobRec{raw} }
+
+// textRecord is the record of a parsed message's texts. They are viewed in
+// place (no copy): writes only read them.
+func textRecord(pm *parsedMessage) blobRec {
+	return blobRec{stringBytes(pm.headerText), stringBytes(pm.bodyText)}
+}
+
+// stringBytes returns the bytes of s without copying; they must not be
+// modified.
+func stringBytes(s string) []byte {
+	return unsafe.Slice(unsafe.StringData(s), len(s))
+}
+
+// blobStore is the set of pack files of one Store.
+type blobStore struct {
+	dir      string
+	readOnly bool
+	log      *slog.Logger
+	// maxBytes is the size at which the active pack is sealed.
+	maxBytes int64
+
+	mu sync.Mutex
+	// packs are the open pack files by number.
+	packs map[int64]*os.File
+	// retired are compacted packs, unlinked but still open until no read
+	// is in flight (readers == 0).
+	retired map[int64]*os.File
+	readers int
+	// active is the pack appended to (nil until the first write); end is
+	// where the next record goes; next is the number of the next new pack.
+	active   *os.File
+	activeID int64
+	end      int64
+	next     int64
+}
+
+// openBlobs opens dir/blobs (creating it unless readOnly) and every pack in
+// it.
+func openBlobs(dir string, readOnly bool, maxBytes int64, log *slog.Logger) (*blobStore, error) {
+	if maxBytes <= 0 {
+		maxBytes = defaultPackMaxBytes
+	}
+	b := &blobStore{
+		dir:      filepath.Join(dir, blobDirName),
+		readOnly: readOnly,
+		log:      log,
+		maxBytes: maxBytes,
+		packs:    map[int64]*os.File{},
+		retired:  map[int64]*os.File{},
+		next:     1,
+	}
+	if readOnly {
+		// Packs are opened when first read: another process may add
+		// and retire them while this Store is open.
+		return b, nil
+	}
+	if err := os.Mkdir(b.dir, 0o700); err == nil {
+		if err := syncDir(dir); err != nil {
+			return nil, fmt.Errorf("create %s: %w", b.dir, err)
+		}
+	} else if !errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("create pack directory: %w", err)
+	}
+	ents, err := os.ReadDir(b.dir)
+	if err != nil {
+		return nil, fmt.Errorf("list pack directory: %w", err)
+	}
+	for _, e := range ents {
+		id, ok := packID(e.Name())
+		if !ok {
+			continue
+		}
+		f, err := os.OpenFile(filepath.Join(b.dir, e.Name()), os.O_RDWR, 0)
+		if err != nil {
+			b.close()
+			return nil, fmt.Errorf("open pack: %w", err)
+		}
+		b.packs[id] = f
+		b.next = max(b.next, id+1)
+	}
+	return b, nil
+}
+
+// packID parses a pack file name.
+func packID(name string) (int64, bool) {
+	num, ok := strings.CutPrefix(name, packPrefix)
+	if !ok {
+		return 0, false
+	}
+	id, err := strconv.ParseInt(num, 10, 64)
+	return id, err == nil && id > 0
+}
+
+func packName(id int64) string { return fmt.Sprintf("%s%08d", packPrefix, id) }
+
+// close closes every pack file.
+func (b *blobStore) close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var err error
+	for _, m := range []map[int64]*os.File{b.packs, b.retired} {
+		for id, f := range m {
+			err = errors.Join(err, f.Close())
+			delete(m, id)
+		}
+	}
+	b.active = nil
+	return err
+}
+
+// put appends recs to the active pack and makes them durable (fdatasync)
+// before returning their locations. Concurrent puts write disjoint ranges;
+// each syncs its own.
+func (b *blobStore) put(recs []blobRec) ([]recordLoc, error) {
+	if b.readOnly {
+		return nil, ErrReadOnly
+	}
+	locs := make([]recordLoc, len(recs))
+	var total int64
+	for i, r := range recs {
+		for k, part := range r {
+			locs[i].crc[k] = crc32.Checksum(part, crcTable)
+			total += int64(len(part))
+		}
+	}
+	f, id, off, err := b.reserve(total)
+	if err != nil {
+		return nil, err
+	}
+	pos := off
+	for i, r := range recs {
+		locs[i].pack, locs[i].off = id, pos
+		for _, part := range r {
+			if len(part) == 0 {
+				continue
+			}
+			if _, err := f.WriteAt(part, pos); err != nil {
+				return nil, fmt.Errorf("write pack %d: %w", id, err)
+			}
+			pos += int64(len(part))
+		}
+	}
+	if err := fdatasync(f); err != nil {
+		return nil, fmt.Errorf("sync pack %d: %w", id, err)
+	}
+	return locs, nil
+}
+
+// reserve returns the active pack (starting a new one when there is none
+// or it is full) and the offset at which n bytes may be written.
+func (b *blobStore) reserve(n int64) (*os.File, int64, int64, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.active == nil || b.end >= b.maxBytes {
+		if err := b.startPack(); err != nil {
+			return nil, 0, 0, err
+		}
+	}
+	off := b.end
+	b.end += n
+	return b.active, b.activeID, off, nil
+}
+
+// startPack creates the next pack file and makes it the active one. Its
+// directory entry is durable before anything refers to it. Called with mu
+// held.
+func (b *blobStore) startPack() error {
+	id := b.next
+	path := filepath.Join(b.dir, packName(id))
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("create pack: %w", err)
+	}
+	if err := syncDir(b.dir); err != nil {
+		f.Close()
+		os.Remove(path)
+		return fmt.Errorf("create pack %d: %w", id, err)
+	}
+	b.next = id + 1
+	b.packs[id] = f
+	b.active, b.activeID, b.end = f, id, 0
+	return nil
+}
+
+// blobReader reads records while it is open (between begin and end): no
+// pack it may need is closed in that time.
+type blobReader struct {
+	b   *blobStore
+	buf []byte
+}
+
+// begin starts a read. The caller must call end.
+func (b *blobStore) begin() *blobReader {
+	b.mu.Lock()
+	b.readers++
+	b.mu.Unlock()
+	return &blobReader{b: b}
+}
+
+// end finishes a read; the last reader out closes the retired packs.
+func (r *blobReader) end() {
+	b := r.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.readers--
+	if b.readers == 0 {
+		b.closeRetired()
+	}
+}
+
+// closeRetired closes the retired packs. Called with mu held and no reader.
+func (b *blobStore) closeRetired() {
+	for id, f := range b.retired {
+		if err := f.Close(); err != nil {
+			b.log.Warn("close retired pack", "pack", id, "err", err)
+		}
+		delete(b.retired, id)
+	}
+}
+
+// file returns the open file of pack id.
+func (b *blobStore) file(id int64) (*os.File, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if f := b.packs[id]; f != nil {
+		return f, nil
+	}
+	if f := b.retired[id]; f != nil {
+		return f, nil
+	}
+	f, err := os.Open(filepath.Join(b.dir, packName(id)))
+	if err != nil {
+		return nil, fmt.Errorf("open pack %d: %w", id, err)
+	}
+	b.packs[id] = f
+	return f, nil
+}
+
+// read returns n bytes of pack id at off, checked against crc. The result
+// is only valid until the next read of r.
+func (r *blobReader) read(id, off, n int64, crc uint32, what string) ([]byte, error) {
+	if n == 0 {
+		return nil, nil
+	}
+	f, err := r.b.file(id)
+	if err != nil {
+		return nil, err
+	}
+	if int64(cap(r.buf)) < n {
+		r.buf = make([]byte, n)
+	}
+	buf := r.buf[:n]
+	if _, err := f.ReadAt(buf, off); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%s: %d bytes at %d past the end of pack %d: %w", what, n, off, id, ErrCorrupt)
+		}
+		return nil, fmt.Errorf("read pack %d: %w", id, err)
+	}
+	if got := crc32.Checksum(buf, crcTable); got != crc {
+		return nil, fmt.Errorf("%s: checksum %08x, want %08x (pack %d, offset %d): %w", what, got, crc, id, off, ErrCorrupt)
+	}
+	return buf, nil
+}
+
+// body returns the raw message of loc.
+func (r *blobReader) body(l blobLoc) ([]byte, error) {
+	return r.read(l.pack, l.off, l.size, l.bodyCRC, "message bytes")
+}
+
+// head returns the decoded header text of an indexed loc.
+func (r *blobReader) head(l blobLoc) ([]byte, error) {
+	return r.read(l.textPack, l.textOff, l.headLen, l.headCRC, "header text")
+}
+
+// text returns the decoded body text of an indexed loc.
+func (r *blobReader) text(l blobLoc) ([]byte, error) {
+	return r.read(l.textPack, l.textOff+l.headLen, l.textLen, l.textCRC, "body text")
+}
+
+// sealed returns the packs that are not being appended to, with their
+// sizes.
+func (b *blobStore) sealed() (map[int64]int64, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := map[int64]int64{}
+	for id, f := range b.packs {
+		if f == b.active {
+			continue
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			return nil, fmt.Errorf("stat pack %d: %w", id, err)
+		}
+		out[id] = fi.Size()
+	}
+	return out, nil
+}
+
+// retire unlinks pack id; its file stays open until no read is in flight.
+func (b *blobStore) retire(id int64) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	f := b.packs[id]
+	if f == nil || f == b.active {
+		return nil
+	}
+	delete(b.packs, id)
+	b.retired[id] = f
+	if err := os.Remove(filepath.Join(b.dir, packName(id))); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove pack %d: %w", id, err)
+	}
+	if b.readers == 0 {
+		b.closeRetired()
+	}
+	return nil
+}
+
+// syncDir fsyncs a directory, making its entries durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open directory: %w", err)
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// compactBatchBytes bounds the bytes one compaction step moves (one pack
+// write and one transaction).
+const compactBatchBytes = 8 << 20
+
+// compact rewrites every sealed pack whose live bytes are below
+// compactLiveRatio of its size and retires it. It returns how many packs it
+// retired. It stops early, without harm, when ctx is cancelled.
+func (s *Store) compact(ctx context.Context) (int, error) {
+	s.compactMu.Lock()
+	defer s.compactMu.Unlock()
+	sizes, err := s.blobs.sealed()
+	if err != nil {
+		return 0, err
+	}
+	if len(sizes) == 0 {
+		return 0, nil
+	}
+	live := map[int64]int64{}
+	err = s.read(ctx, "pack usage", func(tx *sql.Tx) error {
+		for _, q := range []string{
+			`SELECT pack, SUM(size) FROM messages WHERE pack IS NOT NULL GROUP BY pack`,
+			`SELECT text_pack, SUM(head_len + text_len) FROM messages WHERE text_pack IS NOT NULL GROUP BY text_pack`,
+		} {
+			rows, err := tx.QueryContext(ctx, q)
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				var id, n int64
+				if err := rows.Scan(&id, &n); err != nil {
+					rows.Close()
+					return err
+				}
+				live[id] += n
+			}
+			if err := rows.Close(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	ids := make([]int64, 0, len(sizes))
+	for id := range sizes {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	retired := 0
+	for _, id := range ids {
+		if float64(live[id]) >= compactLiveRatio*float64(sizes[id]) {
+			continue
+		}
+		if err := s.compactPack(ctx, id); err != nil {
+			return retired, err
+		}
+		retired++
+		s.log.Info("compacted pack", "pack", id, "size", sizes[id], "live", live[id])
+	}
+	return retired, nil
+}
+
+// packRecord is one record in a pack being compacted: a message's raw
+// bytes or its texts.
+type packRecord struct {
+	msg   MessageID
+	texts bool
+	off   int64
+	lens  [2]int64
+	crcs  [2]uint32
+}
+
+// compactPack moves every record still in pack id to the active pack, then
+// retires it.
+func (s *Store) compactPack(ctx context.Context, id int64) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("compact pack %d: %w", id, err)
+		}
+		var batch []packRecord
+		err := s.read(ctx, "pack records", func(tx *sql.Tx) error {
+			rows, err := tx.QueryContext(ctx, `SELECT id, 0, pack_off, size, 0, body_crc, 0 FROM messages WHERE pack = ?
+				UNION ALL SELECT id, 1, text_off, head_len, text_len, head_crc, text_crc FROM messages WHERE text_pack = ?
+				ORDER BY 3`, id, id)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			var n int64
+			for n < compactBatchBytes && rows.Next() {
+				var (
+					r      packRecord
+					c0, c1 int64
+				)
+				if err := rows.Scan(&r.msg, &r.texts, &r.off, &r.lens[0], &r.lens[1], &c0, &c1); err != nil {
+					return err
+				}
+				r.crcs = [2]uint32{uint32(c0), uint32(c1)}
+				batch = append(batch, r)
+				n += r.lens[0] + r.lens[1]
+			}
+			return rows.Err()
+		})
+		if err != nil {
+			return fmt.Errorf("compact pack %d: %w", id, err)
+		}
+		if len(batch) == 0 {
+			return s.blobs.retire(id)
+		}
+		recs := make([]blobRec, len(batch))
+		br := s.blobs.begin()
+		for i, m := range batch {
+			off := m.off
+			for k := range 2 {
+				part, err := br.read(id, off, m.lens[k], m.crcs[k], "record")
+				if err != nil {
+					br.end()
+					return fmt.Errorf("compact pack %d: message %d: %w", id, m.msg, err)
+				}
+				// Copied: the reader's buffer is reused.
+				recs[i][k] = slices.Clone(part)
+				off += m.lens[k]
+			}
+		}
+		br.end()
+		locs, err := s.blobs.put(recs)
+		if err != nil {
+			return fmt.Errorf("compact pack %d: %w", id, err)
+		}
+		err = s.write(ctx, "move records", func(w *writeTx) error {
+			moveRaw, err := w.stmt(`UPDATE messages SET pack = ?, pack_off = ? WHERE id = ? AND pack = ? AND pack_off = ?`)
+			if err != nil {
+				return err
+			}
+			moveText, err := w.stmt(`UPDATE messages SET text_pack = ?, text_off = ? WHERE id = ? AND text_pack = ? AND text_off = ?`)
+			if err != nil {
+				return err
+			}
+			for i, m := range batch {
+				st := moveRaw
+				if m.texts {
+					st = moveText
+				}
+				if _, err := st.ExecContext(w.ctx, locs[i].pack, locs[i].off, m.msg, id, m.off); err != nil {
+					return fmt.Errorf("move message %d: %w", m.msg, err)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("compact pack %d: %w", id, err)
+		}
+	}
+}
+
+// locColumns returns the messages columns scanLoc reads, in its order,
+// each qualified with prefix ("" or "m.").
+func locColumns(prefix string) string {
+	cols := []string{"pack", "pack_off", "size", "body_crc", "indexed", "text_pack", "text_off", "head_len", "text_len", "head_crc", "text_crc"}
+	for i, c := range cols {
+		cols[i] = prefix + c
+	}
+	return strings.Join(cols, ", ")
+}
+
+// scanLoc scans the leading columns into keys (pointers: the message's
+// id, its UID…) and then locColumns into l.
+func scanLoc(rows interface{ Scan(...any) error }, l *blobLoc, keys ...any) error {
+	var (
+		bc, hc, tc int64
+		textPack   sql.NullInt64
+	)
+	if err := rows.Scan(append(keys, &l.pack, &l.off, &l.size, &bc, &l.indexed, &textPack, &l.textOff, &l.headLen, &l.textLen, &hc, &tc)...); err != nil {
+		return err
+	}
+	l.bodyCRC, l.headCRC, l.textCRC = uint32(bc), uint32(hc), uint32(tc)
+	l.textPack = textPack.Int64
+	return nil
+}

@@ -1,0 +1,409 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// openPacked opens a store in dir with opts, closed at cleanup.
+func openPacked(tb testing.TB, dir string, opts Options) *Store {
+	tb.Helper()
+	s, err := Open(context.Background(), dir, opts)
+	if err != nil {
+		tb.Fatalf("Open: %v", err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	return s
+}
+
+// packMessage is a message of about size bytes whose body and subject
+// carry tag, so a search can find it.
+func packMessage(tag string, size int) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "From: a@example.org\r\nSubject: pack %s\r\nMessage-ID: <%s@example.org>\r\n\r\nmark-%s-end\r\n", tag, tag, tag)
+	for b.Len() < size {
+		b.WriteString("filler line of the message body, repeated to reach the size\r\n")
+	}
+	return []byte(b.String())
+}
+
+// packFiles returns the names of the pack files in dir.
+func packFiles(tb testing.TB, dir string) []string {
+	tb.Helper()
+	ents, err := os.ReadDir(filepath.Join(dir, blobDirName))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+// appendN appends n messages to INBOX of a new user and returns the user,
+// the mailbox and the raw message of each UID.
+func appendN(tb testing.TB, s *Store, n, size int) (User, Mailbox, map[UID][]byte) {
+	tb.Helper()
+	u := mustUser(tb, s, "packs")
+	mb := mustMailbox(tb, s, u.ID, Inbox)
+	raws := map[UID][]byte{}
+	for i := range n {
+		raw := packMessage(fmt.Sprint(i), size)
+		e, _, err := s.Append(context.Background(), u.ID, mb.ID, raw, nil, time.Time{})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		raws[e.UID] = raw
+	}
+	return u, mb, raws
+}
+
+// checkBodies asserts that Body, Bodies and SearchText find exactly want.
+func checkBodies(tb testing.TB, s *Store, u UserID, mb MailboxID, want map[UID][]byte) {
+	tb.Helper()
+	ctx := context.Background()
+	var all []UID
+	for uid, raw := range want {
+		all = append(all, uid)
+		got, err := s.Body(ctx, u, mb, uid)
+		if err != nil {
+			tb.Fatalf("Body(%d): %v", uid, err)
+		}
+		if !bytes.Equal(got, raw) {
+			tb.Fatalf("Body(%d): %d bytes differ from the %d appended", uid, len(got), len(raw))
+		}
+	}
+	slices.Sort(all)
+	var seen []UID
+	err := s.Bodies(ctx, u, mb, all, func(uid UID, raw []byte) error {
+		seen = append(seen, uid)
+		if !bytes.Equal(raw, want[uid]) {
+			return fmt.Errorf("Bodies: uid %d differs", uid)
+		}
+		return nil
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if !slices.Equal(seen, all) {
+		tb.Fatalf("Bodies visited %v, want %v", seen, all)
+	}
+	for _, uid := range all {
+		tag := strings.TrimPrefix(strings.SplitN(string(want[uid]), "\r\n", 3)[1], "Subject: pack ")
+		got, err := s.SearchText(ctx, u, mb, TextQuery{Kind: TextBody, Needle: "MARK-" + tag + "-END"}, nil)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if !slices.Equal(got, []UID{uid}) {
+			tb.Fatalf("SearchText(mark-%s-end) = %v, want [%d]", tag, got, uid)
+		}
+	}
+}
+
+func TestPacksHoldBodiesOutsideTheDatabase(t *testing.T) {
+	dir := t.TempDir()
+	s := openPacked(t, dir, Options{})
+	u, mb, raws := appendN(t, s, 20, 3000)
+	checkBodies(t, s, u.ID, mb.ID, raws)
+	var dataRows, textRows int
+	if err := s.rdb.QueryRow(`SELECT (SELECT count(*) FROM message_data), (SELECT count(*) FROM message_text)`).Scan(&dataRows, &textRows); err != nil {
+		t.Fatal(err)
+	}
+	if dataRows != 0 || textRows != 0 {
+		t.Errorf("legacy tables hold %d/%d rows, want none", dataRows, textRows)
+	}
+	if files := packFiles(t, dir); len(files) != 1 || files[0] != packName(1) {
+		t.Errorf("pack files %v, want [%s]", files, packName(1))
+	}
+	// Reopened, every message reads back the same.
+	s.Close()
+	s = openPacked(t, dir, Options{})
+	checkBodies(t, s, u.ID, mb.ID, raws)
+}
+
+func TestPackCorruptionIsReported(t *testing.T) {
+	dir := t.TempDir()
+	s := openPacked(t, dir, Options{})
+	u, mb, raws := appendN(t, s, 3, 2000)
+	var loc blobLoc
+	var id MessageID
+	if err := scanLoc(s.rdb.QueryRow(`SELECT m.id, `+locColumns("m.")+` FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id WHERE mm.uid = 2`), &loc, &id); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	path := filepath.Join(dir, blobDirName, packName(loc.pack))
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if loc.textPack != loc.pack {
+		t.Fatalf("an appended message's texts are in pack %d, its bytes in %d", loc.textPack, loc.pack)
+	}
+	data[loc.off+loc.size-5] ^= 0x20     // a byte of the message
+	data[loc.textOff+loc.headLen+3] ^= 1 // a byte of its body text
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s = openPacked(t, dir, Options{})
+	ctx := context.Background()
+	if _, err := s.Body(ctx, u.ID, mb.ID, 2); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "uid 2") {
+		t.Errorf("Body of the damaged message: %v, want ErrCorrupt naming uid 2", err)
+	}
+	err = s.Bodies(ctx, u.ID, mb.ID, []UID{1, 2, 3}, func(UID, []byte) error { return nil })
+	if !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Bodies over the damaged message: %v, want ErrCorrupt", err)
+	}
+	if _, err := s.SearchText(ctx, u.ID, mb.ID, TextQuery{Kind: TextBody, Needle: "nothing"}, nil); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("SearchText over the damaged text: %v, want ErrCorrupt", err)
+	}
+	// The others are intact.
+	for _, uid := range []UID{1, 3} {
+		got, err := s.Body(ctx, u.ID, mb.ID, uid)
+		if err != nil || !bytes.Equal(got, raws[uid]) {
+			t.Errorf("Body(%d) beside the damage: %v", uid, err)
+		}
+	}
+	// A pack cut short is reported the same way.
+	if err := os.Truncate(path, loc.off+10); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Body(ctx, u.ID, mb.ID, 3); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Body past the end of a truncated pack: %v, want ErrCorrupt", err)
+	}
+}
+
+func TestCompactionReclaimsExpungedSpace(t *testing.T) {
+	dir := t.TempDir()
+	s := openPacked(t, dir, Options{packMaxBytes: 16 << 10})
+	u, mb, raws := appendN(t, s, 60, 3000)
+	ctx := context.Background()
+	before := packFiles(t, dir)
+	if len(before) < 8 {
+		t.Fatalf("%d packs, want several (packs of 16 KB)", len(before))
+	}
+	// Expunge four of every five.
+	var gone []UID
+	for uid := range raws {
+		if uid%5 != 0 {
+			gone = append(gone, uid)
+		}
+	}
+	if _, err := s.UpdateFlags(ctx, u.ID, mb.ID, gone, FlagsAdd, []string{`\Deleted`}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Expunge(ctx, u.ID, mb.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, uid := range gone {
+		delete(raws, uid)
+	}
+	n, err := s.compact(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := packFiles(t, dir)
+	if n == 0 || len(after) >= len(before) {
+		t.Errorf("compaction retired %d packs: %d files before, %d after", n, len(before), len(after))
+	}
+	var onDisk int64
+	for _, name := range after {
+		fi, err := os.Stat(filepath.Join(dir, blobDirName, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		onDisk += fi.Size()
+	}
+	var live int64
+	if err := s.rdb.QueryRow(`SELECT SUM(size + head_len + text_len) FROM messages`).Scan(&live); err != nil {
+		t.Fatal(err)
+	}
+	// Every sealed pack is at least half live; the active one may hold
+	// up to one pack of dead bytes.
+	if limit := 2*live + 16<<10 + 4000; onDisk > limit {
+		t.Errorf("%d bytes in packs for %d live bytes (limit %d)", onDisk, live, limit)
+	}
+	checkBodies(t, s, u.ID, mb.ID, raws)
+	s.Close()
+	s = openPacked(t, dir, Options{packMaxBytes: 16 << 10})
+	checkBodies(t, s, u.ID, mb.ID, raws)
+}
+
+func TestCompactionRunsInBackgroundAfterExpunge(t *testing.T) {
+	runs := make(chan int, 16)
+	dir := t.TempDir()
+	s := openPacked(t, dir, Options{packMaxBytes: 8 << 10, onCompacted: func(n int, err error) {
+		if err != nil {
+			t.Errorf("background compaction: %v", err)
+		}
+		runs <- n
+	}})
+	if n := <-runs; n != 0 { // the run at Open, on an empty store
+		t.Fatalf("compaction at open retired %d packs", n)
+	}
+	u, mb, raws := appendN(t, s, 12, 3000)
+	ctx := context.Background()
+	all := slices.Collect(func(yield func(UID) bool) {
+		for uid := range raws {
+			if !yield(uid) {
+				return
+			}
+		}
+	})
+	if _, err := s.UpdateFlags(ctx, u.ID, mb.ID, all, FlagsAdd, []string{`\Deleted`}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Expunge(ctx, u.ID, mb.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case n := <-runs:
+		if n == 0 {
+			t.Errorf("background compaction after expunging everything retired no pack")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no background compaction within 30 s of the expunge")
+	}
+	if files := packFiles(t, dir); len(files) != 1 {
+		t.Errorf("pack files after expunging everything: %v, want only the active one", files)
+	}
+}
+
+func TestReadsDuringCompaction(t *testing.T) {
+	dir := t.TempDir()
+	s := openPacked(t, dir, Options{packMaxBytes: 16 << 10})
+	u, mb, raws := appendN(t, s, 80, 2500)
+	ctx := context.Background()
+	keep := map[UID][]byte{}
+	var gone []UID
+	for uid, raw := range raws {
+		if uid%4 == 0 {
+			keep[uid] = raw
+		} else {
+			gone = append(gone, uid)
+		}
+	}
+	kept := slices.Sorted(func(yield func(UID) bool) {
+		for uid := range keep {
+			if !yield(uid) {
+				return
+			}
+		}
+	})
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	for range 3 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				err := s.Bodies(ctx, u.ID, mb.ID, kept, func(uid UID, raw []byte) error {
+					if !bytes.Equal(raw, keep[uid]) {
+						return fmt.Errorf("uid %d read back differently during compaction", uid)
+					}
+					return nil
+				})
+				if err != nil {
+					errc <- err
+					return
+				}
+			}
+		})
+	}
+	if _, err := s.UpdateFlags(ctx, u.ID, mb.ID, gone, FlagsAdd, []string{`\Deleted`}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Expunge(ctx, u.ID, mb.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.compact(ctx)
+	close(stop)
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Error(err)
+	}
+	if err != nil || n == 0 {
+		t.Fatalf("compact: %d packs, %v", n, err)
+	}
+	checkBodies(t, s, u.ID, mb.ID, keep)
+}
+
+func TestLegacyBodiesMoveIntoPacks(t *testing.T) {
+	dir := t.TempDir()
+	s := openPacked(t, dir, Options{})
+	u, mb, raws := appendN(t, s, 30, 2000)
+	ctx := context.Background()
+	// Turn the store into what an older program left: bytes and texts in
+	// message_data and message_text, no packs.
+	r := s.blobs.begin()
+	rows, err := s.rdb.Query(`SELECT id, ` + locColumns("") + ` FROM messages`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type legacy struct {
+		id              MessageID
+		raw, head, text []byte
+	}
+	var old []legacy
+	for rows.Next() {
+		var l legacy
+		var loc blobLoc
+		if err := scanLoc(rows, &loc, &l.id); err != nil {
+			t.Fatal(err)
+		}
+		b, err1 := r.body(loc)
+		l.raw = slices.Clone(b)
+		h, err2 := r.head(loc)
+		l.head = slices.Clone(h)
+		x, err3 := r.text(loc)
+		l.text = slices.Clone(x)
+		if err := errors.Join(err1, err2, err3); err != nil {
+			t.Fatal(err)
+		}
+		old = append(old, l)
+	}
+	rows.Close()
+	r.end()
+	for _, l := range old {
+		for _, q := range []struct {
+			sql  string
+			args []any
+		}{
+			{`INSERT INTO message_data (message_id, data) VALUES (?, ?)`, []any{l.id, l.raw}},
+			{`INSERT INTO message_text (message_id, header_text, body_text) VALUES (?, ?, ?)`, []any{l.id, string(l.head), string(l.text)}},
+			{`UPDATE messages SET pack = NULL, pack_off = 0, body_crc = 0, indexed = 1, text_pack = NULL, text_off = 0,
+				head_len = 0, text_len = 0, head_crc = 0, text_crc = 0 WHERE id = ?`, []any{l.id}},
+		} {
+			if _, err := s.wdb.ExecContext(ctx, q.sql, q.args...); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	s.Close()
+	if err := os.RemoveAll(filepath.Join(dir, blobDirName)); err != nil {
+		t.Fatal(err)
+	}
+	s = openPacked(t, dir, Options{})
+	var legacyRows, unpacked int
+	if err := s.rdb.QueryRow(`SELECT (SELECT count(*) FROM message_data) + (SELECT count(*) FROM message_text), (SELECT count(*) FROM messages WHERE pack IS NULL)`).Scan(&legacyRows, &unpacked); err != nil {
+		t.Fatal(err)
+	}
+	if legacyRows != 0 || unpacked != 0 {
+		t.Errorf("after the move: %d legacy rows, %d messages without a pack", legacyRows, unpacked)
+	}
+	checkBodies(t, s, u.ID, mb.ID, raws)
+}

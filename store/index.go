@@ -1,0 +1,256 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Indexing. Deliver stores a message's bytes (durably, with its ledger row
+// and mailbox entry) without parsing it: on a first fetch of thousands of
+// messages, parsing was most of the store's CPU, and nothing about the
+// message's safety depends on it. The message is "unindexed" until the
+// indexer has parsed it and stored its envelope, structure and texts; the
+// indexer runs in the background once deliveries have paused for
+// indexQuiet, and on Open. Until then every read that needs what parsing
+// gives computes it on demand from the stored bytes with the same parser,
+// so an unindexed message answers exactly as an indexed one: Meta parses
+// and caches it; SearchText parses it for its texts. Append (an IMAP
+// client's upload, one message) indexes at once.
+
+// indexQuiet is how long deliveries must pause before the indexer runs, so
+// that a large fetch is not slowed by indexing the messages it just
+// stored.
+const indexQuiet = 250 * time.Millisecond
+
+// indexBatch is how many messages the indexer parses per transaction.
+const indexBatch = 128
+
+// encodedMeta is a parsed message's metadata in its stored (binary) form
+// and decoded, for the metadata cache.
+type encodedMeta struct {
+	env, st []byte
+	info    *messageInfo
+}
+
+// encodeMeta encodes pm's envelope and structure as stored and decodes them
+// back exactly as a later read would.
+func encodeMeta(pm *parsedMessage, size int64, date string) (encodedMeta, error) {
+	env := appendEnvelopeBlob(nil, pm.envelope)
+	st := appendStructureBlob(nil, pm.structure)
+	arena := joinBlobs(env, st)
+	info, err := decodeInfo(size, date, arena[:len(env)], arena[len(env):])
+	if err != nil {
+		return encodedMeta{}, fmt.Errorf("decode new message metadata: %w", err)
+	}
+	return encodedMeta{env: env, st: st, info: info}, nil
+}
+
+// insertMessage records a message whose bytes are durable in a pack at
+// raw. With pm (and its texts durable at text) the message is stored
+// indexed; without, unindexed, for the indexer.
+func insertMessage(w *writeTx, raw recordLoc, size int64, date time.Time, pm *parsedMessage, text recordLoc) (MessageID, error) {
+	stored := fmtTime(date)
+	if pm == nil {
+		ins, err := w.stmt(`INSERT INTO messages (size, internal_date, envelope, structure, indexed, pack, pack_off, body_crc)
+			VALUES (?, ?, x'', x'', 0, ?, ?, ?) RETURNING id`)
+		if err != nil {
+			return 0, err
+		}
+		var id MessageID
+		if err := ins.QueryRowContext(w.ctx, size, stored, raw.pack, raw.off, int64(raw.crc[0])).Scan(&id); err != nil {
+			return 0, fmt.Errorf("insert message: %w", err)
+		}
+		return id, nil
+	}
+	em, err := encodeMeta(pm, size, stored)
+	if err != nil {
+		return 0, err
+	}
+	ins, err := w.stmt(`INSERT INTO messages (size, internal_date, envelope, structure, indexed, pack, pack_off, body_crc,
+		text_pack, text_off, head_len, text_len, head_crc, text_crc)
+		VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`)
+	if err != nil {
+		return 0, err
+	}
+	var id MessageID
+	if err := ins.QueryRowContext(w.ctx, size, stored, em.env, em.st, raw.pack, raw.off, int64(raw.crc[0]),
+		text.pack, text.off, len(pm.headerText), len(pm.bodyText), int64(text.crc[0]), int64(text.crc[1])).Scan(&id); err != nil {
+		return 0, fmt.Errorf("insert message: %w", err)
+	}
+	w.newMsgs = append(w.newMsgs, id)
+	w.newInfos = append(w.newInfos, em.info)
+	return id, nil
+}
+
+// parseStored reads the bytes of loc through r and parses them. The
+// result owns its memory.
+func (s *Store) parseStored(r *blobReader, loc blobLoc) (parsedMessage, error) {
+	raw, err := r.body(loc)
+	if err != nil {
+		return parsedMessage{}, err
+	}
+	return s.parse(slices.Clone(raw)), nil
+}
+
+// parseAll parses raws on up to GOMAXPROCS goroutines.
+func (s *Store) parseAll(raws [][]byte) []parsedMessage {
+	pms := make([]parsedMessage, len(raws))
+	var (
+		mu   sync.Mutex
+		next int
+		wg   sync.WaitGroup
+	)
+	for range min(len(raws), runtime.GOMAXPROCS(0)) {
+		wg.Go(func() {
+			for {
+				mu.Lock()
+				i := next
+				next++
+				mu.Unlock()
+				if i >= len(raws) {
+					return
+				}
+				pms[i] = s.parse(raws[i])
+			}
+		})
+	}
+	wg.Wait()
+	return pms
+}
+
+// startIndexer starts the background indexer: it runs indexQuiet after
+// Open and after the last of a series of kicks (deliveries).
+func (s *Store) startIndexer() {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.indexKick = make(chan struct{}, 1)
+	s.indexStop = cancel
+	s.indexDone = make(chan struct{})
+	s.indexKick <- struct{}{}
+	go func() {
+		defer close(s.indexDone)
+		timer := time.NewTimer(time.Hour)
+		timer.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				timer.Stop()
+				return
+			case <-s.indexKick:
+				timer.Reset(indexQuiet)
+				continue
+			case <-timer.C:
+			}
+			start := time.Now()
+			n, err := s.indexPending(ctx)
+			if err != nil && ctx.Err() == nil {
+				s.log.Error("index messages", "err", err)
+			}
+			if n > 0 {
+				s.log.Info("indexed messages", "messages", n, "took", time.Since(start).Round(time.Millisecond))
+			}
+			if s.onIndexed != nil {
+				s.onIndexed(n, err)
+			}
+		}
+	}()
+}
+
+// kickIndexer tells the indexer that messages were delivered, without
+// waiting.
+func (s *Store) kickIndexer() {
+	if s.indexKick == nil {
+		return
+	}
+	select {
+	case s.indexKick <- struct{}{}:
+	default:
+	}
+}
+
+// indexPending indexes every unindexed message, a batch per transaction,
+// and returns how many it indexed. It stops between batches when ctx is
+// cancelled.
+func (s *Store) indexPending(ctx context.Context) (int, error) {
+	done := 0
+	for {
+		if err := ctx.Err(); err != nil {
+			return done, err
+		}
+		type pending struct {
+			id   MessageID
+			date string
+			loc  blobLoc
+		}
+		var batch []pending
+		var raws [][]byte
+		r := s.blobs.begin()
+		err := s.read(ctx, "unindexed messages", func(tx *sql.Tx) error {
+			rows, err := tx.QueryContext(ctx, `SELECT id, internal_date, `+locColumns("")+` FROM messages WHERE indexed = 0 ORDER BY id LIMIT ?`, indexBatch)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var p pending
+				if err := scanLoc(rows, &p.loc, &p.id, &p.date); err != nil {
+					return err
+				}
+				raw, err := r.body(p.loc)
+				if err != nil {
+					return fmt.Errorf("message %d: %w", p.id, err)
+				}
+				batch = append(batch, p)
+				raws = append(raws, slices.Clone(raw))
+			}
+			return rows.Err()
+		})
+		r.end()
+		if err != nil {
+			return done, err
+		}
+		if len(batch) == 0 {
+			return done, nil
+		}
+		pms := s.parseAll(raws)
+		metas := make([]encodedMeta, len(pms))
+		recs := make([]blobRec, len(pms))
+		for i := range pms {
+			if metas[i], err = encodeMeta(&pms[i], batch[i].loc.size, batch[i].date); err != nil {
+				return done, fmt.Errorf("message %d: %w", batch[i].id, err)
+			}
+			recs[i] = textRecord(&pms[i])
+		}
+		locs, err := s.blobs.put(recs)
+		if err != nil {
+			return done, err
+		}
+		err = s.write(ctx, "index messages", func(w *writeTx) error {
+			upd, err := w.stmt(`UPDATE messages SET envelope = ?, structure = ?, text_pack = ?, text_off = ?, head_len = ?, text_len = ?,
+				head_crc = ?, text_crc = ?, indexed = 1 WHERE id = ? AND indexed = 0`)
+			if err != nil {
+				return err
+			}
+			for i, p := range batch {
+				res, err := upd.ExecContext(w.ctx, metas[i].env, metas[i].st, locs[i].pack, locs[i].off,
+					len(pms[i].headerText), len(pms[i].bodyText), int64(locs[i].crc[0]), int64(locs[i].crc[1]), p.id)
+				if err != nil {
+					return fmt.Errorf("index message %d: %w", p.id, err)
+				}
+				if n, err := res.RowsAffected(); err == nil && n > 0 {
+					w.newMsgs = append(w.newMsgs, p.id)
+					w.newInfos = append(w.newInfos, metas[i].info)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return done, err
+		}
+		done += len(batch)
+	}
+}
