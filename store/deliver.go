@@ -148,7 +148,7 @@ func (s *Store) Deliver(ctx context.Context, ds []Delivery) ([]Delivered, error)
 	if err != nil {
 		return nil, err
 	}
-	s.kickIndexer()
+	s.indexer.poke()
 	return out, nil
 }
 

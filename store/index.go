@@ -123,53 +123,22 @@ func (s *Store) parseAll(raws [][]byte) []parsedMessage {
 	return pms
 }
 
-// startIndexer starts the background indexer: it runs indexQuiet after
-// Open and after the last of a series of kicks (deliveries).
+// startIndexer starts the background indexer: it runs at Open and
+// indexQuiet after the last of a series of deliveries.
 func (s *Store) startIndexer() {
-	ctx, cancel := context.WithCancel(context.Background())
-	s.indexKick = make(chan struct{}, 1)
-	s.indexStop = cancel
-	s.indexDone = make(chan struct{})
-	s.indexKick <- struct{}{}
-	go func() {
-		defer close(s.indexDone)
-		timer := time.NewTimer(time.Hour)
-		timer.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				timer.Stop()
-				return
-			case <-s.indexKick:
-				timer.Reset(indexQuiet)
-				continue
-			case <-timer.C:
-			}
-			start := time.Now()
-			n, err := s.indexPending(ctx)
-			if err != nil && ctx.Err() == nil {
-				s.log.Error("index messages", "err", err)
-			}
-			if n > 0 {
-				s.log.Info("indexed messages", "messages", n, "took", time.Since(start).Round(time.Millisecond))
-			}
-			if s.onIndexed != nil {
-				s.onIndexed(n, err)
-			}
+	s.indexer = startWorker(indexQuiet, func(ctx context.Context) {
+		start := time.Now()
+		n, err := s.indexPending(ctx)
+		if err != nil && ctx.Err() == nil {
+			s.log.Error("index messages", "err", err)
 		}
-	}()
-}
-
-// kickIndexer tells the indexer that messages were delivered, without
-// waiting.
-func (s *Store) kickIndexer() {
-	if s.indexKick == nil {
-		return
-	}
-	select {
-	case s.indexKick <- struct{}{}:
-	default:
-	}
+		if n > 0 {
+			s.log.Info("indexed messages", "messages", n, "took", time.Since(start).Round(time.Millisecond))
+		}
+		if s.onIndexed != nil {
+			s.onIndexed(n, err)
+		}
+	})
 }
 
 // indexPending indexes every unindexed message, a batch per transaction,

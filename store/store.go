@@ -79,23 +79,15 @@ type Store struct {
 
 	// blobs holds the message bytes and texts (see blobs.go).
 	blobs *blobStore
-	// compactMu serialises compaction runs; compactKick wakes the
-	// background compactor (after a commit that deleted messages), which
-	// compactStop stops and compactDone reports stopped. onCompacted, set
-	// by tests, is called after each background run.
+	// compactMu serialises compaction runs. compactor and indexer are
+	// the background jobs (nil when not started: read-only, or tests);
+	// onCompacted and onIndexed, set by tests, are called after each of
+	// their runs.
 	compactMu   sync.Mutex
-	compactKick chan struct{}
-	compactStop context.CancelFunc
-	compactDone chan struct{}
+	compactor   *worker
+	indexer     *worker
 	onCompacted func(retired int, err error)
-
-	// indexKick wakes the background indexer (index.go), indexStop stops
-	// it and indexDone reports it stopped; onIndexed, set by tests, is
-	// called after each of its runs.
-	indexKick chan struct{}
-	indexStop context.CancelFunc
-	indexDone chan struct{}
-	onIndexed func(indexed int, err error)
+	onIndexed   func(indexed int, err error)
 }
 
 // Open opens (creating if needed) the store in dir: the directory is created
@@ -187,42 +179,21 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// startCompactor starts the background goroutine that compacts packs once
-// at start and after every commit that deleted messages.
-func (s *Store) startCompactor() {
-	ctx, cancel := context.WithCancel(context.Background())
-	s.compactKick = make(chan struct{}, 1)
-	s.compactStop = cancel
-	s.compactDone = make(chan struct{})
-	s.compactKick <- struct{}{}
-	go func() {
-		defer close(s.compactDone)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-s.compactKick:
-			}
-			n, err := s.compact(ctx)
-			if err != nil && ctx.Err() == nil {
-				s.log.Error("compact packs", "err", err)
-			}
-			if s.onCompacted != nil {
-				s.onCompacted(n, err)
-			}
-		}
-	}()
-}
+// compactQuiet is how long after the last expunge the compactor runs.
+const compactQuiet = 2 * time.Second
 
-// kickCompactor asks the compactor for a run, without waiting.
-func (s *Store) kickCompactor() {
-	if s.compactKick == nil {
-		return
-	}
-	select {
-	case s.compactKick <- struct{}{}:
-	default:
-	}
+// startCompactor starts the background compactor: it runs at Open and
+// after commits that deleted messages.
+func (s *Store) startCompactor() {
+	s.compactor = startWorker(compactQuiet, func(ctx context.Context) {
+		n, err := s.compact(ctx)
+		if err != nil && ctx.Err() == nil {
+			s.log.Error("compact packs", "err", err)
+		}
+		if s.onCompacted != nil {
+			s.onCompacted(n, err)
+		}
+	})
 }
 
 // Close waits for the write in progress, if any, closes the database and
@@ -231,14 +202,8 @@ func (s *Store) kickCompactor() {
 func (s *Store) Close() error {
 	// The compactor and the indexer write through s.write: they are
 	// stopped before the writer lock is taken.
-	if s.compactStop != nil {
-		s.compactStop()
-		<-s.compactDone
-	}
-	if s.indexStop != nil {
-		s.indexStop()
-		<-s.indexDone
-	}
+	s.compactor.close()
+	s.indexer.close()
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.closed.Swap(true) {
@@ -398,7 +363,7 @@ func (s *Store) write(ctx context.Context, op string, fn func(tx *writeTx) error
 	s.metaCache.remove(w.deletedMsgs)
 	s.metaCache.add(w.newMsgs, w.newInfos)
 	if len(w.deletedMsgs) > 0 {
-		s.kickCompactor()
+		s.compactor.poke()
 	}
 	s.publish(ctx.Value(originKey{}), w.changes)
 	return nil
