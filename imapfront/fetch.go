@@ -42,6 +42,8 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 		return &imap.Error{Type: imap.StatusResponseTypeBad, Text: "CONDSTORE is not supported"}
 	}
 	s.fault("fetch")
+	s.conn.cork()
+	defer s.uncork(&err)
 	targets := v.resolve(numSet, s.searchRes)
 	needBody := len(options.BodySection) > 0 || len(options.BinarySection) > 0 || len(options.BinarySectionSize) > 0
 	markSeen := false
@@ -53,18 +55,19 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 			markSeen = markSeen || !bs.Peek
 		}
 	}
+	var arena bodyArena
 	for len(targets) > 0 {
 		n := min(len(targets), fetchBatch)
 		batch := targets[:n]
 		targets = targets[n:]
-		if err := s.fetchBatch(w, v, batch, options, needBody, markSeen); err != nil {
+		if err := s.fetchBatch(w, v, batch, options, needBody, markSeen, &arena); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (s *session) fetchBatch(w *imapserver.FetchWriter, v *view, batch []target, options *imap.FetchOptions, needBody, markSeen bool) error {
+func (s *session) fetchBatch(w *imapserver.FetchWriter, v *view, batch []target, options *imap.FetchOptions, needBody, markSeen bool, arena *bodyArena) error {
 	st := s.srv.opts.Store
 	metas, err := st.Meta(s.ctx, s.user.id, v.mbox.id, targetUIDs(batch))
 	if err != nil {
@@ -116,7 +119,7 @@ func (s *session) fetchBatch(w *imapserver.FetchWriter, v *view, batch []target,
 	}
 	for len(present) > 0 {
 		chunk := present[:min(len(present), bodyChunk)]
-		done, out, err := s.loadBodies(v, chunk, byUID, options)
+		done, out, err := s.loadBodies(v, chunk, byUID, options, arena)
 		if err != nil {
 			return err
 		}
@@ -143,16 +146,48 @@ const (
 // errChunkFull stops a store.Bodies call once a chunk holds bodyChunkBytes.
 var errChunkFull = errors.New("imapfront: fetch chunk full")
 
+// bodyArena holds the section bytes of one chunk of FETCH responses. It is
+// reused from chunk to chunk of one FETCH command (a chunk is written out
+// before the next is loaded), so copying bodies out of the store costs no
+// allocation per message and no garbage.
+type bodyArena struct {
+	buf []byte
+}
+
+// reset empties the arena for a chunk that needs up to want bytes (at
+// most bodyChunkBytes are kept ready; the rest are allocated as needed).
+func (a *bodyArena) reset(want int64) {
+	want = min(want, bodyChunkBytes)
+	if int64(cap(a.buf)) < want {
+		a.buf = make([]byte, 0, want)
+	}
+	a.buf = a.buf[:0]
+}
+
+// copy returns a copy of b, in the arena when it fits.
+func (a *bodyArena) copy(b []byte) []byte {
+	n := len(a.buf)
+	if cap(a.buf)-n < len(b) {
+		return bytes.Clone(b)
+	}
+	a.buf = append(a.buf, b...)
+	return a.buf[n : n+len(b) : n+len(b)]
+}
+
 // loadBodies computes the FETCH responses of the first messages of chunk
 // (ascending by UID, all with metadata in byUID) from one store.Bodies call,
-// copying every section out of the store's buffers. It returns how many
-// targets of chunk it consumed, and their responses in chunk order,
-// without those expunged meanwhile.
-func (s *session) loadBodies(v *view, chunk []target, byUID map[store.UID]*store.MessageMeta, options *imap.FetchOptions) (int, []fetched, error) {
+// copying every section out of the store's buffers into arena (which it
+// resets). It returns how many targets of chunk it consumed, and their
+// responses in chunk order, without those expunged meanwhile.
+func (s *session) loadBodies(v *view, chunk []target, byUID map[store.UID]*store.MessageMeta, options *imap.FetchOptions, arena *bodyArena) (int, []fetched, error) {
 	byChunkUID := make(map[store.UID]int, len(chunk))
+	var want int64
+	sections := int64(len(options.BodySection) + len(options.BinarySection))
 	for i, t := range chunk {
 		byChunkUID[t.uid] = i
+		want += byUID[t.uid].Size * sections
 	}
+	arena.reset(want)
 	got := make([]*fetched, len(chunk))
 	var (
 		size    int
@@ -171,7 +206,7 @@ func (s *session) loadBodies(v *view, chunk []target, byUID map[store.UID]*store
 		m := byUID[t.uid]
 		f := &fetched{t: t, meta: m, flags: m.Flags}
 		for _, sec := range options.BodySection {
-			b := bytes.Clone(partial(bodySection(raw, m.Structure, sec), sec.Partial))
+			b := arena.copy(partial(bodySection(raw, m.Structure, sec), sec.Partial))
 			size += len(b)
 			f.bodies = append(f.bodies, b)
 		}
@@ -181,7 +216,7 @@ func (s *session) loadBodies(v *view, chunk []target, byUID map[store.UID]*store
 				sectErr = err
 				return err
 			}
-			b = bytes.Clone(partial(b, sec.Partial))
+			b = arena.copy(partial(b, sec.Partial))
 			size += len(b)
 			f.binaries = append(f.binaries, b)
 		}
@@ -250,11 +285,14 @@ func (s *session) writeFetchItems(resp *imapserver.FetchResponseWriter, f *fetch
 	if options.RFC822Size {
 		resp.WriteRFC822Size(f.meta.Size)
 	}
-	if options.Envelope {
-		resp.WriteEnvelope(toEnvelope(f.meta.Envelope))
-	}
-	if options.BodyStructure != nil {
-		resp.WriteBodyStructure(toBodyStructure(f.meta.Structure))
+	if options.Envelope || options.BodyStructure != nil {
+		c := s.srv.conv.get(f.meta)
+		if options.Envelope {
+			resp.WriteEnvelope(c.envelope)
+		}
+		if options.BodyStructure != nil {
+			resp.WriteBodyStructure(c.bs)
+		}
 	}
 	for i, sec := range options.BodySection {
 		if err := writeLiteral(resp.WriteBodySection(sec, int64(len(f.bodies[i]))), f.bodies[i]); err != nil {
