@@ -2,9 +2,12 @@ package imapfront
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"slices"
+	"sync"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
@@ -55,30 +58,130 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 			markSeen = markSeen || !bs.Peek
 		}
 	}
-	var arena bodyArena
-	for len(targets) > 0 {
-		n := min(len(targets), fetchBatch)
-		batch := targets[:n]
-		targets = targets[n:]
-		if err := s.fetchBatch(w, v, batch, options, needBody, markSeen, &arena); err != nil {
-			return err
+	return s.fetchPipelined(w, v, targets, options, needBody, markSeen)
+}
+
+// fetchPiece is a run of FETCH responses ready to be written, or the error
+// that ends the FETCH.
+type fetchPiece struct {
+	out   []fetched
+	seen  map[store.UID]bool // messages whose \Seen this FETCH set
+	arena *bodyArena         // holds out's section bytes; handed back once written
+	err   error
+}
+
+// fetchArenas is how many body arenas one FETCH uses: one being written to
+// the client while the next chunk is read into the other.
+const fetchArenas = 2
+
+// fetchPipelined answers a FETCH in two goroutines: a loader reads the
+// metadata and bodies from the store, a chunk ahead, while the session's
+// goroutine writes the previous chunk to the client, so that store reads
+// and socket writes overlap. The loader is stopped and waited for before
+// fetchPipelined returns, whatever happens.
+func (s *session) fetchPipelined(w *imapserver.FetchWriter, v *view, targets []target, options *imap.FetchOptions, needBody, markSeen bool) error {
+	ctx, cancel := context.WithCancel(s.ctx)
+	pieces := make(chan fetchPiece, 1)
+	free := make(chan *bodyArena, fetchArenas)
+	for range fetchArenas {
+		free <- new(bodyArena)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(pieces)
+		defer func() {
+			if p := recover(); p != nil {
+				s.srv.panics.Add(1)
+				s.log.Error("panic in imap session", "op", "FETCH", "panic", p, "stack", string(debug.Stack()))
+				select {
+				case pieces <- fetchPiece{err: errInternal}:
+				case <-ctx.Done():
+				}
+			}
+		}()
+		l := fetchLoader{s: s, ctx: ctx, v: v, options: options, needBody: needBody, markSeen: markSeen, pieces: pieces, free: free}
+		for len(targets) > 0 {
+			n := min(len(targets), fetchBatch)
+			if !l.batch(targets[:n]) {
+				return
+			}
+			targets = targets[n:]
+		}
+	}()
+	defer func() {
+		cancel()
+		for range pieces {
+		}
+		wg.Wait()
+	}()
+	for p := range pieces {
+		if p.err != nil {
+			return p.err
+		}
+		for i := range p.out {
+			if err := s.writeFetch(w, &p.out[i], options, p.seen[p.out[i].t.uid]); err != nil {
+				return err
+			}
+		}
+		if p.arena != nil {
+			free <- p.arena
 		}
 	}
 	return nil
 }
 
-func (s *session) fetchBatch(w *imapserver.FetchWriter, v *view, batch []target, options *imap.FetchOptions, needBody, markSeen bool, arena *bodyArena) error {
+// fetchLoader is the loading side of fetchPipelined. It only reads the
+// session's immutable fields (store, user, logger) and the view's mailbox
+// id, which do not change while a command runs.
+type fetchLoader struct {
+	s        *session
+	ctx      context.Context
+	v        *view
+	options  *imap.FetchOptions
+	needBody bool
+	markSeen bool
+	pieces   chan<- fetchPiece
+	free     <-chan *bodyArena
+}
+
+// send hands a piece to the writer; false when the FETCH is being
+// abandoned (or p is an error): the loader must stop.
+func (l *fetchLoader) send(p fetchPiece) bool {
+	select {
+	case l.pieces <- p:
+		return p.err == nil
+	case <-l.ctx.Done():
+		return false
+	}
+}
+
+// fail reports a store error, unless the FETCH is being abandoned (the
+// error is then the cancellation's, not worth a log line).
+func (l *fetchLoader) fail(err error) bool {
+	if l.ctx.Err() != nil {
+		return false
+	}
+	return l.send(fetchPiece{err: l.s.storeErr("FETCH", targetMailbox, err)})
+}
+
+// batch loads one batch of targets (at most fetchBatch) and sends its
+// responses; false when the loader must stop.
+func (l *fetchLoader) batch(batch []target) bool {
+	s, v := l.s, l.v
+	s.fault("fetch-load")
 	st := s.srv.opts.Store
-	metas, err := st.Meta(s.ctx, s.user.id, v.mbox.id, targetUIDs(batch))
+	metas, err := st.Meta(l.ctx, s.user.id, v.mbox.id, targetUIDs(batch))
 	if err != nil {
-		return s.storeErr("FETCH", targetMailbox, err)
+		return l.fail(err)
 	}
 	byUID := make(map[store.UID]*store.MessageMeta, len(metas))
 	for i := range metas {
 		byUID[metas[i].UID] = &metas[i]
 	}
 	seenChanged := map[store.UID]bool{}
-	if markSeen {
+	if l.markSeen {
 		var unseen []store.UID
 		for _, t := range batch {
 			if m := byUID[t.uid]; m != nil && !slices.Contains(m.Flags, store.FlagSeen) {
@@ -86,9 +189,10 @@ func (s *session) fetchBatch(w *imapserver.FetchWriter, v *view, batch []target,
 			}
 		}
 		if len(unseen) > 0 {
-			entries, err := st.UpdateFlags(s.origin(false), s.user.id, v.mbox.id, unseen, store.FlagsAdd, []string{store.FlagSeen})
+			octx := store.WithOrigin(l.ctx, &opOrigin{view: v})
+			entries, err := st.UpdateFlags(octx, s.user.id, v.mbox.id, unseen, store.FlagsAdd, []string{store.FlagSeen})
 			if err != nil {
-				return s.storeErr("FETCH", targetMailbox, err)
+				return l.fail(err)
 			}
 			for _, e := range entries {
 				if m := byUID[e.UID]; m != nil {
@@ -98,18 +202,14 @@ func (s *session) fetchBatch(w *imapserver.FetchWriter, v *view, batch []target,
 			}
 		}
 	}
-	if !needBody {
+	if !l.needBody {
+		out := make([]fetched, 0, len(batch))
 		for _, t := range batch {
-			m := byUID[t.uid]
-			if m == nil {
-				continue // expunged meanwhile
-			}
-			f := fetched{t: t, meta: m, flags: m.Flags}
-			if err := s.writeFetch(w, &f, options, seenChanged[t.uid]); err != nil {
-				return err
+			if m := byUID[t.uid]; m != nil { // else expunged meanwhile
+				out = append(out, fetched{t: t, meta: m, flags: m.Flags})
 			}
 		}
-		return nil
+		return l.send(fetchPiece{out: out, seen: seenChanged})
 	}
 	var present []target
 	for _, t := range batch {
@@ -118,21 +218,28 @@ func (s *session) fetchBatch(w *imapserver.FetchWriter, v *view, batch []target,
 		}
 	}
 	for len(present) > 0 {
+		var arena *bodyArena
+		select {
+		case arena = <-l.free:
+		case <-l.ctx.Done():
+			return false
+		}
 		chunk := present[:min(len(present), bodyChunk)]
-		done, out, err := s.loadBodies(v, chunk, byUID, options, arena)
+		// The chunk's bytes are copied out of the store's read
+		// transaction; they are written to the socket after it ended.
+		done, out, err := s.loadBodies(l.ctx, v, chunk, byUID, l.options, arena)
 		if err != nil {
-			return err
+			if l.ctx.Err() != nil {
+				return false
+			}
+			return l.send(fetchPiece{err: err})
 		}
 		present = present[done:]
-		// The chunk's bytes are copied out of the store's read transaction
-		// before anything is written to the socket.
-		for i := range out {
-			if err := s.writeFetch(w, &out[i], options, seenChanged[out[i].t.uid]); err != nil {
-				return err
-			}
+		if !l.send(fetchPiece{out: out, seen: seenChanged, arena: arena}) {
+			return false
 		}
 	}
-	return nil
+	return true
 }
 
 // Bounds on the bodies one store.Bodies call reads: at most bodyChunk
@@ -179,7 +286,7 @@ func (a *bodyArena) copy(b []byte) []byte {
 // copying every section out of the store's buffers into arena (which it
 // resets). It returns how many targets of chunk it consumed, and their
 // responses in chunk order, without those expunged meanwhile.
-func (s *session) loadBodies(v *view, chunk []target, byUID map[store.UID]*store.MessageMeta, options *imap.FetchOptions, arena *bodyArena) (int, []fetched, error) {
+func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID map[store.UID]*store.MessageMeta, options *imap.FetchOptions, arena *bodyArena) (int, []fetched, error) {
 	byChunkUID := make(map[store.UID]int, len(chunk))
 	var want int64
 	sections := int64(len(options.BodySection) + len(options.BinarySection))
@@ -194,7 +301,7 @@ func (s *session) loadBodies(v *view, chunk []target, byUID map[store.UID]*store
 		last    = -1
 		sectErr error
 	)
-	err := s.srv.opts.Store.Bodies(s.ctx, s.user.id, v.mbox.id, targetUIDs(chunk), func(uid store.UID, raw []byte) error {
+	err := s.srv.opts.Store.Bodies(ctx, s.user.id, v.mbox.id, targetUIDs(chunk), func(uid store.UID, raw []byte) error {
 		i, ok := byChunkUID[uid]
 		if !ok {
 			return nil
@@ -240,6 +347,8 @@ func (s *session) loadBodies(v *view, chunk []target, byUID map[store.UID]*store
 		done = last + 1
 	case errors.Is(err, store.ErrNotFound):
 		return len(chunk), nil, nil // the mailbox is gone: nothing to answer
+	case err != nil && ctx.Err() != nil:
+		return 0, nil, ctx.Err()
 	case err != nil:
 		return 0, nil, s.storeErr("FETCH", targetMailbox, err)
 	}

@@ -153,3 +153,41 @@ func commonPrefix(a, b []byte) int {
 	}
 	return n
 }
+
+// TestFetchClientHangsUp: a client that hangs up in the middle of a large
+// FETCH ends it cleanly: the loader goroutine stops (Shutdown, which waits
+// for every connection, completes), nothing is logged as a failure, and
+// other clients are served.
+func TestFetchClientHangsUp(t *testing.T) {
+	env := newEnv(t)
+	env.user("alice")
+	ds := make([]store.Delivery, 400)
+	for i := range ds {
+		ds[i] = store.Delivery{Account: "t", UIDL: fmt.Sprint(i), Digest: fmt.Sprint(i), User: "alice", Folder: "INBOX", Raw: []byte(sizedMsg(i, 40<<10))}
+	}
+	if _, err := env.st.Deliver(context.Background(), ds); err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range []string{"FETCH 1:* (BODY.PEEK[])", "FETCH 1:* (BODY[])", "FETCH 1:* (ENVELOPE BODYSTRUCTURE)"} {
+		c := env.rawLogin("alice")
+		c.ok("SELECT INBOX")
+		c.write("h %s", cmd)
+		if l := c.line(); !strings.HasPrefix(l, "* 1 FETCH") {
+			t.Fatalf("%s: first line %.80q", cmd, l)
+		}
+		c.conn.Close()
+	}
+	other := env.rawLogin("alice")
+	other.ok("SELECT INBOX")
+	if u := other.ok("FETCH 400 (BODY.PEEK[])"); len(u) != 1 || !strings.Contains(u[0], "message 00399 line") {
+		t.Fatalf("other client: %.80q", u)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), ioWait)
+	defer cancel()
+	if err := env.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if logs := env.logs.String(); strings.Contains(logs, "level=ERROR") {
+		t.Fatalf("errors logged:\n%s", logs)
+	}
+}
