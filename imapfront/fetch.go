@@ -265,8 +265,10 @@ type bodyArena struct {
 // most bodyChunkBytes are kept ready; the rest are allocated as needed).
 func (a *bodyArena) reset(want int64) {
 	want = min(want, bodyChunkBytes)
-	if int64(cap(a.buf)) < want {
-		a.buf = make([]byte, 0, want)
+	if c := int64(cap(a.buf)); c < want {
+		// Grow by at least half, so chunks of varying size do not
+		// each allocate (and fault in) a fresh arena.
+		a.buf = make([]byte, 0, min(max(want, c+c/2), bodyChunkBytes))
 	}
 	a.buf = a.buf[:0]
 }
