@@ -3,6 +3,7 @@ package imapfront
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -39,6 +40,13 @@ type connState struct {
 	inject   []byte         // bytes Read returns before reading more; reading goroutine only
 	closed   sync.Once
 	done     chan struct{} // closed by Close
+
+	// Write coalescing (cork/uncork): while a session method writes a
+	// batch of responses, imapserver's flush after every response lands in
+	// wbuf and reaches the socket in writes of about corkSize bytes.
+	wmu    sync.Mutex
+	corked bool
+	wbuf   []byte
 
 	mu       sync.Mutex
 	imapConn *imapserver.Conn
@@ -152,6 +160,13 @@ func (c *connState) changedLocked() {
 // session method runs (so it cannot be message data of a FETCH) poisons the
 // connection once it has been sent.
 func (c *connState) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	if c.corked {
+		n, err := c.bufferLocked(p)
+		c.wmu.Unlock()
+		return n, err
+	}
+	c.wmu.Unlock()
 	n, err := c.Conn.Write(p)
 	if c.poisoned.Load() && len(p) > 0 && p[0] != '*' && p[0] != '+' {
 		// The tagged answer to the poisoned command went out: close.
@@ -167,6 +182,83 @@ func (c *connState) Write(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// corkSize is how many bytes a corked connection collects before writing
+// them to the socket; a write at least half that size goes out at once,
+// together with what is buffered (one writev, no copy).
+const corkSize = 64 << 10
+
+// corkFlushTimeout bounds the final write of uncork, like imapserver's own
+// 30 s per response (imapserver has already cleared its deadline by then).
+const corkFlushTimeout = 30 * time.Second
+
+// wbufPool recycles the cork buffers: a connection holds one only while a
+// session method writes.
+var wbufPool = sync.Pool{New: func() any { b := make([]byte, 0, corkSize); return &b }}
+
+// cork makes Write collect data until uncork, so that the many small
+// responses of one command (imapserver flushes after every FETCH response)
+// reach the socket in few large writes. Only the connection's goroutine
+// calls cork and uncork, inside a session method: no other goroutine writes
+// to the connection then (IDLE has its own command, and BYE on shutdown
+// waits until no session method runs).
+func (c *connState) cork() {
+	c.wmu.Lock()
+	if !c.corked {
+		c.corked = true
+		c.wbuf = (*wbufPool.Get().(*[]byte))[:0]
+	}
+	c.wmu.Unlock()
+}
+
+// uncork writes what cork collected and makes Write direct again.
+func (c *connState) uncork() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if !c.corked {
+		return nil
+	}
+	c.corked = false
+	var err error
+	if len(c.wbuf) > 0 {
+		c.Conn.SetWriteDeadline(time.Now().Add(corkFlushTimeout))
+		_, err = c.Conn.Write(c.wbuf)
+		c.Conn.SetWriteDeadline(time.Time{})
+	}
+	b := c.wbuf[:0]
+	c.wbuf = nil
+	wbufPool.Put(&b)
+	if err != nil {
+		return fmt.Errorf("write responses: %w", err)
+	}
+	return nil
+}
+
+// bufferLocked is Write on a corked connection. Must be called with c.wmu
+// held. The deadlines imapserver sets on the connection apply to the
+// writes it makes.
+func (c *connState) bufferLocked(p []byte) (int, error) {
+	if len(c.wbuf)+len(p) <= corkSize {
+		c.wbuf = append(c.wbuf, p...)
+		return len(p), nil
+	}
+	if len(p) < corkSize/2 {
+		if _, err := c.Conn.Write(c.wbuf); err != nil {
+			c.wbuf = c.wbuf[:0]
+			return 0, err
+		}
+		c.wbuf = append(c.wbuf[:0], p...)
+		return len(p), nil
+	}
+	held := int64(len(c.wbuf))
+	bufs := net.Buffers{c.wbuf, p}
+	n, err := bufs.WriteTo(c.Conn)
+	c.wbuf = c.wbuf[:0]
+	if err != nil {
+		return int(max(0, min(n-held, int64(len(p))))), err
+	}
+	return len(p), nil
 }
 
 // Close implements net.Conn; it also tells the server the connection ended.

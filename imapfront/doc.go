@@ -58,6 +58,18 @@
 //     failures, forgotten after 15 min) before the password is checked,
 //     and a failure waits out its new penalty before the NO; nothing ever
 //     locks an account.
+//   - FETCH and STORE answers are coalesced (connState.cork): imapserver
+//     flushes after every response, the connection writes ~64 KiB at a time
+//     and the rest when the command returns, before its tagged reply. FETCH
+//     reads the store in a loader goroutine, one chunk (bodyChunk messages,
+//     bodyChunkBytes) ahead of the session's socket writes, with bodies
+//     copied into two arenas handed back and forth; the loader is stopped
+//     and waited for before Fetch returns. Converted ENVELOPE and
+//     BODYSTRUCTURE values are cached per server (convcache.go, bounded),
+//     each entry used only for the store metadata values it was made from.
+//   - A FETCH of a body part a message does not have answers the empty
+//     string (BODY, BINARY; BINARY.SIZE 0), as Dovecot does, so one odd
+//     message never fails a FETCH over many. STORE naming \Recent is BAD.
 //   - A session whose update queue outgrows maxPending (selected, but neither
 //     polling nor idling) is disconnected at its next command, so its client
 //     resynchronises.
@@ -95,7 +107,10 @@
 //     under a per-process key, like Dovecot's auth_cache: a changed hash
 //     never matches an old entry, failures are never cached, and
 //     simultaneous identical logins wait for one verification (auth.go);
-//   - maxPending queued updates per idle-less selected session (tracker.go).
+//   - maxPending queued updates per idle-less selected session (tracker.go);
+//   - convCacheEntries (32,768) converted message structures per server
+//     (convcache.go); per FETCH, the body data of at most two chunks in
+//     memory (each bodyChunkBytes, 16 MiB, or one larger message).
 //
 // # Locking
 //

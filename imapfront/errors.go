@@ -55,7 +55,7 @@ var errPoisoned = &imap.Error{
 // mapStoreError turns an error of the store into the *imap.Error the client
 // gets. It is the only place where store errors meet IMAP response codes.
 // Errors that are not the client's fault are logged with op and answered
-// with errInternal.
+// with errInternal; a client that hung up is logged at debug level only.
 func mapStoreError(log *slog.Logger, op string, target errTarget, err error) error {
 	if err == nil {
 		return nil
@@ -82,6 +82,12 @@ func mapStoreError(log *slog.Logger, op string, target errTarget, err error) err
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: "Mailbox is not selectable"}
 	case errors.Is(err, store.ErrClosed):
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable, Text: "Store unavailable"}
+	}
+	if isHangUp(err) {
+		// Writing the answer failed because the client went away: not a
+		// server failure (imapserver's own such lines are at debug too).
+		log.Debug("imap client hung up during a command", "op", op, "err", err)
+		return errInternal
 	}
 	log.Error("imap command failed", "op", op, "err", err)
 	return errInternal

@@ -2,9 +2,12 @@ package imapfront
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"slices"
+	"sync"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
@@ -42,6 +45,8 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 		return &imap.Error{Type: imap.StatusResponseTypeBad, Text: "CONDSTORE is not supported"}
 	}
 	s.fault("fetch")
+	s.conn.cork()
+	defer s.uncork(&err)
 	targets := v.resolve(numSet, s.searchRes)
 	needBody := len(options.BodySection) > 0 || len(options.BinarySection) > 0 || len(options.BinarySectionSize) > 0
 	markSeen := false
@@ -53,29 +58,130 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 			markSeen = markSeen || !bs.Peek
 		}
 	}
-	for len(targets) > 0 {
-		n := min(len(targets), fetchBatch)
-		batch := targets[:n]
-		targets = targets[n:]
-		if err := s.fetchBatch(w, v, batch, options, needBody, markSeen); err != nil {
-			return err
+	return s.fetchPipelined(w, v, targets, options, needBody, markSeen)
+}
+
+// fetchPiece is a run of FETCH responses ready to be written, or the error
+// that ends the FETCH.
+type fetchPiece struct {
+	out   []fetched
+	seen  map[store.UID]bool // messages whose \Seen this FETCH set
+	arena *bodyArena         // holds out's section bytes; handed back once written
+	err   error
+}
+
+// fetchArenas is how many body arenas one FETCH uses: one being written to
+// the client while the next chunk is read into the other.
+const fetchArenas = 2
+
+// fetchPipelined answers a FETCH in two goroutines: a loader reads the
+// metadata and bodies from the store, a chunk ahead, while the session's
+// goroutine writes the previous chunk to the client, so that store reads
+// and socket writes overlap. The loader is stopped and waited for before
+// fetchPipelined returns, whatever happens.
+func (s *session) fetchPipelined(w *imapserver.FetchWriter, v *view, targets []target, options *imap.FetchOptions, needBody, markSeen bool) error {
+	ctx, cancel := context.WithCancel(s.ctx)
+	pieces := make(chan fetchPiece, 1)
+	free := make(chan *bodyArena, fetchArenas)
+	for range fetchArenas {
+		free <- new(bodyArena)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(pieces)
+		defer func() {
+			if p := recover(); p != nil {
+				s.srv.panics.Add(1)
+				s.log.Error("panic in imap session", "op", "FETCH", "panic", p, "stack", string(debug.Stack()))
+				select {
+				case pieces <- fetchPiece{err: errInternal}:
+				case <-ctx.Done():
+				}
+			}
+		}()
+		l := fetchLoader{s: s, ctx: ctx, v: v, options: options, needBody: needBody, markSeen: markSeen, pieces: pieces, free: free}
+		for len(targets) > 0 {
+			n := min(len(targets), fetchBatch)
+			if !l.batch(targets[:n]) {
+				return
+			}
+			targets = targets[n:]
+		}
+	}()
+	defer func() {
+		cancel()
+		for range pieces {
+		}
+		wg.Wait()
+	}()
+	for p := range pieces {
+		if p.err != nil {
+			return p.err
+		}
+		for i := range p.out {
+			if err := s.writeFetch(w, &p.out[i], options, p.seen[p.out[i].t.uid]); err != nil {
+				return err
+			}
+		}
+		if p.arena != nil {
+			free <- p.arena
 		}
 	}
 	return nil
 }
 
-func (s *session) fetchBatch(w *imapserver.FetchWriter, v *view, batch []target, options *imap.FetchOptions, needBody, markSeen bool) error {
+// fetchLoader is the loading side of fetchPipelined. It only reads the
+// session's immutable fields (store, user, logger) and the view's mailbox
+// id, which do not change while a command runs.
+type fetchLoader struct {
+	s        *session
+	ctx      context.Context
+	v        *view
+	options  *imap.FetchOptions
+	needBody bool
+	markSeen bool
+	pieces   chan<- fetchPiece
+	free     <-chan *bodyArena
+}
+
+// send hands a piece to the writer; false when the FETCH is being
+// abandoned (or p is an error): the loader must stop.
+func (l *fetchLoader) send(p fetchPiece) bool {
+	select {
+	case l.pieces <- p:
+		return p.err == nil
+	case <-l.ctx.Done():
+		return false
+	}
+}
+
+// fail reports a store error, unless the FETCH is being abandoned (the
+// error is then the cancellation's, not worth a log line).
+func (l *fetchLoader) fail(err error) bool {
+	if l.ctx.Err() != nil {
+		return false
+	}
+	return l.send(fetchPiece{err: l.s.storeErr("FETCH", targetMailbox, err)})
+}
+
+// batch loads one batch of targets (at most fetchBatch) and sends its
+// responses; false when the loader must stop.
+func (l *fetchLoader) batch(batch []target) bool {
+	s, v := l.s, l.v
+	s.fault("fetch-load")
 	st := s.srv.opts.Store
-	metas, err := st.Meta(s.ctx, s.user.id, v.mbox.id, targetUIDs(batch))
+	metas, err := st.Meta(l.ctx, s.user.id, v.mbox.id, targetUIDs(batch))
 	if err != nil {
-		return s.storeErr("FETCH", targetMailbox, err)
+		return l.fail(err)
 	}
 	byUID := make(map[store.UID]*store.MessageMeta, len(metas))
 	for i := range metas {
 		byUID[metas[i].UID] = &metas[i]
 	}
 	seenChanged := map[store.UID]bool{}
-	if markSeen {
+	if l.markSeen {
 		var unseen []store.UID
 		for _, t := range batch {
 			if m := byUID[t.uid]; m != nil && !slices.Contains(m.Flags, store.FlagSeen) {
@@ -83,9 +189,10 @@ func (s *session) fetchBatch(w *imapserver.FetchWriter, v *view, batch []target,
 			}
 		}
 		if len(unseen) > 0 {
-			entries, err := st.UpdateFlags(s.origin(false), s.user.id, v.mbox.id, unseen, store.FlagsAdd, []string{store.FlagSeen})
+			octx := store.WithOrigin(l.ctx, &opOrigin{view: v})
+			entries, err := st.UpdateFlags(octx, s.user.id, v.mbox.id, unseen, store.FlagsAdd, []string{store.FlagSeen})
 			if err != nil {
-				return s.storeErr("FETCH", targetMailbox, err)
+				return l.fail(err)
 			}
 			for _, e := range entries {
 				if m := byUID[e.UID]; m != nil {
@@ -95,18 +202,14 @@ func (s *session) fetchBatch(w *imapserver.FetchWriter, v *view, batch []target,
 			}
 		}
 	}
-	if !needBody {
+	if !l.needBody {
+		out := make([]fetched, 0, len(batch))
 		for _, t := range batch {
-			m := byUID[t.uid]
-			if m == nil {
-				continue // expunged meanwhile
-			}
-			f := fetched{t: t, meta: m, flags: m.Flags}
-			if err := s.writeFetch(w, &f, options, seenChanged[t.uid]); err != nil {
-				return err
+			if m := byUID[t.uid]; m != nil { // else expunged meanwhile
+				out = append(out, fetched{t: t, meta: m, flags: m.Flags})
 			}
 		}
-		return nil
+		return l.send(fetchPiece{out: out, seen: seenChanged})
 	}
 	var present []target
 	for _, t := range batch {
@@ -115,21 +218,28 @@ func (s *session) fetchBatch(w *imapserver.FetchWriter, v *view, batch []target,
 		}
 	}
 	for len(present) > 0 {
+		var arena *bodyArena
+		select {
+		case arena = <-l.free:
+		case <-l.ctx.Done():
+			return false
+		}
 		chunk := present[:min(len(present), bodyChunk)]
-		done, out, err := s.loadBodies(v, chunk, byUID, options)
+		// The chunk's bytes are copied out of the store's read
+		// transaction; they are written to the socket after it ended.
+		done, out, err := s.loadBodies(l.ctx, v, chunk, byUID, l.options, arena)
 		if err != nil {
-			return err
+			if l.ctx.Err() != nil {
+				return false
+			}
+			return l.send(fetchPiece{err: err})
 		}
 		present = present[done:]
-		// The chunk's bytes are copied out of the store's read transaction
-		// before anything is written to the socket.
-		for i := range out {
-			if err := s.writeFetch(w, &out[i], options, seenChanged[out[i].t.uid]); err != nil {
-				return err
-			}
+		if !l.send(fetchPiece{out: out, seen: seenChanged, arena: arena}) {
+			return false
 		}
 	}
-	return nil
+	return true
 }
 
 // Bounds on the bodies one store.Bodies call reads: at most bodyChunk
@@ -143,23 +253,57 @@ const (
 // errChunkFull stops a store.Bodies call once a chunk holds bodyChunkBytes.
 var errChunkFull = errors.New("imapfront: fetch chunk full")
 
+// bodyArena holds the section bytes of one chunk of FETCH responses. It is
+// reused from chunk to chunk of one FETCH command (a chunk is written out
+// before the next is loaded), so copying bodies out of the store costs no
+// allocation per message and no garbage.
+type bodyArena struct {
+	buf []byte
+}
+
+// reset empties the arena for a chunk that needs up to want bytes (at
+// most bodyChunkBytes are kept ready; the rest are allocated as needed).
+func (a *bodyArena) reset(want int64) {
+	want = min(want, bodyChunkBytes)
+	if c := int64(cap(a.buf)); c < want {
+		// Grow by at least half, so chunks of varying size do not
+		// each allocate (and fault in) a fresh arena.
+		a.buf = make([]byte, 0, min(max(want, c+c/2), bodyChunkBytes))
+	}
+	a.buf = a.buf[:0]
+}
+
+// copy returns a copy of b, in the arena when it fits.
+func (a *bodyArena) copy(b []byte) []byte {
+	n := len(a.buf)
+	if cap(a.buf)-n < len(b) {
+		return bytes.Clone(b)
+	}
+	a.buf = append(a.buf, b...)
+	return a.buf[n : n+len(b) : n+len(b)]
+}
+
 // loadBodies computes the FETCH responses of the first messages of chunk
 // (ascending by UID, all with metadata in byUID) from one store.Bodies call,
-// copying every section out of the store's buffers. It returns how many
-// targets of chunk it consumed, and their responses in chunk order,
-// without those expunged meanwhile.
-func (s *session) loadBodies(v *view, chunk []target, byUID map[store.UID]*store.MessageMeta, options *imap.FetchOptions) (int, []fetched, error) {
+// copying every section out of the store's buffers into arena (which it
+// resets). It returns how many targets of chunk it consumed, and their
+// responses in chunk order, without those expunged meanwhile.
+func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID map[store.UID]*store.MessageMeta, options *imap.FetchOptions, arena *bodyArena) (int, []fetched, error) {
 	byChunkUID := make(map[store.UID]int, len(chunk))
+	var want int64
+	sections := int64(len(options.BodySection) + len(options.BinarySection))
 	for i, t := range chunk {
 		byChunkUID[t.uid] = i
+		want += byUID[t.uid].Size * sections
 	}
+	arena.reset(want)
 	got := make([]*fetched, len(chunk))
 	var (
 		size    int
 		last    = -1
 		sectErr error
 	)
-	err := s.srv.opts.Store.Bodies(s.ctx, s.user.id, v.mbox.id, targetUIDs(chunk), func(uid store.UID, raw []byte) error {
+	err := s.srv.opts.Store.Bodies(ctx, s.user.id, v.mbox.id, targetUIDs(chunk), func(uid store.UID, raw []byte) error {
 		i, ok := byChunkUID[uid]
 		if !ok {
 			return nil
@@ -171,7 +315,7 @@ func (s *session) loadBodies(v *view, chunk []target, byUID map[store.UID]*store
 		m := byUID[t.uid]
 		f := &fetched{t: t, meta: m, flags: m.Flags}
 		for _, sec := range options.BodySection {
-			b := bytes.Clone(partial(bodySection(raw, m.Structure, sec), sec.Partial))
+			b := arena.copy(partial(bodySection(raw, m.Structure, sec), sec.Partial))
 			size += len(b)
 			f.bodies = append(f.bodies, b)
 		}
@@ -181,7 +325,7 @@ func (s *session) loadBodies(v *view, chunk []target, byUID map[store.UID]*store
 				sectErr = err
 				return err
 			}
-			b = bytes.Clone(partial(b, sec.Partial))
+			b = arena.copy(partial(b, sec.Partial))
 			size += len(b)
 			f.binaries = append(f.binaries, b)
 		}
@@ -205,6 +349,8 @@ func (s *session) loadBodies(v *view, chunk []target, byUID map[store.UID]*store
 		done = last + 1
 	case errors.Is(err, store.ErrNotFound):
 		return len(chunk), nil, nil // the mailbox is gone: nothing to answer
+	case err != nil && ctx.Err() != nil:
+		return 0, nil, ctx.Err()
 	case err != nil:
 		return 0, nil, s.storeErr("FETCH", targetMailbox, err)
 	}
@@ -250,11 +396,14 @@ func (s *session) writeFetchItems(resp *imapserver.FetchResponseWriter, f *fetch
 	if options.RFC822Size {
 		resp.WriteRFC822Size(f.meta.Size)
 	}
-	if options.Envelope {
-		resp.WriteEnvelope(toEnvelope(f.meta.Envelope))
-	}
-	if options.BodyStructure != nil {
-		resp.WriteBodyStructure(toBodyStructure(f.meta.Structure))
+	if options.Envelope || options.BodyStructure != nil {
+		c := s.srv.conv.get(f.meta)
+		if options.Envelope {
+			resp.WriteEnvelope(c.envelope)
+		}
+		if options.BodyStructure != nil {
+			resp.WriteBodyStructure(c.bs)
+		}
 	}
 	for i, sec := range options.BodySection {
 		if err := writeLiteral(resp.WriteBodySection(sec, int64(len(f.bodies[i]))), f.bodies[i]); err != nil {

@@ -73,6 +73,12 @@ func TestFetchItems(t *testing.T) {
 		{"mp part 3 text", "FETCH 2 BODY.PEEK[3.TEXT]", []string{"BODY[3.TEXT] {10}inner body)"}, nil},
 		{"mp part 3.1", "FETCH 2 BODY.PEEK[3.1]", []string{"BODY[3.1] {10}inner body)"}, nil},
 		{"mp missing part", "FETCH 2 BODY.PEEK[9]", []string{"BODY[9] {0}"}, nil},
+		{"missing nested part", "FETCH 2 BODY.PEEK[99.99.99]", []string{"BODY[99.99.99] {0})"}, nil},
+		{"missing part of single part", "FETCH 1 BODY.PEEK[1.2]", []string{"BODY[1.2] {0})"}, nil},
+		{"missing part mime", "FETCH 2 BODY.PEEK[99.MIME]", []string{"BODY[99.MIME] {0})"}, nil},
+		{"missing part header", "FETCH 2 BODY.PEEK[99.HEADER]", []string{"BODY[99.HEADER] {0})"}, nil},
+		{"missing part binary", "FETCH 2 BINARY.PEEK[99.99.99]", []string{"BINARY[99.99.99] ~{0})"}, nil},
+		{"missing part binary size", "FETCH 2 BINARY.SIZE[99]", []string{"BINARY.SIZE[99] 0)"}, nil},
 		{"binary", "FETCH 2 BINARY.PEEK[2]", []string{"BINARY[2] ~{5}\x00\x01\x02\x03\x04"}, nil},
 		{"binary size", "FETCH 2 BINARY.SIZE[2]", []string{"BINARY.SIZE[2] 5"}, nil},
 		{"body non-extended", "FETCH 2 BODY", []string{`BODY (("text" "plain" ("charset" "utf-8") NIL NIL "7bit" 10 `}, []string{"BODYSTRUCTURE"}},
@@ -205,5 +211,33 @@ func TestFetchStarIsClientView(t *testing.T) {
 	}
 	if u := c.ok("UID FETCH 4:* (UID)"); strings.Join(u, "|") != "* 3 FETCH (UID 3)" {
 		t.Fatalf("UID FETCH 4:*: %q", u)
+	}
+}
+
+// TestFetchMissingPartOfSome: a section only some messages have is the
+// empty string for the others (Dovecot's answer; RFC 3501 and 9051 define
+// none), so one FETCH over the set still returns every message's data.
+func TestFetchMissingPartOfSome(t *testing.T) {
+	env := newEnv(t)
+	env.deliver("alice", "INBOX", msg("plain"))
+	env.deliver("alice", "INBOX", multipartMsg)
+	c := env.rawLogin("alice")
+	c.ok("SELECT INBOX")
+	tests := []struct {
+		name, cmd string
+		want      []string
+	}{
+		{"body", "FETCH 1:2 BODY.PEEK[2]", []string{"* 1 FETCH (UID 1 BODY[2] {0})", "* 2 FETCH (UID 2 BODY[2] {8}AAECAwQ=)"}},
+		{"binary", "FETCH 1:2 BINARY.PEEK[2]", []string{"* 1 FETCH (UID 1 BINARY[2] ~{0})", "* 2 FETCH (UID 2 BINARY[2] ~{5}\x00\x01\x02\x03\x04)"}},
+		{"binary size", "FETCH 1:2 BINARY.SIZE[2]", []string{"* 1 FETCH (UID 1 BINARY.SIZE[2] 0)", "* 2 FETCH (UID 2 BINARY.SIZE[2] 5)"}},
+		{"nested", "FETCH 1:2 BODY.PEEK[3.1]", []string{"* 1 FETCH (UID 1 BODY[3.1] {0})", "* 2 FETCH (UID 2 BODY[3.1] {10}inner body)"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u := c.ok("%s", tt.cmd)
+			if strings.Join(u, "|") != strings.Join(tt.want, "|") {
+				t.Fatalf("%s:\n got %q\nwant %q", tt.cmd, u, tt.want)
+			}
+		})
 	}
 }

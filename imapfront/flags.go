@@ -13,7 +13,7 @@ import (
 const storeBatch = 1000
 
 // storeFlags converts client flags for the store: \Recent is dropped (it is
-// never stored), system flags get their canonical spelling, unknown system
+// never stored; Store refuses it before), system flags get their canonical spelling, unknown system
 // flags and \* are refused.
 func storeFlags(flags []imap.Flag) ([]string, error) {
 	out := make([]string, 0, len(flags))
@@ -40,6 +40,12 @@ func storeFlags(flags []imap.Flag) ([]string, error) {
 	return out, nil
 }
 
+// errStoreRecent refuses a STORE naming \Recent, which only the server sets
+// (RFC 3501 section 2.3.2; RFC 9051 dropped the flag). Dovecot answers the
+// same way ("BAD ... Invalid system flag \RECENT"); silently ignoring it
+// would tell the client a change was made that never is.
+var errStoreRecent = &imap.Error{Type: imap.StatusResponseTypeBad, Code: imap.ResponseCodeClientBug, Text: `\Recent cannot be changed by STORE`}
+
 // Store implements imapserver.Session. The session writes FETCH FLAGS for
 // its own change itself (unless .SILENT); when the change introduces a new
 // keyword, the feed queues FLAGS and then these FETCHes, so the client
@@ -59,6 +65,13 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 	if v.readOnly {
 		return errReadOnly
 	}
+	for _, f := range flags.Flags {
+		if strings.EqualFold(string(f), `\Recent`) {
+			return errStoreRecent
+		}
+	}
+	s.conn.cork()
+	defer s.uncork(&err)
 	fl, err := storeFlags(flags.Flags)
 	if err != nil {
 		return err
@@ -118,20 +131,29 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 	return nil
 }
 
-// writeFlagsOf answers a STORE that changes nothing with the current flags.
+// writeFlagsOf answers a STORE that changes nothing with the current flags,
+// read from the mailbox's shared state (which the feed keeps equal to the
+// store's committed flags): no store read and no message metadata.
+// Messages expunged meanwhile are skipped.
 func (s *session) writeFlagsOf(w *imapserver.FetchWriter, v *view, targets []target) error {
-	metas, err := s.srv.opts.Store.Meta(s.ctx, s.user.id, v.mbox.id, targetUIDs(targets))
-	if err != nil {
-		return s.storeErr("STORE", targetMailbox, err)
+	type current struct {
+		t     target
+		flags []string
 	}
-	seqOf := make(map[store.UID]uint32, len(targets))
+	out := make([]current, 0, len(targets))
+	v.mbox.mu.Lock()
 	for _, t := range targets {
-		seqOf[t.uid] = t.seq
+		if i, ok := v.mbox.indexLocked(t.uid); ok {
+			// Flag slices are replaced, never modified: safe to use
+			// after the lock is released.
+			out = append(out, current{t: t, flags: v.mbox.entries[i].flags})
+		}
 	}
-	for _, m := range metas {
-		resp := w.CreateMessage(seqOf[m.UID])
-		resp.WriteUID(imap.UID(m.UID))
-		resp.WriteFlags(toIMAPFlags(m.Flags))
+	v.mbox.mu.Unlock()
+	for _, c := range out {
+		resp := w.CreateMessage(c.t.seq)
+		resp.WriteUID(imap.UID(c.t.uid))
+		resp.WriteFlags(toIMAPFlags(c.flags))
 		if err := resp.Close(); err != nil {
 			return wrapErr("write store response", err)
 		}

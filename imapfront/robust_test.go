@@ -31,6 +31,13 @@ func TestPanicRecovered(t *testing.T) {
 	c.ok("NOOP")
 	c.ok("FETCH 1 FLAGS")
 
+	// In FETCH's loader goroutine (fetchPipelined).
+	point <- "fetch-load"
+	if _, st := c.cmd("FETCH 1 BODY.PEEK[]"); !strings.HasPrefix(st, "NO [SERVERBUG]") {
+		t.Fatalf("FETCH with panic in the loader: %s", st)
+	}
+	c.ok("FETCH 1 BODY.PEEK[]")
+
 	point <- "fetch-response"
 	c.write("x FETCH 1 FLAGS")
 	for {
@@ -40,7 +47,7 @@ func TestPanicRecovered(t *testing.T) {
 	}
 	env.rawLogin("alice").ok("SELECT INBOX")
 	logs := env.logs.String()
-	if strings.Count(logs, "panic in imap session") != 2 {
+	if strings.Count(logs, "panic in imap session") != 3 {
 		t.Fatalf("panics not logged:\n%s", logs)
 	}
 	// newEnv's cleanup fails on a logged panic; these were expected.

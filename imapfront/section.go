@@ -58,6 +58,12 @@ func validRange(raw []byte, a, b int64) bool {
 // bodySection returns the bytes of a BODY[...] section, served from the
 // stored part offsets; odd cases fall back to imapserver.ExtractBodySection.
 // The partial range is applied by the caller.
+//
+// A part the message does not have (BODY[99.99.99]) is the empty string,
+// and the FETCH succeeds. RFC 3501 and RFC 9051 define no answer for it;
+// this is Dovecot's ("BODY[99.99.99] {0}", OK), and it keeps one odd
+// message from failing a FETCH over many: a NO would give the client
+// nothing for any message of the set.
 func bodySection(raw []byte, root *store.Part, sec *imap.FetchItemBodySection) []byte {
 	if root == nil {
 		return extractFallback(raw, sec)
@@ -171,14 +177,16 @@ var errUnknownCTE = &imap.Error{
 
 // binarySection returns the decoded content of a BINARY[...] section (RFC
 // 3516): the part's body with its transfer encoding undone; for the empty
-// part the whole message (header and decoded body of a single-part message).
+// part the whole message (header and decoded body of a single-part message);
+// for a part the message does not have, the empty string.
 func binarySection(raw []byte, root *store.Part, part []int) ([]byte, error) {
 	if root == nil {
 		return nil, errUnknownCTE
 	}
 	p, ok := findPart(root, part)
 	if !ok {
-		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeNonExistent, Text: "No such body part"}
+		// Like BODY[n] of a part that does not exist (see bodySection).
+		return nil, nil
 	}
 	if !validRange(raw, p.HeaderStart, p.BodyStart) || !validRange(raw, p.BodyStart, p.End) {
 		return nil, errUnknownCTE

@@ -158,6 +158,7 @@ type Server struct {
 	conns     map[*connState]struct{}
 	backends  map[backendKind]*backend
 
+	conv        *convCache // converted ENVELOPE/BODYSTRUCTURE, by message
 	authLim     *authlimit.Limiter
 	fingerprint *authlimit.Fingerprinter
 	verifySem   chan struct{}     // bounds concurrent password verifications
@@ -230,6 +231,7 @@ func New(opts Options) (*Server, error) {
 		listeners:   make(map[net.Listener]struct{}),
 		conns:       make(map[*connState]struct{}),
 		backends:    make(map[backendKind]*backend),
+		conv:        newConvCache(convCacheEntries),
 		authLim:     opts.AuthLimiter,
 		fingerprint: authlimit.NewFingerprinter(),
 		verifySem:   make(chan struct{}, max(4, 2*runtime.GOMAXPROCS(0))),

@@ -93,6 +93,14 @@ func (s *session) end(op string, errp *error) {
 	}
 }
 
+// uncork ends a connState.cork of the session method returning *errp,
+// reporting a failed write unless the method already failed.
+func (s *session) uncork(errp *error) {
+	if err := s.conn.uncork(); err != nil && *errp == nil {
+		*errp = err
+	}
+}
+
 // fault calls the test fault hook at point, if one is set.
 func (s *session) fault(point string) {
 	if h := s.srv.faultHook; h != nil {

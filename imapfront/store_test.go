@@ -22,7 +22,6 @@ func TestStoreFlags(t *testing.T) {
 		{"silent", `STORE 1 -FLAGS.SILENT (\Flagged)`, nil},
 		{"uid store", `UID STORE 3 +FLAGS (\Seen)`, []string{`* 3 FETCH (UID 3 FLAGS (\Answered \Draft \Seen))`}},
 		{"unchanged still reported", `STORE 1 +FLAGS (\Seen)`, []string{`* 1 FETCH (UID 1 FLAGS (\Seen))`}},
-		{"recent is ignored", `STORE 2 +FLAGS (\Recent)`, []string{`* 2 FETCH (UID 2 FLAGS (\Flagged))`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -34,6 +33,66 @@ func TestStoreFlags(t *testing.T) {
 	}
 	if _, st := c.cmd(`STORE 1 +FLAGS (\Bogus)`); !strings.HasPrefix(st, "BAD") {
 		t.Fatalf("unknown system flag: %s", st)
+	}
+}
+
+// TestStoreRecentRefused: \Recent cannot be changed by STORE (RFC 3501
+// section 2.3.2); like Dovecot, every STORE naming it is refused with BAD
+// and changes nothing, whatever else it names.
+func TestStoreRecentRefused(t *testing.T) {
+	env := newEnv(t)
+	env.deliver("alice", "INBOX", msg("one"))
+	c := env.rawLogin("alice")
+	c.ok("SELECT INBOX")
+	c.ok(`STORE 1 FLAGS (\Answered)`)
+	tests := []struct{ name, cmd string }{
+		{"add", `STORE 1 +FLAGS (\Recent)`},
+		{"add with others", `STORE 1 +FLAGS (\Seen \Recent)`},
+		{"remove", `STORE 1 -FLAGS (\Recent)`},
+		{"replace", `STORE 1 FLAGS (\Flagged \Recent)`},
+		{"silent", `STORE 1 +FLAGS.SILENT (\Recent)`},
+		{"lower case", `STORE 1 +FLAGS (\recent)`},
+		{"uid store", `UID STORE 1 FLAGS (\RECENT)`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u, st := c.cmd("%s", tt.cmd)
+			if !strings.HasPrefix(st, "BAD") || len(u) != 0 {
+				t.Fatalf("%s: %q %s", tt.cmd, u, st)
+			}
+		})
+	}
+	if u := c.ok("FETCH 1 (FLAGS)"); strings.Join(u, "|") != `* 1 FETCH (UID 1 FLAGS (\Answered))` {
+		t.Fatalf("flags after refused STOREs: %q", u)
+	}
+}
+
+// TestStoreNoChangeFlags: a STORE that changes nothing (+FLAGS () and
+// -FLAGS ()) reports each message's current flags, including changes made
+// by another session the client has not been told about yet, and skips
+// messages expunged meanwhile.
+func TestStoreNoChangeFlags(t *testing.T) {
+	env := newEnv(t)
+	for _, s := range []string{"one", "two", "three"} {
+		env.deliver("alice", "INBOX", msg(s))
+	}
+	a := env.rawLogin("alice")
+	a.ok("SELECT INBOX")
+	b := env.rawLogin("alice")
+	b.ok("SELECT INBOX")
+	b.ok(`STORE 1 +FLAGS ($Work \Seen)`)
+	b.ok(`STORE 3 +FLAGS (\Deleted)`)
+	b.ok("EXPUNGE")
+	// The STORE's own answer (message 3 is gone: no line for it), then
+	// the updates b's changes queued (no EXPUNGE during STORE), which
+	// hold the only line for message 3.
+	u := a.ok(`STORE 1:3 +FLAGS ()`)
+	want := []string{`* 1 FETCH (UID 1 FLAGS ($Work \Seen))`, `* 2 FETCH (UID 2 FLAGS ())`}
+	if len(u) < 2 || strings.Join(u[:2], "|") != strings.Join(want, "|") || len(grep(u, "* 3 FETCH")) != 1 {
+		t.Fatalf("STORE +FLAGS ():\n got %q\nwant first %q", u, want)
+	}
+	if u := a.ok(`STORE 1:2 -FLAGS.SILENT ()`); len(grep(u, "FETCH (UID")) != 0 {
+		t.Fatalf("silent STORE answered %q", u)
 	}
 }
 
