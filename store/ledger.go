@@ -135,7 +135,7 @@ func (s *Store) LedgerKeys(ctx context.Context, account string, q LedgerKeyQuery
 			if err := rows.Scan(&k.UIDL, &k.Digest, &k.Size, &stored, &k.Skipped, &flags); err != nil {
 				return err
 			}
-			if k.StoredAt, err = parseTime(stored); err != nil {
+			if k.StoredAt, err = parseStoredTime(stored); err != nil {
 				return err
 			}
 			k.Expunged = flags&keyExpunged != 0
@@ -148,6 +148,39 @@ func (s *Store) LedgerKeys(ctx context.Context, account string, q LedgerKeyQuery
 		return rows.Err()
 	})
 	return out, err
+}
+
+// parseStoredTime is parseTime with a fast path for the fixed-width UTC
+// form nullTime writes ("2006-01-02T15:04:05.000000000Z"): LedgerKeys
+// parses one per ledger row. Anything else, or a field out of range, goes
+// to parseTime, so the result (and every error) is parseTime's.
+func parseStoredTime(s string) (time.Time, error) {
+	const n = len("2006-01-02T15:04:05.000000000Z")
+	if len(s) != n || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' || s[19] != '.' || s[29] != 'Z' {
+		return parseTime(s)
+	}
+	ok := true
+	num := func(from, to int) int {
+		v := 0
+		for i := from; i < to; i++ {
+			c := s[i]
+			if c < '0' || c > '9' {
+				ok = false
+			}
+			v = v*10 + int(c-'0')
+		}
+		return v
+	}
+	y, mo, d := num(0, 4), num(5, 7), num(8, 10)
+	h, mi, sec, ns := num(11, 13), num(14, 16), num(17, 19), num(20, 29)
+	if !ok || mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || sec > 59 {
+		return parseTime(s)
+	}
+	t := time.Date(y, time.Month(mo), d, h, mi, sec, ns, time.UTC)
+	if t.Day() != d { // 31 November and the like: parseTime refuses them
+		return parseTime(s)
+	}
+	return t, nil
 }
 
 // RecordSkipped records a message that was not fetched (reason, e.g. "too
