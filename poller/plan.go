@@ -117,6 +117,9 @@ func makePlan(pol policy, msgs []passMsg, ledger []store.LedgerKey, verified map
 
 	seen := make(map[string]bool, len(msgs))
 	listedKnown := 0
+	// stored and match are rebuilt for each message and not kept past it:
+	// one pair of buffers serves the whole listing.
+	var stored, match []store.LedgerKey
 	for _, m := range msgs {
 		if seen[m.id] {
 			pl.dupes = append(pl.dupes, m)
@@ -137,7 +140,7 @@ func makePlan(pol policy, msgs []passMsg, ledger []store.LedgerKey, verified map
 		if stale(rs) {
 			pl.touch = append(pl.touch, m.id)
 		}
-		var stored, match []store.LedgerKey
+		stored, match = stored[:0], match[:0]
 		tooLargeRow := false
 		for _, e := range rs {
 			switch {
@@ -157,12 +160,13 @@ func makePlan(pol policy, msgs []passMsg, ledger []store.LedgerKey, verified map
 			}
 			continue // skipped for good (too large, or another reason)
 		}
-		if len(match) == 0 {
+		held := match // the rows of the listed content
+		if len(held) == 0 {
 			if vs, ok := verified[m.id]; ok && vs == m.item.Size {
-				match = stored
+				held = stored // not match = stored: the two buffers stay apart
 			}
 		}
-		if len(match) == 0 {
+		if len(held) == 0 {
 			pl.fetch = append(pl.fetch, m)
 			pl.verify[m.id] = true
 			ds := map[string]bool{}
@@ -172,9 +176,9 @@ func makePlan(pol policy, msgs []passMsg, ledger []store.LedgerKey, verified map
 			pl.known[m.id] = ds
 			continue
 		}
-		st := stateOf(match)
+		st := stateOf(held)
 		pending := false
-		for _, e := range match {
+		for _, e := range held {
 			pending = pending || e.DeletePending
 		}
 		if why := pol.deleteReason(st, now); why != "" {

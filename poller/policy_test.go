@@ -305,3 +305,34 @@ func TestMakePlan(t *testing.T) {
 		})
 	}
 }
+
+// TestMakePlanAcrossMessages runs one plan over messages that each need a
+// different path (verified size, content to verify against two stored
+// digests, pending mark to clear, skipped), with the ledger out of UIDL
+// order, so that state kept between messages (buffers, grouping) shows.
+func TestMakePlanAcrossMessages(t *testing.T) {
+	key := func(uidl, digest string, size int64) store.LedgerKey {
+		return store.LedgerKey{UIDL: uidl, Digest: digest, Size: size, StoredAt: t0}
+	}
+	pending := key("c", "d-c", 100)
+	pending.DeletePending = true
+	skipped := key("e", "", 100)
+	skipped.Skipped = "retrieval failed 3 times"
+	ledger := []store.LedgerKey{key("b", "d-b1", 50), pending, key("a", "d-a", 99), skipped, key("d", "d-d", 100), key("b", "d-b2", 60), key("d", "d-d2", 70)}
+	pl := makePlan(policy{leaveOnServer: true}, msgsOf("a", "c", "b", "d", "e", "f"), ledger, map[string]int64{"a": 100}, t0)
+	if got := ids(pl.fetch); !slices.Equal(got, []string{"b", "f"}) {
+		t.Errorf("fetch = %v, want [b f]", got)
+	}
+	if !pl.verify["b"] || len(pl.verify) != 1 {
+		t.Errorf("verify = %v, want b only", pl.verify)
+	}
+	if got := pl.known["b"]; len(got) != 2 || !got["d-b1"] || !got["d-b2"] {
+		t.Errorf("known digests of b = %v, want d-b1 and d-b2", got)
+	}
+	if !slices.Equal(pl.pendingClear, []string{"c"}) {
+		t.Errorf("pendingClear = %v, want [c]", pl.pendingClear)
+	}
+	if pl.knownLive != 4 || pl.newCount != 1 || len(pl.del) != 0 || len(pl.touch) != 0 {
+		t.Errorf("knownLive %d, newCount %d, del %v, touch %v", pl.knownLive, pl.newCount, ids(pl.del), pl.touch)
+	}
+}
