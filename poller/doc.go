@@ -15,7 +15,8 @@
 //
 // One pass is one POP3 session:
 //
-//	login → LIST+UIDL → one ledger read → plan (pure: identities, policy)
+//	login → LIST+UIDL (meanwhile, one ledger read)
+//	→ plan (pure: identities, policy)
 //	→ RETR the unknown messages (pipelined by the session)
 //	→ deliver them in group commits (≤ 64 messages / 8 MB per durable
 //	  transaction, by two committer goroutines while retrieval continues;
@@ -33,9 +34,15 @@
 // server, the reason is logged and kept in the ledger), so one bad message
 // cannot block an account.
 //
-// A poll with nothing new costs the listing round trips, one ledger read
-// and one status write; ledger LastSeen refreshes and tombstone pruning
-// happen at most every few hours.
+// A poll with nothing new costs the login, the listing round trips (LIST
+// and UIDL, pipelined when the server allows), one ledger read and one
+// status write. The ledger read (store LedgerKeys: only what the plan
+// needs, with "LastSeen due for a refresh" and "expired tombstone" decided
+// by the database) starts before the login and overlaps it and the
+// listing. A listed row's LastSeen is rewritten only when it is 6 hours
+// old or more, so idle polls in between write nothing per message;
+// expired tombstones are pruned at most once a day, and only by a pass
+// whose ledger read found some.
 //
 // # Identity
 //

@@ -354,6 +354,7 @@ type fakeSink struct {
 	batches    []int
 	deliverErr error
 	ledgerRead int
+	prunes     int // PruneLedger calls
 	statuses   map[string]store.AccountStatus
 	writes     int
 }
@@ -400,17 +401,38 @@ func (s *fakeSink) Deliver(ctx context.Context, ds []store.Delivery) ([]store.De
 	return out, nil
 }
 
-func (s *fakeSink) Ledger(ctx context.Context, account string) ([]store.LedgerEntry, error) {
+// LedgerKeys returns the account's rows in recording order (the store
+// sorts them by UIDL; makePlan must not depend on the order).
+func (s *fakeSink) LedgerKeys(ctx context.Context, account string, q store.LedgerKeyQuery) ([]store.LedgerKey, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.ledgerRead++
-	var out []store.LedgerEntry
+	var out []store.LedgerKey
 	for _, r := range s.rows {
 		if r.Account == account {
-			out = append(out, r)
+			out = append(out, keyOf(r, q))
 		}
 	}
 	return out, nil
+}
+
+// keyOf reduces a ledger row to its key the way the store does.
+func keyOf(e store.LedgerEntry, q store.LedgerKeyQuery) store.LedgerKey {
+	return store.LedgerKey{
+		UIDL: e.UIDL, Digest: e.Digest, Size: e.Size, StoredAt: e.StoredAt, Skipped: e.Skipped,
+		Expunged: e.Expunged, DeletePending: e.DeletePending, Deleted: !e.DeletedAt.IsZero(),
+		Stale:    e.LastSeen.IsZero() || (!q.SeenBefore.IsZero() && !e.LastSeen.After(q.SeenBefore)),
+		Prunable: !q.PruneBefore.IsZero() && prunableRow(e, q.PruneBefore),
+	}
+}
+
+// prunableRow is the store's PruneLedger condition.
+func prunableRow(e store.LedgerEntry, before time.Time) bool {
+	seen := e.LastSeen
+	if seen.IsZero() {
+		seen = e.StoredAt
+	}
+	return !e.DeletePending && seen.Before(before) && (e.DeletedAt.IsZero() || e.DeletedAt.Before(before))
 }
 
 func (s *fakeSink) RecordSkipped(ctx context.Context, account, uidl, digest string, size int64, reason string) error {
@@ -466,8 +488,10 @@ func (s *fakeSink) PruneLedger(ctx context.Context, account string, before time.
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := len(s.rows)
+	s.writes++
+	s.prunes++
 	s.rows = slices.DeleteFunc(s.rows, func(e store.LedgerEntry) bool {
-		return e.Account == account && ((!e.DeletedAt.IsZero() && e.DeletedAt.Before(before)) || (!e.LastSeen.IsZero() && e.LastSeen.Before(before)))
+		return e.Account == account && prunableRow(e, before)
 	})
 	return n - len(s.rows), nil
 }

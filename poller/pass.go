@@ -86,11 +86,15 @@ func (p *Poller) pass(ctx context.Context, a Account, progress func(done, total 
 func (p *Poller) runPass(ctx context.Context, a Account, st *acctState, progress func(done, total int), listed *bool) (Result, error) {
 	res := Result{Account: a.Name}
 	log := p.log.With("account", a.Name)
+	// The ledger read does not depend on the listing: it runs while the
+	// session logs in and lists, and the plan waits for it.
+	now := p.now()
+	lr := p.startLedgerRead(ctx, a.Name, ledgerQuery(now))
+	defer lr.stop()
 	sess, err := p.dial(ctx, a)
 	if err != nil {
 		return res, err
 	}
-	now := p.now()
 	quitted := false
 	defer func() {
 		if !quitted {
@@ -99,7 +103,7 @@ func (p *Poller) runPass(ctx context.Context, a Account, st *acctState, progress
 	}()
 	caps := sess.Caps()
 	p.mu.Lock()
-	st.lastLogin = now
+	st.lastLogin = p.now()
 	st.loginDelay = caps.LoginDelay
 	p.mu.Unlock()
 	p.noteExpire(a, st, caps, log)
@@ -112,7 +116,7 @@ func (p *Poller) runPass(ctx context.Context, a Account, st *acctState, progress
 	if err != nil {
 		return res, accountErr(a, "identify messages", err)
 	}
-	ledger, err := p.sink.Ledger(ctx, a.Name)
+	ledger, err := lr.wait()
 	if err != nil {
 		return res, accountErr(a, "read ledger", err)
 	}
@@ -190,8 +194,41 @@ func (p *Poller) runPass(ctx context.Context, a Account, st *acctState, progress
 			log.Debug("quit", "err", err)
 		}
 	}
-	p.pruneLedger(ctx, a, st, now, log)
+	p.pruneLedger(ctx, a, st, pl, now, log)
 	return res, nil
+}
+
+// ledgerRead is a read of an account's ledger keys on its own goroutine,
+// started and stopped by runPass.
+type ledgerRead struct {
+	done   chan struct{}
+	cancel context.CancelFunc
+	keys   []store.LedgerKey
+	err    error
+}
+
+// startLedgerRead starts reading the ledger keys of account.
+func (p *Poller) startLedgerRead(ctx context.Context, account string, q store.LedgerKeyQuery) *ledgerRead {
+	ctx, cancel := context.WithCancel(ctx)
+	r := &ledgerRead{done: make(chan struct{}), cancel: cancel}
+	go func() {
+		defer close(r.done)
+		r.keys, r.err = p.sink.LedgerKeys(ctx, account, q)
+	}()
+	return r
+}
+
+// wait returns the result of the read once it is done.
+func (r *ledgerRead) wait() ([]store.LedgerKey, error) {
+	<-r.done
+	return r.keys, r.err
+}
+
+// stop cancels the read if it is still running and waits for its
+// goroutine.
+func (r *ledgerRead) stop() {
+	r.cancel()
+	<-r.done
 }
 
 // identify gives every listed message its identity: its UIDL, or for a
@@ -246,9 +283,12 @@ func (p *Poller) maintainLedger(ctx context.Context, a Account, st *acctState, p
 	return nil
 }
 
-// pruneLedger drops expired tombstones, at most once per pruneEvery.
-func (p *Poller) pruneLedger(ctx context.Context, a Account, st *acctState, now time.Time, log *slog.Logger) {
-	if !st.lastPrune.IsZero() && now.Sub(st.lastPrune) < pruneEvery {
+// pruneLedger drops expired tombstones, at most once per pruneEvery, and
+// only when the pass's ledger read found some (so that a short-lived
+// process such as `popbridge poll` does not pay for a write that would
+// drop nothing).
+func (p *Poller) pruneLedger(ctx context.Context, a Account, st *acctState, pl plan, now time.Time, log *slog.Logger) {
+	if pl.prunable == 0 || (!st.lastPrune.IsZero() && now.Sub(st.lastPrune) < pruneEvery) {
 		return
 	}
 	n, err := p.sink.PruneLedger(ctx, a.Name, now.Add(-ledgerRetention))

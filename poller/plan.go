@@ -1,6 +1,8 @@
 package poller
 
 import (
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/popbridge/popbridge/store"
@@ -15,10 +17,21 @@ const (
 	ledgerRetention = 90 * 24 * time.Hour
 	// touchEvery is how stale a listed row's LastSeen may get before the
 	// poller refreshes it; polls in between write nothing to the ledger.
+	// A row is refreshed at the first poll that lists it touchEvery or
+	// more after its LastSeen, so LastSeen lags the last listing by less
+	// than touchEvery plus one poll interval, far inside ledgerRetention.
 	touchEvery = 6 * time.Hour
-	// pruneEvery is how often an account's expired tombstones are dropped.
+	// pruneEvery is how often, at most, an account's expired tombstones are
+	// dropped; a pass whose ledger read found none expired does not try.
 	pruneEvery = 24 * time.Hour
 )
+
+// ledgerQuery is what a pass at now asks of every ledger row: is its
+// LastSeen due for a refresh (touchEvery), is it an expired tombstone
+// (ledgerRetention).
+func ledgerQuery(now time.Time) store.LedgerKeyQuery {
+	return store.LedgerKeyQuery{SeenBefore: now.Add(-touchEvery), PruneBefore: now.Add(-ledgerRetention)}
+}
 
 // passMsg is one message of an upstream listing with its identity: the
 // server's UIDL, or a synthetic one for servers without UIDL.
@@ -62,31 +75,51 @@ type plan struct {
 	digests   map[string]string
 	knownLive int
 	newCount  int
+	// prunable counts the ledger rows PruneLedger would drop now.
+	prunable int
 }
 
 // isStoredRow reports whether a ledger row stands for content that is
 // durable in the store.
-func isStoredRow(e store.LedgerEntry) bool {
+func isStoredRow(e store.LedgerKey) bool {
 	return e.Skipped == "" || isDuplicateReason(e.Skipped)
 }
 
 // makePlan decides a pass. It is a pure function of the policy, the listing
-// (identities already resolved), the ledger, the in-memory verified sizes
-// and the time.
-func makePlan(pol policy, msgs []passMsg, ledger []store.LedgerEntry, verified map[string]int64, now time.Time) plan {
+// (identities already resolved), the ledger (read with ledgerQuery(now),
+// which decided each row's Stale and Prunable), the in-memory verified
+// sizes and the time.
+func makePlan(pol policy, msgs []passMsg, ledger []store.LedgerKey, verified map[string]int64, now time.Time) plan {
 	pl := plan{all: msgs, verify: map[string]bool{}, known: map[string]map[string]bool{}}
-	rows := make(map[string][]store.LedgerEntry, len(ledger))
-	live := map[string]bool{}
-	for _, e := range ledger {
-		rows[e.UIDL] = append(rows[e.UIDL], e)
-		if isStoredRow(e) && e.DeletedAt.IsZero() {
-			live[e.UIDL] = true
-		}
+	// Group the rows by UIDL: sorted (as LedgerKeys returns them), each
+	// UIDL's rows are a subslice, with no allocation per UIDL.
+	byUIDL := func(a, b store.LedgerKey) int { return strings.Compare(a.UIDL, b.UIDL) }
+	if !slices.IsSortedFunc(ledger, byUIDL) {
+		ledger = slices.Clone(ledger)
+		slices.SortStableFunc(ledger, byUIDL)
 	}
-	pl.knownLive = len(live)
+	rows := make(map[string][]store.LedgerKey, len(ledger))
+	for i := 0; i < len(ledger); {
+		j, live := i, false
+		for ; j < len(ledger) && ledger[j].UIDL == ledger[i].UIDL; j++ {
+			e := ledger[j]
+			live = live || (isStoredRow(e) && !e.Deleted)
+			if e.Prunable {
+				pl.prunable++
+			}
+		}
+		rows[ledger[i].UIDL] = ledger[i:j:j]
+		if live {
+			pl.knownLive++
+		}
+		i = j
+	}
 
 	seen := make(map[string]bool, len(msgs))
 	listedKnown := 0
+	// stored and match are rebuilt for each message and not kept past it:
+	// one pair of buffers serves the whole listing.
+	var stored, match []store.LedgerKey
 	for _, m := range msgs {
 		if seen[m.id] {
 			pl.dupes = append(pl.dupes, m)
@@ -104,10 +137,10 @@ func makePlan(pol policy, msgs []passMsg, ledger []store.LedgerEntry, verified m
 			continue
 		}
 		listedKnown++
-		if stale(rs, now) {
+		if stale(rs) {
 			pl.touch = append(pl.touch, m.id)
 		}
-		var stored, match []store.LedgerEntry
+		stored, match = stored[:0], match[:0]
 		tooLargeRow := false
 		for _, e := range rs {
 			switch {
@@ -127,12 +160,13 @@ func makePlan(pol policy, msgs []passMsg, ledger []store.LedgerEntry, verified m
 			}
 			continue // skipped for good (too large, or another reason)
 		}
-		if len(match) == 0 {
+		held := match // the rows of the listed content
+		if len(held) == 0 {
 			if vs, ok := verified[m.id]; ok && vs == m.item.Size {
-				match = stored
+				held = stored // not match = stored: the two buffers stay apart
 			}
 		}
-		if len(match) == 0 {
+		if len(held) == 0 {
 			pl.fetch = append(pl.fetch, m)
 			pl.verify[m.id] = true
 			ds := map[string]bool{}
@@ -142,9 +176,9 @@ func makePlan(pol policy, msgs []passMsg, ledger []store.LedgerEntry, verified m
 			pl.known[m.id] = ds
 			continue
 		}
-		st := stateOf(match)
+		st := stateOf(held)
 		pending := false
-		for _, e := range match {
+		for _, e := range held {
 			pending = pending || e.DeletePending
 		}
 		if why := pol.deleteReason(st, now); why != "" {
@@ -175,19 +209,15 @@ func makePlan(pol policy, msgs []passMsg, ledger []store.LedgerEntry, verified m
 	return pl
 }
 
-// stale reports whether any row's LastSeen is older than touchEvery.
-func stale(rs []store.LedgerEntry, now time.Time) bool {
-	for _, e := range rs {
-		if e.LastSeen.IsZero() || now.Sub(e.LastSeen) >= touchEvery {
-			return true
-		}
-	}
-	return false
+// stale reports whether any row's LastSeen is due for a refresh (never
+// set, or touchEvery or more before the pass: see ledgerQuery).
+func stale(rs []store.LedgerKey) bool {
+	return slices.ContainsFunc(rs, func(e store.LedgerKey) bool { return e.Stale })
 }
 
 // stateOf summarises the stored rows of one listed message for the policy:
 // stored since the earliest row, expunged when every delivered row is.
-func stateOf(match []store.LedgerEntry) msgState {
+func stateOf(match []store.LedgerKey) msgState {
 	st := msgState{Stored: true}
 	delivered := 0
 	expunged := 0

@@ -206,15 +206,15 @@ func ids(ms []passMsg) []string {
 }
 
 func TestMakePlan(t *testing.T) {
-	row := func(uidl string, mod func(*store.LedgerEntry)) store.LedgerEntry {
-		e := store.LedgerEntry{Account: "a", UIDL: uidl, Digest: "d-" + uidl, Size: 100, StoredAt: t0, LastSeen: t0, Message: 1}
+	row := func(uidl string, mod func(*store.LedgerKey)) store.LedgerKey {
+		e := store.LedgerKey{UIDL: uidl, Digest: "d-" + uidl, Size: 100, StoredAt: t0}
 		if mod != nil {
 			mod(&e)
 		}
 		return e
 	}
-	many := func(n int, prefix string) []store.LedgerEntry {
-		var out []store.LedgerEntry
+	many := func(n int, prefix string) []store.LedgerKey {
+		var out []store.LedgerKey
 		for i := 0; i < n; i++ {
 			out = append(out, row(fmt.Sprintf("%s%d", prefix, i), nil))
 		}
@@ -232,7 +232,7 @@ func TestMakePlan(t *testing.T) {
 		name     string
 		pol      policy
 		msgs     []passMsg
-		ledger   []store.LedgerEntry
+		ledger   []store.LedgerKey
 		now      time.Time
 		fetch    []string
 		verify   []string
@@ -245,32 +245,33 @@ func TestMakePlan(t *testing.T) {
 		mass     bool
 	}{
 		{name: "nothing known", pol: keep, msgs: msgsOf("a", "b"), now: t0, fetch: []string{"a", "b"}},
-		{name: "all known, idle", pol: keep, msgs: msgsOf("a"), ledger: []store.LedgerEntry{row("a", nil)}, now: t0},
-		{name: "stale rows touched", pol: keep, msgs: msgsOf("a"), ledger: []store.LedgerEntry{row("a", nil)}, now: t0.Add(7 * time.Hour), touch: []string{"a"}},
-		{name: "size differs: verify", pol: keep, msgs: msgsOf("a"), ledger: []store.LedgerEntry{row("a", func(e *store.LedgerEntry) { e.Size = 99 })}, now: t0, fetch: []string{"a"}, verify: []string{"a"}},
-		{name: "leave false deletes known", pol: policy{}, msgs: msgsOf("a", "b"), ledger: []store.LedgerEntry{row("a", nil)}, now: t0, fetch: []string{"b"}, del: []string{"a"}},
-		{name: "pending listed and policy deletes", pol: policy{}, msgs: msgsOf("a"), ledger: []store.LedgerEntry{row("a", func(e *store.LedgerEntry) { e.DeletePending = true })}, now: t0, del: []string{"a"}},
-		{name: "pending listed, policy keeps", pol: keep, msgs: msgsOf("a"), ledger: []store.LedgerEntry{row("a", func(e *store.LedgerEntry) { e.DeletePending = true })}, now: t0, clear: []string{"a"}},
-		{name: "pending gone", pol: keep, msgs: msgsOf(), ledger: []store.LedgerEntry{row("a", func(e *store.LedgerEntry) { e.DeletePending = true })}, now: t0, gone: []string{"a"}},
+		{name: "all known, idle", pol: keep, msgs: msgsOf("a"), ledger: []store.LedgerKey{row("a", nil)}, now: t0},
+		{name: "stale rows touched", pol: keep, msgs: msgsOf("a", "b"), ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.Stale = true }), row("b", nil)}, now: t0, touch: []string{"a"}},
+		{name: "unlisted stale row not touched", pol: keep, msgs: msgsOf(), ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.Stale = true })}, now: t0},
+		{name: "size differs: verify", pol: keep, msgs: msgsOf("a"), ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.Size = 99 })}, now: t0, fetch: []string{"a"}, verify: []string{"a"}},
+		{name: "leave false deletes known", pol: policy{}, msgs: msgsOf("a", "b"), ledger: []store.LedgerKey{row("a", nil)}, now: t0, fetch: []string{"b"}, del: []string{"a"}},
+		{name: "pending listed and policy deletes", pol: policy{}, msgs: msgsOf("a"), ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.DeletePending = true })}, now: t0, del: []string{"a"}},
+		{name: "pending listed, policy keeps", pol: keep, msgs: msgsOf("a"), ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.DeletePending = true })}, now: t0, clear: []string{"a"}},
+		{name: "pending gone", pol: keep, msgs: msgsOf(), ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.DeletePending = true })}, now: t0, gone: []string{"a"}},
 		{name: "duplicate uidl", pol: keep, msgs: msgsOf("a", "a", "b"), now: t0, fetch: []string{"a", "b"}, dupes: []string{"a"}},
 		{name: "too large new", pol: policy{leaveOnServer: true, maxSize: 50}, msgs: msgsOf("a"), now: t0, tooLarge: []string{"a"}},
 		{name: "too large known stays skipped", pol: policy{leaveOnServer: true, maxSize: 50}, msgs: msgsOf("a"),
-			ledger: []store.LedgerEntry{row("a", func(e *store.LedgerEntry) { e.Skipped = reasonTooLarge; e.Digest = "" })}, now: t0},
+			ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.Skipped = reasonTooLarge; e.Digest = "" })}, now: t0},
 		{name: "too large, limit raised", pol: keep, msgs: msgsOf("a"),
-			ledger: []store.LedgerEntry{row("a", func(e *store.LedgerEntry) { e.Skipped = reasonTooLarge; e.Digest = "" })}, now: t0, fetch: []string{"a"}},
+			ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.Skipped = reasonTooLarge; e.Digest = "" })}, now: t0, fetch: []string{"a"}},
 		{name: "skipped too large never deleted", pol: policy{}, msgs: msgsOf("a"),
-			ledger: []store.LedgerEntry{row("a", func(e *store.LedgerEntry) { e.Skipped = reasonTooLarge; e.Digest = "" })}, now: t0, fetch: []string{"a"}},
+			ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.Skipped = reasonTooLarge; e.Digest = "" })}, now: t0, fetch: []string{"a"}},
 		{name: "duplicate-of row is deletable", pol: policy{}, msgs: msgsOf("a"),
-			ledger: []store.LedgerEntry{row("a", func(e *store.LedgerEntry) { e.Skipped = reasonDuplicatePrefix + "z"; e.Expunged = true })}, now: t0, del: []string{"a"}},
+			ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.Skipped = reasonDuplicatePrefix + "z"; e.Expunged = true })}, now: t0, del: []string{"a"}},
 		{name: "delete on expunge", pol: policy{leaveOnServer: true, deleteOnExpunge: true}, msgs: msgsOf("a", "b"),
-			ledger: []store.LedgerEntry{row("a", func(e *store.LedgerEntry) { e.Expunged = true }), row("b", nil)}, now: t0, del: []string{"a"}},
+			ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.Expunged = true }), row("b", nil)}, now: t0, del: []string{"a"}},
 		{name: "mass change", pol: keep, msgs: msgsOf(manyIDs(20, "new")...), ledger: many(20, "old"), now: t0, fetch: manyIDs(20, "new"), mass: true},
 		{name: "mass change needs none listed", pol: keep, msgs: msgsOf(append(manyIDs(20, "new"), "old0")...), ledger: many(20, "old"), now: t0, fetch: manyIDs(20, "new")},
 		{name: "deleted tombstones do not count as live", pol: keep, msgs: msgsOf(manyIDs(20, "new")...),
-			ledger: func() []store.LedgerEntry {
+			ledger: func() []store.LedgerKey {
 				rs := many(20, "old")
 				for i := range rs {
-					rs[i].DeletedAt = t0
+					rs[i].Deleted = true
 				}
 				return rs
 			}(), now: t0, fetch: manyIDs(20, "new")},
@@ -302,5 +303,36 @@ func TestMakePlan(t *testing.T) {
 				t.Errorf("mass = %v, want %v", pl.mass, tt.mass)
 			}
 		})
+	}
+}
+
+// TestMakePlanAcrossMessages runs one plan over messages that each need a
+// different path (verified size, content to verify against two stored
+// digests, pending mark to clear, skipped), with the ledger out of UIDL
+// order, so that state kept between messages (buffers, grouping) shows.
+func TestMakePlanAcrossMessages(t *testing.T) {
+	key := func(uidl, digest string, size int64) store.LedgerKey {
+		return store.LedgerKey{UIDL: uidl, Digest: digest, Size: size, StoredAt: t0}
+	}
+	pending := key("c", "d-c", 100)
+	pending.DeletePending = true
+	skipped := key("e", "", 100)
+	skipped.Skipped = "retrieval failed 3 times"
+	ledger := []store.LedgerKey{key("b", "d-b1", 50), pending, key("a", "d-a", 99), skipped, key("d", "d-d", 100), key("b", "d-b2", 60), key("d", "d-d2", 70)}
+	pl := makePlan(policy{leaveOnServer: true}, msgsOf("a", "c", "b", "d", "e", "f"), ledger, map[string]int64{"a": 100}, t0)
+	if got := ids(pl.fetch); !slices.Equal(got, []string{"b", "f"}) {
+		t.Errorf("fetch = %v, want [b f]", got)
+	}
+	if !pl.verify["b"] || len(pl.verify) != 1 {
+		t.Errorf("verify = %v, want b only", pl.verify)
+	}
+	if got := pl.known["b"]; len(got) != 2 || !got["d-b1"] || !got["d-b2"] {
+		t.Errorf("known digests of b = %v, want d-b1 and d-b2", got)
+	}
+	if !slices.Equal(pl.pendingClear, []string{"c"}) {
+		t.Errorf("pendingClear = %v, want [c]", pl.pendingClear)
+	}
+	if pl.knownLive != 4 || pl.newCount != 1 || len(pl.del) != 0 || len(pl.touch) != 0 {
+		t.Errorf("knownLive %d, newCount %d, del %v, touch %v", pl.knownLive, pl.newCount, ids(pl.del), pl.touch)
 	}
 }

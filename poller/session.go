@@ -38,6 +38,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	pop3 "github.com/knadh/go-pop3"
 )
@@ -316,16 +317,17 @@ func (s *session) List(ctx context.Context) ([]listItem, error) {
 		if err != nil {
 			return nil, s.fail(ctx, op, err)
 		}
-		var out [][2]string
-		for l := range strings.SplitSeq(strings.TrimSuffix(buf.String(), "\r\n"), "\r\n") {
+		text := strings.TrimSuffix(buf.String(), "\r\n")
+		out := make([][2]string, 0, strings.Count(text, "\r\n")+1)
+		for l := range strings.SplitSeq(text, "\r\n") {
 			if l == "" && buf.Len() == 0 {
 				break
 			}
-			f := strings.Fields(l)
-			if len(f) < 2 {
+			f0, f1, ok := twoFields(l)
+			if !ok {
 				return nil, s.fail(ctx, op, fmt.Errorf("%s line %q: %w", op, l, ErrProtocol))
 			}
-			out = append(out, [2]string{f[0], f[1]})
+			out = append(out, [2]string{f0, f1})
 		}
 		return out, nil
 	}
@@ -373,6 +375,45 @@ func (s *session) List(ctx context.Context) ([]listItem, error) {
 		}
 	}
 	return items, nil
+}
+
+// twoFields returns the first two fields of l, split as strings.Fields
+// splits them, and false when l has fewer than two. A listing has one line
+// per message, so an ASCII line (all of them, in practice) is split
+// without allocating.
+func twoFields(l string) (string, string, bool) {
+	for i := 0; i < len(l); i++ {
+		if l[i] >= utf8.RuneSelf {
+			f := strings.Fields(l)
+			if len(f) < 2 {
+				return "", "", false
+			}
+			return f[0], f[1], true
+		}
+	}
+	field := func(from int) (start, end int) {
+		start = from
+		for start < len(l) && asciiSpace(l[start]) {
+			start++
+		}
+		end = start
+		for end < len(l) && !asciiSpace(l[end]) {
+			end++
+		}
+		return start, end
+	}
+	s0, e0 := field(0)
+	s1, e1 := field(e0)
+	if s1 == e1 {
+		return "", "", false
+	}
+	return l[s0:e0], l[s1:e1], true
+}
+
+// asciiSpace reports whether c is one of the ASCII bytes unicode.IsSpace
+// accepts.
+func asciiSpace(c byte) bool {
+	return c == ' ' || (c >= '\t' && c <= '\r')
 }
 
 // validUIDL checks RFC 1939's unique-id syntax (0x21-0x7E), tolerating up

@@ -9,7 +9,9 @@ import (
 
 // Sink is what the poller needs from the store. *store.Store satisfies it;
 // the method signatures are the store's own (see the store package for the
-// semantics of each). Tests substitute an in-memory fake.
+// semantics of each). Tests substitute an in-memory fake. A pass reads the
+// ledger once, with LedgerKeys (the fields its plan needs, not the whole
+// LedgerEntry), while it logs in and lists the upstream.
 //
 // The poller relies on these guarantees: Deliver stores every delivery and
 // its ledger row in one durable transaction (all or nothing), and
@@ -17,7 +19,7 @@ import (
 // retried.
 type Sink interface {
 	Deliver(ctx context.Context, ds []store.Delivery) ([]store.Delivered, error)
-	Ledger(ctx context.Context, account string) ([]store.LedgerEntry, error)
+	LedgerKeys(ctx context.Context, account string, q store.LedgerKeyQuery) ([]store.LedgerKey, error)
 	RecordSkipped(ctx context.Context, account, uidl, digest string, size int64, reason string) error
 	MarkDeletePending(ctx context.Context, account string, uidls []string) error
 	MarkDeleted(ctx context.Context, account string, uidls []string) error

@@ -29,7 +29,7 @@ type acctState struct {
 	lastHint   time.Time
 	// expireNoted remembers the EXPIRE value already warned about.
 	expireNoted string
-	// lastTouch and lastPrune throttle ledger maintenance.
+	// lastPrune is when the last pruning of expired tombstones ran.
 	lastPrune time.Time
 
 	// verified maps a UIDL whose LIST size differs from its ledger size to
