@@ -38,8 +38,8 @@ const (
 	// continue after the pass's context is canceled (shutdown).
 	commitGrace = 30 * time.Second
 	// commitWorkers is how many batches may be in Deliver at once: the
-	// store parses a batch before taking its writer lock, so a second
-	// batch's parsing overlaps the first one's write and fsync.
+	// store writes and fsyncs a batch's bytes before taking its writer
+	// lock, so one batch's pack write overlaps the other's transaction.
 	commitWorkers = 2
 )
 
@@ -351,7 +351,24 @@ func (p *Poller) fetch(ctx context.Context, a Account, st *acctState, sess popSe
 	if progress != nil {
 		progress(0, len(pl.fetch))
 	}
-	c := p.newCommitter(ctx, a, res, progress, len(pl.fetch), log)
+	var verifiedMu sync.Mutex
+	classify := func(f *fetchedMsg) {
+		f.digest = contentDigest(f.raw)
+		switch {
+		case pl.verify[f.m.id] && pl.known[f.m.id][f.digest]:
+			f.kind = fetchedKnown
+			// st.verified is the pass's; committer workers write it
+			// under verifiedMu, and the pass reads it only after
+			// c.close.
+			verifiedMu.Lock()
+			st.verified[f.m.id] = f.m.item.Size
+			verifiedMu.Unlock()
+		case pl.mass && pl.digests[f.digest] != "":
+			f.kind = fetchedDuplicate
+			f.dupOf = pl.digests[f.digest]
+		}
+	}
+	c := p.newCommitter(ctx, a, res, progress, len(pl.fetch), classify, log)
 	var (
 		rerr     error
 		culprits []string
@@ -416,16 +433,9 @@ func (p *Poller) retrieveBatch(ctx context.Context, sess popSession, st *acctSta
 			return fmt.Errorf("session returned unrequested message %d", it.Num)
 		}
 		received++
-		f := &fetchedMsg{m: m, raw: raw, digest: contentDigest(raw)}
-		switch {
-		case pl.verify[m.id] && pl.known[m.id][f.digest]:
-			f.kind = fetchedKnown
-			st.verified[m.id] = m.item.Size
-		case pl.mass && pl.digests[f.digest] != "":
-			f.kind = fetchedDuplicate
-			f.dupOf = pl.digests[f.digest]
-		}
-		return c.put(f)
+		// The digest and what it says about the message are worked out
+		// by the committer (classify), off the connection's read path.
+		return c.put(&fetchedMsg{m: m, raw: raw})
 	})
 	if err == nil {
 		return nil, nil
@@ -486,8 +496,8 @@ type fetchedMsg struct {
 }
 
 // committer delivers retrieved messages in group commits on its own
-// goroutines, so that the network, the store's parsing and the fsync
-// overlap. Each of its commitWorkers batches whatever has arrived while the
+// goroutines, so that the network, the digests and the store's writes and
+// fsyncs overlap. Each of its commitWorkers batches whatever has arrived while the
 // previous commit ran, up to the commit limits. With two workers, batches
 // may commit out of listing order (so local UIDs may not follow the
 // upstream order exactly); nothing else depends on the order.
@@ -503,6 +513,8 @@ type committer struct {
 	stop     context.CancelFunc
 	done     chan struct{}
 	graceOff func() bool
+	// classify computes a message's digest and kind, run by the workers.
+	classify func(*fetchedMsg)
 
 	// mu guards the fields below; they are read after done is closed.
 	mu        sync.Mutex
@@ -516,7 +528,7 @@ type committer struct {
 }
 
 // newCommitter starts a committer for one pass.
-func (p *Poller) newCommitter(ctx context.Context, a Account, res *Result, progress func(done, total int), total int, log *slog.Logger) *committer {
+func (p *Poller) newCommitter(ctx context.Context, a Account, res *Result, progress func(done, total int), total int, classify func(*fetchedMsg), log *slog.Logger) *committer {
 	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	stopped, stop := context.WithCancel(context.Background())
 	c := &committer{
@@ -526,6 +538,7 @@ func (p *Poller) newCommitter(ctx context.Context, a Account, res *Result, progr
 		stopped: stopped, stop: stop,
 		done: make(chan struct{}),
 		res:  res, progress: progress, total: total,
+		classify: classify,
 	}
 	c.graceOff = context.AfterFunc(ctx, func() {
 		t := time.AfterFunc(commitGrace, cancel)
@@ -650,6 +663,7 @@ func (c *committer) commit(batch []*fetchedMsg) error {
 	var bytes int64
 	dupes := 0
 	for _, f := range batch {
+		c.classify(f)
 		switch f.kind {
 		case fetchedNew:
 			ds = append(ds, store.Delivery{
