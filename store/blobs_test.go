@@ -68,6 +68,18 @@ func appendN(tb testing.TB, s *Store, n, size int) (User, Mailbox, map[UID][]byt
 	return u, mb, raws
 }
 
+// expungeUIDs marks uids \Deleted and expunges them.
+func expungeUIDs(tb testing.TB, s *Store, u UserID, mb MailboxID, uids []UID) {
+	tb.Helper()
+	ctx := context.Background()
+	if _, err := s.UpdateFlags(ctx, u, mb, uids, FlagsAdd, []string{`\Deleted`}); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := s.Expunge(ctx, u, mb, nil); err != nil {
+		tb.Fatal(err)
+	}
+}
+
 // checkBodies asserts that Body, Bodies and SearchText find exactly want.
 func checkBodies(tb testing.TB, s *Store, u UserID, mb MailboxID, want map[UID][]byte) {
 	tb.Helper()
@@ -198,12 +210,7 @@ func TestCompactionReclaimsExpungedSpace(t *testing.T) {
 			gone = append(gone, uid)
 		}
 	}
-	if _, err := s.UpdateFlags(ctx, u.ID, mb.ID, gone, FlagsAdd, []string{`\Deleted`}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Expunge(ctx, u.ID, mb.ID, nil); err != nil {
-		t.Fatal(err)
-	}
+	expungeUIDs(t, s, u.ID, mb.ID, gone)
 	for _, uid := range gone {
 		delete(raws, uid)
 	}
@@ -251,7 +258,6 @@ func TestCompactionRunsInBackgroundAfterExpunge(t *testing.T) {
 		t.Fatalf("compaction at open retired %d packs", n)
 	}
 	u, mb, raws := appendN(t, s, 12, 3000)
-	ctx := context.Background()
 	all := slices.Collect(func(yield func(UID) bool) {
 		for uid := range raws {
 			if !yield(uid) {
@@ -259,12 +265,7 @@ func TestCompactionRunsInBackgroundAfterExpunge(t *testing.T) {
 			}
 		}
 	})
-	if _, err := s.UpdateFlags(ctx, u.ID, mb.ID, all, FlagsAdd, []string{`\Deleted`}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Expunge(ctx, u.ID, mb.ID, nil); err != nil {
-		t.Fatal(err)
-	}
+	expungeUIDs(t, s, u.ID, mb.ID, all)
 	select {
 	case n := <-runs:
 		if n == 0 {
@@ -323,12 +324,7 @@ func TestReadsDuringCompaction(t *testing.T) {
 			}
 		})
 	}
-	if _, err := s.UpdateFlags(ctx, u.ID, mb.ID, gone, FlagsAdd, []string{`\Deleted`}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Expunge(ctx, u.ID, mb.ID, nil); err != nil {
-		t.Fatal(err)
-	}
+	expungeUIDs(t, s, u.ID, mb.ID, gone)
 	n, err := s.compact(ctx)
 	close(stop)
 	wg.Wait()
