@@ -497,10 +497,11 @@ type fetchedMsg struct {
 
 // committer delivers retrieved messages in group commits on its own
 // goroutines, so that the network, the digests and the store's writes and
-// fsyncs overlap. Each of its commitWorkers batches whatever has arrived while the
-// previous commit ran, up to the commit limits. With two workers, batches
-// may commit out of listing order (so local UIDs may not follow the
-// upstream order exactly); nothing else depends on the order.
+// fsyncs overlap. Each of its commitWorkers batches whatever has arrived
+// while the previous commit ran, up to the commit limits. The batches'
+// bytes are written in parallel, but their transactions commit in the
+// order the messages were retrieved (store.WithCommitTurn), so local UIDs
+// follow the upstream order.
 type committer struct {
 	p        *Poller
 	a        Account
@@ -515,6 +516,18 @@ type committer struct {
 	graceOff func() bool
 	// classify computes a message's digest and kind, run by the workers.
 	classify func(*fetchedMsg)
+
+	// takeMu serialises taking batches from in, so that nextTicket
+	// numbers them in message order. The store waits (awaitTurn) before a
+	// batch's transaction until every earlier batch has finished: turn is
+	// the lowest unfinished ticket, doneTickets the finished ones above
+	// it, turnChanged closed at every change.
+	takeMu      sync.Mutex
+	nextTicket  uint64
+	turnMu      sync.Mutex
+	turn        uint64
+	doneTickets map[uint64]bool
+	turnChanged chan struct{}
 
 	// mu guards the fields below; they are read after done is closed.
 	mu        sync.Mutex
@@ -538,7 +551,9 @@ func (p *Poller) newCommitter(ctx context.Context, a Account, res *Result, progr
 		stopped: stopped, stop: stop,
 		done: make(chan struct{}),
 		res:  res, progress: progress, total: total,
-		classify: classify,
+		classify:    classify,
+		doneTickets: map[uint64]bool{},
+		turnChanged: make(chan struct{}),
 	}
 	c.graceOff = context.AfterFunc(ctx, func() {
 		t := time.AfterFunc(commitGrace, cancel)
@@ -612,34 +627,13 @@ func (c *committer) close() error {
 // loop commits batches until the input is closed or a commit fails.
 func (c *committer) loop() {
 	for {
-		var f *fetchedMsg
-		select {
-		case g, ok := <-c.in:
-			if !ok {
-				return
-			}
-			f = g
-		case <-c.stopped.Done():
+		batch, ticket, closed := c.take()
+		if batch == nil {
 			return
 		}
-		batch := []*fetchedMsg{f}
-		size := len(f.raw)
-		closed := false
-	drain:
-		for len(batch) < commitMaxMsgs && size < commitMaxBytes {
-			select {
-			case g, ok := <-c.in:
-				if !ok {
-					closed = true
-					break drain
-				}
-				batch = append(batch, g)
-				size += len(g.raw)
-			default:
-				break drain
-			}
-		}
-		if err := c.commit(batch); err != nil {
+		err := c.commit(batch, ticket)
+		c.finished(ticket)
+		if err != nil {
 			c.fail(err)
 			return
 		}
@@ -649,9 +643,79 @@ func (c *committer) loop() {
 	}
 }
 
+// take waits for a message, then takes whatever else has arrived, up to
+// the commit limits, and numbers the batch: batches are numbered in the
+// order of their messages, which is the order their transactions commit
+// in. It returns a nil batch when the input is closed or the committer
+// stopped; closed reports that the input ended after this batch.
+func (c *committer) take() (batch []*fetchedMsg, ticket uint64, closed bool) {
+	c.takeMu.Lock()
+	defer c.takeMu.Unlock()
+	select {
+	case f, ok := <-c.in:
+		if !ok {
+			return nil, 0, true
+		}
+		batch = []*fetchedMsg{f}
+	case <-c.stopped.Done():
+		return nil, 0, true
+	}
+	size := len(batch[0].raw)
+drain:
+	for len(batch) < commitMaxMsgs && size < commitMaxBytes {
+		select {
+		case g, ok := <-c.in:
+			if !ok {
+				closed = true
+				break drain
+			}
+			batch = append(batch, g)
+			size += len(g.raw)
+		default:
+			break drain
+		}
+	}
+	ticket = c.nextTicket
+	c.nextTicket++
+	return batch, ticket, closed
+}
+
+// awaitTurn waits until every batch numbered before ticket has finished
+// (committed or failed). The store calls it between writing a batch's
+// bytes and beginning its transaction.
+func (c *committer) awaitTurn(ticket uint64) error {
+	for {
+		c.turnMu.Lock()
+		turn, changed := c.turn, c.turnChanged
+		c.turnMu.Unlock()
+		if turn == ticket {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-c.stopped.Done():
+			return c.failure()
+		}
+	}
+}
+
+// finished records that batch ticket is done and lets the next batches
+// whose predecessors are all done take their turn.
+func (c *committer) finished(ticket uint64) {
+	c.turnMu.Lock()
+	defer c.turnMu.Unlock()
+	c.doneTickets[ticket] = true
+	for c.doneTickets[c.turn] {
+		delete(c.doneTickets, c.turn)
+		c.turn++
+	}
+	close(c.turnChanged)
+	c.turnChanged = make(chan struct{})
+}
+
 // commit makes one batch durable: duplicates are recorded in the ledger,
 // new messages delivered with their ledger rows in one transaction.
-func (c *committer) commit(batch []*fetchedMsg) error {
+func (c *committer) commit(batch []*fetchedMsg, ticket uint64) error {
 	now := c.p.now()
 	defer func() {
 		for _, f := range batch {
@@ -685,7 +749,8 @@ func (c *committer) commit(batch []*fetchedMsg) error {
 		}
 	}
 	if len(ds) > 0 {
-		if _, err := c.p.sink.Deliver(c.ctx, ds); err != nil {
+		ctx := store.WithCommitTurn(c.ctx, func(context.Context) error { return c.awaitTurn(ticket) })
+		if _, err := c.p.sink.Deliver(ctx, ds); err != nil {
 			return accountErr(c.a, "deliver", err)
 		}
 	}

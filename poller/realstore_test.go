@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -214,3 +216,54 @@ func msgRange(from, to int) []string {
 }
 
 var _ = fmt.Sprintf
+
+// heldFirstSink holds the Deliver of the batch holding the first message
+// until a later batch has entered Deliver, so that without ordering the
+// later batch would commit first.
+type heldFirstSink struct {
+	*store.Store
+	first  string // UIDL of the first message
+	second chan struct{}
+	once   sync.Once
+	t      *testing.T
+}
+
+func (s *heldFirstSink) Deliver(ctx context.Context, ds []store.Delivery) ([]store.Delivered, error) {
+	if slices.ContainsFunc(ds, func(d store.Delivery) bool { return d.UIDL == s.first }) {
+		select {
+		case <-s.second:
+		case <-time.After(30 * time.Second):
+			s.t.Error("no second batch reached Deliver while the first was held")
+		}
+	} else {
+		s.once.Do(func() { close(s.second) })
+	}
+	return s.Store.Deliver(ctx, ds)
+}
+
+// TestUIDsFollowUpstreamOrder holds the first batch back until a later one
+// is delivering, and checks that local UIDs still follow the upstream
+// order: the committer's workers write bytes in parallel but commit in
+// retrieval order.
+func TestUIDsFollowUpstreamOrder(t *testing.T) {
+	h := newHarness(t, nil)
+	st := openStore(t, h.clock.Now)
+	h.fill(300)
+	h.srv.mu.Lock()
+	first := h.srv.msgs[0].uidl
+	h.srv.mu.Unlock()
+	h.p.sink = &heldFirstSink{Store: st, first: first, second: make(chan struct{}), t: t}
+	if r := h.mustPoll(); r.Fetched != 300 {
+		t.Fatalf("poll = %+v", r)
+	}
+	got := mailboxBodies(t, st, "alice", "INBOX")
+	want := msgRange(1, 300)
+	if len(got) != len(want) {
+		t.Fatalf("%d messages stored, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if string(got[i]) != want[i] {
+			t.Fatalf("UID order differs from the upstream order at position %d: %.40q", i+1, got[i])
+		}
+	}
+}

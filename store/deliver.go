@@ -8,6 +8,18 @@ import (
 	"time"
 )
 
+type turnKey struct{}
+
+// WithCommitTurn returns a context that makes Deliver call turn once the
+// batch's bytes are durable and before its transaction begins; the
+// transaction waits until turn returns, and does not happen if turn fails
+// (Deliver then returns its error and stores nothing). Callers running
+// several Delivers at once use it to commit them in their own order while
+// the byte writes overlap.
+func WithCommitTurn(ctx context.Context, turn func(context.Context) error) context.Context {
+	return context.WithValue(ctx, turnKey{}, turn)
+}
+
 // Deliver stores every delivery and its ledger row in one durable
 // transaction (one fsync for the batch) and returns one Delivered per
 // Delivery, in order. A missing Folder ("" means INBOX) is created. If any
@@ -20,6 +32,11 @@ import (
 // been expunged locally is not stored again either and reports a zero
 // Delivered. A key previously recorded as skipped is stored now and the
 // ledger row updated.
+//
+// The bytes are written (and made durable) first, then the transaction
+// runs. Concurrent Delivers write their bytes in parallel; a caller that
+// needs their transactions in a given order (local UIDs follow it) puts a
+// turn in ctx with WithCommitTurn.
 func (s *Store) Deliver(ctx context.Context, ds []Delivery) ([]Delivered, error) {
 	if err := s.writable("deliver"); err != nil {
 		return nil, err
@@ -62,6 +79,11 @@ func (s *Store) Deliver(ctx context.Context, ds []Delivery) ([]Delivered, error)
 	locs, err := s.blobs.put(recs)
 	if err != nil {
 		return nil, fmt.Errorf("deliver: %w", err)
+	}
+	if turn, ok := ctx.Value(turnKey{}).(func(context.Context) error); ok {
+		if err := turn(ctx); err != nil {
+			return nil, fmt.Errorf("deliver: waiting for its turn: %w", err)
+		}
 	}
 	out := make([]Delivered, len(ds))
 	err = s.write(ctx, "deliver", func(w *writeTx) error {

@@ -201,3 +201,29 @@ func TestAccountStatus(t *testing.T) {
 		t.Errorf("AccountStatuses = %+v, want %+v", got, []AccountStatus{sts[1], sts[0]})
 	}
 }
+
+// TestDeliverCommitTurn checks that Deliver calls the turn of its context
+// before its transaction, and that a failed turn stores nothing.
+func TestDeliverCommitTurn(t *testing.T) {
+	s := mustOpen(t)
+	u := mustUser(t, s, "bob")
+	ctx := context.Background()
+	d := Delivery{Account: "acct", UIDL: "1", Digest: "d1", User: "bob", Raw: testMessage("turn")}
+	refused := errors.New("not your turn")
+	calls := 0
+	_, err := s.Deliver(WithCommitTurn(ctx, func(context.Context) error { calls++; return refused }), []Delivery{d})
+	if !errors.Is(err, refused) || calls != 1 {
+		t.Fatalf("Deliver with a failing turn = %v after %d calls, want the turn's error after 1", err, calls)
+	}
+	mb := mustMailbox(t, s, u.ID, Inbox)
+	if snap, err := s.Snapshot(ctx, u.ID, mb.ID); err != nil || len(snap.Entries) != 0 {
+		t.Fatalf("after a failed turn: %d entries, %v", len(snap.Entries), err)
+	}
+	if keys, err := s.LedgerKeys(ctx, "acct", LedgerKeyQuery{}); err != nil || len(keys) != 0 {
+		t.Fatalf("after a failed turn: ledger %v, %v", keys, err)
+	}
+	out, err := s.Deliver(WithCommitTurn(ctx, func(context.Context) error { calls++; return nil }), []Delivery{d})
+	if err != nil || calls != 2 || len(out) != 1 || out[0].UID == 0 {
+		t.Fatalf("Deliver with a granted turn = %+v, %v (turn calls %d)", out, err, calls)
+	}
+}
