@@ -28,12 +28,18 @@ var _ popSession = (*session)(nil)
 
 // Group commit limits: retrieved messages are delivered in one durable
 // transaction per batch. A batch is committed when it reaches either limit
-// or as soon as the committer is idle (retrieval paused or ended).
+// or as soon as the committer is idle (retrieval paused or ended). Since
+// the store stopped parsing on delivery, a commit is mostly its two
+// fsyncs, so larger batches pay: on the 10,000-message bench fetch, 64
+// messages / 8 MB took 2.04 s, 128 / 16 MB 1.84 s, 256 / 32 MB 1.75 s
+// (medians of 6). Nothing is deleted upstream before its batch commits,
+// so a crash costs at most a re-fetch of one batch.
 const (
-	commitMaxMsgs  = 64
-	commitMaxBytes = 8 << 20
-	// bufferMaxBytes bounds the bytes retrieved but not yet committed.
-	bufferMaxBytes = 32 << 20
+	commitMaxMsgs  = 256
+	commitMaxBytes = 32 << 20
+	// bufferMaxBytes bounds the bytes retrieved but not yet committed
+	// (two batches in flight).
+	bufferMaxBytes = 64 << 20
 	// commitGrace is how long commits of already retrieved messages may
 	// continue after the pass's context is canceled (shutdown).
 	commitGrace = 30 * time.Second
