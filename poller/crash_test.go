@@ -162,10 +162,18 @@ func crashRun(t *testing.T, leave bool, n, wantKills int) {
 		case !leave && upstreamLeft && kills >= wantKills-1 && killedAfterQuit < 1:
 			how = "after QUIT"
 			fire = waitCount(srv, "QUIT", quit0, 0, stop)
-		case runs%4 == 0 || lastCompleted:
-			// Also once a child has finished: nothing is left to
-			// retrieve, so kill the (idle) passes at random times.
-			d := time.Duration(r.IntN(400)) * time.Millisecond
+		case lastCompleted:
+			// A child has finished: nothing is left to retrieve, and
+			// an idle pass takes a few ms, so kill it just after login.
+			d := time.Duration(r.IntN(3)) * time.Millisecond
+			how = "idle, after " + d.String()
+			fire = waitCount(srv, "USER", -1, d, stop)
+		case runs%4 == 0:
+			// Within the first 60 ms of a pass: login, listing, the
+			// ledger read, the first commits (a whole 2,000-message
+			// fetch takes a few hundred ms, so later moments would
+			// often find it done).
+			d := time.Duration(r.IntN(60)) * time.Millisecond
 			how = "after " + d.String()
 			fire = waitCount(srv, "USER", -1, d, stop)
 		default:
