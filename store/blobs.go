@@ -119,6 +119,11 @@ type blobStore struct {
 	// is in flight (readers == 0).
 	retired map[int64]*os.File
 	readers int
+	// writers counts, per pack, the puts whose records may not be
+	// committed yet (put until its caller's done). A sealed pack is only
+	// compacted once it has none: no writer can start on a sealed pack,
+	// so from then on every row that will ever name it is committed.
+	writers map[int64]int
 	// active is the pack appended to (nil until the first write); end is
 	// where the next record goes; next is the number of the next new pack.
 	active   *os.File
@@ -140,6 +145,7 @@ func openBlobs(dir string, readOnly bool, maxBytes int64, log *slog.Logger) (*bl
 		maxBytes: maxBytes,
 		packs:    map[int64]*os.File{},
 		retired:  map[int64]*os.File{},
+		writers:  map[int64]int{},
 		next:     1,
 	}
 	if readOnly {
@@ -203,12 +209,14 @@ func (b *blobStore) close() error {
 
 // put appends recs to the active pack and makes them durable (fdatasync)
 // before returning their locations. Concurrent puts write disjoint ranges;
-// each syncs its own.
-func (b *blobStore) put(recs []blobRec) ([]recordLoc, error) {
+// each syncs its own. The caller must call done once the transaction that
+// refers to the records has committed or failed (until then the pack is
+// not compacted); on error put has called it.
+func (b *blobStore) put(recs []blobRec) (locs []recordLoc, done func(), err error) {
 	if b.readOnly {
-		return nil, ErrReadOnly
+		return nil, nil, ErrReadOnly
 	}
-	locs := make([]recordLoc, len(recs))
+	locs = make([]recordLoc, len(recs))
 	var total int64
 	for i, r := range recs {
 		for k, part := range r {
@@ -218,7 +226,14 @@ func (b *blobStore) put(recs []blobRec) ([]recordLoc, error) {
 	}
 	f, id, off, err := b.reserve(total)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	done = func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if b.writers[id]--; b.writers[id] == 0 {
+			delete(b.writers, id)
+		}
 	}
 	pos := off
 	for i, r := range recs {
@@ -228,15 +243,17 @@ func (b *blobStore) put(recs []blobRec) ([]recordLoc, error) {
 				continue
 			}
 			if _, err := f.WriteAt(part, pos); err != nil {
-				return nil, fmt.Errorf("write pack %d: %w", id, err)
+				done()
+				return nil, nil, fmt.Errorf("write pack %d: %w", id, err)
 			}
 			pos += int64(len(part))
 		}
 	}
 	if err := fdatasync(f); err != nil {
-		return nil, fmt.Errorf("sync pack %d: %w", id, err)
+		done()
+		return nil, nil, fmt.Errorf("sync pack %d: %w", id, err)
 	}
-	return locs, nil
+	return locs, done, nil
 }
 
 // reserve returns the active pack (starting a new one when there is none
@@ -251,6 +268,7 @@ func (b *blobStore) reserve(n int64) (*os.File, int64, int64, error) {
 	}
 	off := b.end
 	b.end += n
+	b.writers[b.activeID]++
 	return b.active, b.activeID, off, nil
 }
 
@@ -370,14 +388,14 @@ func (r *blobReader) text(l blobLoc) ([]byte, error) {
 	return r.read(l.textPack, l.textOff+l.headLen, l.textLen, l.textCRC, "body text")
 }
 
-// sealed returns the packs that are not being appended to, with their
-// sizes.
+// sealed returns the packs that are not being appended to and have no
+// write in flight, with their sizes.
 func (b *blobStore) sealed() (map[int64]int64, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	out := map[int64]int64{}
 	for id, f := range b.packs {
-		if f == b.active {
+		if f == b.active || b.writers[id] > 0 {
 			continue
 		}
 		fi, err := f.Stat()
@@ -550,7 +568,7 @@ func (s *Store) compactPack(ctx context.Context, id int64) error {
 			}
 		}
 		br.end()
-		locs, err := s.blobs.put(recs)
+		locs, done, err := s.blobs.put(recs)
 		if err != nil {
 			return fmt.Errorf("compact pack %d: %w", id, err)
 		}
@@ -574,6 +592,7 @@ func (s *Store) compactPack(ctx context.Context, id int64) error {
 			}
 			return nil
 		})
+		done()
 		if err != nil {
 			return fmt.Errorf("compact pack %d: %w", id, err)
 		}

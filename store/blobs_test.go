@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -402,4 +403,72 @@ func TestLegacyBodiesMoveIntoPacks(t *testing.T) {
 		t.Errorf("after the move: %d legacy rows, %d messages without a pack", legacyRows, unpacked)
 	}
 	checkBodies(t, s, u.ID, mb.ID, raws)
+}
+
+// TestCompactionWaitsForWritesInFlight seals a mostly dead pack while a
+// Deliver that wrote into it has not committed yet (held in its commit
+// turn), compacts, and checks that the delivered message is intact once
+// it commits, also after a reopen: a pack is never retired under a write
+// whose rows are still to come.
+func TestCompactionWaitsForWritesInFlight(t *testing.T) {
+	const packMax = 16 << 10
+	dir := t.TempDir()
+	s := openPacked(t, dir, Options{packMaxBytes: packMax, noIndexer: true})
+	u, mb, raws := appendN(t, s, 3, 2000)
+	ctx := context.Background()
+	expungeUIDs(t, s, u.ID, mb.ID, slices.Sorted(maps.Keys(raws)))
+	held := packFiles(t, dir)[len(packFiles(t, dir))-1]
+
+	// A delivery big enough to fill the active pack, held between its
+	// pack write and its transaction.
+	big := packMessage("held", packMax)
+	entered, release := make(chan struct{}), make(chan struct{})
+	type result struct {
+		out []Delivered
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		turn := WithCommitTurn(ctx, func(context.Context) error {
+			close(entered)
+			<-release
+			return nil
+		})
+		out, err := s.Deliver(turn, []Delivery{{Account: "a", UIDL: "held", Digest: "d", User: "packs", Raw: big}})
+		res <- result{out, err}
+	}()
+	<-entered
+	// The next write starts a new pack: the held one is sealed, and all
+	// that its committed rows name is dead.
+	mustAppend(t, s, u.ID, mb.ID, "next")
+	if files := packFiles(t, dir); files[len(files)-1] == held {
+		t.Fatalf("no new pack after filling %s: %v", held, files)
+	}
+	if _, err := s.compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(packFiles(t, dir), held) {
+		t.Fatalf("%s was compacted away while a delivery into it was in flight", held)
+	}
+	close(release)
+	r := <-res
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	check := func() {
+		t.Helper()
+		got, err := s.Body(ctx, u.ID, mb.ID, r.out[0].UID)
+		if err != nil || string(got) != string(big) {
+			t.Fatalf("held delivery reads back %d bytes, %v", len(got), err)
+		}
+	}
+	check()
+	// Now it may be compacted (or not); either way the message survives.
+	if _, err := s.compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check()
+	s.Close()
+	s = openPacked(t, dir, Options{packMaxBytes: packMax, noIndexer: true})
+	check()
 }

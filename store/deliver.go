@@ -76,10 +76,11 @@ func (s *Store) Deliver(ctx context.Context, ds []Delivery) ([]Delivered, error)
 		preps[i].raw = normalizeCRLF(d.Raw)
 		recs[i] = rawRecord(preps[i].raw)
 	}
-	locs, err := s.blobs.put(recs)
+	locs, done, err := s.blobs.put(recs)
 	if err != nil {
 		return nil, fmt.Errorf("deliver: %w", err)
 	}
+	defer done()
 	if turn, ok := ctx.Value(turnKey{}).(func(context.Context) error); ok {
 		if err := turn(ctx); err != nil {
 			return nil, fmt.Errorf("deliver: waiting for its turn: %w", err)

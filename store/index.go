@@ -194,7 +194,7 @@ func (s *Store) indexPending(ctx context.Context) (int, error) {
 			}
 			recs[i] = textRecord(&pms[i])
 		}
-		locs, err := s.blobs.put(recs)
+		locs, release, err := s.blobs.put(recs)
 		if err != nil {
 			return done, err
 		}
@@ -217,6 +217,7 @@ func (s *Store) indexPending(ctx context.Context) (int, error) {
 			}
 			return nil
 		})
+		release()
 		if err != nil {
 			return done, err
 		}

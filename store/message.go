@@ -700,10 +700,11 @@ func (s *Store) Append(ctx context.Context, u UserID, id MailboxID, raw []byte, 
 	fs := parseFlags(flags)
 	// An uploaded message is indexed at once: its bytes and its texts are
 	// two records of one pack write.
-	locs, err := s.blobs.put([]blobRec{rawRecord(pm.raw), textRecord(&pm)})
+	locs, done, err := s.blobs.put([]blobRec{rawRecord(pm.raw), textRecord(&pm)})
 	if err != nil {
 		return Entry{}, 0, fmt.Errorf("append: %w", err)
 	}
+	defer done()
 	var (
 		ent  Entry
 		uidv uint32

@@ -181,7 +181,7 @@ func (s *Store) migrateLegacyBodies(ctx context.Context) error {
 		for _, l := range batch {
 			recs = append(recs, rawRecord(l.raw), blobRec{l.head, l.text})
 		}
-		locs, err := s.blobs.put(recs)
+		locs, done, err := s.blobs.put(recs)
 		if err != nil {
 			return fmt.Errorf("migrate message bodies: %w", err)
 		}
@@ -202,6 +202,7 @@ func (s *Store) migrateLegacyBodies(ctx context.Context) error {
 			}
 			return nil
 		})
+		done()
 		if err != nil {
 			return fmt.Errorf("migrate message bodies: %w", err)
 		}
