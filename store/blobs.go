@@ -209,9 +209,9 @@ func (b *blobStore) close() error {
 
 // put appends recs to the active pack and makes them durable (fdatasync)
 // before returning their locations. Concurrent puts write disjoint ranges;
-// each syncs its own. The caller must call done once the transaction that
-// refers to the records has committed or failed (until then the pack is
-// not compacted); on error put has called it.
+// each syncs its own. The caller (writeRecords) must call done once the
+// transaction that refers to the records has committed or failed (until
+// then the pack is not compacted); on error put has called it.
 func (b *blobStore) put(recs []blobRec) (locs []recordLoc, done func(), err error) {
 	if b.readOnly {
 		return nil, nil, ErrReadOnly
@@ -254,6 +254,26 @@ func (b *blobStore) put(recs []blobRec) (locs []recordLoc, done func(), err erro
 		return nil, nil, fmt.Errorf("sync pack %d: %w", id, err)
 	}
 	return locs, done, nil
+}
+
+// writeRecords stores recs and the rows that name them: it writes and
+// syncs the records (put), waits for the turn in ctx if there is one
+// (WithCommitTurn), runs fn in one write transaction with their
+// locations, and then lets compaction see the pack again. Every write of
+// message bytes goes through it, so no caller can commit rows naming
+// bytes that are not durable or forget to release its pack.
+func (s *Store) writeRecords(ctx context.Context, op string, recs []blobRec, fn func(w *writeTx, locs []recordLoc) error) error {
+	locs, done, err := s.blobs.put(recs)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	defer done()
+	if turn, ok := ctx.Value(turnKey{}).(func(context.Context) error); ok {
+		if err := turn(ctx); err != nil {
+			return fmt.Errorf("%s: waiting for its turn: %w", op, err)
+		}
+	}
+	return s.write(ctx, op, func(w *writeTx) error { return fn(w, locs) })
 }
 
 // reserve returns the active pack (starting a new one when there is none
@@ -568,11 +588,7 @@ func (s *Store) compactPack(ctx context.Context, id int64) error {
 			}
 		}
 		br.end()
-		locs, done, err := s.blobs.put(recs)
-		if err != nil {
-			return fmt.Errorf("compact pack %d: %w", id, err)
-		}
-		err = s.write(ctx, "move records", func(w *writeTx) error {
+		err = s.writeRecords(ctx, "move records", recs, func(w *writeTx, locs []recordLoc) error {
 			moveRaw, err := w.stmt(`UPDATE messages SET pack = ?, pack_off = ? WHERE id = ? AND pack = ? AND pack_off = ?`)
 			if err != nil {
 				return err
@@ -592,7 +608,6 @@ func (s *Store) compactPack(ctx context.Context, id int64) error {
 			}
 			return nil
 		})
-		done()
 		if err != nil {
 			return fmt.Errorf("compact pack %d: %w", id, err)
 		}

@@ -10,8 +10,9 @@ import (
 
 type turnKey struct{}
 
-// WithCommitTurn returns a context that makes Deliver call turn once the
-// batch's bytes are durable and before its transaction begins; the
+// WithCommitTurn returns a context that makes Deliver (and Append) call
+// turn once the batch's bytes are durable and before its transaction
+// begins; the
 // transaction waits until turn returns, and does not happen if turn fails
 // (Deliver then returns its error and stores nothing). Callers running
 // several Delivers at once use it to commit them in their own order while
@@ -76,18 +77,8 @@ func (s *Store) Deliver(ctx context.Context, ds []Delivery) ([]Delivered, error)
 		preps[i].raw = normalizeCRLF(d.Raw)
 		recs[i] = rawRecord(preps[i].raw)
 	}
-	locs, done, err := s.blobs.put(recs)
-	if err != nil {
-		return nil, fmt.Errorf("deliver: %w", err)
-	}
-	defer done()
-	if turn, ok := ctx.Value(turnKey{}).(func(context.Context) error); ok {
-		if err := turn(ctx); err != nil {
-			return nil, fmt.Errorf("deliver: waiting for its turn: %w", err)
-		}
-	}
 	out := make([]Delivered, len(ds))
-	err = s.write(ctx, "deliver", func(w *writeTx) error {
+	err := s.writeRecords(ctx, "deliver", recs, func(w *writeTx, locs []recordLoc) error {
 		users := map[string]UserID{}
 		type mbKey struct {
 			u    UserID

@@ -94,10 +94,10 @@ func (s *Store) parseStored(r *blobReader, loc blobLoc) (parsedMessage, error) {
 	if err != nil {
 		return parsedMessage{}, err
 	}
-	return s.parse(slices.Clone(raw)), nil
+	return s.parseStoredForm(slices.Clone(raw)), nil
 }
 
-// parseAll parses raws on up to GOMAXPROCS goroutines.
+// parseAll parses raws, stored bytes, on up to GOMAXPROCS goroutines.
 func (s *Store) parseAll(raws [][]byte) []parsedMessage {
 	pms := make([]parsedMessage, len(raws))
 	var (
@@ -115,7 +115,7 @@ func (s *Store) parseAll(raws [][]byte) []parsedMessage {
 				if i >= len(raws) {
 					return
 				}
-				pms[i] = s.parse(raws[i])
+				pms[i] = s.parseStoredForm(raws[i])
 			}
 		})
 	}
@@ -194,11 +194,7 @@ func (s *Store) indexPending(ctx context.Context) (int, error) {
 			}
 			recs[i] = textRecord(&pms[i])
 		}
-		locs, release, err := s.blobs.put(recs)
-		if err != nil {
-			return done, err
-		}
-		err = s.write(ctx, "index messages", func(w *writeTx) error {
+		err = s.writeRecords(ctx, "index messages", recs, func(w *writeTx, locs []recordLoc) error {
 			upd, err := w.stmt(`UPDATE messages SET envelope = ?, structure = ?, text_pack = ?, text_off = ?, head_len = ?, text_len = ?,
 				head_crc = ?, text_crc = ?, indexed = 1 WHERE id = ? AND indexed = 0`)
 			if err != nil {
@@ -217,7 +213,6 @@ func (s *Store) indexPending(ctx context.Context) (int, error) {
 			}
 			return nil
 		})
-		release()
 		if err != nil {
 			return done, err
 		}

@@ -17,7 +17,13 @@ import (
 // parse normalises and parses raw, logging a parser panic (a bug, contained
 // by parseMessage).
 func (s *Store) parse(raw []byte) parsedMessage {
-	pm := parseMessage(normalizeCRLF(raw))
+	return s.parseStoredForm(normalizeCRLF(raw))
+}
+
+// parseStoredForm is parse for bytes already in their stored form (CRLF
+// line ends), as read back from a pack: it does not scan them again.
+func (s *Store) parseStoredForm(raw []byte) parsedMessage {
+	pm := parseMessage(raw)
 	if pm.panicked != nil {
 		s.log.Error("message parser panicked; stored as text/plain", "panic", fmt.Sprint(pm.panicked), "size", len(raw))
 	}
@@ -700,16 +706,11 @@ func (s *Store) Append(ctx context.Context, u UserID, id MailboxID, raw []byte, 
 	fs := parseFlags(flags)
 	// An uploaded message is indexed at once: its bytes and its texts are
 	// two records of one pack write.
-	locs, done, err := s.blobs.put([]blobRec{rawRecord(pm.raw), textRecord(&pm)})
-	if err != nil {
-		return Entry{}, 0, fmt.Errorf("append: %w", err)
-	}
-	defer done()
 	var (
 		ent  Entry
 		uidv uint32
 	)
-	err = s.write(ctx, "append", func(w *writeTx) error {
+	err := s.writeRecords(ctx, "append", []blobRec{rawRecord(pm.raw), textRecord(&pm)}, func(w *writeTx, locs []recordLoc) error {
 		mb, err := selectableByID(w.ctx, w, u, id)
 		if err != nil {
 			return err

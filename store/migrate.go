@@ -181,11 +181,7 @@ func (s *Store) migrateLegacyBodies(ctx context.Context) error {
 		for _, l := range batch {
 			recs = append(recs, rawRecord(l.raw), blobRec{l.head, l.text})
 		}
-		locs, done, err := s.blobs.put(recs)
-		if err != nil {
-			return fmt.Errorf("migrate message bodies: %w", err)
-		}
-		err = s.write(ctx, "move legacy bodies", func(w *writeTx) error {
+		err = s.writeRecords(ctx, "move legacy bodies", recs, func(w *writeTx, locs []recordLoc) error {
 			for i, l := range batch {
 				raw, text := locs[2*i], locs[2*i+1]
 				if _, err := w.ExecContext(w.ctx, `UPDATE messages SET pack = ?, pack_off = ?, body_crc = ?, indexed = 1,
@@ -202,7 +198,6 @@ func (s *Store) migrateLegacyBodies(ctx context.Context) error {
 			}
 			return nil
 		})
-		done()
 		if err != nil {
 			return fmt.Errorf("migrate message bodies: %w", err)
 		}
