@@ -8,12 +8,9 @@ import (
 
 func TestCopy(t *testing.T) {
 	env := newEnv(t)
-	for _, s := range []string{"one", "two", "three"} {
-		env.deliver("alice", "INBOX", msg(s))
-	}
+	env.deliverAll("alice", "INBOX", "one", "two", "three")
 	trash := env.mailbox("alice", "Trash")
-	c := env.rawLogin("alice")
-	c.ok("SELECT INBOX")
+	c := env.rawSelected("alice", "INBOX")
 	c.ok(`STORE 2 +FLAGS.SILENT (\Flagged)`)
 	_, st := c.cmd("COPY 2:3 Trash")
 	if want := fmt.Sprintf("OK [COPYUID %d 2:3 1:2]", trash.UIDValidity); !strings.HasPrefix(st, want) {
@@ -46,12 +43,9 @@ func TestMoveExpungeCounts(t *testing.T) {
 		env.deliver("alice", "INBOX", msg(fmt.Sprintf("m%d", i)))
 	}
 	archive := env.mailbox("alice", "Archive")
-	mover := env.rawLogin("alice")
-	mover.ok("SELECT INBOX")
-	observer := env.rawLogin("alice")
-	observer.ok("SELECT INBOX")
-	idler := env.rawLogin("alice")
-	idler.ok("SELECT INBOX")
+	mover := env.rawSelected("alice", "INBOX")
+	observer := env.rawSelected("alice", "INBOX")
+	idler := env.rawSelected("alice", "INBOX")
 	idler.idle()
 
 	u, st := mover.cmd("MOVE 2,4 Archive")

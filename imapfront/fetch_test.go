@@ -45,8 +45,7 @@ func TestFetchItems(t *testing.T) {
 	env := newEnv(t)
 	env.deliver("alice", "INBOX", msg("plain"))
 	env.deliver("alice", "INBOX", multipartMsg)
-	c := env.rawLogin("alice")
-	c.ok("SELECT INBOX")
+	c := env.rawSelected("alice", "INBOX")
 	size := len(msg("plain"))
 	tests := []struct {
 		name, cmd string
@@ -114,8 +113,7 @@ func TestFetchSetsSeen(t *testing.T) {
 	env.deliver("alice", "INBOX", msg("one"))
 	env.deliver("alice", "INBOX", msg("two"))
 	env.deliver("alice", "INBOX", msg("three"))
-	c := env.rawLogin("alice")
-	c.ok("SELECT INBOX")
+	c := env.rawSelected("alice", "INBOX")
 	tests := []struct{ name, cmd string }{
 		{"body", "FETCH 1 BODY[TEXT]"},
 		{"rfc822", "FETCH 2 RFC822"},
@@ -141,8 +139,7 @@ func TestFetchSetsSeen(t *testing.T) {
 func TestFetchZeroPartMultipart(t *testing.T) {
 	env := newEnv(t)
 	env.deliver("alice", "INBOX", zeroPartMsg)
-	c := env.rawLogin("alice")
-	c.ok("SELECT INBOX")
+	c := env.rawSelected("alice", "INBOX")
 	for _, item := range []string{"BODYSTRUCTURE", "BODY", "BODY.PEEK[1]", "BINARY.SIZE[1]"} {
 		u := c.ok("FETCH 1 %s", item)
 		if len(u) != 1 {
@@ -164,13 +161,9 @@ func TestFetchZeroPartMultipart(t *testing.T) {
 
 func TestFetchExpungedByOtherSkipped(t *testing.T) {
 	env := newEnv(t)
-	for _, s := range []string{"one", "two", "three"} {
-		env.deliver("alice", "INBOX", msg(s))
-	}
-	a := env.rawLogin("alice")
-	a.ok("SELECT INBOX")
-	b := env.rawLogin("alice")
-	b.ok("SELECT INBOX")
+	env.deliverAll("alice", "INBOX", "one", "two", "three")
+	a := env.rawSelected("alice", "INBOX")
+	b := env.rawSelected("alice", "INBOX")
 	b.ok(`STORE 2 +FLAGS.SILENT (\Deleted)`)
 	if u := a.ok("NOOP"); strings.Join(u, "|") != `* 2 FETCH (UID 2 FLAGS (\Deleted))` {
 		t.Fatalf("NOOP after other's STORE: %q", u)
@@ -197,8 +190,7 @@ func TestFetchExpungedByOtherSkipped(t *testing.T) {
 func TestFetchStarIsClientView(t *testing.T) {
 	env := newEnv(t)
 	env.deliver("alice", "INBOX", msg("one"))
-	c := env.rawLogin("alice")
-	c.ok("SELECT INBOX")
+	c := env.rawSelected("alice", "INBOX")
 	env.deliver("alice", "INBOX", msg("two"))
 	env.deliver("alice", "INBOX", msg("three"))
 	u, st := c.cmd("FETCH * (UID)")
@@ -221,8 +213,7 @@ func TestFetchMissingPartOfSome(t *testing.T) {
 	env := newEnv(t)
 	env.deliver("alice", "INBOX", msg("plain"))
 	env.deliver("alice", "INBOX", multipartMsg)
-	c := env.rawLogin("alice")
-	c.ok("SELECT INBOX")
+	c := env.rawSelected("alice", "INBOX")
 	tests := []struct {
 		name, cmd string
 		want      []string

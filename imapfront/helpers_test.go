@@ -222,6 +222,14 @@ func (e *testEnv) deliver(user, folder string, raw string) store.Delivered {
 	return deliverTo(e.t, e.st, user, folder, raw)
 }
 
+// deliverAll delivers msg(subj) for each subject, in order, to user's folder.
+func (e *testEnv) deliverAll(user, folder string, subjects ...string) {
+	e.t.Helper()
+	for _, subj := range subjects {
+		deliverTo(e.t, e.st, user, folder, msg(subj))
+	}
+}
+
 // deliverTo is deliver for a given testing.TB (inside fuzz targets, the
 // target's t).
 func deliverTo(t testing.TB, st *store.Store, user, folder string, raw string) store.Delivered {
@@ -286,6 +294,14 @@ func (e *testEnv) raw() *rawClient {
 func (e *testEnv) rawLogin(user string) *rawClient {
 	c := e.raw()
 	c.ok("LOGIN %s %s", user, testPasswords[user])
+	return c
+}
+
+// rawSelected dials, logs in and selects mailbox.
+func (e *testEnv) rawSelected(user, mailbox string) *rawClient {
+	e.t.Helper()
+	c := e.rawLogin(user)
+	c.ok("SELECT %s", mailbox)
 	return c
 }
 

@@ -13,8 +13,7 @@ import (
 func TestIdleDeliverPushed(t *testing.T) {
 	env := newEnv(t)
 	env.deliver("alice", "INBOX", msg("one"))
-	c := env.rawLogin("alice")
-	c.ok("SELECT INBOX")
+	c := env.rawSelected("alice", "INBOX")
 	c.idle()
 	env.deliver("alice", "INBOX", msg("two"))
 	c.expect("* 2 EXISTS")
@@ -36,13 +35,9 @@ func TestIdleDeliverPushed(t *testing.T) {
 // sequence numbers.
 func TestIdleTwoSessions(t *testing.T) {
 	env := newEnv(t)
-	for _, s := range []string{"one", "two", "three", "four"} {
-		env.deliver("alice", "INBOX", msg(s))
-	}
-	a := env.rawLogin("alice")
-	a.ok("SELECT INBOX")
-	b := env.rawLogin("alice")
-	b.ok("SELECT INBOX")
+	env.deliverAll("alice", "INBOX", "one", "two", "three", "four")
+	a := env.rawSelected("alice", "INBOX")
+	b := env.rawSelected("alice", "INBOX")
 
 	// a changes, b idles.
 	b.idle()
@@ -84,12 +79,9 @@ func TestIdleThreeSessions(t *testing.T) {
 	for i := 1; i <= 5; i++ {
 		env.deliver("alice", "INBOX", msg(fmt.Sprintf("m%d", i)))
 	}
-	a := env.rawLogin("alice")
-	a.ok("SELECT INBOX")
-	b := env.rawLogin("alice")
-	b.ok("SELECT INBOX")
-	watcher := env.rawLogin("alice")
-	watcher.ok("SELECT INBOX")
+	a := env.rawSelected("alice", "INBOX")
+	b := env.rawSelected("alice", "INBOX")
+	watcher := env.rawSelected("alice", "INBOX")
 	watcher.idle()
 
 	a.ok(`STORE 5 +FLAGS.SILENT (\Deleted)`)
@@ -135,8 +127,7 @@ func TestIdleUnselectedWaits(t *testing.T) {
 //	go test -run XXX -bench IdlePush -benchtime 200x ./imapfront
 func BenchmarkIdlePush(b *testing.B) {
 	env := newEnv(b)
-	c := env.rawLogin("alice")
-	c.ok("SELECT INBOX")
+	c := env.rawSelected("alice", "INBOX")
 	c.idle()
 	lat := make([]time.Duration, 0, b.N)   // from the end of the commit
 	total := make([]time.Duration, 0, b.N) // from the Deliver call (fsync included)
@@ -171,8 +162,7 @@ func BenchmarkIdlePush(b *testing.B) {
 // an idling session as its own EXISTS, in order.
 func TestIdlePushesEveryDelivery(t *testing.T) {
 	env := newEnv(t)
-	c := env.rawLogin("alice")
-	c.ok("SELECT INBOX")
+	c := env.rawSelected("alice", "INBOX")
 	c.idle()
 	for i := 1; i <= 50; i++ {
 		env.deliver("alice", "INBOX", msg(fmt.Sprintf("push %d", i)))

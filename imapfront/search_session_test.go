@@ -10,11 +10,8 @@ var tagRE = regexp.MustCompile(` \(TAG "[^"]*"\)`)
 
 func TestSearchResults(t *testing.T) {
 	env := newEnv(t)
-	for _, s := range []string{"apple", "banana", "apple pie", "cherry"} {
-		env.deliver("alice", "INBOX", msg(s))
-	}
-	c := env.rawLogin("alice")
-	c.ok("SELECT INBOX")
+	env.deliverAll("alice", "INBOX", "apple", "banana", "apple pie", "cherry")
+	c := env.rawSelected("alice", "INBOX")
 	c.ok(`STORE 2 +FLAGS (\Deleted)`)
 	c.ok("EXPUNGE") // UIDs 1 3 4 remain, seqs 1 2 3
 	tests := []struct{ name, cmd, want string }{

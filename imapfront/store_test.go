@@ -7,11 +7,8 @@ import (
 
 func TestStoreFlags(t *testing.T) {
 	env := newEnv(t)
-	for _, s := range []string{"one", "two", "three"} {
-		env.deliver("alice", "INBOX", msg(s))
-	}
-	c := env.rawLogin("alice")
-	c.ok("SELECT INBOX")
+	env.deliverAll("alice", "INBOX", "one", "two", "three")
+	c := env.rawSelected("alice", "INBOX")
 	tests := []struct {
 		name, cmd string
 		want      []string
@@ -42,8 +39,7 @@ func TestStoreFlags(t *testing.T) {
 func TestStoreRecentRefused(t *testing.T) {
 	env := newEnv(t)
 	env.deliver("alice", "INBOX", msg("one"))
-	c := env.rawLogin("alice")
-	c.ok("SELECT INBOX")
+	c := env.rawSelected("alice", "INBOX")
 	c.ok(`STORE 1 FLAGS (\Answered)`)
 	tests := []struct{ name, cmd string }{
 		{"add", `STORE 1 +FLAGS (\Recent)`},
@@ -73,13 +69,9 @@ func TestStoreRecentRefused(t *testing.T) {
 // messages expunged meanwhile.
 func TestStoreNoChangeFlags(t *testing.T) {
 	env := newEnv(t)
-	for _, s := range []string{"one", "two", "three"} {
-		env.deliver("alice", "INBOX", msg(s))
-	}
-	a := env.rawLogin("alice")
-	a.ok("SELECT INBOX")
-	b := env.rawLogin("alice")
-	b.ok("SELECT INBOX")
+	env.deliverAll("alice", "INBOX", "one", "two", "three")
+	a := env.rawSelected("alice", "INBOX")
+	b := env.rawSelected("alice", "INBOX")
 	b.ok(`STORE 1 +FLAGS ($Work \Seen)`)
 	b.ok(`STORE 3 +FLAGS (\Deleted)`)
 	b.ok("EXPUNGE")
@@ -104,8 +96,7 @@ func TestStoreNewKeyword(t *testing.T) {
 	env.deliver("alice", "INBOX", msg("one"))
 	env.deliver("alice", "INBOX", msg("two"))
 	c := env.rawLogin("alice")
-	other := env.rawLogin("alice")
-	other.ok("SELECT INBOX")
+	other := env.rawSelected("alice", "INBOX")
 	c.ok("SELECT INBOX")
 	u := c.ok(`STORE 1:2 +FLAGS ($Work)`)
 	want := []string{
@@ -136,10 +127,8 @@ func TestStoreSeenByOthers(t *testing.T) {
 	env := newEnv(t)
 	env.deliver("alice", "INBOX", msg("one"))
 	env.deliver("alice", "INBOX", msg("two"))
-	a := env.rawLogin("alice")
-	a.ok("SELECT INBOX")
-	b := env.rawLogin("alice")
-	b.ok("SELECT INBOX")
+	a := env.rawSelected("alice", "INBOX")
+	b := env.rawSelected("alice", "INBOX")
 	if u := a.ok(`STORE 2 +FLAGS (\Seen)`); len(u) != 1 {
 		t.Fatalf("setter got %q", u)
 	}
