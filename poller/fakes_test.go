@@ -474,6 +474,38 @@ func (s *fakeSink) MarkDeleted(ctx context.Context, account string, uidls []stri
 	return nil
 }
 
+func (s *fakeSink) updateRefs(account string, refs []store.LedgerRef, fn func(*store.LedgerEntry)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.writes++
+	for _, r := range refs {
+		if i := s.find(account, r.UIDL, r.Digest); i >= 0 {
+			fn(&s.rows[i])
+		}
+	}
+}
+
+func (s *fakeSink) MarkGone(ctx context.Context, account string, refs []store.LedgerRef) error {
+	s.updateRefs(account, refs, func(e *store.LedgerEntry) {
+		e.DeletePending = false
+		if e.DeletedAt.IsZero() {
+			e.DeletedAt = e.LastSeen
+			if e.DeletedAt.IsZero() {
+				e.DeletedAt = e.StoredAt
+			}
+		}
+	})
+	return nil
+}
+
+func (s *fakeSink) MarkListed(ctx context.Context, account string, refs []store.LedgerRef, at time.Time) error {
+	s.updateRefs(account, refs, func(e *store.LedgerEntry) {
+		e.DeletedAt = time.Time{}
+		e.LastSeen = at
+	})
+	return nil
+}
+
 func (s *fakeSink) ClearDeletePending(ctx context.Context, account string, uidls []string) error {
 	s.update(account, uidls, func(e *store.LedgerEntry) { e.DeletePending = false })
 	return nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -130,16 +131,15 @@ func (p *Poller) runPass(ctx context.Context, a Account, st *acctState, progress
 	*listed = true
 	pol := policyOf(a)
 	pl := makePlan(pol, msgs, ledger, st.verified, now)
+	forgetUnlisted(st, msgs)
 
-	for _, m := range pl.dupes {
-		log.Warn("duplicate UIDL in listing, ignoring the later message", "uidl", m.id, "num", m.item.Num, "size", m.item.Size)
-	}
-	if pl.mass {
-		log.Warn("mass UIDL change: none of the known UIDLs is listed; matching new messages by content before storing",
-			"known", pl.knownLive, "new", pl.newCount)
+	if len(pl.multi) > 0 {
+		for id, n := range pl.multi {
+			log.Warn("one identity listed for several messages; telling them apart by content", "uidl", id, "count", n)
+		}
 	}
 	if len(items) == 0 && pl.knownLive > 0 {
-		log.Info("upstream listing is empty; ledger entries are kept", "known", pl.knownLive)
+		log.Info("upstream listing is empty; ledger entries are kept as tombstones", "known", pl.knownLive)
 	}
 	if err := p.maintainLedger(ctx, a, st, pl, now, log); err != nil {
 		return res, err
@@ -152,28 +152,44 @@ func (p *Poller) runPass(ctx context.Context, a Account, st *acctState, progress
 		log.Warn("message larger than max_message_size, not fetched", "uidl", m.id, "size", m.item.Size, "max", pol.maxSize)
 	}
 
-	var committed []passMsg
+	var out fetchOutcome
 	if len(pl.fetch) > 0 {
-		committed, err = p.fetch(ctx, a, st, sess, &pl, progress, &res, log)
+		out, err = p.fetch(ctx, a, st, sess, &pl, progress, &res, log)
+		res.Anomalies = res.Anomalies.Add(out.anomalies)
 		if err != nil {
+			return res, err
+		}
+		if err := p.reconcile(ctx, a, st, &pl, out, now, log); err != nil {
 			return res, err
 		}
 	}
 
-	// Deletions: known messages per policy, then the ones just committed.
-	del, why := pl.del, pl.delWhy
-	for _, m := range committed {
-		if w := pol.deleteReason(msgState{Stored: true, StoredAt: now}, now); w != "" {
-			del = append(del, m)
-			why = append(why, w)
+	del := deletions(pol, &pl, out.proven, now)
+	res.Anomalies.Unproven += int64(pl.unproven)
+	provenNums := make(map[int]bool, len(out.proven))
+	for _, pm := range out.proven {
+		provenNums[pm.m.item.Num] = true
+	}
+	for num := range pl.wanted {
+		if !provenNums[num] {
+			res.Anomalies.Unproven++
 		}
+	}
+	if res.Anomalies.Unproven > 0 {
+		log.Warn("messages the policy deletes were kept on the server: their identity could not be proven",
+			"count", res.Anomalies.Unproven)
 	}
 	if len(del) > 0 {
 		ids := make([]string, len(del))
 		nums := make([]int, len(del))
-		for i, m := range del {
-			ids[i], nums[i] = m.id, m.item.Num
-			log.Debug("deleting upstream", "uidl", m.id, "why", why[i])
+		for i, d := range del {
+			if d.proof == proofNone {
+				// deletions never returns one; refusing here keeps
+				// invariant 1 whatever a later change does to it.
+				return res, accountErr(a, "delete", fmt.Errorf("message %d (%s) has no proof of being stored: not deleting", d.m.item.Num, d.m.id))
+			}
+			ids[i], nums[i] = d.m.id, d.m.item.Num
+			log.Debug("deleting upstream", "uidl", d.m.id, "why", d.why, "proof", proofName(d.proof))
 		}
 		if err := p.sink.MarkDeletePending(ctx, a.Name, ids); err != nil {
 			return res, accountErr(a, "mark delete pending", err)
@@ -268,13 +284,20 @@ func identify(ctx context.Context, sess popSession, items []listItem) ([]passMsg
 	return msgs, nil
 }
 
-// maintainLedger settles pending deletions and refreshes LastSeen.
+// maintainLedger turns the rows of unlisted identities into tombstones
+// (settling pending deletions), clears pending marks the policy dropped
+// and refreshes LastSeen.
 func (p *Poller) maintainLedger(ctx context.Context, a Account, st *acctState, pl plan, now time.Time, log *slog.Logger) error {
-	if len(pl.pendingGone) > 0 {
-		if err := p.sink.MarkDeleted(ctx, a.Name, pl.pendingGone); err != nil {
-			return accountErr(a, "mark deleted", err)
+	if len(pl.gone) > 0 {
+		if err := p.sink.MarkGone(ctx, a.Name, pl.gone); err != nil {
+			return accountErr(a, "mark gone", err)
 		}
-		log.Info("pending deletions confirmed by listing", "count", len(pl.pendingGone))
+		if pl.pendingGone > 0 {
+			log.Info("pending deletions confirmed by listing", "count", pl.pendingGone)
+		}
+		if n := len(pl.gone) - pl.pendingGone; n > 0 {
+			log.Debug("messages no longer listed upstream", "count", n)
+		}
 	}
 	if len(pl.pendingClear) > 0 {
 		if err := p.sink.ClearDeletePending(ctx, a.Name, pl.pendingClear); err != nil {
@@ -287,6 +310,103 @@ func (p *Poller) maintainLedger(ctx context.Context, a Account, st *acctState, p
 		}
 	}
 	return nil
+}
+
+// forgetUnlisted drops the verified sizes of identities the listing does
+// not show: a size proven for content holds only while the identity stays
+// listed.
+func forgetUnlisted(st *acctState, msgs []passMsg) {
+	if len(st.verified) == 0 {
+		return
+	}
+	listed := make(map[string]bool, len(msgs))
+	for _, m := range msgs {
+		listed[m.id] = true
+	}
+	for id := range st.verified {
+		if !listed[id] {
+			delete(st.verified, id)
+		}
+	}
+}
+
+// reconcile brings the ledger rows of the identities a pass retrieved to
+// verify or prove in line with what their content turned out to be: a row
+// whose content is listed again is live again, a live row whose identity
+// now names other content is gone. An identity is reconciled only when
+// every message listed under it was retrieved and is stored.
+func (p *Poller) reconcile(ctx context.Context, a Account, st *acctState, pl *plan, out fetchOutcome, now time.Time, log *slog.Logger) error {
+	if len(pl.rows) == 0 {
+		return nil
+	}
+	seen := map[string]map[string]bool{}
+	provenCount := map[string]int{}
+	for _, pm := range out.proven {
+		if pl.rows[pm.m.id] == nil {
+			continue
+		}
+		if seen[pm.m.id] == nil {
+			seen[pm.m.id] = map[string]bool{}
+		}
+		seen[pm.m.id][pm.digest] = true
+		provenCount[pm.m.id]++
+	}
+	listedCount := map[string]int{}
+	for _, m := range pl.all {
+		listedCount[m.id]++
+	}
+	var listed, gone []store.LedgerRef
+	for id, rows := range pl.rows {
+		if provenCount[id] != listedCount[id] {
+			continue // not every message of the identity is proven: next pass
+		}
+		for d, e := range rows {
+			ref := store.LedgerRef{UIDL: id, Digest: d}
+			switch {
+			case seen[id][d] && e.Deleted:
+				listed = append(listed, ref)
+			case !seen[id][d] && !e.Deleted:
+				gone = append(gone, ref)
+			}
+		}
+	}
+	if len(listed) > 0 {
+		if err := p.sink.MarkListed(ctx, a.Name, listed, now); err != nil {
+			return accountErr(a, "mark listed", err)
+		}
+		log.Info("messages listed again after a gap, proven by content", "count", len(listed))
+	}
+	if len(gone) > 0 {
+		if err := p.sink.MarkGone(ctx, a.Name, gone); err != nil {
+			return accountErr(a, "mark gone", err)
+		}
+	}
+	return nil
+}
+
+// deletions decides the DELEs of a pass. It is the one place that does:
+// a message is deleted only when the policy says so and its content is
+// proven to be stored, by continuity (makePlan) or by its digest in this
+// session (proven).
+func deletions(pol policy, pl *plan, proven []provenMsg, now time.Time) []deletion {
+	del := slices.Clone(pl.del)
+	for _, pm := range proven {
+		if why := pol.deleteReason(pm.state, now); why != "" {
+			del = append(del, deletion{m: pm.m, why: why, proof: proofDigest})
+		}
+	}
+	return del
+}
+
+// proofName names a kind of proof for the log.
+func proofName(proof int) string {
+	switch proof {
+	case proofContinuity:
+		return "uidl listed since stored"
+	case proofDigest:
+		return "content digest"
+	}
+	return "none"
 }
 
 // pruneLedger drops expired tombstones, at most once per pruneEvery, and
@@ -336,16 +456,31 @@ func (p *Poller) noteExpire(a Account, st *acctState, caps capabilities, log *sl
 	}
 }
 
+// provenMsg is a retrieved message whose content is durable in the store:
+// delivered, or recorded as content already stored.
+type provenMsg struct {
+	m      passMsg
+	digest string
+	// state is what the deletion policy knows of it.
+	state msgState
+}
+
+// fetchOutcome is what the retrieval of a pass established.
+type fetchOutcome struct {
+	proven    []provenMsg
+	anomalies store.IdentityAnomalies
+}
+
 // fetch retrieves the planned messages and commits them in groups while
-// retrieval continues. It returns the messages delivered (durable). On any
-// error every message already retrieved is committed or not at all, batch
-// by batch, and the caller aborts the session.
+// retrieval continues. It returns the messages proven stored (durable). On
+// any error every message already retrieved is committed or not at all,
+// batch by batch, and the caller aborts the session.
 //
 // Messages suspected of breaking an earlier retrieval are fetched last,
 // one at a time, each followed by a check that the connection is still in
 // step; a suspect that fails suspectSkipAfter such probes in a row is
 // recorded as skipped, so one bad message cannot block the maildrop.
-func (p *Poller) fetch(ctx context.Context, a Account, st *acctState, sess popSession, pl *plan, progress func(done, total int), res *Result, log *slog.Logger) ([]passMsg, error) {
+func (p *Poller) fetch(ctx context.Context, a Account, st *acctState, sess popSession, pl *plan, progress func(done, total int), res *Result, log *slog.Logger) (fetchOutcome, error) {
 	var normal, probes []passMsg
 	for _, m := range pl.fetch {
 		if _, ok := st.suspects[m.id]; ok {
@@ -357,24 +492,8 @@ func (p *Poller) fetch(ctx context.Context, a Account, st *acctState, sess popSe
 	if progress != nil {
 		progress(0, len(pl.fetch))
 	}
-	var verifiedMu sync.Mutex
-	classify := func(f *fetchedMsg) {
-		f.digest = contentDigest(f.raw)
-		switch {
-		case pl.verify[f.m.id] && pl.known[f.m.id][f.digest]:
-			f.kind = fetchedKnown
-			// st.verified is the pass's; committer workers write it
-			// under verifiedMu, and the pass reads it only after
-			// c.close.
-			verifiedMu.Lock()
-			st.verified[f.m.id] = f.m.item.Size
-			verifiedMu.Unlock()
-		case pl.mass && pl.digests[f.digest] != "":
-			f.kind = fetchedDuplicate
-			f.dupOf = pl.digests[f.digest]
-		}
-	}
-	c := p.newCommitter(ctx, a, res, progress, len(pl.fetch), classify, log)
+	cl := newClassifier(pl, st)
+	c := p.newCommitter(ctx, a, res, progress, len(pl.fetch), cl, log)
 	var (
 		rerr     error
 		culprits []string
@@ -394,8 +513,10 @@ func (p *Poller) fetch(ctx context.Context, a Account, st *acctState, sess popSe
 			probeOK = append(probeOK, m.id)
 		}
 	}
-	if cerr := c.close(); cerr != nil {
-		return c.delivered, cerr
+	cerr := c.close()
+	out := fetchOutcome{proven: c.proven, anomalies: cl.anomalies()}
+	if cerr != nil {
+		return out, cerr
 	}
 	for _, id := range probeOK {
 		delete(st.suspects, id)
@@ -411,12 +532,111 @@ func (p *Poller) fetch(ctx context.Context, a Account, st *acctState, sess popSe
 				p.noteBadProbe(ctx, a, st, probeBad, pl, rerr, res, log)
 			}
 		}
-		return c.delivered, accountErr(a, "retrieve", rerr)
+		return out, accountErr(a, "retrieve", rerr)
 	}
-	if c.dupes > 0 {
-		log.Warn("mass UIDL change: messages already stored under other UIDLs were recorded, not stored again", "count", c.dupes)
+	if an := out.anomalies; an.UIDLReused+an.Renumbered+an.Twins > 0 {
+		log.Warn("upstream identities did not match content; told apart by whole-message digest",
+			"uidl_reused", an.UIDLReused, "renumbered", an.Renumbered, "twins", an.Twins)
 	}
-	return c.delivered, nil
+	return out, nil
+}
+
+// classifier decides what each retrieved message is, from its digest: the
+// content its identity named before (known), content stored under another
+// identity (duplicate), content of an earlier message of the same pass
+// (twin), or new. Messages are classified in retrieval order (the
+// committer's classification turn), so that of two messages with one
+// content the first is stored and the second recorded as its twin.
+type classifier struct {
+	pl *plan
+	st *acctState
+
+	mu sync.Mutex // guards the fields below and st.verified
+	// claims maps the digest of every message classified new in this pass
+	// to its claim.
+	claims map[string]*claim
+	an     store.IdentityAnomalies
+}
+
+// claim is a pass's first message with a content: the one that stores it.
+type claim struct {
+	id string
+	// committed is set once its delivery is durable; a twin is recorded
+	// only then.
+	committed bool
+}
+
+func newClassifier(pl *plan, st *acctState) *classifier {
+	return &classifier{pl: pl, st: st, claims: map[string]*claim{}}
+}
+
+// classify sets f.kind (f.digest already computed). Called in retrieval
+// order.
+func (cl *classifier) classify(f *fetchedMsg) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	own, hadRows := cl.pl.rows[f.m.id]
+	if !hadRows {
+		// A new identity whose rows were all skipped (too large) has
+		// no stored content of its own either.
+		own = nil
+	}
+	if cl.pl.multi[f.m.id] > 1 {
+		cl.an.Twins++
+	}
+	if e, ok := own[f.digest]; ok {
+		f.kind, f.row = fetchedKnown, e
+		if e.Size != f.m.item.Size {
+			cl.st.verified[f.m.id] = f.m.item.Size
+		}
+		return
+	}
+	if len(own) > 0 {
+		// The identity named other content before: the UIDL was reused.
+		cl.an.UIDLReused++
+	}
+	if u, ok := cl.pl.digests[f.digest]; ok {
+		f.kind, f.dupOf = fetchedDuplicate, u
+		if len(own) == 0 {
+			cl.an.Renumbered++
+		}
+		return
+	}
+	if c, ok := cl.claims[f.digest]; ok {
+		f.kind, f.dupOf, f.claim = fetchedTwin, c.id, c
+		if cl.pl.multi[f.m.id] <= 1 {
+			cl.an.Twins++
+		}
+		return
+	}
+	f.claim = &claim{id: f.m.id}
+	cl.claims[f.digest] = f.claim
+	f.kind = fetchedNew
+}
+
+// committedClaims marks the claims of delivered messages durable.
+func (cl *classifier) committedClaims(fs []*fetchedMsg) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	for _, f := range fs {
+		if f.kind == fetchedNew && f.claim != nil {
+			f.claim.committed = true
+		}
+	}
+}
+
+// isCommitted reports whether c's delivery is durable.
+func (cl *classifier) isCommitted(c *claim) bool {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	return c.committed
+}
+
+// anomalies returns what the classification counted.
+func (cl *classifier) anomalies() store.IdentityAnomalies {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	return cl.an
 }
 
 // retrieveBatch retrieves msgs (pipelined by the session) and hands them
@@ -487,8 +707,9 @@ func (p *Poller) noteBadProbe(ctx context.Context, a Account, st *acctState, id 
 // Kinds of retrieved message.
 const (
 	fetchedNew       = iota // deliver
-	fetchedKnown            // content already stored under this UIDL
-	fetchedDuplicate        // content already stored under another UIDL
+	fetchedKnown            // content already stored under this identity
+	fetchedDuplicate        // content already stored under another identity
+	fetchedTwin             // content of an earlier message of this pass
 )
 
 // fetchedMsg is one retrieved message on its way to the store.
@@ -498,6 +719,8 @@ type fetchedMsg struct {
 	digest string
 	kind   int
 	dupOf  string
+	row    store.LedgerKey // fetchedKnown: the row with this content
+	claim  *claim          // fetchedNew, fetchedTwin: the pass's first message with this content
 	weight int64
 }
 
@@ -520,8 +743,8 @@ type committer struct {
 	stop     context.CancelFunc
 	done     chan struct{}
 	graceOff func() bool
-	// classify computes a message's digest and kind, run by the workers.
-	classify func(*fetchedMsg)
+	// cl decides what each message is, once its digest is computed.
+	cl *classifier
 
 	// takeMu serialises taking batches from in, so that nextTicket
 	// numbers them in message order. The store waits (awaitTurn) before a
@@ -534,12 +757,15 @@ type committer struct {
 	turn        uint64
 	doneTickets map[uint64]bool
 	turnChanged chan struct{}
+	// classTurn is the ticket whose batch classifies next: batches
+	// compute their digests in parallel but classify in ticket order.
+	classTurn    uint64
+	classChanged chan struct{}
 
 	// mu guards the fields below; they are read after done is closed.
 	mu        sync.Mutex
 	err       error
-	delivered []passMsg
-	dupes     int
+	proven    []provenMsg
 	res       *Result
 	progress  func(done, total int)
 	total     int
@@ -547,7 +773,7 @@ type committer struct {
 }
 
 // newCommitter starts a committer for one pass.
-func (p *Poller) newCommitter(ctx context.Context, a Account, res *Result, progress func(done, total int), total int, classify func(*fetchedMsg), log *slog.Logger) *committer {
+func (p *Poller) newCommitter(ctx context.Context, a Account, res *Result, progress func(done, total int), total int, cl *classifier, log *slog.Logger) *committer {
 	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	stopped, stop := context.WithCancel(context.Background())
 	c := &committer{
@@ -557,9 +783,10 @@ func (p *Poller) newCommitter(ctx context.Context, a Account, res *Result, progr
 		stopped: stopped, stop: stop,
 		done: make(chan struct{}),
 		res:  res, progress: progress, total: total,
-		classify:    classify,
-		doneTickets: map[uint64]bool{},
-		turnChanged: make(chan struct{}),
+		cl:           cl,
+		doneTickets:  map[uint64]bool{},
+		turnChanged:  make(chan struct{}),
+		classChanged: make(chan struct{}),
 	}
 	c.graceOff = context.AfterFunc(ctx, func() {
 		t := time.AfterFunc(commitGrace, cancel)
@@ -719,8 +946,38 @@ func (c *committer) finished(ticket uint64) {
 	c.turnChanged = make(chan struct{})
 }
 
-// commit makes one batch durable: duplicates are recorded in the ledger,
-// new messages delivered with their ledger rows in one transaction.
+// classifyInTurn waits until every batch numbered before ticket has been
+// classified, classifies batch and lets the next batch classify. Each
+// batch computed its digests before waiting, so the wait is short.
+func (c *committer) classifyInTurn(ticket uint64, batch []*fetchedMsg) error {
+	for {
+		c.turnMu.Lock()
+		turn, changed := c.classTurn, c.classChanged
+		c.turnMu.Unlock()
+		if turn == ticket {
+			break
+		}
+		select {
+		case <-changed:
+		case <-c.stopped.Done():
+			return c.failure()
+		}
+	}
+	for _, f := range batch {
+		c.cl.classify(f)
+	}
+	c.turnMu.Lock()
+	c.classTurn++
+	close(c.classChanged)
+	c.classChanged = make(chan struct{})
+	c.turnMu.Unlock()
+	return nil
+}
+
+// commit makes one batch durable: new messages are delivered with their
+// ledger rows in one transaction (in the batch's commit turn), then
+// messages whose content is already durable are recorded as duplicates.
+// A twin is recorded only once the delivery of its first is durable.
 func (c *committer) commit(batch []*fetchedMsg, ticket uint64) error {
 	now := c.p.now()
 	defer func() {
@@ -728,42 +985,70 @@ func (c *committer) commit(batch []*fetchedMsg, ticket uint64) error {
 			c.sem.release(f.weight)
 		}
 	}()
-	var ds []store.Delivery
-	var msgs []passMsg
-	var bytes int64
-	dupes := 0
 	for _, f := range batch {
-		c.classify(f)
-		switch f.kind {
-		case fetchedNew:
-			ds = append(ds, store.Delivery{
-				Account:      c.a.Name,
-				UIDL:         f.m.id,
-				Digest:       f.digest,
-				User:         c.a.User,
-				Folder:       c.a.folder(),
-				Raw:          f.raw,
-				InternalDate: internalDate(f.raw, now),
-			})
-			msgs = append(msgs, f.m)
-			bytes += int64(len(f.raw))
-		case fetchedDuplicate:
-			if err := c.p.sink.RecordSkipped(c.ctx, c.a.Name, f.m.id, f.digest, f.m.item.Size, reasonDuplicatePrefix+f.dupOf); err != nil {
-				return accountErr(c.a, "record duplicate", err)
-			}
-			dupes++
+		f.digest = contentDigest(f.raw)
+	}
+	if err := c.classifyInTurn(ticket, batch); err != nil {
+		return err
+	}
+	var (
+		ds     []store.Delivery
+		proven []provenMsg
+		bytes  int64
+		fresh  = msgState{Stored: true, StoredAt: now}
+	)
+	for _, f := range batch {
+		if f.kind != fetchedNew {
+			continue
 		}
+		ds = append(ds, store.Delivery{
+			Account:      c.a.Name,
+			UIDL:         f.m.id,
+			Digest:       f.digest,
+			User:         c.a.User,
+			Folder:       c.a.folder(),
+			Raw:          f.raw,
+			InternalDate: internalDate(f.raw, now),
+		})
+		proven = append(proven, provenMsg{m: f.m, digest: f.digest, state: fresh})
+		bytes += int64(len(f.raw))
 	}
 	if len(ds) > 0 {
 		ctx := store.WithCommitTurn(c.ctx, func(context.Context) error { return c.awaitTurn(ticket) })
 		if _, err := c.p.sink.Deliver(ctx, ds); err != nil {
 			return accountErr(c.a, "deliver", err)
 		}
+		c.cl.committedClaims(batch)
+	}
+	turnTaken := len(ds) > 0
+	for _, f := range batch {
+		switch f.kind {
+		case fetchedKnown:
+			proven = append(proven, provenMsg{m: f.m, digest: f.digest, state: stateOf([]store.LedgerKey{f.row})})
+		case fetchedTwin:
+			// Its first is in this batch or an earlier one: once every
+			// earlier batch has finished, its delivery is durable or
+			// failed for good.
+			if !turnTaken {
+				if err := c.awaitTurn(ticket); err != nil {
+					return err
+				}
+				turnTaken = true
+			}
+			if !c.cl.isCommitted(f.claim) {
+				continue // its first was not stored: neither is it
+			}
+			fallthrough
+		case fetchedDuplicate:
+			if err := c.p.sink.RecordSkipped(c.ctx, c.a.Name, f.m.id, f.digest, f.m.item.Size, reasonDuplicatePrefix+f.dupOf); err != nil {
+				return accountErr(c.a, "record duplicate", err)
+			}
+			proven = append(proven, provenMsg{m: f.m, digest: f.digest, state: fresh})
+		}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.dupes += dupes
-	c.delivered = append(c.delivered, msgs...)
+	c.proven = append(c.proven, proven...)
 	c.res.Fetched += len(ds)
 	c.res.Bytes += bytes
 	c.handled += len(batch)

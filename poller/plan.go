@@ -40,39 +40,88 @@ type passMsg struct {
 	id   string
 }
 
+// Why a planned message is retrieved.
+const (
+	// fetchNew: no ledger row names the identity.
+	fetchNew = iota
+	// fetchVerify: rows name the identity, but none can be trusted to be
+	// the listed message (gone from an earlier listing, another size, or
+	// an identity the listing gives to several messages): its content
+	// decides what it is.
+	fetchVerify
+	// fetchProve: a known message the policy deletes now, whose identity
+	// (synthetic, on a server without UIDL) is no proof of its content:
+	// retrieved so that the DELE rests on its bytes.
+	fetchProve
+)
+
+// Kinds of proof that a listed message is content already stored: nothing
+// is deleted upstream without one (see deletion).
+const (
+	// proofNone: not proven.
+	proofNone = iota
+	// proofContinuity: the server's own UIDL, listed with the stored size
+	// by every complete listing since the content was stored (the row was
+	// never marked gone). RFC 1939 forbids a server to give a UIDL to
+	// other content while the message exists.
+	proofContinuity
+	// proofDigest: retrieved in this session, and its whole-message
+	// SHA-256 equals content that is durable in the store.
+	proofDigest
+)
+
+// deletion is a DELE the pass may send: the message, why the policy
+// deletes it, and what proves it is stored content.
+type deletion struct {
+	m     passMsg
+	why   string
+	proof int
+}
+
 // plan is what one poll pass does, decided from the listing and the ledger
 // before any message is retrieved.
 type plan struct {
 	// all is the whole listing.
 	all []passMsg
-	// fetch lists the messages to retrieve, in listing order.
-	fetch []passMsg
-	// verify marks fetched messages whose UIDL is known but whose size
-	// differs from every stored row: retrieved to compare digests (same
-	// digest: known; other: a new message reusing the UIDL).
-	verify map[string]bool
-	// known maps each verified UIDL to the digests already stored for it.
-	known map[string]map[string]bool
+	// fetch lists the messages to retrieve, in listing order; purpose
+	// says why each (by message number).
+	fetch   []passMsg
+	purpose map[int]int
+	// rows holds the stored ledger rows (delivered or duplicates) of each
+	// identity that is retrieved for fetchVerify or fetchProve, by digest:
+	// what a retrieved message of that identity may turn out to be.
+	rows map[string]map[string]store.LedgerKey
+	// multi holds the identities the listing gives to more than one
+	// message (twins on a server without UIDL, or a server listing one
+	// UIDL twice): all of them are retrieved and told apart by content.
+	multi map[string]int
+	// wanted marks (by message number) the retrieved known messages the
+	// policy would delete if their identity were proven: one that ends the
+	// pass unproven is counted as such.
+	wanted map[int]bool
+	// digests maps every stored content digest of the account to a UIDL
+	// holding it, when there is something to fetch: a retrieved message
+	// with one of these digests is recorded, not stored again.
+	digests map[string]string
 	// tooLarge lists new messages over max_message_size, to record once.
 	tooLarge []passMsg
-	// dupes lists later occurrences of an identity already listed.
-	dupes []passMsg
 	// touch lists listed UIDLs whose LastSeen is stale.
 	touch []string
-	// del lists known, stored messages the policy deletes now, with why.
-	del    []passMsg
-	delWhy []string
-	// pendingGone lists UIDLs whose deletion was pending and that are no
-	// longer listed: the deletion happened.
-	pendingGone []string
+	// del lists the known messages the policy deletes now whose identity
+	// is proven by continuity.
+	del []deletion
+	// gone lists the rows that no listed message can be any more: their
+	// identity is not listed. They become tombstones.
+	gone []store.LedgerRef
+	// pendingGone counts the gone rows whose deletion was pending: the
+	// deletion happened.
+	pendingGone int
 	// pendingClear lists UIDLs pending deletion that are still listed but
 	// that the policy no longer deletes.
 	pendingClear []string
-	// mass is true when the listing looks like a mass UIDL change; digests
-	// then maps every stored content digest to its UIDL, so retrieved
-	// "new" messages that are already stored are recorded, not delivered.
-	mass      bool
-	digests   map[string]string
+	// unproven counts the messages the policy would delete that this
+	// pass cannot prove before retrieving anything (over max_message_size).
+	unproven  int
 	knownLive int
 	newCount  int
 	// prunable counts the ledger rows PruneLedger would drop now.
@@ -85,12 +134,24 @@ func isStoredRow(e store.LedgerKey) bool {
 	return e.Skipped == "" || isDuplicateReason(e.Skipped)
 }
 
+// isSynthetic reports whether id was made up by the poller (a server
+// without UIDL): it names a header and a size, not one message.
+func isSynthetic(id string) bool {
+	return strings.HasPrefix(id, syntheticUIDLPrefix)
+}
+
 // makePlan decides a pass. It is a pure function of the policy, the listing
 // (identities already resolved), the ledger (read with ledgerQuery(now),
 // which decided each row's Stale and Prunable), the in-memory verified
 // sizes and the time.
+//
+// A listed message is taken for stored content without retrieving it only
+// when its identity has a live row (not gone) of the listed size; it is
+// deleted that way only when that identity is the server's own UIDL, listed
+// alone (proofContinuity). Everything else the policy would delete is
+// retrieved first and proven by its digest.
 func makePlan(pol policy, msgs []passMsg, ledger []store.LedgerKey, verified map[string]int64, now time.Time) plan {
-	pl := plan{all: msgs, verify: map[string]bool{}, known: map[string]map[string]bool{}}
+	pl := plan{all: msgs, purpose: map[int]int{}}
 	// Group the rows by UIDL: sorted (as LedgerKeys returns them), each
 	// UIDL's rows are a subslice, with no allocation per UIDL.
 	byUIDL := func(a, b store.LedgerKey) int { return strings.Compare(a.UIDL, b.UIDL) }
@@ -115,90 +176,147 @@ func makePlan(pol policy, msgs []passMsg, ledger []store.LedgerKey, verified map
 		i = j
 	}
 
-	seen := make(map[string]bool, len(msgs))
-	listedKnown := 0
-	// stored and match are rebuilt for each message and not kept past it:
-	// one pair of buffers serves the whole listing.
-	var stored, match []store.LedgerKey
+	// How many messages the listing gives each identity; almost always 1.
+	count := make(map[string]int, len(msgs))
 	for _, m := range msgs {
-		if seen[m.id] {
-			pl.dupes = append(pl.dupes, m)
-			continue
+		count[m.id]++
+	}
+	fetch := func(m passMsg, why int) {
+		pl.fetch = append(pl.fetch, m)
+		pl.purpose[m.item.Num] = why
+	}
+	// trusted and live are rebuilt for each identity and not kept past
+	// it: one pair of buffers serves the whole listing.
+	var trusted, live []store.LedgerKey
+	planned := make(map[string]bool, len(msgs))
+	for _, m := range msgs {
+		if planned[m.id] {
+			continue // every message of the identity was planned with the first
 		}
-		seen[m.id] = true
+		planned[m.id] = true
+		n := count[m.id]
+		group := []passMsg{m}
+		if n > 1 {
+			group = nil
+			for _, o := range msgs {
+				if o.id == m.id {
+					group = append(group, o)
+				}
+			}
+			if pl.multi == nil {
+				pl.multi = map[string]int{}
+			}
+			pl.multi[m.id] = n
+		}
 		rs := rows[m.id]
 		if len(rs) == 0 {
-			if pol.tooLarge(m.item.Size) {
-				pl.tooLarge = append(pl.tooLarge, m)
-			} else {
-				pl.fetch = append(pl.fetch, m)
-				pl.newCount++
+			for _, o := range group {
+				if pol.tooLarge(o.item.Size) {
+					pl.tooLarge = append(pl.tooLarge, o)
+				} else {
+					fetch(o, fetchNew)
+					pl.newCount++
+				}
 			}
 			continue
 		}
-		listedKnown++
 		if stale(rs) {
 			pl.touch = append(pl.touch, m.id)
 		}
-		stored, match = stored[:0], match[:0]
-		tooLargeRow := false
+		trusted, live = trusted[:0], live[:0]
+		stored, tooLargeRow, pending := 0, false, false
 		for _, e := range rs {
 			switch {
 			case isStoredRow(e):
-				stored = append(stored, e)
-				if e.Size == m.item.Size {
-					match = append(match, e)
+				stored++
+				pending = pending || e.DeletePending
+				if !e.Deleted {
+					live = append(live, e)
 				}
 			case e.Skipped == reasonTooLarge:
 				tooLargeRow = true
 			}
 		}
-		if len(stored) == 0 {
+		if stored == 0 {
 			if tooLargeRow && !pol.tooLarge(m.item.Size) {
 				// The limit was raised (or the message shrank): fetch it now.
-				pl.fetch = append(pl.fetch, m)
+				for _, o := range group {
+					fetch(o, fetchNew)
+				}
 			}
 			continue // skipped for good (too large, or another reason)
 		}
-		held := match // the rows of the listed content
-		if len(held) == 0 {
+		for _, e := range live {
+			if e.Size == m.item.Size {
+				trusted = append(trusted, e)
+			}
+		}
+		if len(trusted) == 0 && len(live) > 0 {
 			if vs, ok := verified[m.id]; ok && vs == m.item.Size {
-				held = stored // not match = stored: the two buffers stay apart
+				trusted = live // the listed size was proven to be this content's
 			}
 		}
-		if len(held) == 0 {
-			pl.fetch = append(pl.fetch, m)
-			pl.verify[m.id] = true
-			ds := map[string]bool{}
-			for _, e := range stored {
-				ds[e.Digest] = true
-			}
-			pl.known[m.id] = ds
-			continue
-		}
-		st := stateOf(held)
-		pending := false
-		for _, e := range held {
-			pending = pending || e.DeletePending
-		}
-		if why := pol.deleteReason(st, now); why != "" {
-			pl.del = append(pl.del, m)
-			pl.delWhy = append(pl.delWhy, why)
-		} else if pending {
+		// The rows' state decides what the policy wants, before any proof.
+		why := pol.deleteReason(stateOf(rs), now)
+		if why == "" && pending {
 			pl.pendingClear = append(pl.pendingClear, m.id)
 		}
-	}
-
-	gone := map[string]bool{}
-	for _, e := range ledger {
-		if e.DeletePending && !seen[e.UIDL] && !gone[e.UIDL] {
-			gone[e.UIDL] = true
-			pl.pendingGone = append(pl.pendingGone, e.UIDL)
+		switch {
+		case n == 1 && len(trusted) > 0 && !isSynthetic(m.id):
+			if w := pol.deleteReason(stateOf(trusted), now); w != "" {
+				pl.del = append(pl.del, deletion{m: m, why: w, proof: proofContinuity})
+			}
+			continue
+		case len(trusted) == n && len(live) == n && why == "":
+			// Every live row is listed with its size, once per row, and
+			// nothing is to be deleted: known, nothing to prove.
+			continue
+		}
+		purpose := fetchVerify
+		if len(trusted) == n && len(live) == n {
+			purpose = fetchProve
+		}
+		if pl.rows == nil {
+			pl.rows = map[string]map[string]store.LedgerKey{}
+		}
+		ds := make(map[string]store.LedgerKey, len(rs))
+		for _, e := range rs {
+			if isStoredRow(e) {
+				ds[e.Digest] = e
+			}
+		}
+		pl.rows[m.id] = ds
+		for _, o := range group {
+			if pol.tooLarge(o.item.Size) {
+				// max_message_size was lowered below a stored message's
+				// size: it is not retrieved, so it cannot be proven.
+				if why != "" {
+					pl.unproven++
+				}
+				continue
+			}
+			fetch(o, purpose)
+			if why != "" {
+				if pl.wanted == nil {
+					pl.wanted = map[int]bool{}
+				}
+				pl.wanted[o.item.Num] = true
+			}
 		}
 	}
 
-	pl.mass = massUIDLChange(pl.knownLive, listedKnown, pl.newCount)
-	if pl.mass {
+	// Rows whose identity is not listed are gone: never again proof of
+	// what a listed message is.
+	for _, e := range ledger {
+		if count[e.UIDL] == 0 && !e.Deleted && (isStoredRow(e) || e.DeletePending) {
+			pl.gone = append(pl.gone, store.LedgerRef{UIDL: e.UIDL, Digest: e.Digest})
+			if e.DeletePending {
+				pl.pendingGone++
+			}
+		}
+	}
+
+	if len(pl.fetch) > 0 {
 		pl.digests = make(map[string]string, len(ledger))
 		for _, e := range ledger {
 			if isStoredRow(e) && e.Digest != "" {
@@ -215,13 +333,17 @@ func stale(rs []store.LedgerKey) bool {
 	return slices.ContainsFunc(rs, func(e store.LedgerKey) bool { return e.Stale })
 }
 
-// stateOf summarises the stored rows of one listed message for the policy:
-// stored since the earliest row, expunged when every delivered row is.
-func stateOf(match []store.LedgerKey) msgState {
-	st := msgState{Stored: true}
+// stateOf summarises the stored rows among rs for the policy: stored since
+// the earliest, expunged when every delivered row is.
+func stateOf(rs []store.LedgerKey) msgState {
+	var st msgState
 	delivered := 0
 	expunged := 0
-	for _, e := range match {
+	for _, e := range rs {
+		if !isStoredRow(e) {
+			continue
+		}
+		st.Stored = true
 		if st.StoredAt.IsZero() || (!e.StoredAt.IsZero() && e.StoredAt.Before(st.StoredAt)) {
 			st.StoredAt = e.StoredAt
 		}

@@ -76,18 +76,3 @@ func (pol policy) deleteReason(st msgState, now time.Time) string {
 func isDuplicateReason(reason string) bool {
 	return strings.HasPrefix(reason, reasonDuplicatePrefix)
 }
-
-// Mass-UIDL-change guard thresholds.
-const (
-	// massMinKnown is the smallest ledger the guard applies to.
-	massMinKnown = 20
-)
-
-// massUIDLChange reports whether a listing looks like the server renumbered
-// its whole maildrop: a non-trivial ledger (knownLive live entries), none of
-// whose UIDLs is listed any more, while the number of "new" UIDLs is more
-// than half of it. The new messages are then matched by content against the
-// ledger before anything is stored.
-func massUIDLChange(knownLive, listedKnown, newCount int) bool {
-	return knownLive >= massMinKnown && listedKnown == 0 && newCount*2 > knownLive
-}

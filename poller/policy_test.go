@@ -62,28 +62,6 @@ func TestTooLarge(t *testing.T) {
 	}
 }
 
-func TestMassUIDLChangeRule(t *testing.T) {
-	tests := []struct {
-		name                         string
-		knownLive, listedKnown, nnew int
-		want                         bool
-	}{
-		{"small ledger", 19, 0, 19, false},
-		{"all changed", 20, 0, 20, true},
-		{"half is not more than half", 40, 0, 20, false},
-		{"just over half", 40, 0, 21, true},
-		{"some known still listed", 100, 1, 100, false},
-		{"empty listing", 100, 0, 0, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := massUIDLChange(tt.knownLive, tt.listedKnown, tt.nnew); got != tt.want {
-				t.Errorf("massUIDLChange = %v", got)
-			}
-		})
-	}
-}
-
 func TestBackoffDelay(t *testing.T) {
 	tests := []struct {
 		name      string
@@ -213,72 +191,64 @@ func TestMakePlan(t *testing.T) {
 		}
 		return e
 	}
-	many := func(n int, prefix string) []store.LedgerKey {
-		var out []store.LedgerKey
-		for i := 0; i < n; i++ {
-			out = append(out, row(fmt.Sprintf("%s%d", prefix, i), nil))
-		}
-		return out
-	}
-	manyIDs := func(n int, prefix string) []string {
-		var out []string
-		for i := 0; i < n; i++ {
-			out = append(out, fmt.Sprintf("%s%d", prefix, i))
-		}
-		return out
-	}
+	gone := func(e *store.LedgerKey) { e.Deleted = true }
+	syn := syntheticUIDL("hdr", 100)
 	keep := policy{leaveOnServer: true}
 	tests := []struct {
 		name     string
 		pol      policy
 		msgs     []passMsg
 		ledger   []store.LedgerKey
-		now      time.Time
 		fetch    []string
-		verify   []string
+		verify   []string // fetched to verify (the rest of fetch is new or prove)
+		prove    []string
 		del      []string
 		gone     []string
 		clear    []string
 		touch    []string
-		dupes    []string
 		tooLarge []string
-		mass     bool
+		wanted   int
 	}{
-		{name: "nothing known", pol: keep, msgs: msgsOf("a", "b"), now: t0, fetch: []string{"a", "b"}},
-		{name: "all known, idle", pol: keep, msgs: msgsOf("a"), ledger: []store.LedgerKey{row("a", nil)}, now: t0},
-		{name: "stale rows touched", pol: keep, msgs: msgsOf("a", "b"), ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.Stale = true }), row("b", nil)}, now: t0, touch: []string{"a"}},
-		{name: "unlisted stale row not touched", pol: keep, msgs: msgsOf(), ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.Stale = true })}, now: t0},
-		{name: "size differs: verify", pol: keep, msgs: msgsOf("a"), ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.Size = 99 })}, now: t0, fetch: []string{"a"}, verify: []string{"a"}},
-		{name: "leave false deletes known", pol: policy{}, msgs: msgsOf("a", "b"), ledger: []store.LedgerKey{row("a", nil)}, now: t0, fetch: []string{"b"}, del: []string{"a"}},
-		{name: "pending listed and policy deletes", pol: policy{}, msgs: msgsOf("a"), ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.DeletePending = true })}, now: t0, del: []string{"a"}},
-		{name: "pending listed, policy keeps", pol: keep, msgs: msgsOf("a"), ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.DeletePending = true })}, now: t0, clear: []string{"a"}},
-		{name: "pending gone", pol: keep, msgs: msgsOf(), ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.DeletePending = true })}, now: t0, gone: []string{"a"}},
-		{name: "duplicate uidl", pol: keep, msgs: msgsOf("a", "a", "b"), now: t0, fetch: []string{"a", "b"}, dupes: []string{"a"}},
-		{name: "too large new", pol: policy{leaveOnServer: true, maxSize: 50}, msgs: msgsOf("a"), now: t0, tooLarge: []string{"a"}},
+		{name: "nothing known", pol: keep, msgs: msgsOf("a", "b"), fetch: []string{"a", "b"}},
+		{name: "all known, idle", pol: keep, msgs: msgsOf("a"), ledger: []store.LedgerKey{row("a", nil)}},
+		{name: "stale rows touched", pol: keep, msgs: msgsOf("a", "b"), ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.Stale = true }), row("b", nil)}, touch: []string{"a"}},
+		{name: "unlisted stale row not touched, but gone", pol: keep, msgs: msgsOf(), ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.Stale = true })}, gone: []string{"a"}},
+		{name: "size differs: verify", pol: keep, msgs: msgsOf("a"), ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.Size = 99 })}, fetch: []string{"a"}, verify: []string{"a"}},
+		{name: "leave false deletes known by continuity", pol: policy{}, msgs: msgsOf("a", "b"), ledger: []store.LedgerKey{row("a", nil)}, fetch: []string{"b"}, del: []string{"a"}},
+		// Case 1 and 2 of the issue: a tombstone's UIDL back, same size.
+		{name: "tombstone back with its size: verify, never delete unproven", pol: policy{}, msgs: msgsOf("a"), ledger: []store.LedgerKey{row("a", gone)}, fetch: []string{"a"}, verify: []string{"a"}, wanted: 1},
+		{name: "tombstone back, policy keeps: verify", pol: keep, msgs: msgsOf("a"), ledger: []store.LedgerKey{row("a", gone)}, fetch: []string{"a"}, verify: []string{"a"}},
+		{name: "pending listed and policy deletes", pol: policy{}, msgs: msgsOf("a"), ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.DeletePending = true })}, del: []string{"a"}},
+		{name: "pending listed, policy keeps", pol: keep, msgs: msgsOf("a"), ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.DeletePending = true })}, clear: []string{"a"}},
+		{name: "pending gone", pol: keep, msgs: msgsOf(), ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.DeletePending = true })}, gone: []string{"a"}},
+		{name: "gone row stays gone, not marked again", pol: keep, msgs: msgsOf(), ledger: []store.LedgerKey{row("a", gone)}},
+		{name: "duplicate uidl: both fetched", pol: keep, msgs: msgsOf("a", "a", "b"), fetch: []string{"a", "a", "b"}},
+		{name: "known uidl listed twice: verify both, no continuity", pol: policy{}, msgs: msgsOf("a", "a"), ledger: []store.LedgerKey{row("a", nil)}, fetch: []string{"a", "a"}, verify: []string{"a", "a"}, wanted: 2},
+		{name: "too large new", pol: policy{leaveOnServer: true, maxSize: 50}, msgs: msgsOf("a"), tooLarge: []string{"a"}},
 		{name: "too large known stays skipped", pol: policy{leaveOnServer: true, maxSize: 50}, msgs: msgsOf("a"),
-			ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.Skipped = reasonTooLarge; e.Digest = "" })}, now: t0},
+			ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.Skipped = reasonTooLarge; e.Digest = "" })}},
 		{name: "too large, limit raised", pol: keep, msgs: msgsOf("a"),
-			ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.Skipped = reasonTooLarge; e.Digest = "" })}, now: t0, fetch: []string{"a"}},
+			ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.Skipped = reasonTooLarge; e.Digest = "" })}, fetch: []string{"a"}},
 		{name: "skipped too large never deleted", pol: policy{}, msgs: msgsOf("a"),
-			ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.Skipped = reasonTooLarge; e.Digest = "" })}, now: t0, fetch: []string{"a"}},
+			ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.Skipped = reasonTooLarge; e.Digest = "" })}, fetch: []string{"a"}},
 		{name: "duplicate-of row is deletable", pol: policy{}, msgs: msgsOf("a"),
-			ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.Skipped = reasonDuplicatePrefix + "z"; e.Expunged = true })}, now: t0, del: []string{"a"}},
+			ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.Skipped = reasonDuplicatePrefix + "z"; e.Expunged = true })}, del: []string{"a"}},
 		{name: "delete on expunge", pol: policy{leaveOnServer: true, deleteOnExpunge: true}, msgs: msgsOf("a", "b"),
-			ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.Expunged = true }), row("b", nil)}, now: t0, del: []string{"a"}},
-		{name: "mass change", pol: keep, msgs: msgsOf(manyIDs(20, "new")...), ledger: many(20, "old"), now: t0, fetch: manyIDs(20, "new"), mass: true},
-		{name: "mass change needs none listed", pol: keep, msgs: msgsOf(append(manyIDs(20, "new"), "old0")...), ledger: many(20, "old"), now: t0, fetch: manyIDs(20, "new")},
-		{name: "deleted tombstones do not count as live", pol: keep, msgs: msgsOf(manyIDs(20, "new")...),
-			ledger: func() []store.LedgerKey {
-				rs := many(20, "old")
-				for i := range rs {
-					rs[i].Deleted = true
-				}
-				return rs
-			}(), now: t0, fetch: manyIDs(20, "new")},
+			ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.Expunged = true }), row("b", nil)}, del: []string{"a"}},
+		{name: "synthetic known, policy keeps: nothing to do", pol: keep, msgs: msgsOf(syn), ledger: []store.LedgerKey{row(syn, nil)}},
+		{name: "synthetic known, policy deletes: prove by content", pol: policy{}, msgs: msgsOf(syn), ledger: []store.LedgerKey{row(syn, nil)},
+			fetch: []string{syn}, prove: []string{syn}, wanted: 1},
+		// Case 3 of the issue: twins on a server without UIDL.
+		{name: "synthetic twins, one stored: verify both", pol: policy{}, msgs: msgsOf(syn, syn), ledger: []store.LedgerKey{row(syn, nil)},
+			fetch: []string{syn, syn}, verify: []string{syn, syn}, wanted: 2},
+		{name: "synthetic class shrank: verify", pol: keep, msgs: msgsOf(syn),
+			ledger: []store.LedgerKey{row(syn, nil), row(syn, func(e *store.LedgerKey) { e.Digest = "d-other" })}, fetch: []string{syn}, verify: []string{syn}},
+		{name: "max size lowered under a stored message the policy deletes: unproven, not fetched", pol: policy{maxSize: 50}, msgs: msgsOf("a"),
+			ledger: []store.LedgerKey{row("a", gone)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			pl := makePlan(tt.pol, tt.msgs, tt.ledger, nil, tt.now)
+			pl := makePlan(tt.pol, tt.msgs, tt.ledger, nil, t0)
 			check := func(what string, got, want []string) {
 				t.Helper()
 				if !slices.Equal(got, want) {
@@ -286,21 +256,35 @@ func TestMakePlan(t *testing.T) {
 				}
 			}
 			check("fetch", ids(pl.fetch), tt.fetch)
-			var verify []string
+			var verify, prove []string
 			for _, m := range pl.fetch {
-				if pl.verify[m.id] {
+				switch pl.purpose[m.item.Num] {
+				case fetchVerify:
 					verify = append(verify, m.id)
+				case fetchProve:
+					prove = append(prove, m.id)
 				}
 			}
 			check("verify", verify, tt.verify)
-			check("del", ids(pl.del), tt.del)
-			check("pendingGone", pl.pendingGone, tt.gone)
+			check("prove", prove, tt.prove)
+			var del []string
+			for _, d := range pl.del {
+				if d.proof != proofContinuity {
+					t.Errorf("planned deletion of %s has proof %d", d.m.id, d.proof)
+				}
+				del = append(del, d.m.id)
+			}
+			check("del", del, tt.del)
+			var goneIDs []string
+			for _, r := range pl.gone {
+				goneIDs = append(goneIDs, r.UIDL)
+			}
+			check("gone", goneIDs, tt.gone)
 			check("pendingClear", pl.pendingClear, tt.clear)
 			check("touch", pl.touch, tt.touch)
-			check("dupes", ids(pl.dupes), tt.dupes)
 			check("tooLarge", ids(pl.tooLarge), tt.tooLarge)
-			if pl.mass != tt.mass {
-				t.Errorf("mass = %v, want %v", pl.mass, tt.mass)
+			if len(pl.wanted) != tt.wanted {
+				t.Errorf("wanted = %d, want %d", len(pl.wanted), tt.wanted)
 			}
 		})
 	}
@@ -323,16 +307,16 @@ func TestMakePlanAcrossMessages(t *testing.T) {
 	if got := ids(pl.fetch); !slices.Equal(got, []string{"b", "f"}) {
 		t.Errorf("fetch = %v, want [b f]", got)
 	}
-	if !pl.verify["b"] || len(pl.verify) != 1 {
-		t.Errorf("verify = %v, want b only", pl.verify)
+	if len(pl.rows) != 1 {
+		t.Errorf("identities to verify = %v, want b only", pl.rows)
 	}
-	if got := pl.known["b"]; len(got) != 2 || !got["d-b1"] || !got["d-b2"] {
+	if got := pl.rows["b"]; len(got) != 2 || got["d-b1"].Size != 50 || got["d-b2"].Size != 60 {
 		t.Errorf("known digests of b = %v, want d-b1 and d-b2", got)
 	}
 	if !slices.Equal(pl.pendingClear, []string{"c"}) {
 		t.Errorf("pendingClear = %v, want [c]", pl.pendingClear)
 	}
 	if pl.knownLive != 4 || pl.newCount != 1 || len(pl.del) != 0 || len(pl.touch) != 0 {
-		t.Errorf("knownLive %d, newCount %d, del %v, touch %v", pl.knownLive, pl.newCount, ids(pl.del), pl.touch)
+		t.Errorf("knownLive %d, newCount %d, del %v, touch %v", pl.knownLive, pl.newCount, pl.del, pl.touch)
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/popbridge/popbridge/store"
 )
 
 // Account is one upstream POP3 account, already validated by bridge.
@@ -100,6 +102,9 @@ type Result struct {
 	Deleted int
 	// Listed is the number of messages on the server.
 	Listed int
+	// Anomalies counts what the pass found wrong with the server's
+	// identities (see store.IdentityAnomalies); none loses mail.
+	Anomalies store.IdentityAnomalies
 }
 
 // add accumulates r2 into r.
@@ -109,6 +114,7 @@ func (r *Result) add(r2 Result) {
 	r.Skipped += r2.Skipped
 	r.Deleted += r2.Deleted
 	r.Listed += r2.Listed
+	r.Anomalies = r.Anomalies.Add(r2.Anomalies)
 }
 
 // Status is the in-memory state of one account's poller. Counters are all
@@ -123,6 +129,8 @@ type Status struct {
 	Fetched   int64
 	Skipped   int64
 	Bytes     int64
+	// Anomalies counts identity anomalies, all time.
+	Anomalies store.IdentityAnomalies
 	// Polling is true while a poll of the account is running.
 	Polling bool
 	// NextPoll is when the account's worker will poll next (zero when no

@@ -23,6 +23,8 @@ type Sink interface {
 	RecordSkipped(ctx context.Context, account, uidl, digest string, size int64, reason string) error
 	MarkDeletePending(ctx context.Context, account string, uidls []string) error
 	MarkDeleted(ctx context.Context, account string, uidls []string) error
+	MarkGone(ctx context.Context, account string, refs []store.LedgerRef) error
+	MarkListed(ctx context.Context, account string, refs []store.LedgerRef, at time.Time) error
 	ClearDeletePending(ctx context.Context, account string, uidls []string) error
 	TouchLedger(ctx context.Context, account string, uidls []string, at time.Time) error
 	PruneLedger(ctx context.Context, account string, before time.Time) (int, error)

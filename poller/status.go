@@ -93,6 +93,7 @@ func (p *Poller) loadStatuses(ctx context.Context) {
 		st.status.Fetched += ps.Fetched
 		st.status.Bytes += ps.FetchedBytes
 		st.status.Skipped += ps.Skipped
+		st.status.Anomalies = st.status.Anomalies.Add(ps.Anomalies)
 		if st.status.LastAttempt.IsZero() {
 			st.status.LastAttempt = ps.LastAttempt
 			st.status.LastSuccess = ps.LastSuccess
@@ -122,6 +123,7 @@ func (p *Poller) endPass(ctx context.Context, name string, res Result, err error
 	st.status.Fetched += int64(res.Fetched)
 	st.status.Bytes += res.Bytes
 	st.status.Skipped += int64(res.Skipped)
+	st.status.Anomalies = st.status.Anomalies.Add(res.Anomalies)
 	switch {
 	case err == nil:
 		st.status.LastSuccess = now
@@ -143,6 +145,7 @@ func (p *Poller) endPass(ctx context.Context, name string, res Result, err error
 		FetchedBytes:  st.status.Bytes,
 		Skipped:       st.status.Skipped,
 		UpstreamCount: st.upstream,
+		Anomalies:     st.status.Anomalies,
 	}
 	loaded := p.statusOnce
 	p.mu.Unlock()

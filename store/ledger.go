@@ -239,6 +239,57 @@ func (s *Store) MarkDeleted(ctx context.Context, account string, uidls []string)
 	return s.updateByUIDL(ctx, "mark deleted", account, uidls, `delete_pending = 0, deleted_at = ?`, nullTime(s.now()))
 }
 
+// LedgerRef names one ledger row of an account: a UIDL and the digest of
+// the content it named.
+type LedgerRef struct {
+	UIDL   string
+	Digest string
+}
+
+// updateByRef runs set (an "UPDATE pop_ledger SET ..." assignment list with
+// its args) on the rows of account named by refs, in one transaction.
+func (s *Store) updateByRef(ctx context.Context, op, account string, refs []LedgerRef, set string, setArgs ...any) error {
+	if err := s.writable(op); err != nil {
+		return err
+	}
+	if len(refs) == 0 {
+		return nil
+	}
+	return s.write(ctx, op, func(w *writeTx) error {
+		st, err := w.stmt(`UPDATE pop_ledger SET ` + set + ` WHERE account = ? AND uidl = ? AND digest = ?`)
+		if err != nil {
+			return err
+		}
+		for _, r := range refs {
+			args := append(append([]any{}, setArgs...), account, r.UIDL, r.Digest)
+			if _, err := st.ExecContext(w.ctx, args...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// MarkGone records that the rows refs no longer name a message on the
+// server: a complete listing did not show their UIDL, or showed it for
+// other content. DeletedAt is set to when the row was last known listed
+// (LastSeen, or StoredAt; a row already gone keeps its time), so a
+// tombstone's retention still counts from its last listing, and the
+// pending mark is cleared. A gone row is a tombstone: it keeps
+// the content from being imported twice, but is never again taken as
+// proof of what a listed message is.
+func (s *Store) MarkGone(ctx context.Context, account string, refs []LedgerRef) error {
+	return s.updateByRef(ctx, "mark gone", account, refs,
+		`delete_pending = 0, deleted_at = coalesce(deleted_at, last_seen, stored_at)`)
+}
+
+// MarkListed records that the rows refs name messages listed upstream
+// again at at, their content proven equal by its digest: DeletedAt is
+// cleared and LastSeen set.
+func (s *Store) MarkListed(ctx context.Context, account string, refs []LedgerRef, at time.Time) error {
+	return s.updateByRef(ctx, "mark listed", account, refs, `deleted_at = NULL, last_seen = ?`, nullTime(at))
+}
+
 // ClearDeletePending clears the pending mark of uidls (the deletion did not
 // happen).
 func (s *Store) ClearDeletePending(ctx context.Context, account string, uidls []string) error {
@@ -273,12 +324,16 @@ func (s *Store) PruneLedger(ctx context.Context, account string, before time.Tim
 func (s *Store) SetAccountStatus(ctx context.Context, st AccountStatus) error {
 	return s.write(ctx, "set account status", func(w *writeTx) error {
 		_, err := w.ExecContext(w.ctx, `INSERT INTO account_status (account, last_attempt, last_success, last_error, last_error_at,
-			fetched, fetched_bytes, skipped, upstream_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+			fetched, fetched_bytes, skipped, upstream_count, uidl_reused, renumbered, twins, unproven)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (account) DO UPDATE SET last_attempt = excluded.last_attempt, last_success = excluded.last_success,
 			last_error = excluded.last_error, last_error_at = excluded.last_error_at, fetched = excluded.fetched,
-			fetched_bytes = excluded.fetched_bytes, skipped = excluded.skipped, upstream_count = excluded.upstream_count`,
+			fetched_bytes = excluded.fetched_bytes, skipped = excluded.skipped, upstream_count = excluded.upstream_count,
+			uidl_reused = excluded.uidl_reused, renumbered = excluded.renumbered, twins = excluded.twins,
+			unproven = excluded.unproven`,
 			st.Account, nullTime(st.LastAttempt), nullTime(st.LastSuccess), st.LastError, nullTime(st.LastErrorAt),
-			st.Fetched, st.FetchedBytes, st.Skipped, st.UpstreamCount)
+			st.Fetched, st.FetchedBytes, st.Skipped, st.UpstreamCount,
+			st.Anomalies.UIDLReused, st.Anomalies.Renumbered, st.Anomalies.Twins, st.Anomalies.Unproven)
 		return err
 	})
 }
@@ -289,7 +344,8 @@ func (s *Store) AccountStatuses(ctx context.Context) ([]AccountStatus, error) {
 	var out []AccountStatus
 	err := s.read(ctx, "read account statuses", func(tx *sql.Tx) error {
 		rows, err := tx.QueryContext(ctx, `SELECT account, last_attempt, last_success, last_error, last_error_at,
-			fetched, fetched_bytes, skipped, upstream_count FROM account_status ORDER BY account`)
+			fetched, fetched_bytes, skipped, upstream_count, uidl_reused, renumbered, twins, unproven
+			FROM account_status ORDER BY account`)
 		if err != nil {
 			return err
 		}
@@ -300,7 +356,8 @@ func (s *Store) AccountStatuses(ctx context.Context) ([]AccountStatus, error) {
 				attempt, success, errorsAt sql.NullString
 			)
 			if err := rows.Scan(&st.Account, &attempt, &success, &st.LastError, &errorsAt,
-				&st.Fetched, &st.FetchedBytes, &st.Skipped, &st.UpstreamCount); err != nil {
+				&st.Fetched, &st.FetchedBytes, &st.Skipped, &st.UpstreamCount,
+				&st.Anomalies.UIDLReused, &st.Anomalies.Renumbered, &st.Anomalies.Twins, &st.Anomalies.Unproven); err != nil {
 				return err
 			}
 			if st.LastAttempt, err = parseNullTime(attempt); err != nil {

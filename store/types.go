@@ -323,4 +323,31 @@ type AccountStatus struct {
 	FetchedBytes  int64
 	Skipped       int64 // messages skipped (too large), all time
 	UpstreamCount int64 // messages on the server at the last successful listing
+	// Identity anomalies, all time: see [IdentityAnomalies].
+	Anomalies IdentityAnomalies
+}
+
+// IdentityAnomalies counts what an upstream did to message identities, as
+// the poller found by comparing whole-message digests. None of them loses
+// or duplicates mail; each is a sign of a server that does not keep RFC
+// 1939's promise about UIDLs, and is shown to the operator.
+type IdentityAnomalies struct {
+	// UIDLReused counts messages listed under a UIDL that had named other
+	// content before.
+	UIDLReused int64
+	// Renumbered counts messages listed under a new UIDL whose content was
+	// already stored under another one (recorded, not stored again).
+	Renumbered int64
+	// Twins counts messages listed under an identity that one listing gave
+	// to more than one message, or whose content another message of the
+	// same listing also had.
+	Twins int64
+	// Unproven counts, per poll, messages the deletion policy wanted gone
+	// whose identity that poll could not prove: they stayed on the server.
+	Unproven int64
+}
+
+// Add returns the sum of a and b.
+func (a IdentityAnomalies) Add(b IdentityAnomalies) IdentityAnomalies {
+	return IdentityAnomalies{a.UIDLReused + b.UIDLReused, a.Renumbered + b.Renumbered, a.Twins + b.Twins, a.Unproven + b.Unproven}
 }
