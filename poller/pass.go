@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -164,7 +163,7 @@ func (p *Poller) runPass(ctx context.Context, a Account, st *acctState, progress
 		}
 	}
 
-	del := deletions(pol, &pl, out.proven, now)
+	del := deletions(pol, out.proven, now)
 	res.Anomalies.Unproven += int64(pl.unproven)
 	provenNums := make(map[int]bool, len(out.proven))
 	for _, pm := range out.proven {
@@ -336,6 +335,13 @@ func forgetUnlisted(st *acctState, msgs []passMsg) {
 // now names other content is gone. An identity is reconciled only when
 // every message listed under it was retrieved and is stored.
 func (p *Poller) reconcile(ctx context.Context, a Account, st *acctState, pl *plan, out fetchOutcome, now time.Time, log *slog.Logger) error {
+	if len(out.moved) > 0 {
+		// Their identity is listed, their content came under another: the
+		// next pass retrieves them to see what they are now.
+		if err := p.sink.MarkGone(ctx, a.Name, out.moved); err != nil {
+			return accountErr(a, "mark gone", err)
+		}
+	}
 	if len(pl.rows) == 0 {
 		return nil
 	}
@@ -385,11 +391,10 @@ func (p *Poller) reconcile(ctx context.Context, a Account, st *acctState, pl *pl
 }
 
 // deletions decides the DELEs of a pass. It is the one place that does:
-// a message is deleted only when the policy says so and its content is
-// proven to be stored, by continuity (makePlan) or by its digest in this
-// session (proven).
-func deletions(pol policy, pl *plan, proven []provenMsg, now time.Time) []deletion {
-	del := slices.Clone(pl.del)
+// a message is deleted only when the policy says so and its bytes were
+// retrieved in this session and found durable in the store (proven).
+func deletions(pol policy, proven []provenMsg, now time.Time) []deletion {
+	var del []deletion
 	for _, pm := range proven {
 		if why := pol.deleteReason(pm.state, now); why != "" {
 			del = append(del, deletion{m: pm.m, why: why, proof: proofDigest})
@@ -401,8 +406,6 @@ func deletions(pol policy, pl *plan, proven []provenMsg, now time.Time) []deleti
 // proofName names a kind of proof for the log.
 func proofName(proof int) string {
 	switch proof {
-	case proofContinuity:
-		return "uidl listed since stored"
 	case proofDigest:
 		return "content digest"
 	}
@@ -469,6 +472,8 @@ type provenMsg struct {
 type fetchOutcome struct {
 	proven    []provenMsg
 	anomalies store.IdentityAnomalies
+	// moved lists rows to mark gone: see classifier.moved.
+	moved []store.LedgerRef
 }
 
 // fetch retrieves the planned messages and commits them in groups while
@@ -514,7 +519,7 @@ func (p *Poller) fetch(ctx context.Context, a Account, st *acctState, sess popSe
 		}
 	}
 	cerr := c.close()
-	out := fetchOutcome{proven: c.proven, anomalies: cl.anomalies()}
+	out := fetchOutcome{proven: c.proven, anomalies: cl.anomalies(), moved: cl.movedRows()}
 	if cerr != nil {
 		return out, cerr
 	}
@@ -556,6 +561,11 @@ type classifier struct {
 	// to its claim.
 	claims map[string]*claim
 	an     store.IdentityAnomalies
+	// moved lists rows whose content a retrieved message of another
+	// identity turned out to have while their own identity is still
+	// listed: either twins, or that identity now names other content.
+	// They are marked gone, so the next pass retrieves and compares it.
+	moved []store.LedgerRef
 }
 
 // claim is a pass's first message with a content: the one that stores it.
@@ -595,10 +605,15 @@ func (cl *classifier) classify(f *fetchedMsg) {
 		// The identity named other content before: the UIDL was reused.
 		cl.an.UIDLReused++
 	}
-	if u, ok := cl.pl.digests[f.digest]; ok {
-		f.kind, f.dupOf = fetchedDuplicate, u
+	if us, ok := cl.pl.digests[f.digest]; ok {
+		f.kind, f.dupOf = fetchedDuplicate, us[0]
 		if len(own) == 0 {
 			cl.an.Renumbered++
+		}
+		for _, u := range us {
+			if u != f.m.id && cl.pl.listed[u] > 0 && cl.pl.rows[u] == nil {
+				cl.moved = append(cl.moved, store.LedgerRef{UIDL: u, Digest: f.digest})
+			}
 		}
 		return
 	}
@@ -630,6 +645,13 @@ func (cl *classifier) isCommitted(c *claim) bool {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	return c.committed
+}
+
+// movedRows returns the rows whose content turned up under another identity.
+func (cl *classifier) movedRows() []store.LedgerRef {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	return cl.moved
 }
 
 // anomalies returns what the classification counted.

@@ -49,9 +49,8 @@ const (
 	// an identity the listing gives to several messages): its content
 	// decides what it is.
 	fetchVerify
-	// fetchProve: a known message the policy deletes now, whose identity
-	// (synthetic, on a server without UIDL) is no proof of its content:
-	// retrieved so that the DELE rests on its bytes.
+	// fetchProve: a message known by its listing that the policy deletes
+	// now: retrieved so that the DELE rests on its bytes.
 	fetchProve
 )
 
@@ -60,13 +59,10 @@ const (
 const (
 	// proofNone: not proven.
 	proofNone = iota
-	// proofContinuity: the server's own UIDL, listed with the stored size
-	// by every complete listing since the content was stored (the row was
-	// never marked gone). RFC 1939 forbids a server to give a UIDL to
-	// other content while the message exists.
-	proofContinuity
 	// proofDigest: retrieved in this session, and its whole-message
-	// SHA-256 equals content that is durable in the store.
+	// SHA-256 equals content that is durable in the store. It is the only
+	// proof: neither a UIDL nor a size, nor a UIDL listed with the same
+	// size at every poll since, says that the bytes are the same.
 	proofDigest
 )
 
@@ -91,6 +87,8 @@ type plan struct {
 	// identity that is retrieved for fetchVerify or fetchProve, by digest:
 	// what a retrieved message of that identity may turn out to be.
 	rows map[string]map[string]store.LedgerKey
+	// listed counts the messages the listing gives each identity.
+	listed map[string]int
 	// multi holds the identities the listing gives to more than one
 	// message (twins on a server without UIDL, or a server listing one
 	// UIDL twice): all of them are retrieved and told apart by content.
@@ -99,17 +97,14 @@ type plan struct {
 	// policy would delete if their identity were proven: one that ends the
 	// pass unproven is counted as such.
 	wanted map[int]bool
-	// digests maps every stored content digest of the account to a UIDL
-	// holding it, when there is something to fetch: a retrieved message
-	// with one of these digests is recorded, not stored again.
-	digests map[string]string
+	// digests maps every stored content digest of the account to the
+	// identities holding it, when there is something to fetch: a retrieved
+	// message with one of these digests is recorded, not stored again.
+	digests map[string][]string
 	// tooLarge lists new messages over max_message_size, to record once.
 	tooLarge []passMsg
 	// touch lists listed UIDLs whose LastSeen is stale.
 	touch []string
-	// del lists the known messages the policy deletes now whose identity
-	// is proven by continuity.
-	del []deletion
 	// gone lists the rows that no listed message can be any more: their
 	// identity is not listed. They become tombstones.
 	gone []store.LedgerRef
@@ -146,10 +141,8 @@ func isSynthetic(id string) bool {
 // sizes and the time.
 //
 // A listed message is taken for stored content without retrieving it only
-// when its identity has a live row (not gone) of the listed size; it is
-// deleted that way only when that identity is the server's own UIDL, listed
-// alone (proofContinuity). Everything else the policy would delete is
-// retrieved first and proven by its digest.
+// when its identity has a live row (not gone) of the listed size. Every
+// message the policy deletes is retrieved first and proven by its digest.
 func makePlan(pol policy, msgs []passMsg, ledger []store.LedgerKey, verified map[string]int64, now time.Time) plan {
 	pl := plan{all: msgs, purpose: map[int]int{}}
 	// Group the rows by UIDL: sorted (as LedgerKeys returns them), each
@@ -181,6 +174,7 @@ func makePlan(pol policy, msgs []passMsg, ledger []store.LedgerKey, verified map
 	for _, m := range msgs {
 		count[m.id]++
 	}
+	pl.listed = count
 	fetch := func(m passMsg, why int) {
 		pl.fetch = append(pl.fetch, m)
 		pl.purpose[m.item.Num] = why
@@ -256,24 +250,28 @@ func makePlan(pol policy, msgs []passMsg, ledger []store.LedgerKey, verified map
 				trusted = live // the listed size was proven to be this content's
 			}
 		}
-		// The rows' state decides what the policy wants, before any proof.
-		why := pol.deleteReason(stateOf(rs), now)
+		// Without retrieving it, a listed message is taken for the content
+		// of its live rows when its own UIDL is listed once with a live
+		// row's size, or every live row of its identity is listed once
+		// with its size. That is enough not to store it again; it is not
+		// enough to delete it (RFC 1939 lets a server give a UIDL to new
+		// content once the old message is gone, and a swap between two
+		// polls leaves no gap in the listings).
+		knownByListing := (n == 1 && len(trusted) > 0 && !isSynthetic(m.id)) || (len(trusted) == n && len(live) == n)
+		var why string
+		if knownByListing {
+			why = pol.deleteReason(stateOf(trusted), now)
+		} else {
+			why = pol.deleteReason(stateOf(rs), now)
+		}
 		if why == "" && pending {
 			pl.pendingClear = append(pl.pendingClear, m.id)
 		}
-		switch {
-		case n == 1 && len(trusted) > 0 && !isSynthetic(m.id):
-			if w := pol.deleteReason(stateOf(trusted), now); w != "" {
-				pl.del = append(pl.del, deletion{m: m, why: w, proof: proofContinuity})
-			}
-			continue
-		case len(trusted) == n && len(live) == n && why == "":
-			// Every live row is listed with its size, once per row, and
-			// nothing is to be deleted: known, nothing to prove.
+		if knownByListing && why == "" {
 			continue
 		}
 		purpose := fetchVerify
-		if len(trusted) == n && len(live) == n {
+		if knownByListing {
 			purpose = fetchProve
 		}
 		if pl.rows == nil {
@@ -317,10 +315,10 @@ func makePlan(pol policy, msgs []passMsg, ledger []store.LedgerKey, verified map
 	}
 
 	if len(pl.fetch) > 0 {
-		pl.digests = make(map[string]string, len(ledger))
+		pl.digests = make(map[string][]string, len(ledger))
 		for _, e := range ledger {
 			if isStoredRow(e) && e.Digest != "" {
-				pl.digests[e.Digest] = e.UIDL
+				pl.digests[e.Digest] = append(pl.digests[e.Digest], e.UIDL)
 			}
 		}
 	}

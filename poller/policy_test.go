@@ -202,7 +202,6 @@ func TestMakePlan(t *testing.T) {
 		fetch    []string
 		verify   []string // fetched to verify (the rest of fetch is new or prove)
 		prove    []string
-		del      []string
 		gone     []string
 		clear    []string
 		touch    []string
@@ -214,11 +213,11 @@ func TestMakePlan(t *testing.T) {
 		{name: "stale rows touched", pol: keep, msgs: msgsOf("a", "b"), ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.Stale = true }), row("b", nil)}, touch: []string{"a"}},
 		{name: "unlisted stale row not touched, but gone", pol: keep, msgs: msgsOf(), ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.Stale = true })}, gone: []string{"a"}},
 		{name: "size differs: verify", pol: keep, msgs: msgsOf("a"), ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.Size = 99 })}, fetch: []string{"a"}, verify: []string{"a"}},
-		{name: "leave false deletes known by continuity", pol: policy{}, msgs: msgsOf("a", "b"), ledger: []store.LedgerKey{row("a", nil)}, fetch: []string{"b"}, del: []string{"a"}},
+		{name: "leave false: known retrieved to prove before DELE", pol: policy{}, msgs: msgsOf("a", "b"), ledger: []store.LedgerKey{row("a", nil)}, fetch: []string{"a", "b"}, prove: []string{"a"}, wanted: 1},
 		// Case 1 and 2 of the issue: a tombstone's UIDL back, same size.
 		{name: "tombstone back with its size: verify, never delete unproven", pol: policy{}, msgs: msgsOf("a"), ledger: []store.LedgerKey{row("a", gone)}, fetch: []string{"a"}, verify: []string{"a"}, wanted: 1},
 		{name: "tombstone back, policy keeps: verify", pol: keep, msgs: msgsOf("a"), ledger: []store.LedgerKey{row("a", gone)}, fetch: []string{"a"}, verify: []string{"a"}},
-		{name: "pending listed and policy deletes", pol: policy{}, msgs: msgsOf("a"), ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.DeletePending = true })}, del: []string{"a"}},
+		{name: "pending listed and policy deletes", pol: policy{}, msgs: msgsOf("a"), ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.DeletePending = true })}, fetch: []string{"a"}, prove: []string{"a"}, wanted: 1},
 		{name: "pending listed, policy keeps", pol: keep, msgs: msgsOf("a"), ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.DeletePending = true })}, clear: []string{"a"}},
 		{name: "pending gone", pol: keep, msgs: msgsOf(), ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.DeletePending = true })}, gone: []string{"a"}},
 		{name: "gone row stays gone, not marked again", pol: keep, msgs: msgsOf(), ledger: []store.LedgerKey{row("a", gone)}},
@@ -232,9 +231,9 @@ func TestMakePlan(t *testing.T) {
 		{name: "skipped too large never deleted", pol: policy{}, msgs: msgsOf("a"),
 			ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.Skipped = reasonTooLarge; e.Digest = "" })}, fetch: []string{"a"}},
 		{name: "duplicate-of row is deletable", pol: policy{}, msgs: msgsOf("a"),
-			ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.Skipped = reasonDuplicatePrefix + "z"; e.Expunged = true })}, del: []string{"a"}},
+			ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.Skipped = reasonDuplicatePrefix + "z"; e.Expunged = true })}, fetch: []string{"a"}, prove: []string{"a"}, wanted: 1},
 		{name: "delete on expunge", pol: policy{leaveOnServer: true, deleteOnExpunge: true}, msgs: msgsOf("a", "b"),
-			ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.Expunged = true }), row("b", nil)}, del: []string{"a"}},
+			ledger: []store.LedgerKey{row("a", func(e *store.LedgerKey) { e.Expunged = true }), row("b", nil)}, fetch: []string{"a"}, prove: []string{"a"}, wanted: 1},
 		{name: "synthetic known, policy keeps: nothing to do", pol: keep, msgs: msgsOf(syn), ledger: []store.LedgerKey{row(syn, nil)}},
 		{name: "synthetic known, policy deletes: prove by content", pol: policy{}, msgs: msgsOf(syn), ledger: []store.LedgerKey{row(syn, nil)},
 			fetch: []string{syn}, prove: []string{syn}, wanted: 1},
@@ -267,14 +266,6 @@ func TestMakePlan(t *testing.T) {
 			}
 			check("verify", verify, tt.verify)
 			check("prove", prove, tt.prove)
-			var del []string
-			for _, d := range pl.del {
-				if d.proof != proofContinuity {
-					t.Errorf("planned deletion of %s has proof %d", d.m.id, d.proof)
-				}
-				del = append(del, d.m.id)
-			}
-			check("del", del, tt.del)
 			var goneIDs []string
 			for _, r := range pl.gone {
 				goneIDs = append(goneIDs, r.UIDL)
@@ -316,7 +307,7 @@ func TestMakePlanAcrossMessages(t *testing.T) {
 	if !slices.Equal(pl.pendingClear, []string{"c"}) {
 		t.Errorf("pendingClear = %v, want [c]", pl.pendingClear)
 	}
-	if pl.knownLive != 4 || pl.newCount != 1 || len(pl.del) != 0 || len(pl.touch) != 0 {
-		t.Errorf("knownLive %d, newCount %d, del %v, touch %v", pl.knownLive, pl.newCount, pl.del, pl.touch)
+	if pl.knownLive != 4 || pl.newCount != 1 || len(pl.wanted) != 0 || len(pl.touch) != 0 {
+		t.Errorf("knownLive %d, newCount %d, wanted %v, touch %v", pl.knownLive, pl.newCount, pl.wanted, pl.touch)
 	}
 }
