@@ -157,6 +157,10 @@ func TestHealthAndMetrics(t *testing.T) {
 		`popbridge_imap_connections_total{listener="imap"} 1`,
 		`popbridge_imap_connections_active{listener="imap"} 1`,
 		`popbridge_account_failing{account="acct1"} 0`,
+		`popbridge_account_identity_anomalies_total{account="acct1",kind="renumbered"} 0`,
+		`popbridge_account_identity_anomalies_total{account="acct1",kind="uidl_reused"} 0`,
+		`popbridge_account_identity_anomalies_total{account="acct1",kind="twins"} 0`,
+		`popbridge_account_identity_anomalies_total{account="acct1",kind="unproven"} 0`,
 		`go_goroutines`,
 	} {
 		if !strings.Contains(m, want) {

@@ -173,13 +173,16 @@ var (
 		"1 when the last poll of the account failed.", []string{"account"}, nil)
 	descPolling = prometheus.NewDesc("popbridge_account_polling",
 		"1 while a poll of the account is running.", []string{"account"}, nil)
+	descAnomalies = prometheus.NewDesc("popbridge_account_identity_anomalies_total",
+		"Messages whose upstream identity did not match their content, by kind: uidl_reused, renumbered, twins, unproven (kept on the server because their identity could not be proven).",
+		[]string{"account", "kind"}, nil)
 	descUp = prometheus.NewDesc("popbridge_up_seconds",
 		"Seconds since the bridge started.", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descFetched, descBytes, descSkipped, descLastAttempt, descLastSuccess, descFailing, descPolling, descUp} {
+	for _, d := range []*prometheus.Desc{descFetched, descBytes, descSkipped, descLastAttempt, descLastSuccess, descFailing, descPolling, descAnomalies, descUp} {
 		ch <- d
 	}
 }
@@ -195,6 +198,12 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descLastSuccess, prometheus.GaugeValue, unixSeconds(s.LastSuccess), s.Account)
 		ch <- prometheus.MustNewConstMetric(descFailing, prometheus.GaugeValue, boolFloat(s.LastError != ""), s.Account)
 		ch <- prometheus.MustNewConstMetric(descPolling, prometheus.GaugeValue, boolFloat(s.Polling), s.Account)
+		for _, k := range []struct {
+			kind string
+			n    int64
+		}{{"uidl_reused", s.Anomalies.UIDLReused}, {"renumbered", s.Anomalies.Renumbered}, {"twins", s.Anomalies.Twins}, {"unproven", s.Anomalies.Unproven}} {
+			ch <- prometheus.MustNewConstMetric(descAnomalies, prometheus.CounterValue, float64(k.n), s.Account, k.kind)
+		}
 	}
 }
 

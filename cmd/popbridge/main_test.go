@@ -541,6 +541,33 @@ func TestPollAndStatus(t *testing.T) {
 	if f := strings.Fields(inboxLine); len(f) < 4 || f[2] != "4" {
 		t.Errorf("INBOX line %q, want 4 messages", inboxLine)
 	}
+	if strings.Contains(s, "Identity anomalies") {
+		t.Errorf("anomalies shown before any:\n%s", s)
+	}
+
+	// The server renumbers its maildrop: nothing is stored twice, and
+	// status says what happened.
+	var renum []pop3test.Message
+	for i, m := range up.Messages() {
+		renum = append(renum, pop3test.Message{UIDL: fmt.Sprintf("renum-%d", i), Raw: m.Raw})
+	}
+	up.SetMessages(renum)
+	out, errb = &syncBuffer{}, &syncBuffer{}
+	a = &app{stdin: strings.NewReader(""), stdout: out, stderr: errb}
+	if code := a.run(context.Background(), []string{"poll", "-config", cfg}); code != 0 {
+		t.Fatalf("poll after renumbering: exit %d: %s", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "home: listed 4, fetched 0") {
+		t.Errorf("poll after renumbering:\n%s", out.String())
+	}
+	out, errb = &syncBuffer{}, &syncBuffer{}
+	a = &app{stdin: strings.NewReader(""), stdout: out, stderr: errb}
+	if code := a.run(context.Background(), []string{"status", "-config", cfg}); code != 0 {
+		t.Fatalf("status exit %d: %s", code, errb.String())
+	}
+	if s := out.String(); !strings.Contains(s, "home: UIDL reused 0, renumbered 4, twins 0, kept on server unproven 0") {
+		t.Errorf("status after renumbering:\n%s", s)
+	}
 }
 
 func TestHashPassword(t *testing.T) {

@@ -52,6 +52,7 @@ func (a *app) status(ctx context.Context, args []string) int {
 			s.Fetched, formatBytes(s.FetchedBytes), s.Skipped, s.UpstreamCount)
 	}
 	tw.Flush()
+	printAnomalies(a, rep)
 	fmt.Fprintln(a.stdout)
 	tw = tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "USER\tMAILBOX\tMESSAGES\tUNSEEN\tSIZE")
@@ -65,6 +66,25 @@ func (a *app) status(ctx context.Context, args []string) int {
 	}
 	tw.Flush()
 	return exitOK
+}
+
+// printAnomalies lists the accounts whose server did not keep its UIDL
+// promises (counts all time), if any.
+func printAnomalies(a *app, rep *bridge.StatusReport) {
+	header := false
+	for _, r := range rep.Accounts {
+		an := r.Status.Anomalies
+		if an.UIDLReused+an.Renumbered+an.Twins+an.Unproven == 0 {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(a.stdout)
+			fmt.Fprintln(a.stdout, "Identity anomalies (UIDLs that did not match content; told apart by content, nothing lost):")
+			header = true
+		}
+		fmt.Fprintf(a.stdout, "  %s: UIDL reused %d, renumbered %d, twins %d, kept on server unproven %d\n",
+			r.Name, an.UIDLReused, an.Renumbered, an.Twins, an.Unproven)
+	}
 }
 
 // ago formats t as "2026-11-26 04:00:00 (3m ago)".
