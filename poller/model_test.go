@@ -15,7 +15,6 @@ import (
 	"github.com/popbridge/popbridge/store"
 )
 
-
 var modelHistories = flag.Int("model.histories", 2000, "seeded histories TestIdentityModel runs")
 
 // The model-based test of the identity rules: random histories of what
@@ -128,9 +127,9 @@ type modelRun struct {
 	p      *Poller
 	acct   Account
 	rng    *rand.Rand
-	next   int             // content counter
-	uidls  []string        // every UIDL ever given out
-	failed []string        // invariant violations
+	next   int      // content counter
+	uidls  []string // every UIDL ever given out
+	failed []string // invariant violations
 	// removed holds the messages gone from the server since the last
 	// successful poll; exempt, the messages that took the place of one of
 	// them under the same identity and size before any poll could see the
@@ -139,7 +138,7 @@ type modelRun struct {
 	// must still never delete it unstored).
 	removed []*fakeMsg
 	exempt  map[*fakeMsg]bool
-	ops    strings.Builder // the history so far, for the report
+	ops     strings.Builder // the history so far, for the report
 }
 
 func newModelRun(t testing.TB, seed uint64, leave bool, deleteAfter time.Duration) *modelRun {

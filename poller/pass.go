@@ -785,13 +785,13 @@ type committer struct {
 	classChanged chan struct{}
 
 	// mu guards the fields below; they are read after done is closed.
-	mu        sync.Mutex
-	err       error
-	proven    []provenMsg
-	res       *Result
-	progress  func(done, total int)
-	total     int
-	handled   int
+	mu       sync.Mutex
+	err      error
+	proven   []provenMsg
+	res      *Result
+	progress func(done, total int)
+	total    int
+	handled  int
 }
 
 // newCommitter starts a committer for one pass.

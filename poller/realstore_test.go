@@ -140,7 +140,9 @@ func TestEngineWithRealStore(t *testing.T) {
 				h.srv.msgs = []*fakeMsg{{uidl: "a", raw: []byte(testMessage(3) + "more\r\n")}}
 				h.srv.mu.Unlock()
 			},
-			want:   func(h *harness) []string { return []string{testMessage(1), testMessage(2), testMessage(3) + "more\r\n"} },
+			want: func(h *harness) []string {
+				return []string{testMessage(1), testMessage(2), testMessage(3) + "more\r\n"}
+			},
 			remain: 1,
 		},
 		{
