@@ -18,9 +18,9 @@
 //	login → LIST+UIDL (meanwhile, one ledger read)
 //	→ plan (pure: identities, policy)
 //	→ RETR the unknown messages (pipelined by the session)
-//	→ deliver them in group commits (≤ 64 messages / 8 MB per durable
+//	→ deliver them in group commits (≤ 256 messages / 32 MB per durable
 //	  transaction, by two committer goroutines while retrieval continues;
-//	  at most 32 MB retrieved and not yet committed)
+//	  at most 64 MB retrieved and not yet committed)
 //	→ MarkDeletePending (durable) → DELE → QUIT → MarkDeleted
 //
 // A message cut short by an unstuffed "." line is never stored: the
@@ -48,36 +48,57 @@
 //
 // A message is identified by its UIDL, or on a server without UIDL by a
 // synthetic UIDL made of its header digest (TOP n 0) and size. The ledger
-// stores with it the SHA-256 of the raw message (the content digest). A
-// known UIDL listed with another size is retrieved and compared: the same
-// digest is the known message, another digest a new message reusing the
-// UIDL. The same (UIDL, digest) is never delivered twice.
+// stores with it the SHA-256 of the whole raw message (the content
+// digest), which is the only proof of what a message is: a UIDL, a size or
+// a header digest is a hint.
+//
+// A listed message is taken for stored content without retrieving it only
+// while its identity has a live ledger row of the listed size: its own
+// UIDL listed once, or every live row of the identity listed once (twins
+// on a UIDL-less server). A row is live until a complete listing no longer
+// shows its identity; then it is a tombstone (store MarkGone), and a
+// message listed under it again is retrieved and compared before anything
+// is decided. Every other retrieved message is classified by its digest,
+// in retrieval order: the content its identity named (known; a tombstone
+// listed again comes back to life, store MarkListed), content stored under
+// another identity (recorded as a duplicate, not stored: renumbering),
+// content of an earlier message of the same pass (a twin, recorded once
+// the first's delivery is durable), or new (delivered; if its identity
+// named other content, the UIDL was reused). When content turns up under a
+// new identity while the identity that held it is still listed, that row
+// is marked gone so the next pass compares what the old identity names
+// now. These anomalies are counted per account (status, /metrics).
 //
 // # Invariants
 //
-//  1. Nothing lost: a DELE is sent only for a message whose bytes and
-//     ledger row are committed, and after its row is durably marked
-//     delete-pending. Any failure closes the connection without QUIT, so
-//     no DELE of that session takes effect. A QUIT that fails leaves the
-//     rows pending; the next poll re-checks the listing (still listed:
-//     DELE again if the policy still says so; gone: deleted).
-//  2. No duplicates: a message is delivered only if its identity is not
-//     in the ledger (or its content differs, for a reused UIDL), and its
-//     ledger row is written in the same transaction as its bytes, so a
-//     crash between RETR and commit re-fetches it and a crash after commit
-//     does not. Ledger rows outlive the upstream messages as tombstones
-//     for 90 days after they were last listed, so an upstream that lists
-//     old mail again (after an empty listing, say) does not re-import it.
-//     When none of a non-trivial ledger's UIDLs is listed and more than
-//     half as many "new" ones appear (a mass UIDL change), retrieved
-//     messages are matched by content against the ledger and recorded,
-//     not stored, when they are already held. Later occurrences of a UIDL
-//     within one listing are ignored and logged.
+//  1. Nothing lost: a DELE is sent only for a message retrieved in the
+//     same session whose digest matches content committed in the store
+//     (deletions() is the one place that decides DELE, and refuses any
+//     without that proof). A UIDL listed with the same size at every poll
+//     is not enough: RFC 1939 lets a server give a UIDL to new content
+//     once the old message is gone, and such a swap between two polls
+//     leaves no gap in the listings. With leave_on_server=false messages
+//     are retrieved and deleted in one session; delete_after,
+//     delete_on_expunge and a DELE retried after a failed QUIT cost one
+//     more RETR. The row is durably marked delete-pending before DELE. Any
+//     failure closes the connection without QUIT, so no DELE of that
+//     session takes effect; a QUIT that fails leaves the rows pending and
+//     the next poll proves and deletes again, or finds them gone.
+//  2. No duplicates: a message is delivered only if its digest is not
+//     already stored for the account, and its ledger row is written in the
+//     same transaction as its bytes, so a crash between RETR and commit
+//     re-fetches it and a crash after commit does not. Ledger rows outlive
+//     the upstream messages as tombstones for 90 days after they were last
+//     listed, so an upstream that lists old mail again (after an empty
+//     listing, say) does not re-import it.
 //  3. A message larger than max_message_size is recorded as skipped once
 //     (counted in the status, logged once) and never retrieved.
 //  4. On shutdown (the Run context ends) no new poll starts; messages
 //     already retrieved are committed (within a grace period), and the
 //     session is closed without QUIT.
+//
+// The model test (model_test.go, also a fuzz target) checks 1 and 2 over
+// random histories of upstream behaviour with crashes at random points.
 //
 // # Concurrency
 //
