@@ -122,7 +122,8 @@ type modelRun struct {
 	t      testing.TB
 	clock  *fakeClock
 	srv    *fakeServer
-	sink   *fakeSink
+	sink   *fakeSink    // nil when the history runs on the real store
+	real   *store.Store // the real store, or nil
 	crash  *crashSink
 	p      *Poller
 	acct   Account
@@ -141,11 +142,16 @@ type modelRun struct {
 	ops     strings.Builder // the history so far, for the report
 }
 
-func newModelRun(t testing.TB, seed uint64, leave bool, deleteAfter time.Duration) *modelRun {
+func newModelRun(t testing.TB, seed uint64, leave bool, deleteAfter time.Duration, realStore bool) *modelRun {
 	m := &modelRun{t: t, clock: newFakeClock(), srv: &fakeServer{caps: capabilities{UIDL: true}},
 		rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), exempt: map[*fakeMsg]bool{}}
-	m.sink = newFakeSink(m.clock.Now)
-	m.crash = &crashSink{Sink: m.sink, budget: -1}
+	if realStore {
+		m.real = openStore(t, m.clock.Now)
+		m.crash = &crashSink{Sink: m.real, budget: -1}
+	} else {
+		m.sink = newFakeSink(m.clock.Now)
+		m.crash = &crashSink{Sink: m.sink, budget: -1}
+	}
 	m.acct = Account{Name: "model", User: "alice", Folder: "INBOX", LeaveOnServer: leave, DeleteAfter: deleteAfter, PollInterval: 5 * time.Minute}
 	m.restart()
 	return m
@@ -200,6 +206,13 @@ func (m *modelRun) pick() *fakeMsg {
 
 // storedContents returns the stored bytes, counted.
 func (m *modelRun) storedContents() map[string]int {
+	if m.real != nil {
+		out := map[string]int{}
+		for _, b := range mailboxBodies(m.t, m.real, "alice", "INBOX") {
+			out[string(b)]++
+		}
+		return out
+	}
 	m.sink.mu.Lock()
 	defer m.sink.mu.Unlock()
 	out := map[string]int{}
@@ -365,12 +378,12 @@ func (m *modelRun) finish() {
 
 // runHistory interprets data as a history (two bytes an operation: the
 // operation and its argument) under the policy its first byte picks.
-func runHistory(t testing.TB, seed uint64, data []byte) []string {
+func runHistory(t testing.TB, seed uint64, data []byte, realStore bool) []string {
 	if len(data) == 0 {
 		return nil
 	}
 	pol := data[0] % 3
-	m := newModelRun(t, seed, pol != 1, map[byte]time.Duration{2: 2 * time.Hour}[pol])
+	m := newModelRun(t, seed, pol != 1, map[byte]time.Duration{2: 2 * time.Hour}[pol], realStore)
 	for i := 1; i+1 < len(data); i += 2 {
 		m.step(int(data[i])%numOps, int(data[i+1]))
 		if len(m.failed) > 0 {
@@ -386,12 +399,23 @@ func runHistory(t testing.TB, seed uint64, data []byte) []string {
 	return nil
 }
 
-// TestIdentityModel runs seeded random histories against the model.
+// TestIdentityModel runs seeded random histories against the model, on
+// the in-memory sink (which mirrors the store's ledger semantics).
 func TestIdentityModel(t *testing.T) {
 	n := *modelHistories
 	if testing.Short() {
 		n /= 10
 	}
+	runModelHistories(t, n, false)
+}
+
+// TestIdentityModelRealStore runs some of the same histories on the real
+// store.
+func TestIdentityModelRealStore(t *testing.T) {
+	runModelHistories(t, max(*modelHistories/40, 1), true)
+}
+
+func runModelHistories(t *testing.T, n int, realStore bool) {
 	for seed := range uint64(n) {
 		rng := rand.New(rand.NewPCG(seed, 7))
 		data := make([]byte, 1+2*(10+rng.IntN(30)))
@@ -404,7 +428,7 @@ func TestIdentityModel(t *testing.T) {
 				data[i] = opPoll
 			}
 		}
-		if bad := runHistory(t, seed, data); bad != nil {
+		if bad := runHistory(t, seed, data, realStore); bad != nil {
 			t.Fatalf("seed %d: %s", seed, strings.Join(bad, "\n"))
 		}
 	}
@@ -422,7 +446,7 @@ func FuzzIdentityHistory(f *testing.F) {
 		if len(data) > 200 {
 			data = data[:200]
 		}
-		if bad := runHistory(t, 1, data); bad != nil {
+		if bad := runHistory(t, 1, data, false); bad != nil {
 			t.Fatal(strings.Join(bad, "\n"))
 		}
 	})
