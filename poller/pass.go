@@ -335,13 +335,6 @@ func forgetUnlisted(st *acctState, msgs []passMsg) {
 // now names other content is gone. An identity is reconciled only when
 // every message listed under it was retrieved and is stored.
 func (p *Poller) reconcile(ctx context.Context, a Account, st *acctState, pl *plan, out fetchOutcome, now time.Time, log *slog.Logger) error {
-	if len(out.moved) > 0 {
-		// Their identity is listed, their content came under another: the
-		// next pass retrieves them to see what they are now.
-		if err := p.sink.MarkGone(ctx, a.Name, out.moved); err != nil {
-			return accountErr(a, "mark gone", err)
-		}
-	}
 	if len(pl.rows) == 0 {
 		return nil
 	}
@@ -472,8 +465,6 @@ type provenMsg struct {
 type fetchOutcome struct {
 	proven    []provenMsg
 	anomalies store.IdentityAnomalies
-	// moved lists rows to mark gone: see classifier.moved.
-	moved []store.LedgerRef
 }
 
 // fetch retrieves the planned messages and commits them in groups while
@@ -519,7 +510,7 @@ func (p *Poller) fetch(ctx context.Context, a Account, st *acctState, sess popSe
 		}
 	}
 	cerr := c.close()
-	out := fetchOutcome{proven: c.proven, anomalies: cl.anomalies(), moved: cl.movedRows()}
+	out := fetchOutcome{proven: c.proven, anomalies: cl.anomalies()}
 	if cerr != nil {
 		return out, cerr
 	}
@@ -561,11 +552,6 @@ type classifier struct {
 	// to its claim.
 	claims map[string]*claim
 	an     store.IdentityAnomalies
-	// moved lists rows whose content a retrieved message of another
-	// identity turned out to have while their own identity is still
-	// listed: either twins, or that identity now names other content.
-	// They are marked gone, so the next pass retrieves and compares it.
-	moved []store.LedgerRef
 }
 
 // claim is a pass's first message with a content: the one that stores it.
@@ -612,7 +598,7 @@ func (cl *classifier) classify(f *fetchedMsg) {
 		}
 		for _, u := range us {
 			if u != f.m.id && cl.pl.listed[u] > 0 && cl.pl.rows[u] == nil {
-				cl.moved = append(cl.moved, store.LedgerRef{UIDL: u, Digest: f.digest})
+				f.moved = append(f.moved, store.LedgerRef{UIDL: u, Digest: f.digest})
 			}
 		}
 		return
@@ -645,13 +631,6 @@ func (cl *classifier) isCommitted(c *claim) bool {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	return c.committed
-}
-
-// movedRows returns the rows whose content turned up under another identity.
-func (cl *classifier) movedRows() []store.LedgerRef {
-	cl.mu.Lock()
-	defer cl.mu.Unlock()
-	return cl.moved
 }
 
 // anomalies returns what the classification counted.
@@ -743,6 +722,12 @@ type fetchedMsg struct {
 	dupOf  string
 	row    store.LedgerKey // fetchedKnown: the row with this content
 	claim  *claim          // fetchedNew, fetchedTwin: the pass's first message with this content
+	// moved (fetchedDuplicate) lists the rows holding this content whose
+	// identity is listed too: either twins, or that identity now names
+	// other content. They are marked gone before the duplicate is
+	// recorded, so that a pass after this one, even after a crash,
+	// retrieves and compares what they are now.
+	moved []store.LedgerRef
 	weight int64
 }
 
@@ -1062,6 +1047,11 @@ func (c *committer) commit(batch []*fetchedMsg, ticket uint64) error {
 			}
 			fallthrough
 		case fetchedDuplicate:
+			if len(f.moved) > 0 {
+				if err := c.p.sink.MarkGone(c.ctx, c.a.Name, f.moved); err != nil {
+					return accountErr(c.a, "mark gone", err)
+				}
+			}
 			if err := c.p.sink.RecordSkipped(c.ctx, c.a.Name, f.m.id, f.digest, f.m.item.Size, reasonDuplicatePrefix+f.dupOf); err != nil {
 				return accountErr(c.a, "record duplicate", err)
 			}
