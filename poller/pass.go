@@ -727,7 +727,7 @@ type fetchedMsg struct {
 	// other content. They are marked gone before the duplicate is
 	// recorded, so that a pass after this one, even after a crash,
 	// retrieves and compares what they are now.
-	moved []store.LedgerRef
+	moved  []store.LedgerRef
 	weight int64
 }
 
