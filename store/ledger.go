@@ -63,8 +63,8 @@ type LedgerKey struct {
 	Skipped       string
 	Expunged      bool
 	DeletePending bool
-	// Deleted reports whether the upstream confirmed deletion
-	// (LedgerEntry.DeletedAt is set).
+	// Deleted reports whether the row is a tombstone: the message left
+	// the server (LedgerEntry.DeletedAt is set).
 	Deleted bool
 	// Stale reports whether LastSeen is unset or not after the query's
 	// SeenBefore.

@@ -305,7 +305,10 @@ type LedgerEntry struct {
 	Skipped string
 	// DeletePending is true when DELE was sent but not yet confirmed by QUIT.
 	DeletePending bool
-	// DeletedAt is when the upstream confirmed deletion; zero if not deleted.
+	// DeletedAt is when the message left the server: the upstream
+	// confirmed a deletion popbridge sent ([Store.MarkDeleted]), or a
+	// complete listing no longer showed it ([Store.MarkGone]); zero while
+	// it is listed. A row with DeletedAt set is a tombstone.
 	DeletedAt time.Time
 	// LastSeen is the last time the UIDL appeared in the upstream listing.
 	LastSeen time.Time
