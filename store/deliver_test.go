@@ -182,7 +182,8 @@ func TestAccountStatus(t *testing.T) {
 	at := time.Date(2025, 2, 3, 4, 5, 6, 7, time.UTC)
 	sts := []AccountStatus{
 		{Account: "b", LastAttempt: at, LastError: "dial: refused", LastErrorAt: at, UpstreamCount: 3},
-		{Account: "a", LastAttempt: at, LastSuccess: at, Fetched: 10, FetchedBytes: 1000, Skipped: 1},
+		{Account: "a", LastAttempt: at, LastSuccess: at, Fetched: 10, FetchedBytes: 1000, Skipped: 1,
+			Anomalies: IdentityAnomalies{UIDLReused: 1, Renumbered: 2, Twins: 3, Unproven: 4}},
 	}
 	for _, st := range sts {
 		if err := s.SetAccountStatus(ctx, st); err != nil {
@@ -199,6 +200,72 @@ func TestAccountStatus(t *testing.T) {
 	}
 	if got[0] != sts[1] || got[1] != sts[0] {
 		t.Errorf("AccountStatuses = %+v, want %+v", got, []AccountStatus{sts[1], sts[0]})
+	}
+}
+
+// TestMarkGoneAndListed follows one row through MarkGone and MarkListed:
+// only the named (UIDL, digest) changes, a gone row keeps the time it was
+// last listed (so its retention counts from there), and listing it again
+// clears it.
+func TestMarkGoneAndListed(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	ctx := context.Background()
+	s, err := Open(ctx, t.TempDir(), Options{Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	mustUser(t, s, "alice")
+	if _, err := s.Deliver(ctx, []Delivery{
+		{Account: "w", UIDL: "u1", Digest: "d1", User: "alice", Raw: testMessage("1")},
+		{Account: "w", UIDL: "u1", Digest: "d2", User: "alice", Raw: testMessage("2")},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	stored := now
+	if err := s.MarkDeletePending(ctx, "w", []string{"u1"}); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(time.Hour)
+	ref := []LedgerRef{{UIDL: "u1", Digest: "d1"}}
+	if err := s.MarkGone(ctx, "w", ref); err != nil {
+		t.Fatal(err)
+	}
+	rows := func() map[string]LedgerEntry {
+		t.Helper()
+		led, err := s.Ledger(ctx, "w")
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]LedgerEntry{}
+		for _, e := range led {
+			out[e.Digest] = e
+		}
+		return out
+	}
+	r := rows()
+	if !r["d1"].DeletedAt.Equal(stored) || r["d1"].DeletePending {
+		t.Errorf("gone row: DeletedAt %v pending %v, want %v and not pending", r["d1"].DeletedAt, r["d1"].DeletePending, stored)
+	}
+	if !r["d2"].DeletedAt.IsZero() || !r["d2"].DeletePending {
+		t.Errorf("the other digest changed: %+v", r["d2"])
+	}
+	now = now.Add(time.Hour)
+	if err := s.MarkGone(ctx, "w", ref); err != nil { // again: keeps its time
+		t.Fatal(err)
+	}
+	if r := rows(); !r["d1"].DeletedAt.Equal(stored) {
+		t.Errorf("gone twice: DeletedAt %v, want %v", r["d1"].DeletedAt, stored)
+	}
+	keys, err := s.LedgerKeys(ctx, "w", LedgerKeyQuery{})
+	if err != nil || len(keys) != 2 || !keys[0].Deleted || keys[1].Deleted {
+		t.Errorf("LedgerKeys = %+v, %v: want d1 a tombstone, d2 not", keys, err)
+	}
+	if err := s.MarkListed(ctx, "w", ref, now); err != nil {
+		t.Fatal(err)
+	}
+	if r := rows(); !r["d1"].DeletedAt.IsZero() || !r["d1"].LastSeen.Equal(now) {
+		t.Errorf("listed again: DeletedAt %v LastSeen %v, want zero and %v", r["d1"].DeletedAt, r["d1"].LastSeen, now)
 	}
 }
 
