@@ -1,6 +1,7 @@
 package poller
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -225,4 +226,63 @@ func TestStatusShowsAnomalies(t *testing.T) {
 	if got := u.p.Status()[0].Anomalies.Renumbered; got != 1 {
 		t.Errorf("in-memory renumbered = %d, want 1", got)
 	}
+}
+
+// TestRenumberingServerReusingAnOldUIDL: between two polls the server
+// gives every message a new UIDL, another client deletes the one that had
+// old-0, and the server gives old-0 to a stranger of that message's size.
+// The renumbered content is recorded, not stored; since most of the
+// maildrop was renumbered, old-0 is no longer trusted, and the next poll
+// retrieves it and stores the stranger.
+func TestRenumberingServerReusingAnOldUIDL(t *testing.T) {
+	u := newUpstream(t, nil)
+	raws := smallMessages(4)
+	for i, r := range raws {
+		u.srv.AddMessageUIDL(fmt.Sprintf("old-%d", i), r)
+	}
+	u.mustPoll()
+	stranger := sameSizeOther(t, raws[0])
+	var next []pop3test.Message
+	for i, r := range raws[1:] {
+		next = append(next, pop3test.Message{UIDL: fmt.Sprintf("new-%d", i+1), Raw: r})
+	}
+	next = append(next, pop3test.Message{UIDL: "old-0", Raw: stranger})
+	u.srv.SetMessages(next)
+	if r := u.mustPoll(); r.Fetched != 0 || r.Anomalies.Renumbered != 3 {
+		t.Fatalf("renumbering poll = %+v", r)
+	}
+	if r := u.mustPoll(); r.Fetched != 1 || r.Anomalies.UIDLReused != 1 {
+		t.Fatalf("next poll = %+v, want the stranger under old-0 stored", r)
+	}
+	u.wantExact(msgsOfRaw(append(raws, stranger)...))
+	retrs := u.srv.Count("RETR")
+	u.mustPoll()
+	if n := u.srv.Count("RETR") - retrs; n != 0 {
+		t.Errorf("settled poll retrieved %d messages", n)
+	}
+}
+
+// TestOneMessageWithANewUIDLDoesNotDistrustTheRest: another client moves
+// one message out of INBOX and back (a new UIDL for known content): it is
+// recorded, and the rest of the maildrop is not retrieved again.
+func TestOneMessageWithANewUIDLDoesNotDistrustTheRest(t *testing.T) {
+	u := newUpstream(t, nil)
+	raws := smallMessages(6)
+	var msgs []pop3test.Message
+	for i, r := range raws {
+		msgs = append(msgs, pop3test.Message{UIDL: fmt.Sprintf("m-%d", i), Raw: r})
+	}
+	u.srv.SetMessages(msgs)
+	u.mustPoll()
+	msgs[0].UIDL = "m-moved"
+	u.srv.SetMessages(msgs)
+	if r := u.mustPoll(); r.Fetched != 0 || r.Anomalies.Renumbered != 1 {
+		t.Fatalf("poll = %+v", r)
+	}
+	retrs := u.srv.Count("RETR")
+	u.mustPoll()
+	if n := u.srv.Count("RETR") - retrs; n != 0 {
+		t.Errorf("poll after one renumbered message retrieved %d messages, want none", n)
+	}
+	u.wantExact(msgsOfRaw(raws...))
 }

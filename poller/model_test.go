@@ -139,12 +139,17 @@ type modelRun struct {
 	// must still never delete it unstored).
 	removed []*fakeMsg
 	exempt  map[*fakeMsg]bool
+	// vacated maps the UIDLs that lost their message (deleted, or renamed
+	// by a renumbering) since the last successful poll to that message's
+	// size: a same-size newcomer under such a UIDL is indistinguishable in
+	// the listings too.
+	vacated map[string]int
 	ops     strings.Builder // the history so far, for the report
 }
 
 func newModelRun(t testing.TB, seed uint64, leave bool, deleteAfter time.Duration, realStore bool) *modelRun {
 	m := &modelRun{t: t, clock: newFakeClock(), srv: &fakeServer{caps: capabilities{UIDL: true}},
-		rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), exempt: map[*fakeMsg]bool{}}
+		rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), exempt: map[*fakeMsg]bool{}, vacated: map[string]int{}}
 	if realStore {
 		m.real = openStore(t, m.clock.Now)
 		m.crash = &crashSink{Sink: m.real, budget: -1}
@@ -187,9 +192,12 @@ func (m *modelRun) add(uidl string, raw []byte) {
 	defer m.srv.mu.Unlock()
 	f := &fakeMsg{uidl: uidl, raw: raw}
 	for _, r := range m.removed {
-		if len(r.raw) == len(raw) && (r.uidl == uidl || string(headerOf(r.raw)) == string(headerOf(raw))) {
-			m.exempt[f] = true
+		if len(r.raw) == len(raw) && string(headerOf(r.raw)) == string(headerOf(raw)) {
+			m.exempt[f] = true // a UIDL-less session cannot tell them apart
 		}
+	}
+	if n, ok := m.vacated[uidl]; ok && n == len(raw) {
+		m.exempt[f] = true
 	}
 	m.srv.msgs = append(m.srv.msgs, f)
 }
@@ -278,9 +286,11 @@ func (m *modelRun) poll(op int, arg int) {
 			m.violate("message %s deleted upstream but not stored: %.60q", f.uidl, f.raw)
 		}
 		m.removed = append(m.removed, f)
+		m.vacated[f.uidl] = len(f.raw)
 	}
 	if err == nil {
 		m.removed = nil
+		clear(m.vacated)
 	}
 }
 
@@ -301,6 +311,7 @@ func (m *modelRun) step(op, arg int) {
 			m.srv.msgs = slices.DeleteFunc(m.srv.msgs, func(g *fakeMsg) bool { return g == f })
 			m.srv.mu.Unlock()
 			m.removed = append(m.removed, f)
+			m.vacated[f.uidl] = len(f.raw)
 		}
 	case opReuseSame, opReuseOther:
 		if len(m.uidls) == 0 {
@@ -321,6 +332,7 @@ func (m *modelRun) step(op, arg int) {
 	case opRenumber:
 		m.srv.mu.Lock()
 		for _, f := range m.srv.msgs {
+			m.vacated[f.uidl] = len(f.raw)
 			f.uidl = fmt.Sprintf("u%d", len(m.uidls))
 			m.uidls = append(m.uidls, f.uidl)
 		}

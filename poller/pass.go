@@ -510,6 +510,9 @@ func (p *Poller) fetch(ctx context.Context, a Account, st *acctState, sess popSe
 		}
 	}
 	cerr := c.close()
+	if cerr == nil {
+		cerr = c.recordTwins(ctx)
+	}
 	out := fetchOutcome{proven: c.proven, anomalies: cl.anomalies()}
 	if cerr != nil {
 		return out, cerr
@@ -540,9 +543,9 @@ func (p *Poller) fetch(ctx context.Context, a Account, st *acctState, sess popSe
 // classifier decides what each retrieved message is, from its digest: the
 // content its identity named before (known), content stored under another
 // identity (duplicate), content of an earlier message of the same pass
-// (twin), or new. Messages are classified in retrieval order (the
-// committer's classification turn), so that of two messages with one
-// content the first is stored and the second recorded as its twin.
+// (twin), or new. Of two messages of a pass with one content, the one
+// classified first is stored and the other recorded as its twin once the
+// pass's commits are done.
 type classifier struct {
 	pl *plan
 	st *acctState
@@ -552,6 +555,26 @@ type classifier struct {
 	// to its claim.
 	claims map[string]*claim
 	an     store.IdentityAnomalies
+	// distrusted is set once the plan's knownRefs are marked gone.
+	distrusted bool
+}
+
+// distrustKnown marks, once per pass, the rows of the messages the pass
+// took for stored without retrieving them as gone, when the server
+// renumbered most of the maildrop (plan.massNew): such a server may have
+// given an old UIDL to other content of the same size, so the next pass
+// retrieves and compares them.
+func (cl *classifier) distrustKnown(ctx context.Context, sink Sink, account string) error {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if cl.distrusted || len(cl.pl.knownRefs) == 0 || !cl.pl.massNew {
+		return nil
+	}
+	if err := sink.MarkGone(ctx, account, cl.pl.knownRefs); err != nil {
+		return err
+	}
+	cl.distrusted = true
+	return nil
 }
 
 // claim is a pass's first message with a content: the one that stores it.
@@ -566,8 +589,7 @@ func newClassifier(pl *plan, st *acctState) *classifier {
 	return &classifier{pl: pl, st: st, claims: map[string]*claim{}}
 }
 
-// classify sets f.kind (f.digest already computed). Called in retrieval
-// order.
+// classify sets f.kind (f.digest already computed).
 func (cl *classifier) classify(f *fetchedMsg) {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
@@ -596,11 +618,18 @@ func (cl *classifier) classify(f *fetchedMsg) {
 		if len(own) == 0 {
 			cl.an.Renumbered++
 		}
+		stillListed := false
 		for _, u := range us {
-			if u != f.m.id && cl.pl.listed[u] > 0 && cl.pl.rows[u] == nil {
-				f.moved = append(f.moved, store.LedgerRef{UIDL: u, Digest: f.digest})
+			if u != f.m.id && cl.pl.listed[u] > 0 {
+				stillListed = true
+				if cl.pl.rows[u] == nil {
+					f.moved = append(f.moved, store.LedgerRef{UIDL: u, Digest: f.digest})
+				}
 			}
 		}
+		// Content whose every old identity is gone from the listing came
+		// under a new one: the server renumbered.
+		f.renumbered = len(own) == 0 && !stillListed
 		return
 	}
 	if c, ok := cl.claims[f.digest]; ok {
@@ -727,8 +756,11 @@ type fetchedMsg struct {
 	// other content. They are marked gone before the duplicate is
 	// recorded, so that a pass after this one, even after a crash,
 	// retrieves and compares what they are now.
-	moved  []store.LedgerRef
-	weight int64
+	moved []store.LedgerRef
+	// renumbered (fetchedDuplicate): the content's old identities are all
+	// gone from the listing; see plan.knownRefs.
+	renumbered bool
+	weight     int64
 }
 
 // committer delivers retrieved messages in group commits on its own
@@ -764,15 +796,12 @@ type committer struct {
 	turn        uint64
 	doneTickets map[uint64]bool
 	turnChanged chan struct{}
-	// classTurn is the ticket whose batch classifies next: batches
-	// compute their digests in parallel but classify in ticket order.
-	classTurn    uint64
-	classChanged chan struct{}
 
 	// mu guards the fields below; they are read after done is closed.
 	mu       sync.Mutex
 	err      error
 	proven   []provenMsg
+	twins    []*fetchedMsg // fetchedTwin, for recordTwins
 	res      *Result
 	progress func(done, total int)
 	total    int
@@ -790,10 +819,9 @@ func (p *Poller) newCommitter(ctx context.Context, a Account, res *Result, progr
 		stopped: stopped, stop: stop,
 		done: make(chan struct{}),
 		res:  res, progress: progress, total: total,
-		cl:           cl,
-		doneTickets:  map[uint64]bool{},
-		turnChanged:  make(chan struct{}),
-		classChanged: make(chan struct{}),
+		cl:          cl,
+		doneTickets: map[uint64]bool{},
+		turnChanged: make(chan struct{}),
 	}
 	c.graceOff = context.AfterFunc(ctx, func() {
 		t := time.AfterFunc(commitGrace, cancel)
@@ -953,38 +981,10 @@ func (c *committer) finished(ticket uint64) {
 	c.turnChanged = make(chan struct{})
 }
 
-// classifyInTurn waits until every batch numbered before ticket has been
-// classified, classifies batch and lets the next batch classify. Each
-// batch computed its digests before waiting, so the wait is short.
-func (c *committer) classifyInTurn(ticket uint64, batch []*fetchedMsg) error {
-	for {
-		c.turnMu.Lock()
-		turn, changed := c.classTurn, c.classChanged
-		c.turnMu.Unlock()
-		if turn == ticket {
-			break
-		}
-		select {
-		case <-changed:
-		case <-c.stopped.Done():
-			return c.failure()
-		}
-	}
-	for _, f := range batch {
-		c.cl.classify(f)
-	}
-	c.turnMu.Lock()
-	c.classTurn++
-	close(c.classChanged)
-	c.classChanged = make(chan struct{})
-	c.turnMu.Unlock()
-	return nil
-}
-
 // commit makes one batch durable: new messages are delivered with their
 // ledger rows in one transaction (in the batch's commit turn), then
 // messages whose content is already durable are recorded as duplicates.
-// A twin is recorded only once the delivery of its first is durable.
+// Twins are kept for recordTwins.
 func (c *committer) commit(batch []*fetchedMsg, ticket uint64) error {
 	now := c.p.now()
 	defer func() {
@@ -994,13 +994,12 @@ func (c *committer) commit(batch []*fetchedMsg, ticket uint64) error {
 	}()
 	for _, f := range batch {
 		f.digest = contentDigest(f.raw)
-	}
-	if err := c.classifyInTurn(ticket, batch); err != nil {
-		return err
+		c.cl.classify(f)
 	}
 	var (
 		ds     []store.Delivery
 		proven []provenMsg
+		twins  []*fetchedMsg
 		bytes  int64
 		fresh  = msgState{Stored: true, StoredAt: now}
 	)
@@ -1027,26 +1026,20 @@ func (c *committer) commit(batch []*fetchedMsg, ticket uint64) error {
 		}
 		c.cl.committedClaims(batch)
 	}
-	turnTaken := len(ds) > 0
 	for _, f := range batch {
 		switch f.kind {
 		case fetchedKnown:
 			proven = append(proven, provenMsg{m: f.m, digest: f.digest, state: stateOf([]store.LedgerKey{f.row})})
 		case fetchedTwin:
-			// Its first is in this batch or an earlier one: once every
-			// earlier batch has finished, its delivery is durable or
-			// failed for good.
-			if !turnTaken {
-				if err := c.awaitTurn(ticket); err != nil {
-					return err
-				}
-				turnTaken = true
-			}
-			if !c.cl.isCommitted(f.claim) {
-				continue // its first was not stored: neither is it
-			}
-			fallthrough
+			twins = append(twins, &fetchedMsg{m: f.m, digest: f.digest, dupOf: f.dupOf, claim: f.claim})
 		case fetchedDuplicate:
+			if f.renumbered {
+				// Before the duplicate is recorded, so that the suspicion
+				// survives a crash between the two.
+				if err := c.cl.distrustKnown(c.ctx, c.p.sink, c.a.Name); err != nil {
+					return accountErr(c.a, "mark gone", err)
+				}
+			}
 			if len(f.moved) > 0 {
 				if err := c.p.sink.MarkGone(c.ctx, c.a.Name, f.moved); err != nil {
 					return accountErr(c.a, "mark gone", err)
@@ -1061,12 +1054,33 @@ func (c *committer) commit(batch []*fetchedMsg, ticket uint64) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.proven = append(c.proven, proven...)
+	c.twins = append(c.twins, twins...)
 	c.res.Fetched += len(ds)
 	c.res.Bytes += bytes
 	c.handled += len(batch)
 	if c.progress != nil {
 		c.progress(c.handled, c.total)
 	}
+	return nil
+}
+
+// recordTwins records, once every batch has finished, the twins whose
+// first was delivered: a twin's first may be in a later batch (batches
+// are classified as their digests are ready, not in order), so this waits
+// for the end of the pass's commits. A twin whose first was not stored is
+// left for the next pass.
+func (c *committer) recordTwins(ctx context.Context) error {
+	now := c.p.now()
+	for _, f := range c.twins {
+		if !c.cl.isCommitted(f.claim) {
+			continue
+		}
+		if err := c.p.sink.RecordSkipped(ctx, c.a.Name, f.m.id, f.digest, f.m.item.Size, reasonDuplicatePrefix+f.dupOf); err != nil {
+			return accountErr(c.a, "record duplicate", err)
+		}
+		c.proven = append(c.proven, provenMsg{m: f.m, digest: f.digest, state: msgState{Stored: true, StoredAt: now}})
+	}
+	c.twins = nil
 	return nil
 }
 

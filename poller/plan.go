@@ -101,6 +101,18 @@ type plan struct {
 	// identities holding it, when there is something to fetch: a retrieved
 	// message with one of these digests is recorded, not stored again.
 	digests map[string][]string
+	// knownRefs lists the rows of the listed messages taken for stored
+	// content without retrieving them. When the pass finds content that
+	// left its old identity for a new one (the server renumbered), those
+	// identities are no longer trusted: a renumbering server may have
+	// given one of them to other content of the same size.
+	knownRefs []store.LedgerRef
+	// massNew is true when the listing has more new identities than ones
+	// known by listing: only then does a renumbering found in the pass
+	// make the known ones suspect (one message given a new UIDL, as when
+	// another client moves it out of INBOX and back, must not make a big
+	// mailbox be retrieved again).
+	massNew bool
 	// tooLarge lists new messages over max_message_size, to record once.
 	tooLarge []passMsg
 	// touch lists listed UIDLs whose LastSeen is stale.
@@ -268,6 +280,9 @@ func makePlan(pol policy, msgs []passMsg, ledger []store.LedgerKey, verified map
 			pl.pendingClear = append(pl.pendingClear, m.id)
 		}
 		if knownByListing && why == "" {
+			for _, e := range trusted {
+				pl.knownRefs = append(pl.knownRefs, store.LedgerRef{UIDL: e.UIDL, Digest: e.Digest})
+			}
 			continue
 		}
 		purpose := fetchVerify
@@ -314,6 +329,7 @@ func makePlan(pol policy, msgs []passMsg, ledger []store.LedgerKey, verified map
 		}
 	}
 
+	pl.massNew = pl.newCount > len(pl.knownRefs)
 	if len(pl.fetch) > 0 {
 		pl.digests = make(map[string][]string, len(ledger))
 		for _, e := range ledger {
