@@ -62,12 +62,20 @@
 // in retrieval order: the content its identity named (known; a tombstone
 // listed again comes back to life, store MarkListed), content stored under
 // another identity (recorded as a duplicate, not stored: renumbering),
-// content of an earlier message of the same pass (a twin, recorded once
-// the first's delivery is durable), or new (delivered; if its identity
-// named other content, the UIDL was reused). When content turns up under a
-// new identity while the identity that held it is still listed, that row
-// is marked gone so the next pass compares what the old identity names
-// now. These anomalies are counted per account (status, /metrics).
+// content of another message of the same pass (a twin, recorded after the
+// pass's commits if the one stored was), or new (delivered; if its
+// identity named other content, the UIDL was reused). When content turns
+// up under a new identity while the identity that held it is still listed,
+// that row is marked gone so the next pass compares what the old identity
+// names now; when most of the listing was renumbered, every identity taken
+// for stored by its listing is marked so. These anomalies are counted per
+// account (status, /metrics).
+//
+// What no listing shows: a server may give a UIDL whose message left
+// between two polls to new content of exactly the same size. Such a
+// message is taken for the old one and not stored, but never deleted
+// unseen: every DELE retrieves and compares first (invariant 1), and a
+// message found different then is stored.
 //
 // # Invariants
 //
