@@ -116,10 +116,11 @@ func (b *Bridge) Status() []poller.Status {
 }
 
 // PollNow asks for an early poll of account, or of every account when
-// account is "" (SIGUSR1). It does not wait; it does nothing before Run.
+// account is "" (SIGUSR1; spread over 50 ms per account, see
+// poller.Poller.PollAll). It does not wait; it does nothing before Run.
 func (b *Bridge) PollNow(account string) {
 	b.mu.Lock()
-	p, cfg := b.poller, b.cfg
+	p := b.poller
 	b.mu.Unlock()
 	if p == nil {
 		return
@@ -128,9 +129,7 @@ func (b *Bridge) PollNow(account string) {
 		p.PollNow(account)
 		return
 	}
-	for _, a := range cfg.Accounts {
-		p.PollNow(a.Name)
-	}
+	p.PollAll()
 }
 
 // Run opens the store and starts the IMAP front end, the poller and the

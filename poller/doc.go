@@ -7,11 +7,20 @@
 // poll interval with ±10% jitter; after a failure it backs off
 // exponentially with jitter (15 s doubling, capped at 30 min, never below
 // the interval for a permanent error such as a refused login) and resets
-// on success. [Poller.PollNow] and [Poller.Hint] (an IMAP client looked at
-// the mailbox; at most once per 15 s per account) ask for an early poll.
-// No poll, early or not, logs in sooner than the server's CAPA LOGIN-DELAY
-// allows. [Poller.PollOnce] runs a synchronous pass; passes of one account
-// never overlap.
+// on success. The first polls are spread at random over 10 s, or over
+// 50 ms per account when there are more than 200 accounts (at most one
+// interval), so that many accounts do not connect at once.
+//
+// [Poller.PollNow] (the operator: SIGUSR1, popbridge poll) and
+// [Poller.Hint] (an IMAP client looked at the mailbox; at most once per
+// 15 s per account) ask for an early poll. [Poller.PollAll] asks for one
+// for every account, spread at random over 50 ms per account. After a
+// refused login (a permanent error) hints are dropped until the backoff
+// has passed, so a client refreshing every few seconds cannot make
+// popbridge retry a wrong password often enough to get the account locked;
+// the operator's requests still poll. No poll, early or not, logs in
+// sooner than the server's CAPA LOGIN-DELAY allows. [Poller.PollOnce]
+// runs a synchronous pass; passes of one account never overlap.
 //
 // One pass is one POP3 session:
 //

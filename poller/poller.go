@@ -258,21 +258,42 @@ func (p *Poller) PollOnce(ctx context.Context, account string, progress func(don
 	return sum, errors.Join(errs...)
 }
 
-// PollNow asks the running worker of account for an early poll. It does not
-// block; the poll still waits for the server's LOGIN-DELAY. Without a
-// running worker (Run not running, or unknown account) it does nothing.
+// PollNow asks the running worker of account for an early poll: an
+// operator's request, honoured also while the account backs off after a
+// refused login. It does not block; the poll still waits for the server's
+// LOGIN-DELAY and for a connection slot. Without a running worker (Run not
+// running, or unknown account) it does nothing.
 func (p *Poller) PollNow(account string) {
+	now := p.now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if w := p.workers[account]; w != nil {
-		w.poke()
+		w.request(now, true)
+	}
+}
+
+// PollAll asks every running worker for an early poll, as PollNow does
+// (SIGUSR1). The polls are spread at random over 50 ms per account, so
+// that 1,000 accounts do not all log in at the same instant.
+func (p *Poller) PollAll() {
+	now := p.now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	spread := float64(time.Duration(len(p.workers)) * staggerStep)
+	for _, a := range p.accounts {
+		if w := p.workers[a.Name]; w != nil {
+			w.request(now.Add(time.Duration(spread*p.rand())), true)
+		}
 	}
 }
 
 // Hint tells the poller that an IMAP client looked at user's mailbox. Each
 // account delivering into that mailbox gets an early poll, at most once per
 // 15 seconds per account, so a message mailed a moment ago shows up when the
-// user refreshes. It does not block.
+// user refreshes. An account whose last login was refused (a wrong
+// password, a disabled account) ignores hints until its backoff has passed:
+// clients refreshing every few seconds must not make popbridge retry the
+// login so often that the provider locks the account. It does not block.
 func (p *Poller) Hint(user, mailbox string) {
 	now := p.now()
 	p.mu.Lock()
@@ -289,8 +310,9 @@ func (p *Poller) Hint(user, mailbox string) {
 		if !st.lastHint.IsZero() && now.Sub(st.lastHint) < hintEvery {
 			continue
 		}
-		st.lastHint = now
-		w.poke()
+		if w.request(now, false) {
+			st.lastHint = now
+		}
 	}
 }
 
