@@ -115,6 +115,19 @@ func (b *Bridge) Status() []poller.Status {
 	return p.Status()
 }
 
+// connectionStats returns the poller's open upstream sessions and polls
+// waiting for a slot; ok is false before Run has started the poller.
+func (b *Bridge) connectionStats() (open, waiting int, ok bool) {
+	b.mu.Lock()
+	p := b.poller
+	b.mu.Unlock()
+	if p == nil {
+		return 0, 0, false
+	}
+	open, waiting = p.ConnectionStats()
+	return open, waiting, true
+}
+
 // PollNow asks for an early poll of account, or of every account when
 // account is "" (SIGUSR1; spread over 50 ms per account, see
 // poller.Poller.PollAll). It does not wait; it does nothing before Run.
@@ -213,11 +226,14 @@ func (b *Bridge) startStore(ctx context.Context) error {
 		st.Close()
 		return err
 	}
+	maxConns, perHost := cfg.Poller.pollerLimits()
 	p := poller.New(poller.Options{
-		Sink:     m.sink(st),
-		Accounts: cfg.pollerAccounts(),
-		Logger:   b.log.With(LogKeyComponent, "poller"),
-		Dialer:   b.Dialer,
+		Sink:                  m.sink(st),
+		Accounts:              cfg.pollerAccounts(),
+		Logger:                b.log.With(LogKeyComponent, "poller"),
+		Dialer:                b.Dialer,
+		MaxConnections:        maxConns,
+		MaxConnectionsPerHost: perHost,
 	})
 	b.mu.Lock()
 	b.store, b.metrics, b.poller = st, m, p

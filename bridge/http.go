@@ -36,9 +36,11 @@ type HealthCheck struct {
 
 // AccountHealth is one account's line in /healthz.
 type AccountHealth struct {
-	Account     string    `json:"account"`
-	Stuck       bool      `json:"stuck"`
-	Polling     bool      `json:"polling"`
+	Account string `json:"account"`
+	Stuck   bool   `json:"stuck"`
+	Polling bool   `json:"polling"`
+	// State is "idle", "polling" or "waiting for a connection slot".
+	State       string    `json:"state"`
 	LastAttempt time.Time `json:"last_attempt,omitzero"`
 	LastSuccess time.Time `json:"last_success,omitzero"`
 	NextPoll    time.Time `json:"next_poll,omitzero"`
@@ -95,7 +97,7 @@ func (b *Bridge) Health(ctx context.Context) Health {
 // longer than StuckAfter, or a scheduled poll is overdue by that much.
 func accountHealth(s poller.Status, now time.Time) AccountHealth {
 	return AccountHealth{
-		Account: s.Account, Polling: s.Polling, LastAttempt: s.LastAttempt,
+		Account: s.Account, Polling: s.Polling, State: s.State(), LastAttempt: s.LastAttempt,
 		LastSuccess: s.LastSuccess, NextPoll: s.NextPoll, LastError: s.LastError,
 		Stuck: s.Polling && !s.LastAttempt.IsZero() && now.Sub(s.LastAttempt) > StuckAfter ||
 			!s.Polling && !s.NextPoll.IsZero() && now.Sub(s.NextPoll) > StuckAfter,

@@ -22,6 +22,15 @@
 // sooner than the server's CAPA LOGIN-DELAY allows. [Poller.PollOnce]
 // runs a synchronous pass; passes of one account never overlap.
 //
+// Every session, the login included, holds a connection slot from before
+// it dials until it has QUIT or was aborted: at most
+// Options.MaxConnections (default 20) over all accounts and
+// Options.MaxConnectionsPerHost (default 10) towards one host:port. A pass
+// that finds no slot waits for one, in arrival order (a waiter for a full
+// host does not hold up waiters for other hosts), with Status.Waiting set;
+// [Poller.ConnectionStats] counts open sessions and waiters, and
+// [Poller.SetConnectionLimits] changes the caps while running.
+//
 // One pass is one POP3 session:
 //
 //	login → LIST+UIDL (meanwhile, one ledger read)

@@ -35,6 +35,15 @@ type conn struct {
 	authed bool
 	msgs   []Message
 	dele   []bool
+	ended  bool // the session was counted as ended (QUIT read, or gone)
+}
+
+// endSession counts the session as ended, once.
+func (c *conn) endSession() {
+	if !c.ended {
+		c.ended = true
+		c.s.sessionDelta(-1)
+	}
 }
 
 func newConn(s *Server, c net.Conn) *conn {
@@ -84,6 +93,9 @@ func (c *conn) serve() {
 		verb, arg, _ := strings.Cut(line, " ")
 		verb = strings.ToUpper(verb)
 		f := c.s.count(verb, line)
+		if verb == "QUIT" {
+			c.endSession()
+		}
 		if msg, ok := f.ErrOn[verb]; ok {
 			if err := c.reply(f, "-ERR "+msg); err != nil {
 				return
