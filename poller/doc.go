@@ -108,5 +108,8 @@
 // The session layer (dial.go, session.go, capa.go, auth.go, errors.go)
 // speaks POP3 over github.com/knadh/go-pop3 with deadlines and byte
 // budgets; this file's siblings only use it through the popSession
-// interface.
+// interface. The login has an absolute deadline (30 s); after it, a
+// response has none: it fails when the server sends nothing for the I/O
+// timeout (60 s) or less than 4 KiB in 2 minutes (a slow drip), so a slow
+// but steady server delivers a message of any size.
 package poller

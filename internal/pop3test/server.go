@@ -50,6 +50,10 @@ type Faults struct {
 	StallAfterDELE bool
 	// Drip > 0 writes every response one byte at a time, Drip apart.
 	Drip time.Duration
+	// Rate > 0 throttles every response to about Rate bytes per second,
+	// written in small steady chunks (a slow but steady link; Drip is a
+	// pathological one).
+	Rate int64
 	// NoUIDL leaves UIDL out of CAPA and answers -ERR to UIDL.
 	NoUIDL bool
 	// Reorder gives the messages different numbers in every session (a
