@@ -236,7 +236,9 @@ func (v *validator) poller() {
 			v.add("poller."+n.field, "poller", n.field, ErrInvalidValue, "%d is negative (0 means no limit; default %d)", n.value, n.def)
 		}
 	}
-	if c.MaxConnections > 0 && c.MaxConnectionsPerHost > c.MaxConnections {
+	// Only a per-host cap written in the file conflicts: the default (10)
+	// under a smaller max_connections just has no effect.
+	if c.MaxConnections > 0 && c.MaxConnectionsPerHost > c.MaxConnections && v.c.pos.has("poller.max_connections_per_host") {
 		v.add("poller.max_connections_per_host", "poller", "max_connections_per_host", ErrConflict,
 			"%d is more than max_connections (%d)", c.MaxConnectionsPerHost, c.MaxConnections)
 	}

@@ -92,10 +92,11 @@ func (w *worker) setHold(hold bool) {
 	}
 }
 
-// run is the worker loop: wait for the next poll time (or a poke), never
-// earlier than the server's LOGIN-DELAY allows, poll, and schedule the next
-// poll: the interval with jitter after a success, exponential backoff with
-// jitter after a failure.
+// run is the worker loop: wait for the next poll time (or an earlier
+// request), never earlier than the server's LOGIN-DELAY allows, poll, and
+// schedule the next poll: the interval with jitter after a success,
+// exponential backoff with jitter after a failure (holding hints after a
+// refused login).
 func (w *worker) run(ctx context.Context) {
 	p := w.p
 	st := p.accountState(w.name)
