@@ -357,3 +357,27 @@ func TestImplicitTLSListener(t *testing.T) {
 		t.Error("TLS 1.1 handshake accepted")
 	}
 }
+
+// TestCheckKeepsConnectionCaps: popbridge check tries every login at once,
+// but within [poller] max_connections: 12 accounts on one server with a cap
+// of 3 never have more than 3 sessions open there, and all succeed.
+func TestCheckKeepsConnectionCaps(t *testing.T) {
+	up := upstream(t, 0)
+	ups := make([]*pop3test.Server, 12)
+	for i := range ups {
+		ups[i] = up
+	}
+	cfg := testConfig(t, ups...)
+	cfg.Poller.MaxConnections = 3
+	for i, r := range Check(context.Background(), cfg, nil) {
+		if r.Err != nil {
+			t.Errorf("account %d: %v", i, r.Err)
+		}
+	}
+	if n := up.MaxOpenSessions(); n > 3 || n < 1 {
+		t.Errorf("%d sessions at once, cap 3", n)
+	}
+	if n := up.Count("QUIT"); n != 12 {
+		t.Errorf("%d logins checked, want 12", n)
+	}
+}
