@@ -337,6 +337,10 @@ func (b *Bridge) startIMAP(ctx context.Context) error {
 		b.serveWG.Add(1)
 		go func() {
 			defer b.serveWG.Done()
+			// imapfront's Serve leaves ln open when Shutdown came first
+			// (a start that fails right after startIMAP): close it here,
+			// so that Run never returns with the port still bound.
+			defer l.ln.Close()
 			serve := srv.Serve
 			if l.tls {
 				serve = srv.ServeTLS
