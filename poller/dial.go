@@ -150,7 +150,8 @@ func (e *slowError) Temporary() bool { return true }
 // from the connection, lines of at most maxLine bytes (0: no limit), all
 // before deadline (zero: no absolute deadline). Exceeding the budget or the
 // line limit fails with overflow (ErrMessageTooLarge for message data,
-// ErrProtocol for protocol lines).
+// ErrProtocol for protocol lines). The slow-drip window starts afresh with
+// the response's first read of the socket.
 func (c *meteredConn) expect(budget, maxLine int64, deadline time.Time, overflow error) {
 	c.budget = budget
 	c.limit = c.read + budget
