@@ -51,6 +51,9 @@ func (p *Proxy) Port() int { return p.ln.Addr().(*net.TCPAddr).Port }
 // the proxy.
 func (p *Proxy) MaxOpenSessions() int { return p.sessions.Max() }
 
+// Sessions returns how many sessions the proxy has accepted so far.
+func (p *Proxy) Sessions() int { return p.sessions.Total() }
+
 // Close stops the proxy, closes every connection and waits for its
 // goroutines.
 func (p *Proxy) Close() {

@@ -125,8 +125,15 @@ type Server struct {
 // session before the server has torn the old connection down). The zero
 // value is ready to use; its methods are safe for concurrent use.
 type SessionCounter struct {
-	mu        sync.Mutex
-	open, max int
+	mu               sync.Mutex
+	open, max, total int
+}
+
+// Total returns how many sessions were opened so far.
+func (c *SessionCounter) Total() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.total
 }
 
 // Open returns the sessions open now.
@@ -148,6 +155,9 @@ func (c *SessionCounter) add(d int) {
 	defer c.mu.Unlock()
 	c.open += d
 	c.max = max(c.max, c.open)
+	if d > 0 {
+		c.total += d
+	}
 }
 
 // Option configures a Server before it starts.
