@@ -115,11 +115,25 @@ func (b *Bridge) Status() []poller.Status {
 	return p.Status()
 }
 
+// connectionStats returns the poller's open upstream sessions and polls
+// waiting for a slot; ok is false before Run has started the poller.
+func (b *Bridge) connectionStats() (open, waiting int, ok bool) {
+	b.mu.Lock()
+	p := b.poller
+	b.mu.Unlock()
+	if p == nil {
+		return 0, 0, false
+	}
+	open, waiting = p.ConnectionStats()
+	return open, waiting, true
+}
+
 // PollNow asks for an early poll of account, or of every account when
-// account is "" (SIGUSR1). It does not wait; it does nothing before Run.
+// account is "" (SIGUSR1; spread over 50 ms per account, see
+// poller.Poller.PollAll). It does not wait; it does nothing before Run.
 func (b *Bridge) PollNow(account string) {
 	b.mu.Lock()
-	p, cfg := b.poller, b.cfg
+	p := b.poller
 	b.mu.Unlock()
 	if p == nil {
 		return
@@ -128,9 +142,7 @@ func (b *Bridge) PollNow(account string) {
 		p.PollNow(account)
 		return
 	}
-	for _, a := range cfg.Accounts {
-		p.PollNow(a.Name)
-	}
+	p.PollAll()
 }
 
 // Run opens the store and starts the IMAP front end, the poller and the
@@ -214,11 +226,14 @@ func (b *Bridge) startStore(ctx context.Context) error {
 		st.Close()
 		return err
 	}
+	maxConns, perHost := cfg.Poller.pollerLimits()
 	p := poller.New(poller.Options{
-		Sink:     m.sink(st),
-		Accounts: cfg.pollerAccounts(),
-		Logger:   b.log.With(LogKeyComponent, "poller"),
-		Dialer:   b.Dialer,
+		Sink:                  m.sink(st),
+		Accounts:              cfg.pollerAccounts(),
+		Logger:                b.log.With(LogKeyComponent, "poller"),
+		Dialer:                b.Dialer,
+		MaxConnections:        maxConns,
+		MaxConnectionsPerHost: perHost,
 	})
 	b.mu.Lock()
 	b.store, b.metrics, b.poller = st, m, p
@@ -322,6 +337,10 @@ func (b *Bridge) startIMAP(ctx context.Context) error {
 		b.serveWG.Add(1)
 		go func() {
 			defer b.serveWG.Done()
+			// imapfront's Serve leaves ln open when Shutdown came first
+			// (a start that fails right after startIMAP): close it here,
+			// so that Run never returns with the port still bound.
+			defer l.ln.Close()
 			serve := srv.Serve
 			if l.tls {
 				serve = srv.ServeTLS

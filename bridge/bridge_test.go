@@ -148,7 +148,7 @@ func TestHealthAndMetrics(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &h); err != nil || code != 200 || !h.OK || !h.Store.OK {
 		t.Fatalf("healthz %d %s (%v)", code, body, err)
 	}
-	if len(h.Accounts) != 1 || h.Accounts[0].Account != "acct1" || h.Accounts[0].Stuck {
+	if len(h.Accounts) != 1 || h.Accounts[0].Account != "acct1" || h.Accounts[0].Stuck || h.Accounts[0].State != "idle" {
 		t.Errorf("healthz accounts: %+v", h.Accounts)
 	}
 	_, m := get(t, base+"/metrics")
@@ -161,6 +161,8 @@ func TestHealthAndMetrics(t *testing.T) {
 		`popbridge_account_identity_anomalies_total{account="acct1",kind="uidl_reused"} 0`,
 		`popbridge_account_identity_anomalies_total{account="acct1",kind="twins"} 0`,
 		`popbridge_account_identity_anomalies_total{account="acct1",kind="unproven"} 0`,
+		"popbridge_poller_connections_open 0",
+		"popbridge_poller_waiting_accounts 0",
 		`go_goroutines`,
 	} {
 		if !strings.Contains(m, want) {
@@ -253,12 +255,19 @@ func TestReload(t *testing.T) {
 	next.IMAP.Listen = "127.0.0.1:1"
 	next.IMAP.TLSCert, next.IMAP.TLSKey = pki.CertFile, pki.KeyFile
 	next.Users = append(next.Users, UserConfig{Name: "v", PasswordHash: realHash(t)})
+	next.Poller = PollerConfig{MaxConnections: 7, MaxConnectionsPerHost: 0}
+	if m, ph := b.poller.ConnectionLimits(); m != DefaultPollerMaxConnections || ph != DefaultPollerMaxConnectionsPerHost {
+		t.Fatalf("connection caps before reload %d/%d, want the defaults", m, ph)
+	}
 	res, err := b.Reload(ctx, next)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if fmt.Sprint(res.AccountsAdded, res.UsersAdded, res.NeedRestart) != "[acct2] [v] [imap.listen]" {
 		t.Errorf("reload result %+v", res)
+	}
+	if m, ph := b.poller.ConnectionLimits(); m != 7 || ph != 0 {
+		t.Errorf("connection caps after reload %d/%d, want 7 and none (they change live)", m, ph)
 	}
 	if got := b.Config().IMAP.Listen; got != "127.0.0.1:0" {
 		t.Errorf("listen address changed live to %q", got)
@@ -350,5 +359,29 @@ func TestImplicitTLSListener(t *testing.T) {
 	if err == nil {
 		conn.Close()
 		t.Error("TLS 1.1 handshake accepted")
+	}
+}
+
+// TestCheckKeepsConnectionCaps: popbridge check tries every login at once,
+// but within [poller] max_connections: 12 accounts on one server with a cap
+// of 3 never have more than 3 sessions open there, and all succeed.
+func TestCheckKeepsConnectionCaps(t *testing.T) {
+	up := upstream(t, 0)
+	ups := make([]*pop3test.Server, 12)
+	for i := range ups {
+		ups[i] = up
+	}
+	cfg := testConfig(t, ups...)
+	cfg.Poller.MaxConnections = 3
+	for i, r := range Check(context.Background(), cfg, nil) {
+		if r.Err != nil {
+			t.Errorf("account %d: %v", i, r.Err)
+		}
+	}
+	if n := up.MaxOpenSessions(); n > 3 || n < 1 {
+		t.Errorf("%d sessions at once, cap 3", n)
+	}
+	if n := up.Count("QUIT"); n != 12 {
+		t.Errorf("%d logins checked, want 12", n)
 	}
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/popbridge/popbridge/imapfront"
 	"github.com/popbridge/popbridge/internal/authlimit"
+	"github.com/popbridge/popbridge/poller"
 )
 
 // Config is the whole popbridge configuration, as read from one TOML file
@@ -22,6 +23,8 @@ type Config struct {
 	IMAP IMAPConfig `toml:"imap"`
 	// HTTP configures the health and metrics listener.
 	HTTP HTTPConfig `toml:"http"`
+	// Poller configures the poller towards all upstream servers together.
+	Poller PollerConfig `toml:"poller"`
 	// Users are the local IMAP users.
 	Users []UserConfig `toml:"user"`
 	// Accounts are the upstream POP3 accounts.
@@ -90,6 +93,16 @@ type HTTPConfig struct {
 	Listen string `toml:"listen"`
 }
 
+// PollerConfig is the [poller] table.
+type PollerConfig struct {
+	// MaxConnections caps the POP3 sessions (logins included) open at once
+	// over all accounts; 0 means no cap. Default 20.
+	MaxConnections int `toml:"max_connections"`
+	// MaxConnectionsPerHost caps the POP3 sessions open at once towards one
+	// server (host and port as configured); 0 means no cap. Default 10.
+	MaxConnectionsPerHost int `toml:"max_connections_per_host"`
+}
+
 // UserConfig is one [[user]] entry: a local IMAP user.
 type UserConfig struct {
 	// Name is the IMAP login name. Required, unique.
@@ -131,6 +144,9 @@ const (
 	DefaultAppendLimit         = 50 << 20 // "50MiB", imapfront's default
 	DefaultAuthPenaltyBase     = authlimit.DefaultBase
 	DefaultAuthPenaltyMax      = authlimit.DefaultMax
+
+	DefaultPollerMaxConnections        = poller.DefaultMaxConnections
+	DefaultPollerMaxConnectionsPerHost = poller.DefaultMaxConnectionsPerHost
 	// MinAppendLimit is the smallest append_limit accepted: below 4KiB,
 	// compliant clients would send literals imapfront cannot take safely
 	// (see imapfront's doc).
@@ -201,7 +217,25 @@ func DefaultConfig() *Config {
 			AuthPenaltyMax:      Duration{Value: DefaultAuthPenaltyMax},
 		},
 		HTTP: HTTPConfig{Listen: DefaultHTTPListen},
+		Poller: PollerConfig{
+			MaxConnections:        DefaultPollerMaxConnections,
+			MaxConnectionsPerHost: DefaultPollerMaxConnectionsPerHost,
+		},
 	}
+}
+
+// pollerCap turns a [poller] cap (0: none) into a poller.Options one (0:
+// default, negative: none).
+func pollerCap(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
+}
+
+// pollerLimits returns the [poller] caps as poller.Options takes them.
+func (c PollerConfig) pollerLimits() (max, perHost int) {
+	return pollerCap(c.MaxConnections), pollerCap(c.MaxConnectionsPerHost)
 }
 
 // DefaultAccount returns an account with every default set; the caller

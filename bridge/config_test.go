@@ -220,8 +220,8 @@ func TestExampleConfig(t *testing.T) {
 			t.Errorf("example does not validate: %v", ce)
 		}
 	}
-	for _, key := range append(append(append(tomlKeysOf[IMAPConfig](), tomlKeysOf[HTTPConfig]()...),
-		tomlKeysOf[UserConfig]()...), tomlKeysOf[AccountConfig]()...) {
+	for _, key := range append(append(append(append(tomlKeysOf[IMAPConfig](), tomlKeysOf[HTTPConfig]()...),
+		tomlKeysOf[PollerConfig]()...), tomlKeysOf[UserConfig]()...), tomlKeysOf[AccountConfig]()...) {
 		if !regexp.MustCompile(`(?m)^#?\s*` + key + ` = `).Match(b) {
 			t.Errorf("example does not mention %q", key)
 		}
@@ -229,6 +229,33 @@ func TestExampleConfig(t *testing.T) {
 }
 
 func tomlKeysOf[T any]() []string { return tomlKeys(reflect.TypeFor[T]()) }
+
+// TestPollerDefaults: without a [poller] table the caps are 20 and 10; a
+// per-host cap only written above the total is refused, the default one
+// under a small total is not.
+func TestPollerDefaults(t *testing.T) {
+	c, err := Parse(strings.NewReader("data_dir = \"d\"\n"), "x.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Poller.MaxConnections != 20 || c.Poller.MaxConnectionsPerHost != 10 {
+		t.Errorf("defaults %+v, want 20 and 10", c.Poller)
+	}
+	c, err = Parse(strings.NewReader("data_dir = \"d\"\n[poller]\nmax_connections = 1\n"), "x.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("max_connections = 1 with the default per-host cap: %v", err)
+	}
+	if m, ph := c.Poller.pollerLimits(); m != 1 || ph != 10 {
+		t.Errorf("poller limits %d/%d, want 1/10", m, ph)
+	}
+	c.Poller = PollerConfig{}
+	if m, ph := c.Poller.pollerLimits(); m >= 0 || ph >= 0 {
+		t.Errorf("0 (no limit) became %d/%d for the poller, want negative (no cap)", m, ph)
+	}
+}
 
 func TestParseDuration(t *testing.T) {
 	tests := []struct {

@@ -3,7 +3,10 @@ package bridge
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -36,9 +39,11 @@ type HealthCheck struct {
 
 // AccountHealth is one account's line in /healthz.
 type AccountHealth struct {
-	Account     string    `json:"account"`
-	Stuck       bool      `json:"stuck"`
-	Polling     bool      `json:"polling"`
+	Account string `json:"account"`
+	Stuck   bool   `json:"stuck"`
+	Polling bool   `json:"polling"`
+	// State is "idle", "polling" or "waiting for a connection slot".
+	State       string    `json:"state"`
 	LastAttempt time.Time `json:"last_attempt,omitzero"`
 	LastSuccess time.Time `json:"last_success,omitzero"`
 	NextPoll    time.Time `json:"next_poll,omitzero"`
@@ -95,11 +100,56 @@ func (b *Bridge) Health(ctx context.Context) Health {
 // longer than StuckAfter, or a scheduled poll is overdue by that much.
 func accountHealth(s poller.Status, now time.Time) AccountHealth {
 	return AccountHealth{
-		Account: s.Account, Polling: s.Polling, LastAttempt: s.LastAttempt,
+		Account: s.Account, Polling: s.Polling, State: s.State(), LastAttempt: s.LastAttempt,
 		LastSuccess: s.LastSuccess, NextPoll: s.NextPoll, LastError: s.LastError,
 		Stuck: s.Polling && !s.LastAttempt.IsZero() && now.Sub(s.LastAttempt) > StuckAfter ||
 			!s.Polling && !s.NextPoll.IsZero() && now.Sub(s.NextPoll) > StuckAfter,
 	}
+}
+
+// LiveTimeout bounds LiveStatus.
+const LiveTimeout = 3 * time.Second
+
+// LiveStatus asks a running `popbridge serve` with configuration cfg for
+// its accounts' live state (GET /healthz on [http] listen; an unspecified
+// host such as 0.0.0.0 is reached on loopback) and returns it by account
+// name. It fails when [http] is disabled or listens on port 0, or when
+// nothing answers there (serve not running).
+func LiveStatus(ctx context.Context, cfg *Config) (map[string]AccountHealth, error) {
+	host, port, err := net.SplitHostPort(cfg.HTTP.Listen)
+	switch {
+	case cfg.HTTP.Listen == "":
+		return nil, errors.New("[http] listen is disabled")
+	case err != nil || port == "0":
+		return nil, fmt.Errorf("[http] listen %q has no fixed port", cfg.HTTP.Listen)
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+		if ip != nil && ip.To4() == nil {
+			host = "::1"
+		}
+	}
+	url := "http://" + net.JoinHostPort(host, port) + "/healthz"
+	ctx, cancel := context.WithTimeout(ctx, LiveTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, fmt.Errorf("live status: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("live status from %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	var h Health
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&h); err != nil {
+		return nil, fmt.Errorf("live status from %s: HTTP %d: %w", url, resp.StatusCode, err)
+	}
+	out := make(map[string]AccountHealth, len(h.Accounts))
+	for _, a := range h.Accounts {
+		out[a.Account] = a
+	}
+	return out, nil
 }
 
 // checkStore reads from the store and writes (and fsyncs) a probe file in

@@ -65,6 +65,7 @@ type rawConfig struct {
 	DataDir  string           `toml:"data_dir"`
 	IMAP     toml.Primitive   `toml:"imap"`
 	HTTP     toml.Primitive   `toml:"http"`
+	Poller   toml.Primitive   `toml:"poller"`
 	Users    []toml.Primitive `toml:"user"`
 	Accounts []toml.Primitive `toml:"account"`
 }
@@ -119,6 +120,9 @@ func Parse(r io.Reader, filename string) (*Config, error) {
 	if md.IsDefined("http") {
 		decode(raw.HTTP, &c.HTTP, "http", -1, func() string { return "http" })
 	}
+	if md.IsDefined("poller") {
+		decode(raw.Poller, &c.Poller, "poller", -1, func() string { return "poller" })
+	}
 	for i, p := range raw.Users {
 		var u UserConfig
 		name := nameOf(p)
@@ -155,7 +159,7 @@ func (c *Config) section(top string, index int) string {
 		return sectionName("user", index, c.Users[index].Name)
 	case top == "account" && index >= 0 && index < len(c.Accounts):
 		return sectionName("account", index, c.Accounts[index].Name)
-	case top == "imap" || top == "http":
+	case top == "imap" || top == "http" || top == "poller":
 		return top
 	}
 	return ""
@@ -198,6 +202,8 @@ func (c *Config) unknownKeys(md toml.MetaData, failed map[string]bool) []error {
 			name, valid = k[1:], tomlKeys(reflect.TypeFor[IMAPConfig]())
 		case top == "http":
 			name, valid = k[1:], tomlKeys(reflect.TypeFor[HTTPConfig]())
+		case top == "poller":
+			name, valid = k[1:], tomlKeys(reflect.TypeFor[PollerConfig]())
 		case top == "user":
 			name, valid = k[1:], tomlKeys(reflect.TypeFor[UserConfig]())
 		case top == "account":

@@ -178,11 +178,15 @@ var (
 		[]string{"account", "kind"}, nil)
 	descUp = prometheus.NewDesc("popbridge_up_seconds",
 		"Seconds since the bridge started.", nil, nil)
+	descConnsOpen = prometheus.NewDesc("popbridge_poller_connections_open",
+		"Upstream POP3 sessions open now (logins included), over all accounts; capped by [poller] max_connections.", nil, nil)
+	descWaiting = prometheus.NewDesc("popbridge_poller_waiting_accounts",
+		"Accounts whose poll waits for a connection slot ([poller] max_connections, max_connections_per_host).", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descFetched, descBytes, descSkipped, descLastAttempt, descLastSuccess, descFailing, descPolling, descAnomalies, descUp} {
+	for _, d := range []*prometheus.Desc{descFetched, descBytes, descSkipped, descLastAttempt, descLastSuccess, descFailing, descPolling, descAnomalies, descUp, descConnsOpen, descWaiting} {
 		ch <- d
 	}
 }
@@ -190,6 +194,10 @@ func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector.
 func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, time.Since(c.b.startedAt).Seconds())
+	if open, waiting, ok := c.b.connectionStats(); ok {
+		ch <- prometheus.MustNewConstMetric(descConnsOpen, prometheus.GaugeValue, float64(open))
+		ch <- prometheus.MustNewConstMetric(descWaiting, prometheus.GaugeValue, float64(waiting))
+	}
 	for _, s := range c.b.Status() {
 		ch <- prometheus.MustNewConstMetric(descFetched, prometheus.CounterValue, float64(s.Fetched), s.Account)
 		ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(s.Bytes), s.Account)

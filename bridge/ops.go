@@ -32,22 +32,24 @@ type CheckResult struct {
 }
 
 // Check tries every account's upstream login (connect, TLS, authenticate,
-// QUIT) concurrently and returns one result per account, in configuration
-// order. It does not open the store. cfg must have passed Validate.
+// QUIT) concurrently, within the [poller] connection caps, and returns one
+// result per account, in configuration order. CheckTimeout bounds each
+// login once it has its connection slot. It does not open the store. cfg
+// must have passed Validate.
 func Check(ctx context.Context, cfg *Config, logger *slog.Logger) []CheckResult {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	p := poller.New(poller.Options{Logger: logger.With(LogKeyComponent, "poller")})
+	maxConns, perHost := cfg.Poller.pollerLimits()
+	p := poller.New(poller.Options{Logger: logger.With(LogKeyComponent, "poller"),
+		MaxConnections: maxConns, MaxConnectionsPerHost: perHost})
 	results := make([]CheckResult, len(cfg.Accounts))
 	var wg sync.WaitGroup
 	for i, a := range cfg.Accounts {
 		results[i] = CheckResult{Account: a.Name, Server: net.JoinHostPort(a.Host, strconv.Itoa(a.Port)), TLS: a.TLS}
 		wg.Go(func() {
-			actx, cancel := context.WithTimeout(ctx, CheckTimeout)
-			defer cancel()
 			start := time.Now()
-			results[i].Err = p.CheckLogin(actx, cfg.pollerAccount(a))
+			results[i].Err = p.CheckLogin(ctx, cfg.pollerAccount(a), CheckTimeout)
 			results[i].Elapsed = time.Since(start)
 		})
 	}
@@ -78,10 +80,13 @@ func PollOnce(ctx context.Context, cfg *Config, logger *slog.Logger, account str
 	if err != nil {
 		return nil, err
 	}
+	maxConns, perHost := cfg.Poller.pollerLimits()
 	p := poller.New(poller.Options{
-		Sink:     st,
-		Accounts: cfg.pollerAccounts(),
-		Logger:   logger.With(LogKeyComponent, "poller"),
+		Sink:                  st,
+		Accounts:              cfg.pollerAccounts(),
+		Logger:                logger.With(LogKeyComponent, "poller"),
+		MaxConnections:        maxConns,
+		MaxConnectionsPerHost: perHost,
 	})
 	var results []poller.Result
 	var errs []error

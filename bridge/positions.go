@@ -50,6 +50,16 @@ func (p *positions) line(path string) int {
 	return 0
 }
 
+// has reports whether path was written in the file (false when the config
+// was built in code).
+func (p *positions) has(path string) bool {
+	if p == nil {
+		return false
+	}
+	_, ok := p.byPath[path]
+	return ok
+}
+
 // locate returns the keyPos of each key of keys (toml's MetaData.Keys, in
 // document order) by walking both lists in order. Keys the scanner did not
 // see (inside inline tables) get the previous key's position.

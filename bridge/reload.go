@@ -27,7 +27,9 @@ type ReloadResult struct {
 // Reload applies cfg to the running service without dropping IMAP
 // sessions: users (new logins; sessions of removed users stay until they
 // log out), accounts (pollers of added, removed or changed accounts are
-// started, stopped or restarted) and the IMAP TLS certificate (new
+// started, stopped or restarted), the [poller] connection caps (sessions
+// already open stay; new ones wait until they fit) and the IMAP TLS
+// certificate (new
 // handshakes; with tls_cert = "auto", the one in the running data_dir). cfg is validated first, and its certificate loaded and its
 // users created in the store, before anything changes: when any of that
 // fails, the running configuration stays and the error says why.
@@ -107,6 +109,7 @@ func (b *Bridge) Reload(ctx context.Context, cfg *Config) (ReloadResult, error) 
 	srv.SetUsers(cfg.imapUsers())
 	srv.SetTLSConfig(tlsConf)
 	logAutoCert(b.log, autoInfo)
+	p.SetConnectionLimits(cfg.Poller.pollerLimits())
 	p.SetAccounts(cfg.pollerAccounts())
 	b.mu.Lock()
 	b.cfg = &next

@@ -30,6 +30,7 @@ func (c *Config) Validate() error {
 	v.top()
 	v.imap()
 	v.http()
+	v.poller()
 	v.users()
 	v.accounts()
 	return errors.Join(v.errs...)
@@ -218,6 +219,29 @@ func parseNetwork(s string) (netip.Prefix, error) {
 	}
 	a = a.Unmap()
 	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// poller checks the [poller] table.
+func (v *validator) poller() {
+	c := v.c.Poller
+	for _, n := range []struct {
+		field string
+		value int
+		def   int
+	}{
+		{"max_connections", c.MaxConnections, DefaultPollerMaxConnections},
+		{"max_connections_per_host", c.MaxConnectionsPerHost, DefaultPollerMaxConnectionsPerHost},
+	} {
+		if n.value < 0 {
+			v.add("poller."+n.field, "poller", n.field, ErrInvalidValue, "%d is negative (0 means no limit; default %d)", n.value, n.def)
+		}
+	}
+	// Only a per-host cap written in the file conflicts: the default (10)
+	// under a smaller max_connections just has no effect.
+	if c.MaxConnections > 0 && c.MaxConnectionsPerHost > c.MaxConnections && v.c.pos.has("poller.max_connections_per_host") {
+		v.add("poller.max_connections_per_host", "poller", "max_connections_per_host", ErrConflict,
+			"%d is more than max_connections (%d)", c.MaxConnectionsPerHost, c.MaxConnections)
+	}
 }
 
 func (v *validator) http() {

@@ -18,9 +18,25 @@ const (
 	// account triggered by Hint.
 	hintEvery = 15 * time.Second
 	// maxStartDelay bounds the random delay before a worker's first poll,
-	// so that many accounts do not all connect at the same instant.
+	// so that many accounts do not all connect at the same instant; with
+	// more than maxStartDelay/staggerStep accounts the first polls are
+	// spread over staggerStep per account instead (never more than the
+	// poll interval).
 	maxStartDelay = 10 * time.Second
+	// staggerStep is the time per account over which the first polls and
+	// a poll of every account (PollAll, SIGUSR1) are spread: 1,000
+	// accounts log in over 50 s, not in the same instant.
+	staggerStep = 50 * time.Millisecond
 )
+
+// startSpread returns the window over which the first polls of the
+// configured accounts are spread, for an account polled every interval.
+func (p *Poller) startSpread(interval time.Duration) time.Duration {
+	p.mu.Lock()
+	n := len(p.accounts)
+	p.mu.Unlock()
+	return min(interval, max(maxStartDelay, time.Duration(n)*staggerStep))
+}
 
 // backoffDelay returns how long to wait after the n-th consecutive failure
 // (n >= 1): backoffBase doubled per failure, capped at backoffMax, with

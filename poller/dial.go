@@ -24,8 +24,8 @@ import (
 const (
 	defaultDialTimeout = 30 * time.Second
 	defaultIOTimeout   = 60 * time.Second
-	defaultCmdTimeout  = 2 * time.Minute
-	defaultMinRate     = 16 << 10 // bytes/s a large response may not fall below
+	defaultSlowWindow  = 2 * time.Minute
+	defaultSlowBytes   = 4 << 10 // per defaultSlowWindow: about 34 bytes/s
 	defaultWindow      = 32
 	maxStatusLine      = 8 << 10 // greeting, +OK/-ERR lines, CAPA lines
 	maxCapaBytes       = 64 << 10
@@ -40,14 +40,17 @@ type sessionConfig struct {
 	Logger *slog.Logger
 	// DialTimeout bounds connect, TLS handshake, greeting, STLS and login.
 	DialTimeout time.Duration
-	// IOTimeout bounds every single read and write (inactivity).
+	// IOTimeout bounds every single read and write: a server that sends
+	// nothing for this long has stalled.
 	IOTimeout time.Duration
-	// CmdTimeout is the absolute time a response may take, extended by
-	// its expected size at MinRate: the guard against slow-drip servers.
-	CmdTimeout time.Duration
-	// MinRate is the slowest transfer rate (bytes/s) tolerated for a
-	// large response.
-	MinRate int64
+	// SlowWindow and SlowBytes are the guard against slow-drip servers: a
+	// response still arriving after SlowWindow must have brought at least
+	// SlowBytes in each SlowWindow so far (defaults 2 min and 4 KiB, about
+	// 34 bytes/s), or it has stalled too. There is no limit on a
+	// response's total time: a slow but steady server (1 KB/s) delivers a
+	// message of any size.
+	SlowWindow time.Duration
+	SlowBytes  int64
 	// Window is the most RETR/TOP/DELE commands in flight when the server
 	// advertises PIPELINING (at most 32).
 	Window int
@@ -67,11 +70,11 @@ func (c *sessionConfig) setDefaults() {
 	if c.IOTimeout <= 0 {
 		c.IOTimeout = defaultIOTimeout
 	}
-	if c.CmdTimeout <= 0 {
-		c.CmdTimeout = defaultCmdTimeout
+	if c.SlowWindow <= 0 {
+		c.SlowWindow = defaultSlowWindow
 	}
-	if c.MinRate <= 0 {
-		c.MinRate = defaultMinRate
+	if c.SlowBytes <= 0 {
+		c.SlowBytes = defaultSlowBytes
 	}
 	if c.Window <= 0 || c.Window > defaultWindow {
 		c.Window = defaultWindow
@@ -79,12 +82,13 @@ func (c *sessionConfig) setDefaults() {
 }
 
 // meteredConn is the connection go-pop3 reads and writes. It puts a
-// deadline on every Read and Write (the sooner of now+ioTimeout and the
-// current command's absolute deadline), counts bytes against the current
-// response's budget and line-length limit, replays the greeting that was
-// read before go-pop3 got the connection, and remembers the first error,
-// after which it refuses all I/O: a connection that failed once is never
-// trusted again.
+// deadline on every Read and Write (the sooner of now+ioTimeout and, during
+// the login, the login's absolute deadline), fails a response that brings
+// fewer than slowBytes in a slowWindow (a slow drip), counts bytes against
+// the current response's budget and line-length limit, replays the
+// greeting that was read before go-pop3 got the connection, and remembers
+// the first error, after which it refuses all I/O: a connection that
+// failed once is never trusted again.
 //
 // It reads the socket in 64 KiB chunks and accounts for bytes as it hands
 // them up (to go-pop3 one line at a time, or a whole message body through
@@ -102,37 +106,67 @@ type meteredConn struct {
 	r, w     int       //
 	pending  error     // error returned with the bytes in buf
 	deadline time.Time // absolute deadline of the current response; zero: none
-	read     int64     // bytes handed up so far
-	budget   int64     // bytes allowed for the current response
-	limit    int64     // read may not exceed this; < 0: no limit
-	line     int64     // length of the current (unterminated) line
-	maxLine  int64     // > 0: longest line allowed
-	overflow error     // what an overrun of limit or maxLine wraps
-	err      error     // first I/O error; sticky
+	// The slow-drip guard: bytes received since winStart (zero: the
+	// current response has not read the socket yet).
+	slowWindow time.Duration
+	slowBytes  int64
+	winStart   time.Time
+	winBytes   int64
+	read       int64 // bytes handed up so far
+	budget     int64 // bytes allowed for the current response
+	limit      int64 // read may not exceed this; < 0: no limit
+	line       int64 // length of the current (unterminated) line
+	maxLine    int64 // > 0: longest line allowed
+	overflow   error // what an overrun of limit or maxLine wraps
+	err        error // first I/O error; sticky
 
 	capturing bool
 	capture   []byte // first bytes read since capture started
 }
 
-func newMeteredConn(c, raw net.Conn, ioTimeout time.Duration, prefix []byte) *meteredConn {
-	return &meteredConn{Conn: c, raw: raw, ioTimeout: ioTimeout, prefix: prefix, limit: -1, overflow: ErrProtocol}
+func newMeteredConn(c, raw net.Conn, cfg *sessionConfig, prefix []byte) *meteredConn {
+	return &meteredConn{Conn: c, raw: raw, ioTimeout: cfg.IOTimeout, slowWindow: cfg.SlowWindow, slowBytes: cfg.SlowBytes,
+		prefix: prefix, limit: -1, overflow: ErrProtocol}
 }
+
+// slowError is a response that arrives too slowly: fewer than want bytes
+// in window. It is a timeout (net.Error), like a stall.
+type slowError struct {
+	got, want int64
+	window    time.Duration
+}
+
+func (e *slowError) Error() string {
+	return fmt.Sprintf("response too slow: %d bytes in %v, at least %d wanted", e.got, e.window, e.want)
+}
+
+// Timeout implements net.Error.
+func (e *slowError) Timeout() bool { return true }
+
+// Temporary implements net.Error.
+func (e *slowError) Temporary() bool { return true }
 
 // expect sets the budget for the next response: at most budget more bytes
 // from the connection, lines of at most maxLine bytes (0: no limit), all
 // before deadline (zero: no absolute deadline). Exceeding the budget or the
 // line limit fails with overflow (ErrMessageTooLarge for message data,
-// ErrProtocol for protocol lines).
+// ErrProtocol for protocol lines). The slow-drip window starts afresh with
+// the response's first read of the socket.
 func (c *meteredConn) expect(budget, maxLine int64, deadline time.Time, overflow error) {
 	c.budget = budget
 	c.limit = c.read + budget
 	c.maxLine = maxLine
 	c.deadline = deadline
 	c.overflow = overflow
+	c.winStart, c.winBytes = time.Time{}, 0
 }
 
 func (c *meteredConn) next() time.Time {
-	d := time.Now().Add(c.ioTimeout)
+	return c.nextFrom(time.Now())
+}
+
+func (c *meteredConn) nextFrom(now time.Time) time.Time {
+	d := now.Add(c.ioTimeout)
 	if !c.deadline.IsZero() && c.deadline.Before(d) {
 		d = c.deadline
 	}
@@ -160,11 +194,24 @@ func (c *meteredConn) fill() error {
 	if c.buf == nil {
 		c.buf = make([]byte, readBufSize)
 	}
-	if err := c.Conn.SetReadDeadline(c.next()); err != nil {
+	now := time.Now()
+	if c.slowWindow > 0 {
+		switch {
+		case c.winStart.IsZero():
+			c.winStart = now
+		case now.Sub(c.winStart) >= c.slowWindow:
+			if c.winBytes < c.slowBytes {
+				return c.fail(&slowError{got: c.winBytes, want: c.slowBytes, window: now.Sub(c.winStart).Round(time.Millisecond)})
+			}
+			c.winStart, c.winBytes = now, 0
+		}
+	}
+	if err := c.Conn.SetReadDeadline(c.nextFrom(now)); err != nil {
 		return c.fail(err)
 	}
 	n, err := c.Conn.Read(c.buf)
 	c.r, c.w = 0, n
+	c.winBytes += int64(n)
 	if err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) && !c.deadline.IsZero() && !time.Now().Before(c.deadline) {
 			err = fmt.Errorf("response not complete by its deadline: %w", err)
@@ -525,7 +572,7 @@ func connect(ctx context.Context, a Account, cfg *sessionConfig) (*pop3.Conn, *m
 		rest, _ := br.Peek(br.Buffered())
 		prefix = append([]byte(greeting+"\r\n"), rest...)
 	}
-	mc := newMeteredConn(conn, raw, cfg.IOTimeout, prefix)
+	mc := newMeteredConn(conn, raw, cfg, prefix)
 	mc.expect(maxStatusLine+4096, maxStatusLine, deadline, ErrProtocol)
 	client := pop3.New(pop3.Opt{Host: a.Host, Port: a.Port, Dialer: &handoff{c: mc}})
 	pc, err := client.NewConn()

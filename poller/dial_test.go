@@ -49,7 +49,7 @@ func TestReadBody(t *testing.T) {
 	}
 	for _, tt := range tests {
 		for _, n := range []int{1, 2, 3, 7, 1 << 16} {
-			c := newMeteredConn(&chunkConn{data: []byte(tt.wire), n: n}, nil, time.Second, nil)
+			c := newMeteredConn(&chunkConn{data: []byte(tt.wire), n: n}, nil, &sessionConfig{IOTimeout: time.Second}, nil)
 			c.expect(1<<20, 0, time.Time{}, ErrMessageTooLarge)
 			got, err := c.readBody(0)
 			if err != nil || string(got) != tt.body {
@@ -68,7 +68,7 @@ func TestReadBody(t *testing.T) {
 
 func TestReadBodyLimits(t *testing.T) {
 	endless := strings.Repeat("0123456789\r\n", 1<<16) // 768 KiB, no terminator
-	c := newMeteredConn(&chunkConn{data: []byte(endless), n: 1 << 16}, nil, time.Second, nil)
+	c := newMeteredConn(&chunkConn{data: []byte(endless), n: 1 << 16}, nil, &sessionConfig{IOTimeout: time.Second}, nil)
 	c.expect(100<<10, 0, time.Time{}, ErrMessageTooLarge)
 	if _, err := c.readBody(0); !errors.Is(err, ErrMessageTooLarge) {
 		t.Errorf("endless body: %v", err)
@@ -77,7 +77,7 @@ func TestReadBodyLimits(t *testing.T) {
 	if _, err := c.Read(make([]byte, 10)); !errors.Is(err, ErrMessageTooLarge) {
 		t.Errorf("read after overrun: %v", err)
 	}
-	c = newMeteredConn(&chunkConn{data: []byte("abc\r\n"), n: 2}, nil, time.Second, nil)
+	c = newMeteredConn(&chunkConn{data: []byte("abc\r\n"), n: 2}, nil, &sessionConfig{IOTimeout: time.Second}, nil)
 	c.expect(1<<20, 0, time.Time{}, ErrMessageTooLarge)
 	if _, err := c.readBody(0); !errors.Is(err, io.EOF) {
 		t.Errorf("cut body: %v, want EOF", err)
@@ -87,7 +87,7 @@ func TestReadBodyLimits(t *testing.T) {
 // TestReadOneLineAtATime: go-pop3's reader must never be handed more than
 // one line, or readBody would miss bytes it buffered.
 func TestReadOneLineAtATime(t *testing.T) {
-	c := newMeteredConn(&chunkConn{data: []byte("+OK a\r\n+OK b\r\nbody\r\n"), n: 1 << 16}, nil, time.Second, []byte("+OK hello\r\n"))
+	c := newMeteredConn(&chunkConn{data: []byte("+OK a\r\n+OK b\r\nbody\r\n"), n: 1 << 16}, nil, &sessionConfig{IOTimeout: time.Second}, []byte("+OK hello\r\n"))
 	c.expect(1<<20, 100, time.Time{}, ErrProtocol)
 	p := make([]byte, 4096)
 	for _, want := range []string{"+OK hello\r\n", "+OK a\r\n", "+OK b\r\n", "body\r\n"} {
@@ -96,7 +96,7 @@ func TestReadOneLineAtATime(t *testing.T) {
 			t.Errorf("Read = %q, %v; want %q", p[:n], err, want)
 		}
 	}
-	c = newMeteredConn(&chunkConn{data: []byte(strings.Repeat("x", 300) + "\r\n"), n: 1 << 16}, nil, time.Second, nil)
+	c = newMeteredConn(&chunkConn{data: []byte(strings.Repeat("x", 300) + "\r\n"), n: 1 << 16}, nil, &sessionConfig{IOTimeout: time.Second}, nil)
 	c.expect(1<<20, 100, time.Time{}, ErrProtocol)
 	if _, err := io.ReadAll(c); !errors.Is(err, ErrProtocol) {
 		t.Errorf("long line: %v", err)
@@ -128,7 +128,7 @@ func FuzzReadBody(f *testing.F) {
 			t.Fatal(err)
 		}
 		want, werr := pc.ReadAll()
-		c := newMeteredConn(&chunkConn{data: wire, n: chunk}, nil, time.Second, nil)
+		c := newMeteredConn(&chunkConn{data: wire, n: chunk}, nil, &sessionConfig{IOTimeout: time.Second}, nil)
 		c.expect(1<<20, 0, time.Time{}, ErrMessageTooLarge)
 		got, gerr := c.readBody(int64(len(wire)))
 		if (werr == nil) != (gerr == nil) {

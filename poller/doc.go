@@ -7,11 +7,29 @@
 // poll interval with ±10% jitter; after a failure it backs off
 // exponentially with jitter (15 s doubling, capped at 30 min, never below
 // the interval for a permanent error such as a refused login) and resets
-// on success. [Poller.PollNow] and [Poller.Hint] (an IMAP client looked at
-// the mailbox; at most once per 15 s per account) ask for an early poll.
-// No poll, early or not, logs in sooner than the server's CAPA LOGIN-DELAY
-// allows. [Poller.PollOnce] runs a synchronous pass; passes of one account
-// never overlap.
+// on success. The first polls are spread at random over 10 s, or over
+// 50 ms per account when there are more than 200 accounts (at most one
+// interval), so that many accounts do not connect at once.
+//
+// [Poller.PollNow] (the operator: SIGUSR1, popbridge poll) and
+// [Poller.Hint] (an IMAP client looked at the mailbox; at most once per
+// 15 s per account) ask for an early poll. [Poller.PollAll] asks for one
+// for every account, spread at random over 50 ms per account. After a
+// refused login (a permanent error) hints are dropped until the backoff
+// has passed, so a client refreshing every few seconds cannot make
+// popbridge retry a wrong password often enough to get the account locked;
+// the operator's requests still poll. No poll, early or not, logs in
+// sooner than the server's CAPA LOGIN-DELAY allows. [Poller.PollOnce]
+// runs a synchronous pass; passes of one account never overlap.
+//
+// Every session, the login included, holds a connection slot from before
+// it dials until it has QUIT or was aborted: at most
+// Options.MaxConnections (default 20) over all accounts and
+// Options.MaxConnectionsPerHost (default 10) towards one host:port. A pass
+// that finds no slot waits for one, in arrival order (a waiter for a full
+// host does not hold up waiters for other hosts), with Status.Waiting set;
+// [Poller.ConnectionStats] counts open sessions and waiters, and
+// [Poller.SetConnectionLimits] changes the caps while running.
 //
 // One pass is one POP3 session:
 //
@@ -119,5 +137,8 @@
 // The session layer (dial.go, session.go, capa.go, auth.go, errors.go)
 // speaks POP3 over github.com/knadh/go-pop3 with deadlines and byte
 // budgets; this file's siblings only use it through the popSession
-// interface.
+// interface. The login has an absolute deadline (30 s); after it, a
+// response has none: it fails when the server sends nothing for the I/O
+// timeout (60 s) or less than 4 KiB in 2 minutes (a slow drip), so a slow
+// but steady server delivers a message of any size.
 package poller

@@ -33,7 +33,7 @@ func TestDovecotSession(t *testing.T) {
 	ctx := context.Background()
 	fastConfig := func() sessionConfig {
 		c := fastConfig()
-		c.DialTimeout, c.IOTimeout, c.CmdTimeout = 10*time.Second, 10*time.Second, 10*time.Second
+		c.DialTimeout, c.IOTimeout, c.SlowWindow = 10*time.Second, 10*time.Second, 10*time.Second
 		return c
 	}
 

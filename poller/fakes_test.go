@@ -604,7 +604,8 @@ func newHarness(t *testing.T, mod func(*Account)) *harness {
 		mod(&h.acct)
 	}
 	h.p = New(Options{Sink: h.sink, Accounts: []Account{h.acct}, Now: h.clock.Now})
-	h.p.dial = h.srv.dial
+	h.p.connect = h.srv.dial
+	h.p.dial = h.p.limited(h.srv.dial)
 	h.p.timer = h.clock.NewTimer
 	h.p.rand = func() float64 { return 0.5 }
 	return h

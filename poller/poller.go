@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -88,6 +89,25 @@ type Options struct {
 	// Dialer opens upstream connections; nil means a net.Dialer. Tests
 	// inject one to reach in-process servers.
 	Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
+	// MaxConnections caps the POP3 sessions (logins included) open at
+	// once over all accounts; 0 means DefaultMaxConnections, a negative
+	// value no cap. A poll waits for a slot (see Status.Waiting).
+	MaxConnections int
+	// MaxConnectionsPerHost caps the sessions open at once towards one
+	// server (host and port as configured); 0 means
+	// DefaultMaxConnectionsPerHost, a negative value no cap.
+	MaxConnectionsPerHost int
+}
+
+// connCap turns an Options cap into a connLimiter one (0: none).
+func connCap(v, def int) int {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
 }
 
 // Result reports one poll pass.
@@ -136,6 +156,25 @@ type Status struct {
 	// NextPoll is when the account's worker will poll next (zero when no
 	// worker runs).
 	NextPoll time.Time
+	// Waiting is true while a poll waits for a connection slot
+	// (MaxConnections, MaxConnectionsPerHost).
+	Waiting bool
+}
+
+// StateWaiting is what State says of an account waiting for a connection
+// slot.
+const StateWaiting = "waiting for a connection slot"
+
+// State sums up what the account's poller is doing: StateWaiting,
+// "polling", or "idle".
+func (s Status) State() string {
+	switch {
+	case s.Waiting:
+		return StateWaiting
+	case s.Polling:
+		return "polling"
+	}
+	return "idle"
 }
 
 // dialFunc opens an authenticated session for an account.
@@ -150,6 +189,13 @@ type Poller struct {
 	dial  dialFunc
 	timer func(d time.Duration) timer // seam for tests
 	rand  func() float64              // seam for tests; [0,1)
+	// limits caps the sessions open at once; dial holds a slot per
+	// session.
+	limits *connLimiter
+	// sessCfg tunes the sessions dial opens (tests shorten timeouts).
+	sessCfg sessionConfig
+	// connect opens a session without taking a connection slot.
+	connect dialFunc
 
 	mu         sync.Mutex
 	accounts   []Account
@@ -178,19 +224,80 @@ func New(opts Options) *Poller {
 	if p.now == nil {
 		p.now = time.Now
 	}
-	dialer := opts.Dialer
-	p.dial = func(ctx context.Context, a Account) (popSession, error) {
-		s, err := dialSession(ctx, a, dialer, p.log.With("account", a.Name))
+	p.limits = newConnLimiter(connCap(opts.MaxConnections, DefaultMaxConnections),
+		connCap(opts.MaxConnectionsPerHost, DefaultMaxConnectionsPerHost))
+	p.sessCfg.Dial = opts.Dialer
+	p.connect = func(ctx context.Context, a Account) (popSession, error) {
+		cfg := p.sessCfg
+		cfg.Logger = p.log.With("account", a.Name)
+		s, err := openSession(ctx, a, cfg)
 		if err != nil {
 			return nil, err
 		}
 		return s, nil
 	}
+	p.dial = p.limited(p.connect)
 	p.accounts = append([]Account(nil), opts.Accounts...)
 	for _, a := range p.accounts {
 		p.stateLocked(a.Name)
 	}
 	return p
+}
+
+// limited wraps dial so that every session holds a connection slot from
+// before it dials until it ends; while it waits, the account's status says
+// so.
+func (p *Poller) limited(dial dialFunc) dialFunc {
+	return func(ctx context.Context, a Account) (popSession, error) {
+		release, err := p.acquireSlot(ctx, a)
+		if err != nil {
+			return nil, err
+		}
+		s, err := dial(ctx, a)
+		if err != nil {
+			release()
+			return nil, err
+		}
+		return &limitedSession{popSession: s, release: release}, nil
+	}
+}
+
+// acquireSlot waits for a connection slot for a session of a, with the
+// account's status saying so meanwhile, and returns the function that
+// gives it back.
+func (p *Poller) acquireSlot(ctx context.Context, a Account) (release func(), err error) {
+	host := net.JoinHostPort(a.Host, strconv.Itoa(a.Port))
+	release, err = p.limits.acquire(ctx, host, func(waiting bool) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.stateLocked(a.Name).status.Waiting = waiting
+	})
+	if err != nil {
+		return nil, opErr(a, "connect", fmt.Errorf("waiting for a connection slot: %w", err))
+	}
+	return release, nil
+}
+
+// SetConnectionLimits changes the caps of Options.MaxConnections and
+// Options.MaxConnectionsPerHost (same meaning of 0 and negative values)
+// while the Poller runs: sessions already open stay, new ones wait until
+// they fit.
+func (p *Poller) SetConnectionLimits(max, perHost int) {
+	p.limits.setLimits(connCap(max, DefaultMaxConnections), connCap(perHost, DefaultMaxConnectionsPerHost))
+}
+
+// ConnectionLimits returns the caps in effect on the sessions open at once,
+// in total and per host; 0 means no cap.
+func (p *Poller) ConnectionLimits() (max, perHost int) {
+	p.limits.mu.Lock()
+	defer p.limits.mu.Unlock()
+	return p.limits.max, p.limits.perHost
+}
+
+// ConnectionStats returns how many upstream POP3 sessions are open and how
+// many polls wait for a connection slot.
+func (p *Poller) ConnectionStats() (open, waiting int) {
+	return p.limits.stats()
 }
 
 // errUnknownAccount is returned by PollOnce for an account not configured.
@@ -266,21 +373,42 @@ func (p *Poller) PollOnce(ctx context.Context, account string, progress func(don
 	return sum, errors.Join(errs...)
 }
 
-// PollNow asks the running worker of account for an early poll. It does not
-// block; the poll still waits for the server's LOGIN-DELAY. Without a
-// running worker (Run not running, or unknown account) it does nothing.
+// PollNow asks the running worker of account for an early poll: an
+// operator's request, honoured also while the account backs off after a
+// refused login. It does not block; the poll still waits for the server's
+// LOGIN-DELAY and for a connection slot. Without a running worker (Run not
+// running, or unknown account) it does nothing.
 func (p *Poller) PollNow(account string) {
+	now := p.now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if w := p.workers[account]; w != nil {
-		w.poke()
+		w.request(now, true)
+	}
+}
+
+// PollAll asks every running worker for an early poll, as PollNow does
+// (SIGUSR1). The polls are spread at random over 50 ms per account, so
+// that 1,000 accounts do not all log in at the same instant.
+func (p *Poller) PollAll() {
+	now := p.now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	spread := float64(time.Duration(len(p.workers)) * staggerStep)
+	for _, a := range p.accounts {
+		if w := p.workers[a.Name]; w != nil {
+			w.request(now.Add(time.Duration(spread*p.rand())), true)
+		}
 	}
 }
 
 // Hint tells the poller that an IMAP client looked at user's mailbox. Each
 // account delivering into that mailbox gets an early poll, at most once per
 // 15 seconds per account, so a message mailed a moment ago shows up when the
-// user refreshes. It does not block.
+// user refreshes. An account whose last login was refused (a wrong
+// password, a disabled account) ignores hints until its backoff has passed:
+// clients refreshing every few seconds must not make popbridge retry the
+// login so often that the provider locks the account. It does not block.
 func (p *Poller) Hint(user, mailbox string) {
 	now := p.now()
 	p.mu.Lock()
@@ -297,8 +425,9 @@ func (p *Poller) Hint(user, mailbox string) {
 		if !st.lastHint.IsZero() && now.Sub(st.lastHint) < hintEvery {
 			continue
 		}
-		st.lastHint = now
-		w.poke()
+		if w.request(now, false) {
+			st.lastHint = now
+		}
 	}
 }
 
@@ -355,9 +484,20 @@ func (p *Poller) SetAccounts(accts []Account) {
 
 // CheckLogin connects to a's server, negotiates TLS, authenticates and
 // QUITs. The error names the account and carries the server's reply; it
-// never contains the secret.
-func (p *Poller) CheckLogin(ctx context.Context, a Account) error {
-	s, err := p.dial(ctx, a)
+// never contains the secret. It waits for a connection slot first, like a
+// poll; timeout (> 0) bounds the check once it has its slot.
+func (p *Poller) CheckLogin(ctx context.Context, a Account, timeout time.Duration) error {
+	release, err := p.acquireSlot(ctx, a)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	s, err := p.connect(ctx, a)
 	if err != nil {
 		return err
 	}

@@ -421,7 +421,7 @@ func TestPollOnceUnknownAccountAndAll(t *testing.T) {
 
 func TestCheckLogin(t *testing.T) {
 	h := newHarness(t, nil)
-	if err := h.p.CheckLogin(context.Background(), h.acct); err != nil {
+	if err := h.p.CheckLogin(context.Background(), h.acct, 0); err != nil {
 		t.Fatal(err)
 	}
 	if h.srv.stat(&h.srv.quits) != 1 {
@@ -429,7 +429,7 @@ func TestCheckLogin(t *testing.T) {
 	}
 	h.srv.dialErr = &AccountError{Account: "work", Op: "login", Reply: "-ERR [AUTH] nope", Err: errors.New("auth")}
 	var ae *AccountError
-	if err := h.p.CheckLogin(context.Background(), h.acct); !errors.As(err, &ae) || ae.Reply != "-ERR [AUTH] nope" {
+	if err := h.p.CheckLogin(context.Background(), h.acct, 0); !errors.As(err, &ae) || ae.Reply != "-ERR [AUTH] nope" {
 		t.Errorf("err = %v", err)
 	}
 }
@@ -474,7 +474,8 @@ func TestStatusCountersSurviveRestart(t *testing.T) {
 	h.srv.add("big", testMessage(9)+strings.Repeat("z", 400))
 	h.mustPoll()
 	p2 := New(Options{Sink: h.sink, Accounts: []Account{h.acct}, Now: h.clock.Now})
-	p2.dial = h.srv.dial
+	p2.connect = h.srv.dial
+	p2.dial = p2.limited(h.srv.dial)
 	h.srv.add("u4", testMessage(4))
 	if _, err := p2.PollOnce(context.Background(), "work", nil); err != nil {
 		t.Fatal(err)

@@ -168,25 +168,19 @@ func (s *session) begin(ctx context.Context) (func(), error) {
 	return func() { stop() }, nil
 }
 
-// deadline returns the absolute deadline for a response of about size
-// bytes, capped by ctx's deadline.
-func (s *session) deadline(ctx context.Context, size int64) time.Time {
-	d := time.Now().Add(s.cfg.CmdTimeout + time.Duration(size/s.cfg.MinRate)*time.Second)
-	if cd, ok := ctx.Deadline(); ok && cd.Before(d) {
-		d = cd
-	}
-	return d
-}
-
 // expect sets the budget of the next response; overflow is the error an
-// overrun wraps.
-func (s *session) expect(ctx context.Context, budget, maxLine, size int64, overflow error) {
-	s.mc.expect(budget, maxLine, s.deadline(ctx, size), overflow)
+// overrun wraps. A response has no deadline of its own after the login
+// (only ctx's, if any): it fails when the server stalls (no byte for
+// IOTimeout) or drips (under SlowBytes per SlowWindow), however long a
+// steady transfer takes.
+func (s *session) expect(ctx context.Context, budget, maxLine int64, overflow error) {
+	d, _ := ctx.Deadline()
+	s.mc.expect(budget, maxLine, d, overflow)
 }
 
 // expectStatus sets the budget for one status line.
 func (s *session) expectStatus(ctx context.Context) {
-	s.expect(ctx, maxStatusLine+4096, maxStatusLine, 0, ErrProtocol)
+	s.expect(ctx, maxStatusLine+4096, maxStatusLine, ErrProtocol)
 }
 
 // fail turns an error from go-pop3 into an *AccountError. Transport errors,
@@ -304,7 +298,7 @@ func (s *session) List(ctx context.Context) ([]listItem, error) {
 		}
 	}
 	listing := func(op string) ([][2]string, error) {
-		s.expect(ctx, maxListingBytes, maxListingLine, maxListingBytes/64, ErrProtocol)
+		s.expect(ctx, maxListingBytes, maxListingLine, ErrProtocol)
 		if !pipelined {
 			if err := s.pc.Send(strings.ToUpper(op)); err != nil {
 				return nil, s.fail(ctx, op, err)
@@ -466,9 +460,10 @@ func retrBudget(it listItem, maxSize int64) int64 {
 // Retrieve fetches items with RETR, in order, calling fn with each message
 // as received (CRLF line ends, dot-stuffing removed; raw is not reused and fn
 // may keep it). Each message is checked before fn sees it: it must fit its
-// byte budget (see retrBudget), must arrive before its deadline, and must be
-// followed by a correct reply to a "LIST n" sentinel, which catches a
-// message cut short by an unstuffed "." line. Commands are pipelined (up to
+// byte budget (see retrBudget), must keep arriving (no stall, no drip; no
+// limit on its total time), and must be followed by a correct reply to a
+// "LIST n" sentinel, which catches a message cut short by an unstuffed "."
+// line. Commands are pipelined (up to
 // the window) when the server advertises PIPELINING.
 //
 // Items whose listed size exceeds maxSize (> 0) are refused with
@@ -549,11 +544,10 @@ func (s *session) multi(ctx context.Context, op string, items []listItem,
 		}
 		// The body comes straight from the metered connection: go-pop3's
 		// ReadAll would copy every line and grow its buffer by doubling.
-		// The deadline follows the listed size (with room for a server
-		// that understates it), not the budget: a slow-drip server must
-		// not hold a small message for the time a 50 MB one may take.
+		// It may take as long as a steady server needs; a stalling or
+		// dripping one is cut off (see expect).
 		_, budget := cmd(it)
-		s.expect(ctx, budget, 0, 2*it.Size+1<<20, ErrMessageTooLarge)
+		s.expect(ctx, budget, 0, ErrMessageTooLarge)
 		body, err := s.mc.readBody(it.Size)
 		if err != nil {
 			return s.fail(ctx, op, fmt.Errorf("message %d: %w", it.Num, err))

@@ -23,8 +23,8 @@ func fastConfig() sessionConfig {
 	return sessionConfig{
 		DialTimeout: 5 * time.Second,
 		IOTimeout:   time.Second,
-		CmdTimeout:  time.Second,
-		MinRate:     1 << 30,
+		SlowWindow:  500 * time.Millisecond,
+		SlowBytes:   4 << 10,
 	}
 }
 
@@ -497,7 +497,7 @@ func TestFaults(t *testing.T) {
 			srv.SetFaults(tt.faults)
 			cfg := fastConfig()
 			if tt.bulk {
-				cfg.IOTimeout, cfg.CmdTimeout = 20*time.Second, 20*time.Second
+				cfg.IOTimeout, cfg.SlowWindow = 20*time.Second, 20*time.Second
 			}
 			start := time.Now()
 			got := 0
@@ -564,13 +564,13 @@ func TestFaults(t *testing.T) {
 var errTimeout = errors.New("timeout")
 
 // TestSlowDripRETR: every byte arrives well within the I/O timeout, so only
-// the absolute per-command deadline can end the RETR.
+// the slow-drip guard (under SlowBytes in a SlowWindow) can end the RETR.
 func TestSlowDripRETR(t *testing.T) {
 	srv := pop3test.NewServer()
 	defer srv.Close()
 	srv.AddMessage(bytes.Repeat([]byte("x"), 2000))
 	cfg := fastConfig()
-	cfg.IOTimeout, cfg.CmdTimeout = 5*time.Second, 500*time.Millisecond
+	cfg.IOTimeout, cfg.SlowWindow, cfg.SlowBytes = 5*time.Second, 500*time.Millisecond, 4<<10
 	s := open(t, testAccount(srv), cfg)
 	items, err := s.List(context.Background())
 	if err != nil {
@@ -585,11 +585,11 @@ func TestSlowDripRETR(t *testing.T) {
 	el := time.Since(start)
 	ae := asAccountError(t, err)
 	var ne net.Error
-	if ae.Op != "retr" || !ae.Temporary || !errors.As(err, &ne) || !ne.Timeout() || !strings.Contains(err.Error(), "deadline") {
+	if ae.Op != "retr" || !ae.Temporary || !errors.As(err, &ne) || !ne.Timeout() || !strings.Contains(err.Error(), "too slow") {
 		t.Errorf("got %v", err)
 	}
 	if el < 400*time.Millisecond || el > 3*time.Second {
-		t.Errorf("failed after %v, want about the 500ms command deadline", el)
+		t.Errorf("failed after %v, want about the 500ms slow-drip window", el)
 	}
 }
 
@@ -613,7 +613,7 @@ func TestContextCancel(t *testing.T) {
 	srv.AddMessage(message(1))
 	srv.SetFaults(pop3test.Faults{StallRETRAfter: 10})
 	cfg := fastConfig()
-	cfg.IOTimeout, cfg.CmdTimeout = time.Minute, time.Minute
+	cfg.IOTimeout, cfg.SlowWindow = time.Minute, time.Minute
 	s := open(t, testAccount(srv), cfg)
 	items, err := s.List(context.Background())
 	if err != nil {
@@ -761,7 +761,7 @@ func TestBoundedMemory(t *testing.T) {
 		srv.AddMessage(message(1))
 		srv.SetFaults(f)
 		cfg := fastConfig()
-		cfg.CmdTimeout, cfg.IOTimeout = 5*time.Second, 5*time.Second
+		cfg.SlowWindow, cfg.IOTimeout = 5*time.Second, 5*time.Second
 		s := open(t, testAccount(srv), cfg)
 		items, err := s.List(context.Background())
 		if err != nil {

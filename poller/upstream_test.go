@@ -242,7 +242,7 @@ func TestUpstreamIdlePollRoundTrips(t *testing.T) {
 func TestUpstreamLoginErrorInStatus(t *testing.T) {
 	u := newUpstream(t, nil)
 	u.srv.SetFaults(pop3test.Faults{ErrOn: map[string]string{"PASS": "[AUTH] Authentication failed."}})
-	err := u.p.CheckLogin(context.Background(), u.acct)
+	err := u.p.CheckLogin(context.Background(), u.acct, 0)
 	var ae *AccountError
 	if !errors.As(err, &ae) || !strings.Contains(err.Error(), "Authentication failed") || strings.Contains(err.Error(), pop3test.DefaultPassword) {
 		t.Fatalf("CheckLogin = %v", err)

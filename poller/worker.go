@@ -11,11 +11,20 @@ import (
 type worker struct {
 	p      *Poller
 	name   string
-	wake   chan struct{} // 1 slot: an early poll is wanted
+	wake   chan struct{} // 1 slot: an early-poll request changed
 	cancel context.CancelFunc
 
 	mu   sync.Mutex
 	acct Account
+	// forceAt and hintAt are the earliest pending early-poll requests of
+	// an operator (PollNow, PollAll) and of an IMAP client (Hint); zero:
+	// none. A poll that starts consumes both.
+	forceAt, hintAt time.Time
+	// hold is true while the worker backs off after a refused login (a
+	// permanent error): hints are dropped then, so IMAP clients
+	// refreshing the mailbox cannot make popbridge retry a wrong password
+	// sooner than the backoff allows. Operator requests still poll.
+	hold bool
 }
 
 // startWorkerLocked starts a worker for a under the Run context. p.mu held,
@@ -46,24 +55,54 @@ func (w *worker) setAccount(a Account) {
 	w.acct = a
 }
 
-// poke asks for an early poll without blocking.
-func (w *worker) poke() {
+// request asks for an early poll at (or soon after) at, without blocking.
+// force marks an operator's request, honoured even while hints are held
+// after a refused login. It reports whether the request was taken: a hint
+// during such a backoff is dropped.
+func (w *worker) request(at time.Time, force bool) bool {
+	w.mu.Lock()
+	switch {
+	case force:
+		if w.forceAt.IsZero() || at.Before(w.forceAt) {
+			w.forceAt = at
+		}
+	case w.hold:
+		w.mu.Unlock()
+		return false
+	default:
+		if w.hintAt.IsZero() || at.Before(w.hintAt) {
+			w.hintAt = at
+		}
+	}
+	w.mu.Unlock()
 	select {
 	case w.wake <- struct{}{}:
 	default:
 	}
+	return true
 }
 
-// run is the worker loop: wait for the next poll time (or a poke), never
-// earlier than the server's LOGIN-DELAY allows, poll, and schedule the next
-// poll: the interval with jitter after a success, exponential backoff with
-// jitter after a failure.
+// setHold records whether the last poll's login was refused.
+func (w *worker) setHold(hold bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.hold = hold
+	if hold {
+		w.hintAt = time.Time{}
+	}
+}
+
+// run is the worker loop: wait for the next poll time (or an earlier
+// request), never earlier than the server's LOGIN-DELAY allows, poll, and
+// schedule the next poll: the interval with jitter after a success,
+// exponential backoff with jitter after a failure (holding hints after a
+// refused login).
 func (w *worker) run(ctx context.Context) {
 	p := w.p
 	st := p.accountState(w.name)
 	failures := 0
 	lastErr := ""
-	next := p.now().Add(time.Duration(float64(min(w.account().interval(), maxStartDelay)) * p.rand()))
+	next := p.now().Add(time.Duration(float64(p.startSpread(w.account().interval())) * p.rand()))
 	defer p.setNextPoll(w.name, time.Time{})
 	for {
 		if !w.wait(ctx, st, next) {
@@ -74,6 +113,7 @@ func (w *worker) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		w.setHold(err != nil && isPermanent(err))
 		now := p.now()
 		if err != nil {
 			failures++
@@ -96,14 +136,22 @@ func (w *worker) run(ctx context.Context) {
 	}
 }
 
-// wait blocks until next (or a poke), and then until the server's
-// LOGIN-DELAY has passed since the last login. It returns false when ctx
-// is done.
+// wait blocks until next or an earlier request (see request), and then
+// until the server's LOGIN-DELAY has passed since the last login. It
+// returns false when ctx is done.
 func (w *worker) wait(ctx context.Context, st *acctState, next time.Time) bool {
 	p := w.p
 	for {
-		p.mu.Lock()
+		w.mu.Lock()
 		at := next
+		if !w.forceAt.IsZero() && w.forceAt.Before(at) {
+			at = w.forceAt
+		}
+		if !w.hintAt.IsZero() && w.hintAt.Before(at) {
+			at = w.hintAt
+		}
+		w.mu.Unlock()
+		p.mu.Lock()
 		if st.loginDelay > 0 && !st.lastLogin.IsZero() {
 			if allowed := st.lastLogin.Add(st.loginDelay); allowed.After(at) {
 				at = allowed
@@ -113,6 +161,9 @@ func (w *worker) wait(ctx context.Context, st *acctState, next time.Time) bool {
 		p.mu.Unlock()
 		now := p.now()
 		if !at.After(now) {
+			w.mu.Lock()
+			w.forceAt, w.hintAt = time.Time{}, time.Time{}
+			w.mu.Unlock()
 			return ctx.Err() == nil
 		}
 		t := p.timer(at.Sub(now))
@@ -123,7 +174,6 @@ func (w *worker) wait(ctx context.Context, st *acctState, next time.Time) bool {
 		case <-t.C():
 		case <-w.wake:
 			t.Stop()
-			next = now
 		}
 	}
 }

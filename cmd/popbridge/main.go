@@ -84,7 +84,7 @@ var commands = []command{
 	{"demo", "[-listen ADDR] [-data DIR] [-every DURATION]", "sample POP3 upstream + bridge, no config needed", (*app).demo},
 	{"check", "-config FILE", "validate the config and try every upstream login", (*app).check},
 	{"poll", "-config FILE [-account NAME]", "one fetch pass over all or one account", (*app).poll},
-	{"status", "-config FILE", "last poll, result and counts per account; mailbox counts per user", (*app).status},
+	{"status", "-config FILE", "per account: what it does now (when serve runs), last poll, result, counts; mailbox counts per user", (*app).status},
 	{"hash-password", "", "read a password on stdin, print a hash for password_hash", (*app).hashPassword},
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/pem"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -663,5 +664,63 @@ func TestCheckPrintsAutoCertFingerprint(t *testing.T) {
 	}
 	if want := "warn  data: " + data + " is mode 0755, readable by group or others; fix: chmod 700 " + data + "\n"; !strings.Contains(out.String(), want) {
 		t.Errorf("no warning line %q:\n%s", want, out.String())
+	}
+}
+
+// TestStatusShowsWaitingAccount: with [poller] max_connections = 1 and two
+// accounts whose servers stall after the greeting, one poll holds the only
+// connection slot and the other waits; `popbridge status`, asking the
+// running serve, shows that account as waiting for a connection slot.
+func TestStatusShowsWaitingAccount(t *testing.T) {
+	var ups []*pop3test.Server
+	for range 2 {
+		up := newUpstream(t, "bob", "bobpw", 1, 500)
+		up.SetFaults(pop3test.Faults{StallAfterGreeting: true})
+		ups = append(ups, up)
+	}
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, acct{name: "one", up: ups[0], username: "bob", password: "bobpw"},
+		acct{name: "two", up: ups[1], username: "bob", password: "bobpw"})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpAddr := ln.Addr().String()
+	ln.Close()
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Replace(string(b), "[http]\nlisten = \"127.0.0.1:0\"", "[http]\nlisten = \""+httpAddr+"\"", 1)
+	text += "\n[poller]\nmax_connections = 1\n"
+	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	status := func() string {
+		out, errb := &syncBuffer{}, &syncBuffer{}
+		a := &app{stdin: strings.NewReader(""), stdout: out, stderr: errb}
+		if code := a.run(context.Background(), []string{"status", "-config", cfg}); code != 0 {
+			t.Fatalf("status exit %d: %s", code, errb.String())
+		}
+		return out.String()
+	}
+	r := start(t, "serve", "-config", cfg)
+	var s string
+	eventually(t, 30*time.Second, "an account waiting for a connection slot", func() bool {
+		s = status()
+		return strings.Contains(s, "waiting for a connection slot")
+	})
+	t.Logf("status:\n%s", s)
+	if strings.Count(s, "waiting for a connection slot") != 1 {
+		t.Errorf("want exactly one waiting account:\n%s", s)
+	}
+	if got := ups[0].Connections() + ups[1].Connections(); got != 1 {
+		t.Errorf("%d upstream connections with max_connections = 1", got)
+	}
+	if code := r.stop(t); code != 0 {
+		t.Errorf("serve exit %d: %s", code, r.stderr.String())
+	}
+	if s := status(); !strings.Contains(s, "NOW: no running serve answered") || strings.Contains(s, "waiting") {
+		t.Errorf("status after serve stopped:\n%s", s)
 	}
 }

@@ -12,7 +12,7 @@ import (
 )
 
 func (a *app) status(ctx context.Context, args []string) int {
-	f := a.newFlags("status", "-config FILE", "Show the last poll, its result and counts per account, and mailbox counts per user")
+	f := a.newFlags("status", "-config FILE", "Show per account what it does now (asked of a running serve through [http] listen), its last poll, result and counts, and mailbox counts per user")
 	config := f.String("config", "", "configuration `file` (required)")
 	log, code, ok := a.setup(f, args)
 	if !ok {
@@ -31,16 +31,25 @@ func (a *app) status(ctx context.Context, args []string) int {
 		}
 		return exitFailure
 	}
+	// The running serve, if any, says what each account does right now.
+	live, liveErr := bridge.LiveStatus(ctx, cfg)
 	now := time.Now()
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ACCOUNT\tUSER\tLAST POLL\tRESULT\tFETCHED\tBYTES\tSKIPPED\tON SERVER")
+	fmt.Fprintln(tw, "ACCOUNT\tUSER\tNOW\tLAST POLL\tRESULT\tFETCHED\tBYTES\tSKIPPED\tON SERVER")
 	for _, r := range rep.Accounts {
 		user := r.User
 		if user == "" {
 			user = "(not configured)"
 		}
+		state := "-"
+		if h, ok := live[r.Name]; ok {
+			state = h.State
+			if state == "idle" && !h.NextPoll.IsZero() {
+				state = "next poll in " + h.NextPoll.Sub(now).Round(time.Second).String()
+			}
+		}
 		if !r.Polled {
-			fmt.Fprintf(tw, "%s\t%s\tnever\t-\t0\t0\t0\t-\n", r.Name, user)
+			fmt.Fprintf(tw, "%s\t%s\t%s\tnever\t-\t0\t0\t0\t-\n", r.Name, user, state)
 			continue
 		}
 		s := r.Status
@@ -48,10 +57,13 @@ func (a *app) status(ctx context.Context, args []string) int {
 		if s.LastError != "" && !s.LastErrorAt.Before(s.LastSuccess) {
 			result = "error: " + s.LastError
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\n", r.Name, user, ago(s.LastAttempt, now), result,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\n", r.Name, user, state, ago(s.LastAttempt, now), result,
 			s.Fetched, formatBytes(s.FetchedBytes), s.Skipped, s.UpstreamCount)
 	}
 	tw.Flush()
+	if liveErr != nil {
+		fmt.Fprintf(a.stdout, "NOW: no running serve answered (%v)\n", liveErr)
+	}
 	printAnomalies(a, rep)
 	fmt.Fprintln(a.stdout)
 	tw = tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)

@@ -43,6 +43,19 @@ type Options struct {
 	Extra string
 }
 
+// ManyUsers returns n users for Options.Users, named prefix followed by a
+// four-digit number from 0000 ("u0000", "u0001", ...), each with the
+// password "pw-" + its name: for tests that need one upstream account per
+// poller account (connection caps, load).
+func ManyUsers(prefix string, n int) map[string]string {
+	users := make(map[string]string, n)
+	for i := range n {
+		name := fmt.Sprintf("%s%04d", prefix, i)
+		users[name] = "pw-" + name
+	}
+	return users
+}
+
 // Server is a running Dovecot.
 type Server struct {
 	// Dir is the directory holding the configuration, state and mail.

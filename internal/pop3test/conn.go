@@ -35,6 +35,15 @@ type conn struct {
 	authed bool
 	msgs   []Message
 	dele   []bool
+	ended  bool // the session was counted as ended (QUIT read, or gone)
+}
+
+// endSession counts the session as ended, once.
+func (c *conn) endSession() {
+	if !c.ended {
+		c.ended = true
+		c.s.sessionDelta(-1)
+	}
 }
 
 func newConn(s *Server, c net.Conn) *conn {
@@ -84,6 +93,9 @@ func (c *conn) serve() {
 		verb, arg, _ := strings.Cut(line, " ")
 		verb = strings.ToUpper(verb)
 		f := c.s.count(verb, line)
+		if verb == "QUIT" {
+			c.endSession()
+		}
 		if msg, ok := f.ErrOn[verb]; ok {
 			if err := c.reply(f, "-ERR "+msg); err != nil {
 				return
@@ -137,8 +149,35 @@ func (c *conn) reply(f Faults, line string) error {
 	return c.send(f, []byte(line+c.eol(f)))
 }
 
-// send writes b and flushes, dripping if asked.
+// rateTick is how often a Rate-throttled response writes a chunk.
+const rateTick = 20 * time.Millisecond
+
+// send writes b and flushes, dripping or throttling if asked.
 func (c *conn) send(f Faults, b []byte) error {
+	if f.Rate > 0 && f.Drip <= 0 {
+		if err := c.w.Flush(); err != nil {
+			return err
+		}
+		chunk := max(int(f.Rate*int64(rateTick)/int64(time.Second)), 1)
+		t := time.NewTicker(rateTick)
+		defer t.Stop()
+		for len(b) > 0 {
+			n := min(chunk, len(b))
+			if _, err := c.nc.Write(b[:n]); err != nil {
+				return err
+			}
+			b = b[n:]
+			if len(b) == 0 {
+				break
+			}
+			select {
+			case <-t.C:
+			case <-c.s.closed:
+				return errHangup
+			}
+		}
+		return nil
+	}
 	if f.Drip > 0 {
 		if err := c.w.Flush(); err != nil {
 			return err

@@ -33,10 +33,11 @@
 // # Misbehaviour
 //
 // [Faults] lists the ways the server can break the protocol on purpose
-// (dropped and stalled connections, slow drip, -ERR on any command, missing
-// UIDL, message numbers reordered between sessions, bare LF, giant lines,
-// unstuffed "." lines, endless messages, lying LIST sizes, lost or failing
-// QUIT, plaintext injected after STLS, STLS not offered). Set them with
+// (dropped and stalled connections, slow drip, a slow but steady rate, -ERR
+// on any command, missing UIDL, message numbers reordered between sessions,
+// bare LF, giant lines, unstuffed "." lines, endless messages, lying LIST
+// sizes, lost or failing QUIT, plaintext injected after STLS, STLS not
+// offered). Set them with
 // [Server.SetFaults] or [Server.UpdateFaults] at any time; every command reads
 // the current setting. Stalls end when the client closes the connection or
 // when [Server.Close] is called.

@@ -50,6 +50,10 @@ type Faults struct {
 	StallAfterDELE bool
 	// Drip > 0 writes every response one byte at a time, Drip apart.
 	Drip time.Duration
+	// Rate > 0 throttles every response to about Rate bytes per second,
+	// written in small steady chunks (a slow but steady link; Drip is a
+	// pathological one).
+	Rate int64
 	// NoUIDL leaves UIDL out of CAPA and answers -ERR to UIDL.
 	NoUIDL bool
 	// Reorder gives the messages different numbers in every session (a
@@ -109,6 +113,51 @@ type Server struct {
 	logins   int
 	conns    map[net.Conn]struct{}
 	connsAll int
+	sessions SessionCounter
+	shared   *SessionCounter // WithSessionCounter; nil: none
+}
+
+// SessionCounter counts the POP3 sessions open at once on one or more
+// servers (see [WithSessionCounter]) and remembers the most that were ever
+// open together. A session is open from the moment the server accepts its
+// connection until the server reads QUIT or the connection ends, whichever
+// comes first (a client that has the reply to QUIT may open its next
+// session before the server has torn the old connection down). The zero
+// value is ready to use; its methods are safe for concurrent use.
+type SessionCounter struct {
+	mu               sync.Mutex
+	open, max, total int
+}
+
+// Total returns how many sessions were opened so far.
+func (c *SessionCounter) Total() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.total
+}
+
+// Open returns the sessions open now.
+func (c *SessionCounter) Open() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.open
+}
+
+// Max returns the most sessions that were open at once.
+func (c *SessionCounter) Max() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.max
+}
+
+func (c *SessionCounter) add(d int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.open += d
+	c.max = max(c.max, c.open)
+	if d > 0 {
+		c.total += d
+	}
 }
 
 // Option configures a Server before it starts.
@@ -133,6 +182,11 @@ func WithToken(token string) Option { return func(s *Server) { s.token = token }
 func WithCaps(caps ...string) Option {
 	return func(s *Server) { s.caps = append([]string{}, caps...) }
 }
+
+// WithSessionCounter makes the server count its sessions in c too, so that
+// several servers can share one count (the server always keeps its own, see
+// [Server.MaxOpenSessions]).
+func WithSessionCounter(c *SessionCounter) Option { return func(s *Server) { s.shared = c } }
 
 // WithoutAPOP leaves the <timestamp> out of the greeting and refuses APOP.
 func WithoutAPOP() Option { return func(s *Server) { s.apop = false } }
@@ -215,9 +269,12 @@ func (s *Server) serve() {
 		s.connsAll++
 		s.wg.Add(1)
 		s.mu.Unlock()
+		s.sessionDelta(1)
 		go func() {
 			defer s.wg.Done()
-			newConn(s, c).serve()
+			pc := newConn(s, c)
+			pc.serve()
+			pc.endSession()
 			c.Close()
 			s.mu.Lock()
 			delete(s.conns, c)
@@ -341,6 +398,20 @@ func (s *Server) Connections() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.connsAll
+}
+
+// MaxOpenSessions returns the most sessions that were open at once on this
+// server (see [SessionCounter] for when a session counts as open).
+func (s *Server) MaxOpenSessions() int { return s.sessions.Max() }
+
+// OpenSessions returns the sessions open now (see [SessionCounter]).
+func (s *Server) OpenSessions() int { return s.sessions.Open() }
+
+func (s *Server) sessionDelta(d int) {
+	s.sessions.add(d)
+	if s.shared != nil {
+		s.shared.add(d)
+	}
 }
 
 // OpenConnections returns how many connections are still being served.
