@@ -175,11 +175,19 @@ var (
 		"1 while a poll of the account is running.", []string{"account"}, nil)
 	descUp = prometheus.NewDesc("popbridge_up_seconds",
 		"Seconds since the bridge started.", nil, nil)
+	descDamagedReads = prometheus.NewDesc("popbridge_store_damaged_reads_total",
+		"Reads of stored data that failed their checksum or found their pack missing or short, by record "+
+			"(message: a message's bytes, answered NO [CORRUPTION] for that message only; text: a search text, skipped by SEARCH).",
+		[]string{"record"}, nil)
+	descStoreDamaged = prometheus.NewDesc("popbridge_store_damaged",
+		"1 when the store knows of damage that makes /healthz fail: database corruption seen since start, "+
+			"or packs found missing or truncated at start (run popbridge verify).", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descFetched, descBytes, descSkipped, descLastAttempt, descLastSuccess, descFailing, descPolling, descUp} {
+	for _, d := range []*prometheus.Desc{descFetched, descBytes, descSkipped, descLastAttempt, descLastSuccess, descFailing, descPolling, descUp,
+		descDamagedReads, descStoreDamaged} {
 		ch <- d
 	}
 }
@@ -187,6 +195,15 @@ func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector.
 func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, time.Since(c.b.startedAt).Seconds())
+	c.b.mu.Lock()
+	st := c.b.store
+	c.b.mu.Unlock()
+	if st != nil {
+		d := st.DamageStats()
+		ch <- prometheus.MustNewConstMetric(descDamagedReads, prometheus.CounterValue, float64(d.Messages), "message")
+		ch <- prometheus.MustNewConstMetric(descDamagedReads, prometheus.CounterValue, float64(d.Texts), "text")
+		ch <- prometheus.MustNewConstMetric(descStoreDamaged, prometheus.GaugeValue, boolFloat(st.Health() != nil))
+	}
 	for _, s := range c.b.Status() {
 		ch <- prometheus.MustNewConstMetric(descFetched, prometheus.CounterValue, float64(s.Fetched), s.Account)
 		ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(s.Bytes), s.Account)

@@ -27,6 +27,9 @@ type fetched struct {
 	bodies   [][]byte // per options.BodySection
 	binaries [][]byte // per options.BinarySection
 	binSizes []uint32 // per options.BinarySectionSize
+	// damaged: the message's stored data could not be read; the response
+	// carries only the items that do not need it (see errDamaged).
+	damaged bool
 }
 
 // Fetch implements imapserver.Session. Messages of the client view that
@@ -116,11 +119,15 @@ func (s *session) fetchPipelined(w *imapserver.FetchWriter, v *view, targets []t
 		}
 		wg.Wait()
 	}()
+	var damaged []store.UID
 	for p := range pieces {
 		if p.err != nil {
 			return p.err
 		}
 		for i := range p.out {
+			if p.out[i].damaged {
+				damaged = append(damaged, p.out[i].t.uid)
+			}
 			if err := s.writeFetch(w, &p.out[i], options, p.seen[p.out[i].t.uid]); err != nil {
 				return err
 			}
@@ -128,6 +135,9 @@ func (s *session) fetchPipelined(w *imapserver.FetchWriter, v *view, targets []t
 		if p.arena != nil {
 			free <- p.arena
 		}
+	}
+	if len(damaged) > 0 {
+		return errDamaged(damaged)
 	}
 	return nil
 }
@@ -206,7 +216,7 @@ func (l *fetchLoader) batch(batch []target) bool {
 		out := make([]fetched, 0, len(batch))
 		for _, t := range batch {
 			if m := byUID[t.uid]; m != nil { // else expunged meanwhile
-				out = append(out, fetched{t: t, meta: m, flags: m.Flags})
+				out = append(out, fetched{t: t, meta: m, flags: m.Flags, damaged: m.Damaged && needsData(l.options)})
 			}
 		}
 		return l.send(fetchPiece{out: out, seen: seenChanged})
@@ -303,7 +313,7 @@ func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID
 		last    = -1
 		sectErr error
 	)
-	err := s.srv.opts.Store.Bodies(ctx, s.user.id, v.mbox.id, targetUIDs(chunk), func(uid store.UID, raw []byte) error {
+	err := s.srv.opts.Store.Bodies(ctx, s.user.id, v.mbox.id, targetUIDs(chunk), func(uid store.UID, raw []byte, damaged error) error {
 		i, ok := byChunkUID[uid]
 		if !ok {
 			return nil
@@ -314,6 +324,14 @@ func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID
 		t := chunk[i]
 		m := byUID[t.uid]
 		f := &fetched{t: t, meta: m, flags: m.Flags}
+		if damaged != nil || m.Damaged {
+			// Answered for itself only (the store logged and
+			// counted it): its other items, and the tagged NO.
+			f.damaged = true
+			got[i] = f
+			last = i
+			return nil
+		}
 		for _, sec := range options.BodySection {
 			b := arena.copy(partial(bodySection(raw, m.Structure, sec), sec.Partial))
 			size += len(b)
@@ -396,7 +414,10 @@ func (s *session) writeFetchItems(resp *imapserver.FetchResponseWriter, f *fetch
 	if options.RFC822Size {
 		resp.WriteRFC822Size(f.meta.Size)
 	}
-	if options.Envelope || options.BodyStructure != nil {
+	if f.meta.Damaged {
+		// Not indexed and unreadable: no envelope or structure, and
+		// (f.damaged) no sections either.
+	} else if options.Envelope || options.BodyStructure != nil {
 		c := s.srv.conv.get(f.meta)
 		if options.Envelope {
 			resp.WriteEnvelope(c.envelope)
@@ -404,6 +425,13 @@ func (s *session) writeFetchItems(resp *imapserver.FetchResponseWriter, f *fetch
 		if options.BodyStructure != nil {
 			resp.WriteBodyStructure(c.bs)
 		}
+	}
+	if f.damaged {
+		s.openResp = nil
+		if err := resp.Close(); err != nil {
+			return fmt.Errorf("write fetch response: %w", err)
+		}
+		return nil
 	}
 	for i, sec := range options.BodySection {
 		if err := writeLiteral(resp.WriteBodySection(sec, int64(len(f.bodies[i]))), f.bodies[i]); err != nil {
@@ -423,6 +451,12 @@ func (s *session) writeFetchItems(resp *imapserver.FetchResponseWriter, f *fetch
 		return fmt.Errorf("write fetch response: %w", err)
 	}
 	return nil
+}
+
+// needsData reports whether options ask for anything computed from a
+// message's bytes (which an unindexed damaged message lacks).
+func needsData(o *imap.FetchOptions) bool {
+	return o.Envelope || o.BodyStructure != nil || len(o.BodySection) > 0 || len(o.BinarySection) > 0 || len(o.BinarySectionSize) > 0
 }
 
 func writeLiteral(wc interface {

@@ -155,3 +155,29 @@ func openSQLiteReadOnly(ctx context.Context, dir string) (*sql.DB, error) {
 
 // sqlMaxVars bounds the number of placeholders per statement.
 const sqlMaxVars = 500
+
+// SQLite result codes (the primary code is the low byte of an extended
+// code).
+const (
+	sqliteCorrupt = 11 // SQLITE_CORRUPT: the database disk image is malformed
+	sqliteFull    = 13 // SQLITE_FULL: the disk is full
+	sqliteNotADB  = 26 // SQLITE_NOTADB: not a database file
+)
+
+// sqliteCode returns the primary SQLite result code of err, or 0.
+func sqliteCode(err error) int {
+	var ce interface{ Code() int }
+	if errors.As(err, &ce) {
+		return ce.Code() & 0xff
+	}
+	return 0
+}
+
+// isDBCorrupt reports whether err is SQLite reporting a damaged database.
+func isDBCorrupt(err error) bool {
+	c := sqliteCode(err)
+	return c == sqliteCorrupt || c == sqliteNotADB
+}
+
+// isDBFull reports whether err is SQLite reporting a full disk.
+func isDBFull(err error) bool { return sqliteCode(err) == sqliteFull }
