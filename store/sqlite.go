@@ -179,5 +179,13 @@ func isDBCorrupt(err error) bool {
 	return c == sqliteCorrupt || c == sqliteNotADB
 }
 
+// sqliteIOErrShmSize (SQLITE_IOERR_SHMSIZE) is what opening a WAL
+// database answers when the shared-memory file can't be grown: on Linux,
+// a full disk.
+const sqliteIOErrShmSize = 10 | 19<<8
+
 // isDBFull reports whether err is SQLite reporting a full disk.
-func isDBFull(err error) bool { return sqliteCode(err) == sqliteFull }
+func isDBFull(err error) bool {
+	var ce interface{ Code() int }
+	return sqliteCode(err) == sqliteFull || errors.As(err, &ce) && ce.Code() == sqliteIOErrShmSize
+}

@@ -159,7 +159,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	wdb, rdb, err := openSQLite(ctx, dir)
 	if err != nil {
 		lock.release()
-		return nil, fmt.Errorf("open store: %w", err)
+		return nil, fmt.Errorf("open store: %w", s.classify(err))
 	}
 	s.wdb, s.rdb, s.lock = wdb, rdb, lock
 	fail := func(err error) (*Store, error) {
