@@ -95,6 +95,17 @@ func TestFetchDamagedMessageIsContained(t *testing.T) {
 	if got := e.st.DamageStats().Messages; got != 1 {
 		t.Errorf("damaged message reads = %d, want 1", got)
 	}
+	// A non-peek FETCH marks what it returned \Seen, not the damaged
+	// message, which the user never saw.
+	_, status = c.cmd("UID FETCH 2:4 BODY[]")
+	if !strings.HasPrefix(status, "NO [CORRUPTION]") {
+		t.Errorf("UID FETCH 2:4 BODY[]: %q", status)
+	}
+	for _, l := range grep(c.ok("UID FETCH 2:4 FLAGS"), " FETCH (") {
+		if seen := strings.Contains(l, `\Seen`); seen == strings.Contains(l, "UID 3 ") {
+			t.Errorf("after BODY[] over 2:4: %q", l)
+		}
+	}
 	// Items that need no bytes are answered in full, OK.
 	c.ok("UID FETCH 1:5 (FLAGS ENVELOPE BODYSTRUCTURE)")
 	c.ok("NOOP")

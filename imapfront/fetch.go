@@ -245,11 +245,45 @@ func (l *fetchLoader) batch(batch []target) bool {
 			return l.send(fetchPiece{err: err})
 		}
 		present = present[done:]
+		if err := l.unseeDamaged(out, seenChanged); err != nil {
+			return l.fail(err)
+		}
 		if !l.send(fetchPiece{out: out, seen: seenChanged, arena: arena}) {
 			return false
 		}
 	}
 	return true
+}
+
+// unseeDamaged takes back the \Seen this FETCH set on messages whose
+// bytes turned out to be unreadable: the user never saw them. Their
+// responses then carry the flags as they are again.
+func (l *fetchLoader) unseeDamaged(out []fetched, seenChanged map[store.UID]bool) error {
+	var uids []store.UID
+	for _, f := range out {
+		if f.damaged && seenChanged[f.t.uid] {
+			uids = append(uids, f.t.uid)
+		}
+	}
+	if len(uids) == 0 {
+		return nil
+	}
+	s, v := l.s, l.v
+	octx := store.WithOrigin(l.ctx, &opOrigin{view: v})
+	entries, err := s.srv.opts.Store.UpdateFlags(octx, s.user.id, v.mbox.id, uids, store.FlagsRemove, []string{store.FlagSeen})
+	if err != nil {
+		return err
+	}
+	flags := make(map[store.UID][]string, len(entries))
+	for _, e := range entries {
+		flags[e.UID] = e.Flags
+	}
+	for i := range out {
+		if fl, ok := flags[out[i].t.uid]; ok {
+			out[i].flags = fl
+		}
+	}
+	return nil
 }
 
 // Bounds on the bodies one store.Bodies call reads: at most bodyChunk
