@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"unsafe"
 )
 
@@ -63,7 +64,8 @@ const (
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 // ErrCorrupt is wrapped by the error of a read whose bytes fail their
-// checksum or lie outside their pack file.
+// checksum, lie outside their pack file, sit in a pack that is missing, or
+// can't be read from the disk (EIO).
 var ErrCorrupt = errors.New("store: stored message data is corrupt")
 
 // blobLoc is where a message's records live: its raw bytes, and (once
@@ -410,6 +412,10 @@ func (r *blobReader) read(id, off, n int64, crc uint32, what string) ([]byte, er
 	if _, err := f.ReadAt(buf, off); err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%s: %d bytes at %d past the end of pack %d: %w", what, n, off, id, ErrCorrupt)
+		}
+		if errors.Is(err, syscall.EIO) {
+			// A bad sector: this record is damaged, not the store.
+			return nil, fmt.Errorf("%s: reading %d bytes at %d of pack %d: %w: %w", what, n, off, id, ErrCorrupt, err)
 		}
 		return nil, fmt.Errorf("read pack %d: %w", id, err)
 	}
