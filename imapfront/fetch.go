@@ -448,10 +448,9 @@ func (s *session) writeFetchItems(resp *imapserver.FetchResponseWriter, f *fetch
 	if options.RFC822Size {
 		resp.WriteRFC822Size(f.meta.Size)
 	}
-	if f.meta.Damaged {
-		// Not indexed and unreadable: no envelope or structure, and
-		// (f.damaged) no sections either.
-	} else if options.Envelope || options.BodyStructure != nil {
+	// A message not indexed and unreadable (meta.Damaged) has no envelope
+	// or structure, and (f.damaged) no sections either.
+	if !f.meta.Damaged && (options.Envelope || options.BodyStructure != nil) {
 		c := s.srv.conv.get(f.meta)
 		if options.Envelope {
 			resp.WriteEnvelope(c.envelope)

@@ -302,6 +302,12 @@ func (s *Store) recordNextPack(w *writeTx, locs []recordLoc) error {
 // found.
 func (s *Store) notePackProblems(ctx context.Context) error {
 	problems, err := s.checkPacks(ctx, true)
+	if errors.Is(err, ErrDatabaseCorrupt) {
+		// Remembered for Health and logged by classify; the rest of
+		// the store may still be served, and verify must be able to
+		// open it to say what is wrong.
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("check packs: %w", err)
 	}
