@@ -92,10 +92,11 @@ func TestVerifyFindsDamage(t *testing.T) {
 	}
 }
 
-// corruptIndexPage overwrites the header of the root page of index in
+// corruptRootPage overwrites the header of the root page of the table or
+// index named index in
 // dir's database (a closed store) with an impossible one, as a torn or
 // bit-rotted write would leave it.
-func corruptIndexPage(t *testing.T, dir, index string) {
+func corruptRootPage(t *testing.T, dir, index string) {
 	t.Helper()
 	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, dbFileName))
 	if err != nil {
@@ -131,7 +132,7 @@ func corruptIndexPage(t *testing.T, dir, index string) {
 func TestMalformedDatabasePage(t *testing.T) {
 	orig := indexedStore(t, 6)
 	dir := copyStore(t, orig)
-	corruptIndexPage(t, dir, "mailbox_messages_message")
+	corruptRootPage(t, dir, "mailbox_messages_message")
 	s := openPacked(t, dir, Options{noIndexer: true})
 	if err := s.Health(); err != nil {
 		t.Fatalf("Health before anything read the bad page: %v", err)
@@ -161,4 +162,20 @@ func TestMalformedDatabasePage(t *testing.T) {
 		t.Errorf("Verify missed the malformed page: %+v", rep)
 	}
 	t.Logf("integrity_check: %s", strings.Join(rep.Integrity, "; "))
+}
+
+// TestVerifyOpensMalformedMessagesTable: with the messages table itself
+// malformed, a read-only Open still succeeds (Health says why) and Verify
+// reports the damage instead of failing.
+func TestVerifyOpensMalformedMessagesTable(t *testing.T) {
+	dir := copyStore(t, indexedStore(t, 6))
+	corruptRootPage(t, dir, "messages")
+	s := openPacked(t, dir, Options{ReadOnly: true})
+	if err := s.Health(); !errors.Is(err, ErrDatabaseCorrupt) {
+		t.Errorf("Health: %v, want ErrDatabaseCorrupt", err)
+	}
+	rep, err := s.Verify(context.Background(), nil)
+	if err != nil || len(rep.Integrity) == 0 || rep.OK() {
+		t.Errorf("Verify: %+v, %v; want integrity problems reported", rep, err)
+	}
 }
