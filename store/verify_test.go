@@ -93,9 +93,8 @@ func TestVerifyFindsDamage(t *testing.T) {
 }
 
 // corruptRootPage overwrites the header of the root page of the table or
-// index named index in
-// dir's database (a closed store) with an impossible one, as a torn or
-// bit-rotted write would leave it.
+// index named index in dir's database (a closed store) with an impossible
+// one, as a torn or bit-rotted write would leave it.
 func corruptRootPage(t *testing.T, dir, index string) {
 	t.Helper()
 	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, dbFileName))
