@@ -124,12 +124,13 @@ func mapStoreError(log *slog.Logger, op string, target errTarget, err error) err
 const maxDamagedListed = 10
 
 // errDamaged ends a FETCH that answered every message it could but found
-// the stored data of the messages uids (ascending) damaged: each of those
-// got a FETCH response with the items that do not need its bytes (UID,
-// FLAGS, INTERNALDATE, RFC822.SIZE and, once indexed, ENVELOPE and
-// BODYSTRUCTURE), and the command ends NO [CORRUPTION] (RFC 9051 section
-// 7.1), as Dovecot's imap_fetch_failure=no-after does: the client learns
-// which messages are broken, and keeps what it got for the others.
+// the stored data of the messages uids (ascending) damaged: those got no
+// FETCH response, and the command ends NO [CORRUPTION] (RFC 9051 section
+// 7.1) naming them, as Dovecot's imap_fetch_failure=no-after does. The
+// client learns which messages are broken and keeps what it got for the
+// others: go-imap's client returns them with the error, Python's imaplib
+// keeps them as untagged responses, and mbsync skips the message and syncs
+// the rest (a response lacking the body it asked for made it abort).
 func errDamaged(uids []store.UID) error {
 	var b strings.Builder
 	for i, uid := range uids[:min(len(uids), maxDamagedListed)] {

@@ -27,8 +27,8 @@ type fetched struct {
 	bodies   [][]byte // per options.BodySection
 	binaries [][]byte // per options.BinarySection
 	binSizes []uint32 // per options.BinarySectionSize
-	// damaged: the message's stored data could not be read; the response
-	// carries only the items that do not need it (see errDamaged).
+	// damaged: the message's stored data could not be read; it gets no
+	// response, and the FETCH ends with errDamaged naming it.
 	damaged bool
 }
 
@@ -126,7 +126,12 @@ func (s *session) fetchPipelined(w *imapserver.FetchWriter, v *view, targets []t
 		}
 		for i := range p.out {
 			if p.out[i].damaged {
+				// No response at all: one without the items asked
+				// for breaks clients (mbsync aborts the whole sync on
+				// it), while a message missing from the answer and
+				// named by the tagged NO is skipped by them.
 				damaged = append(damaged, p.out[i].t.uid)
+				continue
 			}
 			if err := s.writeFetch(w, &p.out[i], options, p.seen[p.out[i].t.uid]); err != nil {
 				return err
@@ -256,8 +261,7 @@ func (l *fetchLoader) batch(batch []target) bool {
 }
 
 // unseeDamaged takes back the \Seen this FETCH set on messages whose
-// bytes turned out to be unreadable: the user never saw them. Their
-// responses then carry the flags as they are again.
+// bytes turned out to be unreadable: the user never saw them.
 func (l *fetchLoader) unseeDamaged(out []fetched, seenChanged map[store.UID]bool) error {
 	var uids []store.UID
 	for _, f := range out {
@@ -270,20 +274,8 @@ func (l *fetchLoader) unseeDamaged(out []fetched, seenChanged map[store.UID]bool
 	}
 	s, v := l.s, l.v
 	octx := store.WithOrigin(l.ctx, &opOrigin{view: v})
-	entries, err := s.srv.opts.Store.UpdateFlags(octx, s.user.id, v.mbox.id, uids, store.FlagsRemove, []string{store.FlagSeen})
-	if err != nil {
-		return err
-	}
-	flags := make(map[store.UID][]string, len(entries))
-	for _, e := range entries {
-		flags[e.UID] = e.Flags
-	}
-	for i := range out {
-		if fl, ok := flags[out[i].t.uid]; ok {
-			out[i].flags = fl
-		}
-	}
-	return nil
+	_, err := s.srv.opts.Store.UpdateFlags(octx, s.user.id, v.mbox.id, uids, store.FlagsRemove, []string{store.FlagSeen})
+	return err
 }
 
 // Bounds on the bodies one store.Bodies call reads: at most bodyChunk
@@ -360,7 +352,7 @@ func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID
 		f := &fetched{t: t, meta: m, flags: m.Flags}
 		if damaged != nil || m.Damaged {
 			// Answered for itself only (the store logged and
-			// counted it): its other items, and the tagged NO.
+			// counted it): by the tagged NO.
 			f.damaged = true
 			got[i] = f
 			last = i
@@ -449,7 +441,7 @@ func (s *session) writeFetchItems(resp *imapserver.FetchResponseWriter, f *fetch
 		resp.WriteRFC822Size(f.meta.Size)
 	}
 	// A message not indexed and unreadable (meta.Damaged) has no envelope
-	// or structure, and (f.damaged) no sections either.
+	// or structure (it is not written: f.damaged; this is a guard).
 	if !f.meta.Damaged && (options.Envelope || options.BodyStructure != nil) {
 		c := s.srv.conv.get(f.meta)
 		if options.Envelope {
