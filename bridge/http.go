@@ -77,8 +77,10 @@ func (b *Bridge) serveHealth(w http.ResponseWriter, r *http.Request) {
 	enc.Encode(h)
 }
 
-// Health checks that the store answers and its directory accepts durable
-// writes, and that no account's poller is stuck.
+// Health checks that the store answers, knows of no damage (database
+// corruption seen since start, packs missing or truncated at start: see
+// store.Store.Health) and its directory accepts durable writes, and that no
+// account's poller is stuck.
 func (b *Bridge) Health(ctx context.Context) Health {
 	h := Health{OK: true, Store: HealthCheck{OK: true}}
 	if err := b.checkStore(ctx); err != nil {
@@ -163,6 +165,9 @@ func (b *Bridge) checkStore(ctx context.Context) error {
 	}
 	if _, err := st.Users(ctx); err != nil {
 		return fmt.Errorf("read store: %w", err)
+	}
+	if err := st.Health(); err != nil {
+		return fmt.Errorf("store damaged (stop popbridge and run popbridge verify): %w", err)
 	}
 	f, err := os.CreateTemp(cfg.Path(cfg.DataDir), ".healthz-*")
 	if err != nil {

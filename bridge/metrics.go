@@ -182,11 +182,19 @@ var (
 		"Upstream POP3 sessions open now (logins included), over all accounts; capped by [poller] max_connections.", nil, nil)
 	descWaiting = prometheus.NewDesc("popbridge_poller_waiting_accounts",
 		"Accounts whose poll waits for a connection slot ([poller] max_connections, max_connections_per_host).", nil, nil)
+	descDamagedReads = prometheus.NewDesc("popbridge_store_damaged_reads_total",
+		"Reads of stored data that failed their checksum or found their pack missing or short, by record "+
+			"(message: a message's bytes, answered NO [CORRUPTION] for that message only; text: a search text, skipped by SEARCH).",
+		[]string{"record"}, nil)
+	descStoreDamaged = prometheus.NewDesc("popbridge_store_damaged",
+		"1 when the store knows of damage that makes /healthz fail: database corruption seen since start, "+
+			"or packs found missing or truncated at start (run popbridge verify).", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descFetched, descBytes, descSkipped, descLastAttempt, descLastSuccess, descFailing, descPolling, descAnomalies, descUp, descConnsOpen, descWaiting} {
+	for _, d := range []*prometheus.Desc{descFetched, descBytes, descSkipped, descLastAttempt, descLastSuccess, descFailing, descPolling, descAnomalies, descUp,
+		descConnsOpen, descWaiting, descDamagedReads, descStoreDamaged} {
 		ch <- d
 	}
 }
@@ -197,6 +205,15 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	if open, waiting, ok := c.b.connectionStats(); ok {
 		ch <- prometheus.MustNewConstMetric(descConnsOpen, prometheus.GaugeValue, float64(open))
 		ch <- prometheus.MustNewConstMetric(descWaiting, prometheus.GaugeValue, float64(waiting))
+	}
+	c.b.mu.Lock()
+	st := c.b.store
+	c.b.mu.Unlock()
+	if st != nil {
+		d := st.DamageStats()
+		ch <- prometheus.MustNewConstMetric(descDamagedReads, prometheus.CounterValue, float64(d.Messages), "message")
+		ch <- prometheus.MustNewConstMetric(descDamagedReads, prometheus.CounterValue, float64(d.Texts), "text")
+		ch <- prometheus.MustNewConstMetric(descStoreDamaged, prometheus.GaugeValue, boolFloat(st.Health() != nil))
 	}
 	for _, s := range c.b.Status() {
 		ch <- prometheus.MustNewConstMetric(descFetched, prometheus.CounterValue, float64(s.Fetched), s.Account)

@@ -2,7 +2,9 @@ package imapfront
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/emersion/go-imap/v2"
 
@@ -35,6 +37,23 @@ var errReadOnly = &imap.Error{
 	Type: imap.StatusResponseTypeNo,
 	Code: imap.ResponseCodeCannot,
 	Text: "Mailbox is read-only",
+}
+
+// errNoSpace answers a command whose write failed because the server's
+// disk is full or over quota (RFC 9051 section 7.1 OVERQUOTA).
+var errNoSpace = &imap.Error{
+	Type: imap.StatusResponseTypeNo,
+	Code: imap.ResponseCodeOverQuota,
+	Text: "Not enough disk space on the server; nothing was changed, try again later",
+}
+
+// errCorrupt answers a command that failed because stored data it needed
+// is damaged (RFC 9051 section 7.1 CORRUPTION); the operator is told by
+// the log, /healthz and popbridge verify.
+var errCorrupt = &imap.Error{
+	Type: imap.StatusResponseTypeNo,
+	Code: imap.ResponseCodeCorruption,
+	Text: "Stored data this command needs is damaged on the server (see the server log)",
 }
 
 // errShuttingDown answers commands that arrive while the server stops.
@@ -82,6 +101,14 @@ func mapStoreError(log *slog.Logger, op string, target errTarget, err error) err
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: "Mailbox is not selectable"}
 	case errors.Is(err, store.ErrClosed):
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable, Text: "Store unavailable"}
+	case errors.Is(err, store.ErrNoSpace):
+		// Nothing was changed (the store commits all or nothing); the
+		// client may retry once space is freed. Dovecot answers the same.
+		log.Warn("imap command failed: the data directory is full", "op", op, "err", err)
+		return errNoSpace
+	case errors.Is(err, store.ErrDatabaseCorrupt), errors.Is(err, store.ErrCorrupt):
+		log.Error("imap command failed: stored data is damaged", "op", op, "err", err)
+		return errCorrupt
 	}
 	if isHangUp(err) {
 		// Writing the answer failed because the client went away: not a
@@ -91,4 +118,33 @@ func mapStoreError(log *slog.Logger, op string, target errTarget, err error) err
 	}
 	log.Error("imap command failed", "op", op, "err", err)
 	return errInternal
+}
+
+// maxDamagedListed is how many UIDs of damaged messages errDamaged names.
+const maxDamagedListed = 10
+
+// errDamaged ends a FETCH that answered every message it could but found
+// the stored data of the messages uids (ascending) damaged: those got no
+// FETCH response, and the command ends NO [CORRUPTION] (RFC 9051 section
+// 7.1) naming them, as Dovecot's imap_fetch_failure=no-after does. The
+// client learns which messages are broken and keeps what it got for the
+// others: go-imap's client returns them with the error, Python's imaplib
+// keeps them as untagged responses, and mbsync skips the message and syncs
+// the rest (a response lacking the body it asked for made it abort).
+func errDamaged(uids []store.UID) error {
+	var b strings.Builder
+	for i, uid := range uids[:min(len(uids), maxDamagedListed)] {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprint(&b, uint32(uid))
+	}
+	if len(uids) > maxDamagedListed {
+		fmt.Fprintf(&b, " and %d more", len(uids)-maxDamagedListed)
+	}
+	return &imap.Error{
+		Type: imap.StatusResponseTypeNo,
+		Code: imap.ResponseCodeCorruption,
+		Text: fmt.Sprintf("The stored data of UID %s is damaged and could not be read; the other messages were returned", b.String()),
+	}
 }

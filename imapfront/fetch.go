@@ -27,6 +27,9 @@ type fetched struct {
 	bodies   [][]byte // per options.BodySection
 	binaries [][]byte // per options.BinarySection
 	binSizes []uint32 // per options.BinarySectionSize
+	// damaged: the message's stored data could not be read; it gets no
+	// response, and the FETCH ends with errDamaged naming it.
+	damaged bool
 }
 
 // Fetch implements imapserver.Session. Messages of the client view that
@@ -116,11 +119,20 @@ func (s *session) fetchPipelined(w *imapserver.FetchWriter, v *view, targets []t
 		}
 		wg.Wait()
 	}()
+	var damaged []store.UID
 	for p := range pieces {
 		if p.err != nil {
 			return p.err
 		}
 		for i := range p.out {
+			if p.out[i].damaged {
+				// No response at all: one without the items asked
+				// for breaks clients (mbsync aborts the whole sync on
+				// it), while a message missing from the answer and
+				// named by the tagged NO is skipped by them.
+				damaged = append(damaged, p.out[i].t.uid)
+				continue
+			}
 			if err := s.writeFetch(w, &p.out[i], options, p.seen[p.out[i].t.uid]); err != nil {
 				return err
 			}
@@ -128,6 +140,9 @@ func (s *session) fetchPipelined(w *imapserver.FetchWriter, v *view, targets []t
 		if p.arena != nil {
 			free <- p.arena
 		}
+	}
+	if len(damaged) > 0 {
+		return errDamaged(damaged)
 	}
 	return nil
 }
@@ -206,7 +221,7 @@ func (l *fetchLoader) batch(batch []target) bool {
 		out := make([]fetched, 0, len(batch))
 		for _, t := range batch {
 			if m := byUID[t.uid]; m != nil { // else expunged meanwhile
-				out = append(out, fetched{t: t, meta: m, flags: m.Flags})
+				out = append(out, fetched{t: t, meta: m, flags: m.Flags, damaged: m.Damaged && needsData(l.options)})
 			}
 		}
 		return l.send(fetchPiece{out: out, seen: seenChanged})
@@ -235,11 +250,32 @@ func (l *fetchLoader) batch(batch []target) bool {
 			return l.send(fetchPiece{err: err})
 		}
 		present = present[done:]
+		if err := l.unseeDamaged(out, seenChanged); err != nil {
+			return l.fail(err)
+		}
 		if !l.send(fetchPiece{out: out, seen: seenChanged, arena: arena}) {
 			return false
 		}
 	}
 	return true
+}
+
+// unseeDamaged takes back the \Seen this FETCH set on messages whose
+// bytes turned out to be unreadable: the user never saw them.
+func (l *fetchLoader) unseeDamaged(out []fetched, seenChanged map[store.UID]bool) error {
+	var uids []store.UID
+	for _, f := range out {
+		if f.damaged && seenChanged[f.t.uid] {
+			uids = append(uids, f.t.uid)
+		}
+	}
+	if len(uids) == 0 {
+		return nil
+	}
+	s, v := l.s, l.v
+	octx := store.WithOrigin(l.ctx, &opOrigin{view: v})
+	_, err := s.srv.opts.Store.UpdateFlags(octx, s.user.id, v.mbox.id, uids, store.FlagsRemove, []string{store.FlagSeen})
+	return err
 }
 
 // Bounds on the bodies one store.Bodies call reads: at most bodyChunk
@@ -303,7 +339,7 @@ func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID
 		last    = -1
 		sectErr error
 	)
-	err := s.srv.opts.Store.Bodies(ctx, s.user.id, v.mbox.id, targetUIDs(chunk), func(uid store.UID, raw []byte) error {
+	err := s.srv.opts.Store.Bodies(ctx, s.user.id, v.mbox.id, targetUIDs(chunk), func(uid store.UID, raw []byte, damaged error) error {
 		i, ok := byChunkUID[uid]
 		if !ok {
 			return nil
@@ -314,6 +350,14 @@ func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID
 		t := chunk[i]
 		m := byUID[t.uid]
 		f := &fetched{t: t, meta: m, flags: m.Flags}
+		if damaged != nil || m.Damaged {
+			// Answered for itself only (the store logged and
+			// counted it): by the tagged NO.
+			f.damaged = true
+			got[i] = f
+			last = i
+			return nil
+		}
 		for _, sec := range options.BodySection {
 			b := arena.copy(partial(bodySection(raw, m.Structure, sec), sec.Partial))
 			size += len(b)
@@ -396,7 +440,9 @@ func (s *session) writeFetchItems(resp *imapserver.FetchResponseWriter, f *fetch
 	if options.RFC822Size {
 		resp.WriteRFC822Size(f.meta.Size)
 	}
-	if options.Envelope || options.BodyStructure != nil {
+	// A message not indexed and unreadable (meta.Damaged) has no envelope
+	// or structure (it is not written: f.damaged; this is a guard).
+	if !f.meta.Damaged && (options.Envelope || options.BodyStructure != nil) {
 		c := s.srv.conv.get(f.meta)
 		if options.Envelope {
 			resp.WriteEnvelope(c.envelope)
@@ -404,6 +450,13 @@ func (s *session) writeFetchItems(resp *imapserver.FetchResponseWriter, f *fetch
 		if options.BodyStructure != nil {
 			resp.WriteBodyStructure(c.bs)
 		}
+	}
+	if f.damaged {
+		s.openResp = nil
+		if err := resp.Close(); err != nil {
+			return fmt.Errorf("write fetch response: %w", err)
+		}
+		return nil
 	}
 	for i, sec := range options.BodySection {
 		if err := writeLiteral(resp.WriteBodySection(sec, int64(len(f.bodies[i]))), f.bodies[i]); err != nil {
@@ -423,6 +476,12 @@ func (s *session) writeFetchItems(resp *imapserver.FetchResponseWriter, f *fetch
 		return fmt.Errorf("write fetch response: %w", err)
 	}
 	return nil
+}
+
+// needsData reports whether options ask for anything computed from a
+// message's bytes (which an unindexed damaged message lacks).
+func needsData(o *imap.FetchOptions) bool {
+	return o.Envelope || o.BodyStructure != nil || len(o.BodySection) > 0 || len(o.BinarySection) > 0 || len(o.BinarySectionSize) > 0
 }
 
 func writeLiteral(wc interface {

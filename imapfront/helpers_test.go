@@ -27,6 +27,7 @@ var testPasswords = map[string]string{"alice": "alice-secret", "bob": "bob-secre
 type testEnv struct {
 	t     testing.TB
 	st    *store.Store
+	dir   string // the store's data directory
 	srv   *Server
 	addr  string
 	logs  *logBuffer
@@ -149,7 +150,13 @@ func newEnv(t testing.TB, opts ...envOption) *testEnv {
 // for the unexported test knobs.
 func newEnvHook(t testing.TB, hook func(*Server), opts ...envOption) *testEnv {
 	t.Helper()
-	st, err := store.Open(context.Background(), t.TempDir(), store.Options{})
+	return newEnvDir(t, t.TempDir(), hook, opts...)
+}
+
+// newEnvDir is newEnvHook with the store in dir.
+func newEnvDir(t testing.TB, dir string, hook func(*Server), opts ...envOption) *testEnv {
+	t.Helper()
+	st, err := store.Open(context.Background(), dir, store.Options{})
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
@@ -181,7 +188,7 @@ func newEnvHook(t testing.TB, hook func(*Server), opts ...envOption) *testEnv {
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
-	env := &testEnv{t: t, st: st, srv: srv, addr: ln.Addr().String(), logs: logs, hints: hints, clock: clock}
+	env := &testEnv{t: t, st: st, dir: dir, srv: srv, addr: ln.Addr().String(), logs: logs, hints: hints, clock: clock}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), ioWait)
 		defer cancel()

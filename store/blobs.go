@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"unsafe"
 )
 
@@ -63,7 +64,8 @@ const (
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 // ErrCorrupt is wrapped by the error of a read whose bytes fail their
-// checksum or lie outside their pack file.
+// checksum, lie outside their pack file, sit in a pack that is missing, or
+// can't be read from the disk (EIO).
 var ErrCorrupt = errors.New("store: stored message data is corrupt")
 
 // blobLoc is where a message's records live: its raw bytes, and (once
@@ -130,6 +132,9 @@ type blobStore struct {
 	activeID int64
 	end      int64
 	next     int64
+	// persisted is the counter next_pack as this Store last read or
+	// wrote it: pack numbers below it are recorded as taken.
+	persisted int64
 }
 
 // openBlobs opens dir/blobs (creating it unless readOnly) and every pack in
@@ -243,6 +248,7 @@ func (b *blobStore) put(recs []blobRec) (locs []recordLoc, done func(), err erro
 				continue
 			}
 			if _, err := f.WriteAt(part, pos); err != nil {
+				b.unreserve(f, off, total)
 				done()
 				return nil, nil, fmt.Errorf("write pack %d: %w", id, err)
 			}
@@ -250,6 +256,7 @@ func (b *blobStore) put(recs []blobRec) (locs []recordLoc, done func(), err erro
 		}
 	}
 	if err := fdatasync(f); err != nil {
+		b.unreserve(f, off, total)
 		done()
 		return nil, nil, fmt.Errorf("sync pack %d: %w", id, err)
 	}
@@ -265,7 +272,7 @@ func (b *blobStore) put(recs []blobRec) (locs []recordLoc, done func(), err erro
 func (s *Store) writeRecords(ctx context.Context, op string, recs []blobRec, fn func(w *writeTx, locs []recordLoc) error) error {
 	locs, done, err := s.blobs.put(recs)
 	if err != nil {
-		return fmt.Errorf("%s: %w", op, err)
+		return fmt.Errorf("%s: %w", op, s.classify(err))
 	}
 	defer done()
 	if turn, ok := ctx.Value(turnKey{}).(func(context.Context) error); ok {
@@ -273,7 +280,28 @@ func (s *Store) writeRecords(ctx context.Context, op string, recs []blobRec, fn 
 			return fmt.Errorf("%s: waiting for its turn: %w", op, err)
 		}
 	}
-	return s.write(ctx, op, func(w *writeTx) error { return fn(w, locs) })
+	return s.write(ctx, op, func(w *writeTx) error {
+		if err := s.recordNextPack(w, locs); err != nil {
+			return err
+		}
+		return fn(w, locs)
+	})
+}
+
+// unreserve gives back the space of a put that failed (a full disk),
+// when no later put reserved space after it: the pack is cut back to
+// where it was, so a failed write leaves no garbage behind.
+func (b *blobStore) unreserve(f *os.File, off, n int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.active != f || b.end != off+n {
+		return
+	}
+	if err := f.Truncate(off); err != nil {
+		b.log.Warn("cut back a pack after a failed write", "pack", b.activeID, "err", err)
+		return
+	}
+	b.end = off
 }
 
 // reserve returns the active pack (starting a new one when there is none
@@ -361,7 +389,7 @@ func (b *blobStore) file(id int64) (*os.File, error) {
 	}
 	f, err := os.Open(filepath.Join(b.dir, packName(id)))
 	if err != nil {
-		return nil, fmt.Errorf("open pack %d: %w", id, err)
+		return nil, missingPackErr(id, err)
 	}
 	b.packs[id] = f
 	return f, nil
@@ -384,6 +412,10 @@ func (r *blobReader) read(id, off, n int64, crc uint32, what string) ([]byte, er
 	if _, err := f.ReadAt(buf, off); err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%s: %d bytes at %d past the end of pack %d: %w", what, n, off, id, ErrCorrupt)
+		}
+		if errors.Is(err, syscall.EIO) {
+			// A bad sector: this record is damaged, not the store.
+			return nil, fmt.Errorf("%s: reading %d bytes at %d of pack %d: %w: %w", what, n, off, id, ErrCorrupt, err)
 		}
 		return nil, fmt.Errorf("read pack %d: %w", id, err)
 	}

@@ -98,7 +98,7 @@ func checkBodies(tb testing.TB, s *Store, u UserID, mb MailboxID, want map[UID][
 	}
 	slices.Sort(all)
 	var seen []UID
-	err := s.Bodies(ctx, u, mb, all, func(uid UID, raw []byte) error {
+	err := s.Bodies(ctx, u, mb, all, func(uid UID, raw []byte, _ error) error {
 		seen = append(seen, uid)
 		if !bytes.Equal(raw, want[uid]) {
 			return fmt.Errorf("Bodies: uid %d differs", uid)
@@ -172,12 +172,32 @@ func TestPackCorruptionIsReported(t *testing.T) {
 	if _, err := s.Body(ctx, u.ID, mb.ID, 2); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "uid 2") {
 		t.Errorf("Body of the damaged message: %v, want ErrCorrupt naming uid 2", err)
 	}
-	err = s.Bodies(ctx, u.ID, mb.ID, []UID{1, 2, 3}, func(UID, []byte) error { return nil })
-	if !errors.Is(err, ErrCorrupt) {
-		t.Errorf("Bodies over the damaged message: %v, want ErrCorrupt", err)
+	// Bodies hands the damaged message over as such and reads the others.
+	var read, damaged []UID
+	err = s.Bodies(ctx, u.ID, mb.ID, []UID{1, 2, 3}, func(uid UID, raw []byte, bad error) error {
+		if bad != nil {
+			if !errors.Is(bad, ErrCorrupt) || raw != nil {
+				t.Errorf("uid %d: damaged %v with %d bytes, want ErrCorrupt and none", uid, bad, len(raw))
+			}
+			damaged = append(damaged, uid)
+			return nil
+		}
+		if !bytes.Equal(raw, raws[uid]) {
+			t.Errorf("Bodies: uid %d differs", uid)
+		}
+		read = append(read, uid)
+		return nil
+	})
+	if err != nil || !slices.Equal(read, []UID{1, 3}) || !slices.Equal(damaged, []UID{2}) {
+		t.Errorf("Bodies over the damaged message: read %v, damaged %v, err %v; want [1 3], [2], nil", read, damaged, err)
 	}
-	if _, err := s.SearchText(ctx, u.ID, mb.ID, TextQuery{Kind: TextBody, Needle: "nothing"}, nil); !errors.Is(err, ErrCorrupt) {
-		t.Errorf("SearchText over the damaged text: %v, want ErrCorrupt", err)
+	// SearchText skips the damaged text and answers from the others.
+	hits, err := s.SearchText(ctx, u.ID, mb.ID, TextQuery{Kind: TextBody, Needle: ""}, nil)
+	if err != nil || !slices.Equal(hits, []UID{1, 3}) {
+		t.Errorf("SearchText over the damaged text: %v, %v; want [1 3]", hits, err)
+	}
+	if got := s.DamageStats(); got.Messages != 1 || got.Texts != 1 {
+		t.Errorf("DamageStats = %+v, want 1 message and 1 text", got)
 	}
 	// The others are intact.
 	for _, uid := range []UID{1, 3} {
@@ -312,7 +332,7 @@ func TestReadsDuringCompaction(t *testing.T) {
 					return
 				default:
 				}
-				err := s.Bodies(ctx, u.ID, mb.ID, kept, func(uid UID, raw []byte) error {
+				err := s.Bodies(ctx, u.ID, mb.ID, kept, func(uid UID, raw []byte, _ error) error {
 					if !bytes.Equal(raw, keep[uid]) {
 						return fmt.Errorf("uid %d read back differently during compaction", uid)
 					}

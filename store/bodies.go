@@ -21,10 +21,13 @@ const bodiesMinRun = 8
 // the others.
 //
 // raw is only valid during the call to fn: it points into a buffer reused
-// for the next message, and fn must copy whatever it keeps. Iteration stops
-// at the first error fn returns, and Bodies returns that error (wrapped;
-// errors.Is finds it).
-func (s *Store) Bodies(ctx context.Context, u UserID, id MailboxID, uids []UID, fn func(uid UID, raw []byte) error) error {
+// for the next message, and fn must copy whatever it keeps. A message whose
+// bytes cannot be read (they fail their checksum, or their pack is missing
+// or too short) is passed to fn with raw nil and damaged, an error wrapping
+// ErrCorrupt; it is logged and counted in DamageStats, and the other
+// messages are read as usual. Iteration stops at the first error fn
+// returns, and Bodies returns that error (wrapped; errors.Is finds it).
+func (s *Store) Bodies(ctx context.Context, u UserID, id MailboxID, uids []UID, fn func(uid UID, raw []byte, damaged error) error) error {
 	set := slices.Clone(uids)
 	slices.Sort(set)
 	set = slices.Compact(set)
@@ -47,7 +50,7 @@ func (s *Store) Bodies(ctx context.Context, u UserID, id MailboxID, uids []UID, 
 					args = append(args, int64(uid))
 				}
 				sparse = sparse[n:]
-				if err := scanBodies(ctx, tx, r, ` AND mm.uid IN (?`+strings.Repeat(", ?", n-1)+`)`, args, fn); err != nil {
+				if err := s.scanBodies(ctx, tx, r, id, ` AND mm.uid IN (?`+strings.Repeat(", ?", n-1)+`)`, args, fn); err != nil {
 					return err
 				}
 			}
@@ -66,7 +69,7 @@ func (s *Store) Bodies(ctx context.Context, u UserID, id MailboxID, uids []UID, 
 			if err := flush(); err != nil {
 				return err
 			}
-			if err := scanBodies(ctx, tx, r, ` AND mm.uid BETWEEN ? AND ?`, []any{id, int64(set[i]), int64(set[j-1])}, fn); err != nil {
+			if err := s.scanBodies(ctx, tx, r, id, ` AND mm.uid BETWEEN ? AND ?`, []any{id, int64(set[i]), int64(set[j-1])}, fn); err != nil {
 				return err
 			}
 			i = j
@@ -78,7 +81,7 @@ func (s *Store) Bodies(ctx context.Context, u UserID, id MailboxID, uids []UID, 
 // scanBodies runs one query of the mailbox args[0] restricted by clause,
 // reads each message's bytes from its pack through r and hands them to fn,
 // ascending by UID.
-func scanBodies(ctx context.Context, tx *sql.Tx, r *blobReader, clause string, args []any, fn func(uid UID, raw []byte) error) error {
+func (s *Store) scanBodies(ctx context.Context, tx *sql.Tx, r *blobReader, mbox MailboxID, clause string, args []any, fn func(uid UID, raw []byte, damaged error) error) error {
 	rows, err := tx.QueryContext(ctx, `SELECT mm.uid, `+locColumns("m.")+` FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id
 		WHERE mm.mailbox_id = ?`+clause+` ORDER BY mm.uid`, args...)
 	if err != nil {
@@ -94,10 +97,18 @@ func scanBodies(ctx context.Context, tx *sql.Tx, r *blobReader, clause string, a
 			return fmt.Errorf("scan body: %w", err)
 		}
 		raw, err := r.body(loc)
+		if isCorruptRead(err) {
+			err = fmt.Errorf("uid %d: %w", uid, err)
+			s.noteDamagedMessage("read message", mbox, uid, err)
+			if err := fn(uid, nil, err); err != nil {
+				return err
+			}
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("uid %d: %w", uid, err)
 		}
-		if err := fn(uid, raw); err != nil {
+		if err := fn(uid, raw, nil); err != nil {
 			return err
 		}
 	}

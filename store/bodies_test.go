@@ -50,7 +50,7 @@ func TestBodies(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var got []UID
-			err := s.Bodies(ctx, u.ID, inbox.ID, tt.uids, func(uid UID, raw []byte) error {
+			err := s.Bodies(ctx, u.ID, inbox.ID, tt.uids, func(uid UID, raw []byte, _ error) error {
 				want, err := s.Body(ctx, u.ID, inbox.ID, uid)
 				if err != nil {
 					return fmt.Errorf("Body(%d): %w", uid, err)
@@ -82,7 +82,7 @@ func TestBodiesStopsOnError(t *testing.T) {
 	}
 	stop := errors.New("stop")
 	var n int
-	err := s.Bodies(ctx, u.ID, inbox.ID, all, func(UID, []byte) error {
+	err := s.Bodies(ctx, u.ID, inbox.ID, all, func(UID, []byte, error) error {
 		n++
 		if n == 3 {
 			return stop
@@ -105,7 +105,7 @@ func TestBodiesIsolation(t *testing.T) {
 	aliceInbox := mustMailbox(t, s, alice.ID, "INBOX")
 	e := mustAppend(t, s, alice.ID, aliceInbox.ID, "secret")
 	called := false
-	err := s.Bodies(ctx, bob.ID, aliceInbox.ID, []UID{e.UID}, func(UID, []byte) error {
+	err := s.Bodies(ctx, bob.ID, aliceInbox.ID, []UID{e.UID}, func(UID, []byte, error) error {
 		called = true
 		return nil
 	})
@@ -115,7 +115,7 @@ func TestBodiesIsolation(t *testing.T) {
 	if called {
 		t.Error("callback ran for another user's mailbox")
 	}
-	if err := s.Bodies(ctx, alice.ID, 9999, []UID{1}, func(UID, []byte) error { return nil }); !errors.Is(err, ErrNotFound) {
+	if err := s.Bodies(ctx, alice.ID, 9999, []UID{1}, func(UID, []byte, error) error { return nil }); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Bodies of a missing mailbox = %v, want ErrNotFound", err)
 	}
 }

@@ -89,7 +89,10 @@
 // SQLite in WAL mode writes every byte twice, a pack once. A record is
 // written and fdatasync'd before the transaction that refers to it begins,
 // so a committed row never points at bytes that are not on disk; every read
-// checks the record's CRC-32C and reports damage as [ErrCorrupt]. Records of
+// checks the record's CRC-32C and reports damage as [ErrCorrupt], for that
+// message only: reads of many messages hand it over and go on (damage.go),
+// Open checks the packs against the database, and [Store.Verify] checks
+// everything. Records of
 // deleted messages (and of writes a crash cut off before their commit) are
 // dead space: a background compactor rewrites a sealed pack that is less
 // than half live and deletes it, without ever pulling a pack from under a

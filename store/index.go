@@ -143,9 +143,11 @@ func (s *Store) startIndexer() {
 
 // indexPending indexes every unindexed message, a batch per transaction,
 // and returns how many it indexed. It stops between batches when ctx is
-// cancelled.
+// cancelled. A message whose bytes cannot be read (ErrCorrupt) is logged
+// and passed over: it stays unindexed, and the others are indexed.
 func (s *Store) indexPending(ctx context.Context) (int, error) {
 	done := 0
+	var after MessageID // the batches go up by id, past damaged messages
 	for {
 		if err := ctx.Err(); err != nil {
 			return done, err
@@ -157,9 +159,10 @@ func (s *Store) indexPending(ctx context.Context) (int, error) {
 		}
 		var batch []pending
 		var raws [][]byte
+		scanned := false
 		r := s.blobs.begin()
 		err := s.read(ctx, "unindexed messages", func(tx *sql.Tx) error {
-			rows, err := tx.QueryContext(ctx, `SELECT id, internal_date, `+locColumns("")+` FROM messages WHERE indexed = 0 ORDER BY id LIMIT ?`, indexBatch)
+			rows, err := tx.QueryContext(ctx, `SELECT id, internal_date, `+locColumns("")+` FROM messages WHERE indexed = 0 AND id > ? ORDER BY id LIMIT ?`, after, indexBatch)
 			if err != nil {
 				return err
 			}
@@ -169,7 +172,12 @@ func (s *Store) indexPending(ctx context.Context) (int, error) {
 				if err := scanLoc(rows, &p.loc, &p.id, &p.date); err != nil {
 					return err
 				}
+				after, scanned = p.id, true
 				raw, err := r.body(p.loc)
+				if isCorruptRead(err) {
+					s.log.Warn("not indexing a damaged message (run popbridge verify)", "message", int64(p.id), "err", err)
+					continue
+				}
 				if err != nil {
 					return fmt.Errorf("message %d: %w", p.id, err)
 				}
@@ -183,6 +191,9 @@ func (s *Store) indexPending(ctx context.Context) (int, error) {
 			return done, err
 		}
 		if len(batch) == 0 {
+			if scanned {
+				continue // a batch of damaged messages only
+			}
 			return done, nil
 		}
 		pms := s.parseAll(raws)

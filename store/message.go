@@ -355,6 +355,7 @@ func (s *Store) Meta(ctx context.Context, u UserID, id MailboxID, uids []UID) ([
 				return fmt.Errorf("uid %d: message %d has no metadata row", out[i].UID, out[i].Message)
 			}
 			out[i].InternalDate, out[i].Size, out[i].Envelope, out[i].Structure = m.date, m.size, m.envelope, m.structure
+			out[i].Damaged = m.damaged
 		}
 		return nil
 	})
@@ -481,22 +482,41 @@ func (s *Store) parseInfos(br *blobReader, rows []unindexedInfo, misses []infoMi
 		chunk := rows[:min(len(rows), parseChunk)]
 		rows = rows[len(chunk):]
 		raws := make([][]byte, len(chunk))
+		damaged := make([]bool, len(chunk))
 		for i, u := range chunk {
 			raw, err := br.body(u.loc)
+			if isCorruptRead(err) {
+				// Its metadata can't be computed: the message is
+				// answered as Damaged, and not cached.
+				s.noteDamagedMessage("parse unindexed message", 0, 0, fmt.Errorf("message %d: %w", u.id, err))
+				damaged[i] = true
+				continue
+			}
 			if err != nil {
 				return fmt.Errorf("message %d: %w", u.id, err)
 			}
 			raws[i] = slices.Clone(raw)
 		}
 		pms := s.parseAll(raws)
-		ids := make([]MessageID, len(chunk))
-		got := make([]*messageInfo, len(chunk))
+		ids := make([]MessageID, 0, len(chunk))
+		got := make([]*messageInfo, 0, len(chunk))
 		for i, u := range chunk {
+			if damaged[i] {
+				date, err := parseTime(u.date)
+				if err != nil {
+					return fmt.Errorf("message %d: %w", u.id, err)
+				}
+				info := &messageInfo{size: u.size, date: date, damaged: true}
+				for _, m := range misses[u.lo:u.hi] {
+					infos[m.idx] = info
+				}
+				continue
+			}
 			em, err := encodeMeta(&pms[i], u.size, u.date)
 			if err != nil {
 				return fmt.Errorf("message %d: %w", u.id, err)
 			}
-			ids[i], got[i] = u.id, em.info
+			ids, got = append(ids, u.id), append(got, em.info)
 			for _, m := range misses[u.lo:u.hi] {
 				infos[m.idx] = em.info
 			}

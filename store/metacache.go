@@ -31,6 +31,9 @@ type messageInfo struct {
 	envelope  *Envelope
 	structure *Part
 	cost      int64 // approximate bytes held
+	// damaged: the message's bytes could not be read to compute the
+	// rest (never cached; envelope and structure are nil).
+	damaged bool
 }
 
 // cacheEntryOverhead approximates the bytes the cache spends per entry

@@ -14,7 +14,9 @@ import (
 //
 // The decoded texts were stored, lower-cased, next to each message's bytes
 // at delivery: a search reads those (from the page cache, usually) and
-// never decodes a message again.
+// never decodes a message again. A message whose text cannot be read
+// (ErrCorrupt) does not match: it is logged, counted in DamageStats and
+// skipped, and the search answers from the others.
 func (s *Store) SearchText(ctx context.Context, u UserID, id MailboxID, q TextQuery, uids []UID) ([]UID, error) {
 	needle := []byte(collapseSpace(strings.ToLower(q.Needle)))
 	field := strings.ToLower(strings.TrimSpace(q.Header))
@@ -59,6 +61,10 @@ func (s *Store) SearchText(ctx context.Context, u UserID, id MailboxID, q TextQu
 				// Not indexed yet (index.go): the texts come from
 				// parsing the message, as the indexer will.
 				pm, err := s.parseStored(r, loc)
+				if isCorruptRead(err) {
+					s.noteDamagedText(id, uid, err)
+					continue
+				}
 				if err != nil {
 					return fmt.Errorf("uid %d: %w", uid, err)
 				}
@@ -66,6 +72,12 @@ func (s *Store) SearchText(ctx context.Context, u UserID, id MailboxID, q TextQu
 				body = func() ([]byte, error) { return stringBytes(pm.bodyText), nil }
 			}
 			ok, err := textMatches(head, body, q.Kind, q.Kind == TextHeader && field != "", prefix, needle)
+			if isCorruptRead(err) {
+				// A damaged text costs only its own message: it
+				// does not match, and the search goes on.
+				s.noteDamagedText(id, uid, err)
+				continue
+			}
 			if err != nil {
 				return fmt.Errorf("uid %d: %w", uid, err)
 			}

@@ -155,3 +155,37 @@ func openSQLiteReadOnly(ctx context.Context, dir string) (*sql.DB, error) {
 
 // sqlMaxVars bounds the number of placeholders per statement.
 const sqlMaxVars = 500
+
+// SQLite result codes (the primary code is the low byte of an extended
+// code).
+const (
+	sqliteCorrupt = 11 // SQLITE_CORRUPT: the database disk image is malformed
+	sqliteFull    = 13 // SQLITE_FULL: the disk is full
+	sqliteNotADB  = 26 // SQLITE_NOTADB: not a database file
+)
+
+// sqliteCode returns the primary SQLite result code of err, or 0.
+func sqliteCode(err error) int {
+	var ce interface{ Code() int }
+	if errors.As(err, &ce) {
+		return ce.Code() & 0xff
+	}
+	return 0
+}
+
+// isDBCorrupt reports whether err is SQLite reporting a damaged database.
+func isDBCorrupt(err error) bool {
+	c := sqliteCode(err)
+	return c == sqliteCorrupt || c == sqliteNotADB
+}
+
+// sqliteIOErrShmSize (SQLITE_IOERR_SHMSIZE) is what opening a WAL
+// database answers when the shared-memory file can't be grown: on Linux,
+// a full disk.
+const sqliteIOErrShmSize = 10 | 19<<8
+
+// isDBFull reports whether err is SQLite reporting a full disk.
+func isDBFull(err error) bool {
+	var ce interface{ Code() int }
+	return sqliteCode(err) == sqliteFull || errors.As(err, &ce) && ce.Code() == sqliteIOErrShmSize
+}

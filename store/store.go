@@ -88,6 +88,10 @@ type Store struct {
 	indexer     *worker
 	onCompacted func(retired int, err error)
 	onIndexed   func(indexed int, err error)
+
+	// damage records damaged reads, database corruption and the pack
+	// check's findings (damage.go).
+	damage damage
 }
 
 // Open opens (creating if needed) the store in dir: the directory is created
@@ -142,6 +146,10 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 			rdb.Close()
 			return nil, fmt.Errorf("open store read-only: %w", err)
 		}
+		if err := s.notePackProblems(ctx); err != nil {
+			rdb.Close()
+			return nil, fmt.Errorf("open store read-only: %w", err)
+		}
 		return s, nil
 	}
 	lock, err := lockDir(dir, s.log)
@@ -151,7 +159,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	wdb, rdb, err := openSQLite(ctx, dir)
 	if err != nil {
 		lock.release()
-		return nil, fmt.Errorf("open store: %w", err)
+		return nil, fmt.Errorf("open store: %w", s.classify(err))
 	}
 	s.wdb, s.rdb, s.lock = wdb, rdb, lock
 	fail := func(err error) (*Store, error) {
@@ -167,6 +175,9 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		return fail(err)
 	}
 	if s.blobs, err = openBlobs(dir, false, opts.packMaxBytes, s.log); err != nil {
+		return fail(err)
+	}
+	if err := s.notePackProblems(ctx); err != nil {
 		return fail(err)
 	}
 	if err := s.migrateLegacyBodies(ctx); err != nil {
@@ -350,15 +361,15 @@ func (s *Store) write(ctx context.Context, op string, fn func(tx *writeTx) error
 	tctx := context.WithoutCancel(ctx)
 	tx, err := s.wdb.BeginTx(tctx, nil)
 	if err != nil {
-		return fmt.Errorf("%s: begin: %w", op, err)
+		return fmt.Errorf("%s: begin: %w", op, s.classify(err))
 	}
 	defer tx.Rollback()
 	w := &writeTx{Tx: tx, ctx: tctx}
 	if err := fn(w); err != nil {
-		return fmt.Errorf("%s: %w", op, err)
+		return fmt.Errorf("%s: %w", op, s.classify(err))
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("%s: commit: %w", op, err)
+		return fmt.Errorf("%s: commit: %w", op, s.classify(err))
 	}
 	s.metaCache.remove(w.deletedMsgs)
 	s.metaCache.add(w.newMsgs, w.newInfos)
@@ -377,11 +388,11 @@ func (s *Store) read(ctx context.Context, op string, fn func(tx *sql.Tx) error) 
 	}
 	tx, err := s.rdb.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("%s: begin: %w", op, err)
+		return fmt.Errorf("%s: begin: %w", op, s.classify(err))
 	}
 	defer tx.Rollback()
 	if err := fn(tx); err != nil {
-		return fmt.Errorf("%s: %w", op, err)
+		return fmt.Errorf("%s: %w", op, s.classify(err))
 	}
 	return nil
 }

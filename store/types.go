@@ -199,6 +199,9 @@ type MessageMeta struct {
 	Size         int64
 	Envelope     *Envelope
 	Structure    *Part
+	// Damaged is set for a message not indexed yet whose bytes could not
+	// be read (ErrCorrupt): Envelope and Structure are then nil.
+	Damaged bool
 }
 
 // FlagOp says how UpdateFlags applies its flags.

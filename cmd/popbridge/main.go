@@ -85,6 +85,7 @@ var commands = []command{
 	{"check", "-config FILE", "validate the config and try every upstream login", (*app).check},
 	{"poll", "-config FILE [-account NAME]", "one fetch pass over all or one account", (*app).poll},
 	{"status", "-config FILE", "per account: what it does now (when serve runs), last poll, result, counts; mailbox counts per user", (*app).status},
+	{"verify", "-config FILE [-repair]", "check the store; -repair re-fetches or quarantines damaged mail", (*app).verify},
 	{"hash-password", "", "read a password on stdin, print a hash for password_hash", (*app).hashPassword},
 }
 

@@ -1,0 +1,109 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// smallDisk mounts a tmpfs of size on a new directory, or skips the test
+// (fails it in CI: POPBRIDGE_REQUIRE_DOVECOT=1 or CI=true) where it can't.
+func smallDisk(t *testing.T, size string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size+",mode=0700"); err != nil {
+		msg := "disk-full test needs a small tmpfs mount (root on Linux): " + err.Error()
+		if os.Getenv("POPBRIDGE_REQUIRE_DOVECOT") == "1" || os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	return dir
+}
+
+// TestDiskFullRestarts: on a full disk a write fails with ErrNoSpace and
+// nothing committed is lost; restarts that each try a write leave no new
+// pack behind, and once space is back the write succeeds.
+func TestDiskFullRestarts(t *testing.T) {
+	disk := smallDisk(t, "4m")
+	dir := filepath.Join(disk, "data")
+	s, err := Open(context.Background(), dir, Options{noIndexer: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, mb, raws := appendN(t, s, 3, 2000)
+	s.Close()
+	filler := filepath.Join(disk, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			break
+		}
+	}
+	// Room for SQLite's shared-memory and WAL files, not for a message.
+	if fi, err := f.Stat(); err != nil || f.Truncate(fi.Size()-256<<10) != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	before := packFiles(t, dir)
+	for range 3 {
+		s, err := Open(context.Background(), dir, Options{noIndexer: true})
+		if err != nil {
+			t.Fatalf("Open on a full disk: %v", err)
+		}
+		_, _, err = s.Append(context.Background(), u.ID, mb.ID, packMessage("full", 1<<20), nil, time.Time{})
+		if !errors.Is(err, ErrNoSpace) {
+			t.Errorf("Append on a full disk: %v, want ErrNoSpace", err)
+		}
+		s.Close()
+	}
+	after := packFiles(t, dir)
+	if len(after) > len(before)+1 {
+		t.Errorf("restarts on a full disk left packs %v (before: %v)", after, before)
+	}
+	// A disk full to the last byte: Open itself fails (SQLite can't map
+	// its shared memory), and says why.
+	f, err = os.Create(filepath.Join(disk, "filler2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := f.Write(buf); err != nil {
+			break
+		}
+	}
+	f.Close()
+	if s, err := Open(context.Background(), dir, Options{noIndexer: true}); err == nil {
+		s.Close()
+		t.Error("Open on a disk full to the last byte succeeded")
+	} else if !errors.Is(err, ErrNoSpace) {
+		t.Errorf("Open on a disk full to the last byte: %v, want ErrNoSpace", err)
+	}
+	if err := os.Remove(filepath.Join(disk, "filler2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	s = openPacked(t, dir, Options{noIndexer: true})
+	if _, _, err := s.Append(context.Background(), u.ID, mb.ID, packMessage("after", 64<<10), nil, time.Time{}); err != nil {
+		t.Fatalf("Append once space is back: %v", err)
+	}
+	checkBodies(t, s, u.ID, mb.ID, raws)
+	if got := packFiles(t, dir); len(got) != len(after) {
+		t.Errorf("packs %v after the first write with space, want the reused %v", got, after)
+	}
+}
