@@ -530,8 +530,11 @@ func TestFaults(t *testing.T) {
 				}
 				return s.Quit(context.Background())
 			}()
-			if el := time.Since(start); el > 5*time.Second && !tt.bulk {
-				t.Errorf("took %v", el)
+			// Not a speed check: the deadlines are 1 s or less, so a
+			// session still running after 20 s (a busy CI machine is slow,
+			// not that slow) ignored them.
+			if el := time.Since(start); el > 20*time.Second && !tt.bulk {
+				t.Errorf("took %v: a deadline was not applied", el)
 			}
 			if got != tt.wantGot {
 				t.Errorf("fn saw %d messages, want %d", got, tt.wantGot)
