@@ -25,6 +25,9 @@ import (
 // Debian's postgresql-NN packages, each with a bin directory.
 const DebianRoot = "/usr/lib/postgresql"
 
+// debianRoot is DebianRoot; tests point it elsewhere.
+var debianRoot = DebianRoot
+
 // RequireEnv is the environment variable that turns a missing PostgreSQL
 // into a test failure instead of a skip.
 const RequireEnv = "POPBRIDGE_REQUIRE_POSTGRES"
@@ -81,7 +84,7 @@ type Server struct {
 // postgres and psql, or, when there is none, the directory of initdb on
 // PATH if it holds the other two.
 func BinDir() (string, error) {
-	if dirs, _ := filepath.Glob(filepath.Join(DebianRoot, "*", "bin")); len(dirs) > 0 {
+	if dirs, _ := filepath.Glob(filepath.Join(debianRoot, "*", "bin")); len(dirs) > 0 {
 		sort.Slice(dirs, func(i, j int) bool { return versionOf(dirs[i]) > versionOf(dirs[j]) })
 		for _, d := range dirs {
 			if hasPrograms(d) {
@@ -97,7 +100,7 @@ func BinDir() (string, error) {
 			return d, nil
 		}
 	}
-	return "", fmt.Errorf("no PostgreSQL server programs (initdb, postgres, psql) in %s/*/bin or on PATH; install postgresql or set %s=0", DebianRoot, RequireEnv)
+	return "", fmt.Errorf("no PostgreSQL server programs (initdb, postgres, psql) in %s/*/bin or on PATH; install postgresql (or unset %s and %s to skip such tests)", debianRoot, RequireEnv, RequireAllEnv)
 }
 
 // versionOf returns the major version in .../<version>/bin, or 0.
