@@ -1,8 +1,12 @@
 package pgtest
 
 import (
+	"bufio"
+	"fmt"
 	"net/url"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -62,9 +66,50 @@ func TestKillRestartKeepsCommittedData(t *testing.T) {
 	s.Psql(t, "main db", "CREATE TABLE m (id int PRIMARY KEY, body text); INSERT INTO m SELECT i, 'msg ' || i FROM generate_series(1, 1000) i")
 	s.Psql(t, "extra", "CREATE TABLE e (v text); INSERT INTO e VALUES ('kept')")
 
+	// A client session open at the kill: its backend must go with the
+	// rest of the server, and the client must lose its connection.
+	client := exec.Command(filepath.Join(s.BinDir, "psql"), "-X", "-A", "-t", "-h", s.Host, "-p", strconv.Itoa(s.Port), "-U", s.User, "-d", "extra")
+	client.Env = append(os.Environ(), "PGPASSWORD="+s.Password)
+	stdin, err := client.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := client.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	fmt.Fprintln(stdin, "SELECT pg_backend_pid();")
+	out := bufio.NewReader(stdout)
+	line, err := out.ReadString('\n')
+	if err != nil {
+		t.Fatalf("client session: %v", err)
+	}
+	backend, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil {
+		t.Fatalf("backend pid %q: %v", line, err)
+	}
+	server, err := childrenOf(s.cmd.Process.Pid)
+	if err != nil || len(server) < 3 { // checkpointer, walwriter, ..., the backend
+		t.Fatalf("server processes %v, %v", server, err)
+	}
+
 	s.Kill(t)
 	if s.Running() {
 		t.Fatal("Running after Kill")
+	}
+	for _, p := range append(server, backend) {
+		if st := procState(p); st != 0 && st != 'Z' {
+			t.Errorf("server process %d in state %c after Kill", p, st)
+		}
+	}
+	fmt.Fprintln(stdin, "SELECT 1;")
+	stdin.Close()
+	if err := client.Wait(); err == nil {
+		t.Errorf("client session survived the kill")
 	}
 	if _, err := s.PsqlErr("main db", "SELECT 1"); err == nil {
 		t.Fatal("query succeeded on a killed server")
