@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -319,20 +320,32 @@ func (s *Server) startPostmaster() error {
 	cmd := exec.Command(filepath.Join(s.BinDir, "postgres"), "-D", s.DataDir)
 	s.asServerUser(cmd)
 	cmd.Stdout, cmd.Stderr = s.logFile, s.logFile
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start postgres: %w", err)
-	}
+	dieWithParent(cmd.SysProcAttr)
 	done := make(chan struct{})
-	s.mu.Lock()
-	s.cmd, s.done = cmd, done
-	s.mu.Unlock()
+	started := make(chan error, 1)
 	go func() {
+		// The parent-death signal follows the thread that started the
+		// child, and Go may end idle threads: keep this one until the
+		// postmaster exits.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		s.mu.Lock()
+		s.cmd, s.done = cmd, done
+		s.mu.Unlock()
+		started <- nil
 		err := cmd.Wait()
 		s.mu.Lock()
 		s.waitErr = err
 		s.mu.Unlock()
 		close(done)
 	}()
+	if err := <-started; err != nil {
+		return fmt.Errorf("start postgres: %w", err)
+	}
 	if err := s.waitReady(cmd.Process.Pid, done, 60*time.Second); err != nil {
 		s.stop()
 		return fmt.Errorf("postgres did not start: %w\nlog: %s", err, s.Log())
