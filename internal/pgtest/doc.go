@@ -44,8 +44,8 @@
 // Costs, on a 2-core machine under load: Start 2 to 6 s (mostly initdb),
 // CreateDatabase 0.2 to 0.4 s, Restart 0.3 s, Restart after Kill 0.3 s
 // (1.2 s with fsync: recovery ends with a checkpoint), psql 0.1 s. So
-// start one server for many tests and give each its own database, rather
-// than one server per test.
+// start one server for a group of subtests and give each its own database
+// rather than one server each, except where a test kills or stops it.
 //
 // When PostgreSQL is not installed, Start skips the test with a message,
 // unless POPBRIDGE_REQUIRE_POSTGRES=1 or POPBRIDGE_REQUIRE_DOVECOT=1 (which
