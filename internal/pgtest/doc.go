@@ -50,5 +50,7 @@
 // When PostgreSQL is not installed, Start skips the test with a message,
 // unless POPBRIDGE_REQUIRE_POSTGRES=1 or POPBRIDGE_REQUIRE_DOVECOT=1 (which
 // CI sets for all external servers), in which case it fails it. The server
-// is stopped and the directory removed by the test's Cleanup.
+// is stopped and the directory removed by the test's Cleanup; should the
+// test process die without running its cleanups (go test's -timeout), the
+// kernel stops the server on Linux (the directory stays in $TMPDIR).
 package pgtest
