@@ -290,7 +290,9 @@ recovery_init_sync_method = syncfs
 	}
 	cleanupDir = false
 	tb.Cleanup(func() {
-		s.stop()
+		if err := s.stop(); err != nil {
+			tb.Errorf("pgtest: cleanup: %v", err)
+		}
 		if tb.Failed() {
 			tb.Logf("postgres log:\n%s", s.Log())
 		}
