@@ -327,7 +327,7 @@ func (s *session) List(ctx context.Context) ([]listItem, error) {
 	}
 	lines, err := listing("list")
 	if err != nil {
-		if pipelined && err.(*AccountError).Reply != "" {
+		if pipelined && serverReplied(err) {
 			// Keep the stream in step: the UIDL reply is still coming.
 			s.breakWith(err)
 		}
@@ -352,7 +352,7 @@ func (s *session) List(ctx context.Context) ([]listItem, error) {
 	}
 	ids, err := listing("uidl")
 	if err != nil {
-		if err.(*AccountError).Reply != "" && !s.caps.UIDL {
+		if serverReplied(err) && !s.caps.UIDL {
 			return items, nil // no CAPA, no UIDL: identify by digest
 		}
 		return nil, err
@@ -659,4 +659,11 @@ func (s *session) Quit(ctx context.Context) error {
 // another method (which then fails), and more than once.
 func (s *session) Abort() {
 	s.mc.raw.Close()
+}
+
+// serverReplied reports whether err is an AccountError carrying the
+// server's own reply (a -ERR), as opposed to a broken connection.
+func serverReplied(err error) bool {
+	var ae *AccountError
+	return errors.As(err, &ae) && ae.Reply != ""
 }
