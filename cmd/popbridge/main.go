@@ -8,6 +8,7 @@
 //	popbridge poll   -config FILE [-account NAME]  one fetch pass
 //	popbridge status -config FILE                  per account and per user state
 //	popbridge hash-password                        read a password on stdin, print a hash
+//	popbridge version                              version, VCS revision, Go version (also -version)
 //
 // Every subcommand takes -log-format text|json and -log-level, and prints
 // its flags with -h. Signals (serve, demo): SIGINT/SIGTERM stop gracefully,
@@ -86,6 +87,7 @@ var commands = []command{
 	{"poll", "-config FILE [-account NAME]", "one fetch pass over all or one account", (*app).poll},
 	{"status", "-config FILE", "last poll, result and counts per account; mailbox counts per user", (*app).status},
 	{"hash-password", "", "read a password on stdin, print a hash for password_hash", (*app).hashPassword},
+	{"version", "", "print the version, VCS revision and Go version", (*app).version},
 }
 
 func (a *app) usage() {
@@ -107,6 +109,8 @@ func (a *app) run(ctx context.Context, args []string) int {
 	case "-h", "-help", "--help", "help":
 		a.usage()
 		return exitOK
+	case "-version", "--version":
+		return a.version(ctx, args[1:])
 	}
 	for _, c := range commands {
 		if c.name == args[0] {
