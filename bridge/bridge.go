@@ -70,7 +70,36 @@ type Bridge struct {
 	pollerCancel context.CancelFunc
 	pollerDone   chan error
 	startedAt    time.Time
+	reload       reloadState // guarded by mu
 }
+
+// reloadState is the outcome of the last reload, for /metrics and /healthz.
+// The configuration loaded at start counts as a successful load.
+type reloadState struct {
+	ok          bool
+	lastSuccess time.Time
+	lastAttempt time.Time
+	lastError   string
+}
+
+// recordReload notes the outcome of a reload attempt (err nil: success).
+func (b *Bridge) recordReload(err error) {
+	now := time.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.reload.lastAttempt = now
+	if err != nil {
+		b.reload.ok, b.reload.lastError = false, err.Error()
+		return
+	}
+	b.reload.ok, b.reload.lastError, b.reload.lastSuccess = true, "", now
+}
+
+// ReloadRefused records a reload that failed before [Bridge.Reload] could
+// run, typically because the file did not load; it shows in /healthz and
+// /metrics (popbridge_config_last_reload_successful 0) until a reload
+// succeeds.
+func (b *Bridge) ReloadRefused(err error) { b.recordReload(err) }
 
 // New returns a Bridge for cfg, which must have passed Validate. It has no
 // side effects: nothing is opened or started until Run. logger nil: discard.
@@ -145,6 +174,9 @@ func (b *Bridge) Run(ctx context.Context) error {
 		return errors.New("bridge: Run called twice")
 	}
 	b.startedAt = time.Now()
+	b.mu.Lock()
+	b.reload = reloadState{ok: true, lastSuccess: b.startedAt, lastAttempt: b.startedAt}
+	b.mu.Unlock()
 	timeout := b.ShutdownTimeout
 	if timeout <= 0 {
 		timeout = DefaultShutdownTimeout

@@ -173,20 +173,29 @@ var (
 		"1 when the last poll of the account failed.", []string{"account"}, nil)
 	descPolling = prometheus.NewDesc("popbridge_account_polling",
 		"1 while a poll of the account is running.", []string{"account"}, nil)
-	descUp = prometheus.NewDesc("popbridge_up_seconds",
-		"Seconds since the bridge started.", nil, nil)
+	descStart = prometheus.NewDesc("popbridge_start_time_seconds",
+		"Unix time the bridge started.", nil, nil)
+	descReloadOK = prometheus.NewDesc("popbridge_config_last_reload_successful",
+		"1 when the last configuration reload succeeded (or none was tried since start), 0 when it was refused.", nil, nil)
+	descReloadTime = prometheus.NewDesc("popbridge_config_last_reload_success_timestamp_seconds",
+		"Unix time of the last successful configuration load (the start counts as one).", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descFetched, descBytes, descSkipped, descLastAttempt, descLastSuccess, descFailing, descPolling, descUp} {
+	for _, d := range []*prometheus.Desc{descFetched, descBytes, descSkipped, descLastAttempt, descLastSuccess, descFailing, descPolling, descStart, descReloadOK, descReloadTime} {
 		ch <- d
 	}
 }
 
 // Collect implements prometheus.Collector.
 func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
-	ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, time.Since(c.b.startedAt).Seconds())
+	c.b.mu.Lock()
+	started, rl := c.b.startedAt, c.b.reload
+	c.b.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(descStart, prometheus.GaugeValue, unixSeconds(started))
+	ch <- prometheus.MustNewConstMetric(descReloadOK, prometheus.GaugeValue, boolFloat(rl.ok))
+	ch <- prometheus.MustNewConstMetric(descReloadTime, prometheus.GaugeValue, unixSeconds(rl.lastSuccess))
 	for _, s := range c.b.Status() {
 		ch <- prometheus.MustNewConstMetric(descFetched, prometheus.CounterValue, float64(s.Fetched), s.Account)
 		ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(s.Bytes), s.Account)
