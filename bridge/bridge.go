@@ -268,7 +268,29 @@ func openStore(ctx context.Context, cfg *Config, log *slog.Logger) (*store.Store
 		st.Close()
 		return nil, err
 	}
+	if err := carryLedgers(ctx, st, cfg, log); err != nil {
+		st.Close()
+		return nil, err
+	}
 	return st, nil
+}
+
+// carryLedgers moves the ledger of every account's previous_names to its
+// current name (see store.RenameAccount), logging what it moved. Run before
+// any poller starts; it is idempotent.
+func carryLedgers(ctx context.Context, st *store.Store, cfg *Config, log *slog.Logger) error {
+	for _, a := range cfg.Accounts {
+		for _, old := range a.PreviousNames {
+			n, err := st.RenameAccount(ctx, old, a.Name)
+			if err != nil {
+				return fmt.Errorf("account %q: carry over the ledger of previous name %q: %w", a.Name, old, err)
+			}
+			if n > 0 {
+				log.Info("account renamed: ledger carried over", LogKeyAccount, a.Name, "previous_name", old, "ledger_rows", n)
+			}
+		}
+	}
+	return nil
 }
 
 func ensureUsers(ctx context.Context, st *store.Store, cfg *Config) error {

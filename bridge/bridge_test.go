@@ -285,8 +285,7 @@ func TestReload(t *testing.T) {
 }
 
 func TestCheckLogins(t *testing.T) {
-	up := upstream(t, 0)
-	cfg := testConfig(t, up, up)
+	cfg := testConfig(t, upstream(t, 0), upstream(t, 0))
 	cfg.Accounts[1].Password = NewSecret("wrong")
 	res := Check(context.Background(), cfg, nil)
 	if len(res) != 2 || res[0].Err != nil || res[1].Err == nil {

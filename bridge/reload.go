@@ -63,7 +63,22 @@ func (b *Bridge) reload1(ctx context.Context, cfg *Config) (ReloadResult, error)
 		b.log.Error("reload refused; keeping the running configuration", "err", err)
 		return res, fmt.Errorf("reload: %w", err)
 	}
+	// A rename whose old name still has a running poller needs a restart:
+	// that poller may still be writing the ledger under the old name.
+	for _, a := range cfg.Accounts {
+		for _, prev := range a.PreviousNames {
+			if _, running := old.Account(prev); running {
+				err := fmt.Errorf("account %q renames the running account %q (previous_names): restart popbridge to apply a rename", a.Name, prev)
+				b.log.Error("reload refused; keeping the running configuration", "err", err)
+				return res, fmt.Errorf("reload: %w", err)
+			}
+		}
+	}
 	if err := ensureUsers(ctx, st, cfg); err != nil {
+		b.log.Error("reload refused; keeping the running configuration", "err", err)
+		return res, fmt.Errorf("reload: %w", err)
+	}
+	if err := carryLedgers(ctx, st, cfg, b.log); err != nil {
 		b.log.Error("reload refused; keeping the running configuration", "err", err)
 		return res, fmt.Errorf("reload: %w", err)
 	}

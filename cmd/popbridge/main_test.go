@@ -264,7 +264,7 @@ func TestCheck(t *testing.T) {
 
 	bad := writeConfig(t, t.TempDir(),
 		acct{name: "good", up: up, username: "bob", password: "right"},
-		acct{name: "bad", up: up, username: "bob", password: "wrong"})
+		acct{name: "bad", up: newUpstream(t, "bob", "right", 0, 0), username: "bob", password: "wrong"})
 	out, errb = &syncBuffer{}, &syncBuffer{}
 	a = &app{stdin: strings.NewReader(""), stdout: out, stderr: errb}
 	if code := a.run(context.Background(), []string{"check", "-config", bad}); code != 1 {
