@@ -422,11 +422,11 @@ func preTLSCapa(c net.Conn, br *bufio.Reader) (caps capabilities, ok bool, err e
 	}
 }
 
-// connect dials, secures the connection as the account asks (implicit TLS,
-// STLS, or none), reads the greeting and hands the connection to go-pop3.
-// It returns the go-pop3 connection, the metered connection under it and
-// the greeting line.
-func connect(ctx context.Context, a Account, cfg *sessionConfig) (*pop3.Conn, *meteredConn, string, error) {
+// connectOnce dials, secures the connection as the account asks (implicit
+// TLS, STLS, or none), reads the greeting and hands the connection to
+// go-pop3. It returns the go-pop3 connection, the metered connection under
+// it and the greeting line. connect (diagnose.go) wraps it.
+func connectOnce(ctx context.Context, a Account, cfg *sessionConfig) (*pop3.Conn, *meteredConn, string, error) {
 	addr := net.JoinHostPort(a.Host, strconv.Itoa(a.Port))
 	switch a.TLS {
 	case "implicit", "starttls", "none":
@@ -479,9 +479,15 @@ func connect(ctx context.Context, a Account, cfg *sessionConfig) (*pop3.Conn, *m
 		conn = tc
 	}
 	br := bufio.NewReaderSize(conn, 512)
+	if err := raw.SetReadDeadline(greetingDeadline(deadline, cfg)); err != nil {
+		return nil, nil, "", opErr(a, "dial", err)
+	}
 	greeting, err := readStatus(br)
 	if err != nil {
 		return nil, nil, "", ctxErr("greeting", err)
+	}
+	if err := raw.SetReadDeadline(deadline); err != nil {
+		return nil, nil, "", opErr(a, "dial", err)
 	}
 	if !strings.HasPrefix(greeting, "+OK") {
 		if strings.HasPrefix(greeting, "-ERR") {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/popbridge/popbridge/bridge"
+	"github.com/popbridge/popbridge/store"
 )
 
 func (a *app) status(ctx context.Context, args []string) int {
@@ -45,13 +46,18 @@ func (a *app) status(ctx context.Context, args []string) int {
 		}
 		s := r.Status
 		result := "ok"
-		if s.LastError != "" && !s.LastErrorAt.Before(s.LastSuccess) {
-			result = "error: " + s.LastError
+		if failing(s) {
+			result = "error (below)"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\n", r.Name, user, ago(s.LastAttempt, now), result,
 			s.Fetched, formatBytes(s.FetchedBytes), s.Skipped, s.UpstreamCount)
 	}
 	tw.Flush()
+	for _, r := range rep.Accounts {
+		if r.Polled && failing(r.Status) {
+			fmt.Fprintf(a.stdout, "\n%s: last poll failed %s:\n  %s\n", r.Name, ago(r.Status.LastErrorAt, now), r.Status.LastError)
+		}
+	}
 	fmt.Fprintln(a.stdout)
 	tw = tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "USER\tMAILBOX\tMESSAGES\tUNSEEN\tSIZE")
@@ -65,6 +71,11 @@ func (a *app) status(ctx context.Context, args []string) int {
 	}
 	tw.Flush()
 	return exitOK
+}
+
+// failing reports whether the account's last poll failed.
+func failing(s store.AccountStatus) bool {
+	return s.LastError != "" && !s.LastErrorAt.Before(s.LastSuccess)
 }
 
 // ago formats t as "2026-11-26 04:00:00 (3m ago)".
