@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,8 +14,9 @@ import (
 )
 
 func (a *app) status(ctx context.Context, args []string) int {
-	f := a.newFlags("status", "-config FILE", "Show the last poll, its result and counts per account, and mailbox counts per user")
+	f := a.newFlags("status", "-config FILE [-json]", "Show the last poll, its result and counts per account, and mailbox counts per user")
 	config := f.String("config", "", "configuration `file` (required)")
+	asJSON := f.Bool("json", false, "print JSON (for scripts and monitoring) instead of tables")
 	log, code, ok := a.setup(f, args)
 	if !ok {
 		return code
@@ -31,6 +33,15 @@ func (a *app) status(ctx context.Context, args []string) int {
 			fmt.Fprintf(a.stderr, "popbridge status: no data in %s yet: run popbridge serve or popbridge poll first\n", cfg.Path(cfg.DataDir))
 		}
 		return exitFailure
+	}
+	if *asJSON {
+		enc := json.NewEncoder(a.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(statusJSON(rep)); err != nil {
+			fmt.Fprintf(a.stderr, "popbridge status: %v\n", err)
+			return exitFailure
+		}
+		return exitOK
 	}
 	now := time.Now()
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
@@ -71,6 +82,60 @@ func (a *app) status(ctx context.Context, args []string) int {
 	}
 	tw.Flush()
 	return exitOK
+}
+
+// jsonStatus is the shape of `popbridge status -json`.
+type jsonStatus struct {
+	Accounts []jsonAccount `json:"accounts"`
+	Users    []jsonUser    `json:"users"`
+}
+
+type jsonAccount struct {
+	Name string `json:"name"`
+	// User is "" for an account found in the store but not configured.
+	User         string    `json:"user"`
+	Polled       bool      `json:"polled"`
+	Failing      bool      `json:"failing"`
+	LastAttempt  time.Time `json:"last_attempt,omitzero"`
+	LastSuccess  time.Time `json:"last_success,omitzero"`
+	LastError    string    `json:"last_error,omitempty"`
+	LastErrorAt  time.Time `json:"last_error_at,omitzero"`
+	Fetched      int64     `json:"fetched"`
+	FetchedBytes int64     `json:"fetched_bytes"`
+	Skipped      int64     `json:"skipped"`
+	OnServer     int64     `json:"on_server"`
+}
+
+type jsonUser struct {
+	Name      string        `json:"name"`
+	Mailboxes []jsonMailbox `json:"mailboxes"`
+}
+
+type jsonMailbox struct {
+	Name     string `json:"name"`
+	Messages uint32 `json:"messages"`
+	Unseen   uint32 `json:"unseen"`
+	Size     int64  `json:"size"`
+}
+
+func statusJSON(rep *bridge.StatusReport) jsonStatus {
+	out := jsonStatus{Accounts: []jsonAccount{}, Users: []jsonUser{}}
+	for _, r := range rep.Accounts {
+		s := r.Status
+		out.Accounts = append(out.Accounts, jsonAccount{
+			Name: r.Name, User: r.User, Polled: r.Polled, Failing: r.Polled && failing(s),
+			LastAttempt: s.LastAttempt, LastSuccess: s.LastSuccess, LastError: s.LastError, LastErrorAt: s.LastErrorAt,
+			Fetched: s.Fetched, FetchedBytes: s.FetchedBytes, Skipped: s.Skipped, OnServer: s.UpstreamCount,
+		})
+	}
+	for _, u := range rep.Users {
+		ju := jsonUser{Name: u.Name, Mailboxes: []jsonMailbox{}}
+		for _, mb := range u.Mailboxes {
+			ju.Mailboxes = append(ju.Mailboxes, jsonMailbox{Name: mb.Name, Messages: mb.Counts.Messages, Unseen: mb.Counts.Unseen, Size: mb.Counts.Size})
+		}
+		out.Users = append(out.Users, ju)
+	}
+	return out
 }
 
 // failing reports whether the account's last poll failed.
