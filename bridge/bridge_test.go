@@ -163,6 +163,12 @@ func TestHealthAndMetrics(t *testing.T) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
+	// One series per fact: the delivered counters above, no second copy.
+	for _, dup := range []string{"popbridge_account_fetched_messages_total", "popbridge_account_fetched_bytes_total", "popbridge_up_seconds"} {
+		if strings.Contains(m, dup) {
+			t.Errorf("metrics still export %s", dup)
+		}
+	}
 	if err := stop(); err != nil {
 		t.Errorf("stop: %v", err)
 	}

@@ -159,10 +159,9 @@ func (s *meteredSink) SetAccountStatus(ctx context.Context, st store.AccountStat
 type statusCollector struct{ b *Bridge }
 
 var (
-	descFetched = prometheus.NewDesc("popbridge_account_fetched_messages_total",
-		"Messages fetched from the account, as counted by its poller.", []string{"account"}, nil)
-	descBytes = prometheus.NewDesc("popbridge_account_fetched_bytes_total",
-		"Bytes fetched from the account, as counted by its poller.", []string{"account"}, nil)
+	// Messages and bytes fetched are popbridge_delivered_messages_total and
+	// popbridge_delivered_bytes_total (counted as each group commit lands);
+	// the poller's own totals are not exported a second time.
 	descSkipped = prometheus.NewDesc("popbridge_account_skipped_messages_total",
 		"Messages skipped (too large), as counted by its poller.", []string{"account"}, nil)
 	descLastAttempt = prometheus.NewDesc("popbridge_account_last_attempt_timestamp_seconds",
@@ -183,7 +182,7 @@ var (
 
 // Describe implements prometheus.Collector.
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descFetched, descBytes, descSkipped, descLastAttempt, descLastSuccess, descFailing, descPolling, descStart, descReloadOK, descReloadTime} {
+	for _, d := range []*prometheus.Desc{descSkipped, descLastAttempt, descLastSuccess, descFailing, descPolling, descStart, descReloadOK, descReloadTime} {
 		ch <- d
 	}
 }
@@ -197,8 +196,6 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descReloadOK, prometheus.GaugeValue, boolFloat(rl.ok))
 	ch <- prometheus.MustNewConstMetric(descReloadTime, prometheus.GaugeValue, unixSeconds(rl.lastSuccess))
 	for _, s := range c.b.Status() {
-		ch <- prometheus.MustNewConstMetric(descFetched, prometheus.CounterValue, float64(s.Fetched), s.Account)
-		ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(s.Bytes), s.Account)
 		ch <- prometheus.MustNewConstMetric(descSkipped, prometheus.CounterValue, float64(s.Skipped), s.Account)
 		ch <- prometheus.MustNewConstMetric(descLastAttempt, prometheus.GaugeValue, unixSeconds(s.LastAttempt), s.Account)
 		ch <- prometheus.MustNewConstMetric(descLastSuccess, prometheus.GaugeValue, unixSeconds(s.LastSuccess), s.Account)

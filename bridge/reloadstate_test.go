@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -126,5 +128,27 @@ func TestReloadRelativeConfigNoRestartWarning(t *testing.T) {
 		if len(res.NeedRestart) != 0 {
 			t.Errorf("reload %d: needs restart %v, want nothing (same file)", i, res.NeedRestart)
 		}
+	}
+}
+
+// TestShortPollIntervalWarning: Load warns about an account polling more
+// often than once a minute, naming it and the line; not about 1m.
+func TestShortPollIntervalWarning(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "popbridge.toml")
+	conf := fmt.Sprintf("data_dir = \"data\"\n[[user]]\nname = \"u\"\npassword_hash = %q\n"+
+		"[[account]]\nname = \"fast\"\nuser = \"u\"\nhost = \"127.0.0.1\"\nusername = \"a\"\npassword_command = \"echo x\"\npoll_interval = \"30s\"\n"+
+		"[[account]]\nname = \"ok\"\nuser = \"u\"\nhost = \"127.0.0.2\"\nusername = \"a\"\npassword_command = \"echo x\"\npoll_interval = \"1m\"\n", realHash(t))
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	if _, err := Load(path, slog.New(slog.NewTextHandler(&logs, nil))); err != nil {
+		t.Fatal(err)
+	}
+	out := logs.String()
+	if !strings.Contains(out, "poll_interval is under a minute") || !strings.Contains(out, "account=fast") ||
+		!strings.Contains(out, "at="+path+":11") || strings.Contains(out, "account=ok") {
+		t.Errorf("warnings:\n%s", out)
 	}
 }
