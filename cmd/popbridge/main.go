@@ -8,6 +8,8 @@
 //	popbridge poll   -config FILE [-account NAME]  one fetch pass
 //	popbridge status -config FILE                  per account and per user state
 //	popbridge hash-password                        read a password on stdin, print a hash
+//	popbridge import -config FILE -user NAME PATH  a Maildir or mbox into a user's mailboxes
+//	popbridge export -config FILE -user NAME DIR   a user's mailboxes as Maildir++
 //	popbridge version                              version, VCS revision, Go version (also -version)
 //
 // Every subcommand takes -log-format text|json and -log-level, and prints
@@ -87,6 +89,8 @@ var commands = []command{
 	{"poll", "-config FILE [-account NAME]", "one fetch pass over all or one account", (*app).poll},
 	{"status", "-config FILE", "last poll, result and counts per account; mailbox counts per user", (*app).status},
 	{"hash-password", "", "read a password on stdin, print a hash for password_hash", (*app).hashPassword},
+	{"import", "-config FILE -user NAME [-folder F] PATH", "import a Maildir or an mbox into a user's mailboxes", (*app).importMail},
+	{"export", "-config FILE -user NAME DIR", "export a user's mailboxes as a Maildir++ tree", (*app).exportMail},
 	{"version", "", "print the version, VCS revision and Go version", (*app).version},
 }
 
