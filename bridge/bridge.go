@@ -246,6 +246,12 @@ func (b *Bridge) startStore(ctx context.Context) error {
 		st.Close()
 		return err
 	}
+	sts, err := st.AccountStatuses(ctx)
+	if err != nil {
+		st.Close()
+		return fmt.Errorf("read account statuses: %w", err)
+	}
+	m.notices = newNotices(b, st, sts)
 	p := poller.New(poller.Options{
 		Sink:     m.sink(st),
 		Accounts: cfg.pollerAccounts(),

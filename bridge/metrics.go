@@ -33,6 +33,9 @@ type metrics struct {
 
 	mu   sync.Mutex
 	last map[string]store.AccountStatus // last status written per account
+
+	// notices, when set, tells users of failing accounts (notice.go).
+	notices *notices
 }
 
 func newMetrics(b *Bridge) *metrics {
@@ -152,6 +155,9 @@ func (s *meteredSink) SetAccountStatus(ctx context.Context, st store.AccountStat
 		return err
 	}
 	s.m.observeStatus(st)
+	if s.m.notices != nil {
+		s.m.notices.observe(ctx, st)
+	}
 	return nil
 }
 

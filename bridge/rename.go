@@ -53,6 +53,7 @@ func LedgerNotes(ctx context.Context, cfg *Config, logger *slog.Logger) ([]Ledge
 	for _, a := range cfg.Accounts {
 		delete(counts, a.Name)
 	}
+	delete(counts, noticeLedger) // popbridge's own notices, no account's
 	for _, a := range cfg.Accounts {
 		for _, prev := range a.PreviousNames {
 			if n := counts[prev]; n > 0 {

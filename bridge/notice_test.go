@@ -1,0 +1,117 @@
+package bridge
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/popbridge/popbridge/store"
+)
+
+// inboxTexts returns the messages in user u's INBOX.
+func inboxTexts(t *testing.T, b *Bridge, user string) []string {
+	t.Helper()
+	ctx := context.Background()
+	b.mu.Lock()
+	st := b.store
+	b.mu.Unlock()
+	u, err := st.UserByName(ctx, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, err := st.MailboxByName(ctx, u.ID, store.Inbox)
+	if err != nil {
+		return nil
+	}
+	snap, err := st.Snapshot(ctx, u.ID, mb.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var uids []store.UID
+	for _, e := range snap.Entries {
+		uids = append(uids, e.UID)
+	}
+	var out []string
+	if len(uids) > 0 {
+		if err := st.Bodies(ctx, u.ID, mb.ID, uids, func(_ store.UID, raw []byte) error {
+			out = append(out, string(raw))
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+func withSubject(msgs []string, subject string) []string {
+	var out []string
+	for _, m := range msgs {
+		if strings.Contains(m, "\r\nSubject: "+subject+"\r\n") {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// pollAndWait polls acct1 now and waits for its status to show the poll.
+func pollAndWait(t *testing.T, b *Bridge, wantErr bool) {
+	t.Helper()
+	before := b.Status()[0]
+	b.PollNow("acct1")
+	waitFor(t, "poll", func() bool {
+		s := b.Status()[0]
+		if wantErr {
+			return s.LastError != "" && !s.Polling && s.LastAttempt.After(before.LastAttempt)
+		}
+		return s.LastSuccess.After(before.LastSuccess)
+	})
+}
+
+// TestNoticeOfFailingAccount: a wrong password, polls failing in a row: after
+// the third the user finds one notice in INBOX saying which account, what
+// the server answered and what to do; more failures add nothing; once the
+// password is fixed, one message says mail arrives again.
+func TestNoticeOfFailingAccount(t *testing.T) {
+	up := upstream(t, 2)
+	cfg := testConfig(t, up)
+	cfg.Accounts[0].Password = NewSecret("wrong")
+	b := New(cfg, nil)
+	run(t, b)
+	waitFor(t, "first poll", func() bool { s := b.Status(); return len(s) == 1 && s[0].LastError != "" && !s[0].Polling })
+	pollAndWait(t, b, true)
+	if n := len(withSubject(inboxTexts(t, b, "u"), `[popbridge] Mail from "acct1" is not arriving`)); n != 0 {
+		t.Fatalf("notice after 2 failures: %d, want none yet", n)
+	}
+	pollAndWait(t, b, true)
+	pollAndWait(t, b, true)
+	downs := withSubject(inboxTexts(t, b, "u"), `[popbridge] Mail from "acct1" is not arriving`)
+	if len(downs) != 1 {
+		t.Fatalf("%d failure notices after 4 failures, want 1", len(downs))
+	}
+	for _, want := range []string{
+		`popbridge cannot fetch mail from your account "acct1" (bob on ` + up.Addr() + `).`,
+		"Last successful fetch: never",
+		`account "acct1": login: server said "-ERR`,
+		"What to do: the provider refused the user name or password.",
+		"You will\r\nget another message then.",
+	} {
+		if !strings.Contains(downs[0], want) {
+			t.Errorf("notice lacks %q:\n%s", want, downs[0])
+		}
+	}
+
+	// Fixed by a reload: mail arrives, and so does the recovery message.
+	fixed := testConfig(t, up)
+	fixed.DataDir = cfg.DataDir
+	if _, err := b.Reload(context.Background(), fixed); err != nil {
+		t.Fatal(err)
+	}
+	pollAndWait(t, b, false)
+	waitFor(t, "recovery notice", func() bool {
+		return len(withSubject(inboxTexts(t, b, "u"), `[popbridge] Mail from "acct1" is arriving again`)) == 1
+	})
+	msgs := inboxTexts(t, b, "u")
+	if len(msgs) != 4 || len(withSubject(msgs, `[popbridge] Mail from "acct1" is not arriving`)) != 1 {
+		t.Errorf("INBOX holds %d messages, want the 2 upstream ones and 2 notices", len(msgs))
+	}
+}
