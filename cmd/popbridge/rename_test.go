@@ -102,3 +102,25 @@ func mustRead(t *testing.T, path string) []byte {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestCheckColumnsAligned: check's result lines line up whatever the
+// lengths of account names and servers.
+func TestCheckColumnsAligned(t *testing.T) {
+	up := newUpstream(t, "bob", "pw", 0, 0)
+	up2 := newUpstream(t, "bob", "pw", 0, 0)
+	cfg := writeConfig(t, t.TempDir(),
+		acct{name: "a", up: up, username: "bob", password: "pw"},
+		acct{name: "a-much-longer-name", up: up2, username: "bob", password: "wrong"})
+	_, out, _ := runCmd("check", "-config", cfg)
+	short, long := lineWith(out, "ok    a ", ""), lineWith(out, "FAIL  a-much-longer-name", "")
+	if short == "" || long == "" {
+		t.Fatalf("missing lines:\n%s", out)
+	}
+	col := func(l, s string) int { return strings.Index(l, s) }
+	if a, b := col(short, up.Addr()), col(long, up2.Addr()); a != b || a < 0 {
+		t.Errorf("server column at %d and %d:\n%s\n%s", a, b, short, long)
+	}
+	if a, b := col(short, "login ok"), col(long, `account "a-much-longer-name"`); a != b {
+		t.Errorf("result column at %d and %d:\n%s\n%s", a, b, short, long)
+	}
+}
