@@ -6,8 +6,8 @@
 //	popbridge demo   [-listen ADDR] [-data DIR]    sample upstream + bridge, no config needed
 //	popbridge check  -config FILE                  validate config, try each upstream login
 //	popbridge poll   -config FILE [-account NAME]  one fetch pass
-//	popbridge status -config FILE                  per account and per user state
-//	popbridge hash-password                        read a password on stdin, print a hash
+//	popbridge status -config FILE [-json]          per account and per user state
+//	popbridge hash-password [-bcrypt] [-stdin]     read a password, print an argon2id (or bcrypt) hash
 //	popbridge import -config FILE -user NAME PATH  a Maildir or mbox into a user's mailboxes
 //	popbridge export -config FILE -user NAME DIR   a user's mailboxes as Maildir++
 //	popbridge version                              version, VCS revision, Go version (also -version)
@@ -87,8 +87,8 @@ var commands = []command{
 	{"demo", "[-listen ADDR] [-data DIR] [-every DURATION]", "sample POP3 upstream + bridge, no config needed", (*app).demo},
 	{"check", "-config FILE", "validate the config and try every upstream login", (*app).check},
 	{"poll", "-config FILE [-account NAME]", "one fetch pass over all or one account", (*app).poll},
-	{"status", "-config FILE", "last poll, result and counts per account; mailbox counts per user", (*app).status},
-	{"hash-password", "", "read a password on stdin, print a hash for password_hash", (*app).hashPassword},
+	{"status", "-config FILE [-json]", "last poll, result and counts per account; mailbox counts per user", (*app).status},
+	{"hash-password", "[-bcrypt] [-stdin]", "read a password, print an argon2id (or bcrypt) hash for password_hash", (*app).hashPassword},
 	{"import", "-config FILE -user NAME [-folder F] PATH", "import a Maildir or an mbox into a user's mailboxes", (*app).importMail},
 	{"export", "-config FILE -user NAME DIR", "export a user's mailboxes as a Maildir++ tree", (*app).exportMail},
 	{"version", "", "print the version, VCS revision and Go version", (*app).version},
