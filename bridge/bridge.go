@@ -596,5 +596,6 @@ func (c *Config) pollerAccount(a AccountConfig) poller.Account {
 		LeaveOnServer:   a.LeaveOnServer,
 		DeleteAfter:     a.DeleteAfter.Value,
 		DeleteOnExpunge: a.DeleteOnExpunge,
+		Trace:           a.Trace,
 	}
 }

@@ -188,6 +188,9 @@ type AccountConfig struct {
 	// DeleteOnExpunge deletes upstream at the next poll a message expunged
 	// locally (with LeaveOnServer).
 	DeleteOnExpunge bool `toml:"delete_on_expunge"`
+	// Trace logs the account's POP3 exchange (secrets and message bodies
+	// left out), for chasing an odd server. Default false.
+	Trace bool `toml:"trace"`
 }
 
 // DefaultConfig returns a configuration with every default set and no

@@ -533,7 +533,7 @@ func connectOnce(ctx context.Context, a Account, cfg *sessionConfig) (*pop3.Conn
 	}
 	mc := newMeteredConn(conn, raw, cfg.IOTimeout, prefix)
 	mc.expect(maxStatusLine+4096, maxStatusLine, deadline, ErrProtocol)
-	client := pop3.New(pop3.Opt{Host: a.Host, Port: a.Port, Dialer: &handoff{c: mc}})
+	client := pop3.New(pop3.Opt{Host: a.Host, Port: a.Port, Dialer: &handoff{c: traced(mc, a, cfg)}})
 	pc, err := client.NewConn()
 	if err != nil {
 		return nil, nil, "", ctxErr("greeting", err)

@@ -15,9 +15,10 @@ import (
 )
 
 func (a *app) poll(ctx context.Context, args []string) int {
-	f := a.newFlags("poll", "-config FILE [-account NAME]", "Fetch new mail once from all accounts, or from one, then exit")
+	f := a.newFlags("poll", "-config FILE [-account NAME] [-trace]", "Fetch new mail once from all accounts, or from one, then exit")
 	config := f.String("config", "", "configuration `file` (required)")
 	account := f.String("account", "", "poll only the account with this `name`")
+	trace := f.Bool("trace", false, "log the POP3 exchange of every account polled (passwords and message bodies left out)")
 	log, code, ok := a.setup(f, args)
 	if !ok {
 		return code
@@ -26,6 +27,11 @@ func (a *app) poll(ctx context.Context, args []string) int {
 	cfg, ok := a.loadConfig("poll", *config, log)
 	if !ok {
 		return exitFailure
+	}
+	if *trace {
+		for i := range cfg.Accounts {
+			cfg.Accounts[i].Trace = true
+		}
 	}
 	var bar *progressBar
 	var progress func(account string, done, total int)
