@@ -93,6 +93,17 @@ func (n *notices) observe(ctx context.Context, st store.AccountStatus) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), noticeTimeout)
 	defer cancel()
 	if deliverDown {
+		had, err := n.hasNotice(ctx, key)
+		if err != nil {
+			n.log.Warn("could not read the notices", "err", err)
+			return
+		}
+		if had { // told before a restart
+			n.mu.Lock()
+			n.sent[st.Account] = key
+			n.mu.Unlock()
+			return
+		}
 		if err := n.deliver(ctx, key, st, prev, true); err != nil {
 			n.log.Warn("could not deliver the notice of a failing account", LogKeyAccount, st.Account, "err", err)
 			return
@@ -103,19 +114,30 @@ func (n *notices) observe(ctx context.Context, st store.AccountStatus) {
 		return
 	}
 	// Tell of the recovery only if the user was told of the failure.
-	rows, err := n.st.Ledger(ctx, noticeLedger)
+	had, err := n.hasNotice(ctx, key)
 	if err != nil {
 		n.log.Warn("could not read the notices", "err", err)
 		return
 	}
-	for _, r := range rows {
-		if r.UIDL == key {
-			if err := n.deliver(ctx, noticeKey("up", st.Account, prev.LastSuccess), st, prev, false); err != nil {
-				n.log.Warn("could not deliver the notice of a recovered account", LogKeyAccount, st.Account, "err", err)
-			}
-			return
+	if had {
+		if err := n.deliver(ctx, noticeKey("up", st.Account, prev.LastSuccess), st, prev, false); err != nil {
+			n.log.Warn("could not deliver the notice of a recovered account", LogKeyAccount, st.Account, "err", err)
 		}
 	}
+}
+
+// hasNotice reports whether the notice key was delivered before.
+func (n *notices) hasNotice(ctx context.Context, key string) (bool, error) {
+	rows, err := n.st.Ledger(ctx, noticeLedger)
+	if err != nil {
+		return false, err
+	}
+	for _, r := range rows {
+		if r.UIDL == key {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // deliver stores one notice in the account's user's INBOX.

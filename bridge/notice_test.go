@@ -115,3 +115,25 @@ func TestNoticeOfFailingAccount(t *testing.T) {
 		t.Errorf("INBOX holds %d messages, want the 2 upstream ones and 2 notices", len(msgs))
 	}
 }
+
+// TestNoticeOncePerIncidentAcrossRestart: a restart in the middle of an
+// incident does not tell the user again.
+func TestNoticeOncePerIncidentAcrossRestart(t *testing.T) {
+	up := upstream(t, 1)
+	cfg := testConfig(t, up)
+	cfg.Accounts[0].Password = NewSecret("wrong")
+	for round := 1; round <= 2; round++ {
+		b := New(cfg, nil)
+		stop := run(t, b)
+		waitFor(t, "first poll", func() bool { s := b.Status(); return len(s) == 1 && s[0].LastError != "" && !s[0].Polling })
+		for range NoticeAfterFailures {
+			pollAndWait(t, b, true)
+		}
+		if n := len(withSubject(inboxTexts(t, b, "u"), `[popbridge] Mail from "acct1" is not arriving`)); n != 1 {
+			t.Errorf("run %d: %d failure notices, want 1", round, n)
+		}
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
