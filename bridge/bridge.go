@@ -252,6 +252,10 @@ func (b *Bridge) startStore(ctx context.Context) error {
 		return fmt.Errorf("read account statuses: %w", err)
 	}
 	m.notices = newNotices(b, st, sts)
+	if err := m.notices.seedSent(ctx); err != nil {
+		st.Close()
+		return err
+	}
 	p := poller.New(poller.Options{
 		Sink:     m.sink(st),
 		Accounts: cfg.pollerAccounts(),
@@ -336,6 +340,7 @@ func (b *Bridge) startIMAP(ctx context.Context) error {
 		Hinter:             p,
 		Logger:             b.log.With(LogKeyComponent, "imap"),
 		OnCommand:          m.observeCommand,
+		Alert:              m.notices.alert,
 	}
 	cfg.imapLimits(&opts)
 	srv, err := imapfront.New(opts)

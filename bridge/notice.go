@@ -126,6 +126,48 @@ func (n *notices) observe(ctx context.Context, st store.AccountStatus) {
 	}
 }
 
+// seedSent marks the incidents the user was told of before a restart and
+// that still last, so LOGIN and SELECT alert at once.
+func (n *notices) seedSent(ctx context.Context) error {
+	rows, err := n.st.Ledger(ctx, noticeLedger)
+	if err != nil {
+		return fmt.Errorf("read notices: %w", err)
+	}
+	told := map[string]bool{}
+	for _, r := range rows {
+		told[r.UIDL] = true
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for name, s := range n.prev {
+		if key := noticeKey("down", name, s.LastSuccess); failingStatus(s) && told[key] {
+			n.sent[name] = key
+		}
+	}
+	return nil
+}
+
+// alert is imapfront's Alert hook: one line naming the user's accounts
+// whose failure the user was told of and that still fail.
+func (n *notices) alert(user string) string {
+	cfg := n.b.Config()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var names []string
+	for _, a := range cfg.Accounts {
+		if a.User == user && n.sent[a.Name] != "" {
+			names = append(names, strconv.Quote(a.Name))
+		}
+	}
+	switch len(names) {
+	case 0:
+		return ""
+	case 1:
+		return "popbridge: mail from account " + names[0] + " is not arriving; see the message in your INBOX"
+	}
+	return "popbridge: mail from accounts " + strings.Join(names, ", ") + " is not arriving; see the messages in your INBOX"
+}
+
 // hasNotice reports whether the notice key was delivered before.
 func (n *notices) hasNotice(ctx context.Context, key string) (bool, error) {
 	rows, err := n.st.Ledger(ctx, noticeLedger)

@@ -1,9 +1,12 @@
 package bridge
 
 import (
+	"bufio"
 	"context"
+	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/popbridge/popbridge/store"
 )
@@ -100,6 +103,18 @@ func TestNoticeOfFailingAccount(t *testing.T) {
 		}
 	}
 
+	// The user's IMAP clients are told on LOGIN and SELECT INBOX.
+	alert := `* OK [ALERT] popbridge: mail from account "acct1" is not arriving; see the message in your INBOX`
+	got := rawIMAP(t, b.Addrs().IMAP.String(), "a LOGIN u pw", "b SELECT INBOX", "c SELECT Trash")
+	for _, tag := range []string{"a", "b"} {
+		if !containsLine(got[tag], alert) {
+			t.Errorf("%s: no alert in\n%s", tag, strings.Join(got[tag], "\n"))
+		}
+	}
+	if containsLine(got["c"], alert) {
+		t.Errorf("alert on SELECT of another mailbox:\n%s", strings.Join(got["c"], "\n"))
+	}
+
 	// Fixed by a reload: mail arrives, and so does the recovery message.
 	fixed := testConfig(t, up)
 	fixed.DataDir = cfg.DataDir
@@ -110,6 +125,10 @@ func TestNoticeOfFailingAccount(t *testing.T) {
 	waitFor(t, "recovery notice", func() bool {
 		return len(withSubject(inboxTexts(t, b, "u"), `[popbridge] Mail from "acct1" is arriving again`)) == 1
 	})
+	got = rawIMAP(t, b.Addrs().IMAP.String(), "a LOGIN u pw", "b SELECT INBOX")
+	if containsLine(got["a"], alert) || containsLine(got["b"], alert) {
+		t.Errorf("alert after recovery:\n%v", got)
+	}
 	msgs := inboxTexts(t, b, "u")
 	if len(msgs) != 4 || len(withSubject(msgs, `[popbridge] Mail from "acct1" is not arriving`)) != 1 {
 		t.Errorf("INBOX holds %d messages, want the 2 upstream ones and 2 notices", len(msgs))
@@ -136,4 +155,48 @@ func TestNoticeOncePerIncidentAcrossRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// rawIMAP sends each command (with its tag) on one connection and returns
+// the lines answered to each, by tag, the tagged line included.
+func rawIMAP(t *testing.T, addr string, cmds ...string) map[string][]string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	r := bufio.NewReader(c)
+	if _, err := r.ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]string{}
+	for _, cmd := range cmds {
+		tag, _, _ := strings.Cut(cmd, " ")
+		if _, err := c.Write([]byte(cmd + "\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			l, err := r.ReadString('\n')
+			if err != nil {
+				t.Fatalf("%s: %v (so far %q)", cmd, err, out[tag])
+			}
+			l = strings.TrimRight(l, "\r\n")
+			out[tag] = append(out[tag], l)
+			if strings.HasPrefix(l, tag+" ") {
+				break
+			}
+		}
+	}
+	return out
+}
+
+func containsLine(lines []string, want string) bool {
+	for _, l := range lines {
+		if l == want {
+			return true
+		}
+	}
+	return false
 }
