@@ -206,8 +206,10 @@ func writeFileAtomic(path string, data []byte) error {
 
 // autoCertNames lists the names a generated certificate covers: the host
 // name (and its first label when it is qualified), localhost, the loopback
-// addresses, and the IP addresses the IMAP listeners are bound to when they
-// name one.
+// addresses, the IP addresses the IMAP listeners are bound to when they
+// name one, and, when a listener takes every address (0.0.0.0, [::] or
+// ":993"), the host's own unicast addresses (its LAN addresses), so that
+// clients on the network that connect by IP can verify it.
 func (c *Config) autoCertNames() []string {
 	var names []string
 	add := func(n string) {
@@ -230,13 +232,40 @@ func (c *Config) autoCertNames() []string {
 		if err != nil {
 			continue
 		}
-		if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+		switch ip := net.ParseIP(host); {
+		case host == "" || ip != nil && ip.IsUnspecified():
+			if addrs, err := net.InterfaceAddrs(); err == nil {
+				for _, a := range hostAddrs(addrs) {
+					add(a)
+				}
+			}
+		case ip != nil:
 			add(ip.String())
-		} else if ip == nil && validHostname(host) {
+		case validHostname(host):
 			add(strings.ToLower(host))
 		}
 	}
 	return names
+}
+
+// hostAddrs returns the unicast addresses among a host's interface
+// addresses, loopback and link-local ones left out (link-local IPv6
+// addresses need a zone no certificate can name).
+func hostAddrs(addrs []net.Addr) []string {
+	var out []string
+	for _, a := range addrs {
+		var ip net.IP
+		switch v := a.(type) {
+		case *net.IPNet:
+			ip = v.IP
+		case *net.IPAddr:
+			ip = v.IP
+		}
+		if ip != nil && ip.IsGlobalUnicast() {
+			out = append(out, ip.String())
+		}
+	}
+	return out
 }
 
 // AutoCertificate loads, or generates on first use, the self-signed

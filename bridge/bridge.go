@@ -70,7 +70,36 @@ type Bridge struct {
 	pollerCancel context.CancelFunc
 	pollerDone   chan error
 	startedAt    time.Time
+	reload       reloadState // guarded by mu
 }
+
+// reloadState is the outcome of the last reload, for /metrics and /healthz.
+// The configuration loaded at start counts as a successful load.
+type reloadState struct {
+	ok          bool
+	lastSuccess time.Time
+	lastAttempt time.Time
+	lastError   string
+}
+
+// recordReload notes the outcome of a reload attempt (err nil: success).
+func (b *Bridge) recordReload(err error) {
+	now := time.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.reload.lastAttempt = now
+	if err != nil {
+		b.reload.ok, b.reload.lastError = false, err.Error()
+		return
+	}
+	b.reload.ok, b.reload.lastError, b.reload.lastSuccess = true, "", now
+}
+
+// ReloadRefused records a reload that failed before [Bridge.Reload] could
+// run, typically because the file did not load; it shows in /healthz and
+// /metrics (popbridge_config_last_reload_successful 0) until a reload
+// succeeds.
+func (b *Bridge) ReloadRefused(err error) { b.recordReload(err) }
 
 // New returns a Bridge for cfg, which must have passed Validate. It has no
 // side effects: nothing is opened or started until Run. logger nil: discard.
@@ -157,6 +186,9 @@ func (b *Bridge) Run(ctx context.Context) error {
 		return errors.New("bridge: Run called twice")
 	}
 	b.startedAt = time.Now()
+	b.mu.Lock()
+	b.reload = reloadState{ok: true, lastSuccess: b.startedAt, lastAttempt: b.startedAt}
+	b.mu.Unlock()
 	timeout := b.ShutdownTimeout
 	if timeout <= 0 {
 		timeout = DefaultShutdownTimeout
@@ -226,6 +258,16 @@ func (b *Bridge) startStore(ctx context.Context) error {
 		st.Close()
 		return err
 	}
+	sts, err := st.AccountStatuses(ctx)
+	if err != nil {
+		st.Close()
+		return fmt.Errorf("read account statuses: %w", err)
+	}
+	m.notices = newNotices(b, st, sts)
+	if err := m.notices.seedSent(ctx); err != nil {
+		st.Close()
+		return err
+	}
 	maxConns, perHost := cfg.Poller.pollerLimits()
 	p := poller.New(poller.Options{
 		Sink:                  m.sink(st),
@@ -251,7 +293,29 @@ func openStore(ctx context.Context, cfg *Config, log *slog.Logger) (*store.Store
 		st.Close()
 		return nil, err
 	}
+	if err := carryLedgers(ctx, st, cfg, log); err != nil {
+		st.Close()
+		return nil, err
+	}
 	return st, nil
+}
+
+// carryLedgers moves the ledger of every account's previous_names to its
+// current name (see store.RenameAccount), logging what it moved. Run before
+// any poller starts; it is idempotent.
+func carryLedgers(ctx context.Context, st *store.Store, cfg *Config, log *slog.Logger) error {
+	for _, a := range cfg.Accounts {
+		for _, old := range a.PreviousNames {
+			n, err := st.RenameAccount(ctx, old, a.Name)
+			if err != nil {
+				return fmt.Errorf("account %q: carry over the ledger of previous name %q: %w", a.Name, old, err)
+			}
+			if n > 0 {
+				log.Info("account renamed: ledger carried over", LogKeyAccount, a.Name, "previous_name", old, "ledger_rows", n)
+			}
+		}
+	}
+	return nil
 }
 
 func ensureUsers(ctx context.Context, st *store.Store, cfg *Config) error {
@@ -291,6 +355,7 @@ func (b *Bridge) startIMAP(ctx context.Context) error {
 		Hinter:             p,
 		Logger:             b.log.With(LogKeyComponent, "imap"),
 		OnCommand:          m.observeCommand,
+		Alert:              m.notices.alert,
 	}
 	cfg.imapLimits(&opts)
 	srv, err := imapfront.New(opts)
@@ -555,5 +620,6 @@ func (c *Config) pollerAccount(a AccountConfig) poller.Account {
 		LeaveOnServer:   a.LeaveOnServer,
 		DeleteAfter:     a.DeleteAfter.Value,
 		DeleteOnExpunge: a.DeleteOnExpunge,
+		Trace:           a.Trace,
 	}
 }

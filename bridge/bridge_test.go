@@ -169,6 +169,12 @@ func TestHealthAndMetrics(t *testing.T) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
+	// One series per fact: the delivered counters above, no second copy.
+	for _, dup := range []string{"popbridge_account_fetched_messages_total", "popbridge_account_fetched_bytes_total", "popbridge_up_seconds"} {
+		if strings.Contains(m, dup) {
+			t.Errorf("metrics still export %s", dup)
+		}
+	}
 	if err := stop(); err != nil {
 		t.Errorf("stop: %v", err)
 	}
@@ -298,8 +304,7 @@ func TestReload(t *testing.T) {
 }
 
 func TestCheckLogins(t *testing.T) {
-	up := upstream(t, 0)
-	cfg := testConfig(t, up, up)
+	cfg := testConfig(t, upstream(t, 0), upstream(t, 0))
 	cfg.Accounts[1].Password = NewSecret("wrong")
 	res := Check(context.Background(), cfg, nil)
 	if len(res) != 2 || res[0].Err != nil || res[1].Err == nil {
@@ -366,10 +371,13 @@ func TestImplicitTLSListener(t *testing.T) {
 // but within [poller] max_connections: 12 accounts on one server with a cap
 // of 3 never have more than 3 sessions open there, and all succeed.
 func TestCheckKeepsConnectionCaps(t *testing.T) {
-	up := upstream(t, 0)
+	// Twelve upstreams (one mailbox each: two accounts on one mailbox are
+	// refused) counted together.
+	var sessions pop3test.SessionCounter
 	ups := make([]*pop3test.Server, 12)
 	for i := range ups {
-		ups[i] = up
+		ups[i] = pop3test.NewServer(pop3test.WithUser("bob", "bobpw"), pop3test.WithSessionCounter(&sessions))
+		t.Cleanup(ups[i].Close)
 	}
 	cfg := testConfig(t, ups...)
 	cfg.Poller.MaxConnections = 3
@@ -378,10 +386,10 @@ func TestCheckKeepsConnectionCaps(t *testing.T) {
 			t.Errorf("account %d: %v", i, r.Err)
 		}
 	}
-	if n := up.MaxOpenSessions(); n > 3 || n < 1 {
+	if n := sessions.Max(); n > 3 || n < 1 {
 		t.Errorf("%d sessions at once, cap 3", n)
 	}
-	if n := up.Count("QUIT"); n != 12 {
+	if n := sessions.Total(); n != 12 {
 		t.Errorf("%d logins checked, want 12", n)
 	}
 }

@@ -161,8 +161,13 @@ const (
 // AccountConfig is one [[account]] entry: an upstream POP3 account.
 type AccountConfig struct {
 	// Name identifies the account in logs, metrics and the store's ledger.
-	// Required, unique; renaming an account makes its mail look new.
+	// Required, unique; to rename an account without fetching its mail
+	// again, list the old name in PreviousNames.
 	Name string `toml:"name"`
+	// PreviousNames are earlier names of this account: their ledger (what
+	// was fetched, what was deleted upstream) is carried over to Name when
+	// popbridge starts, so a rename does not fetch the mailbox again.
+	PreviousNames []string `toml:"previous_names"`
 	// User is the local user whose mailbox receives this account's mail.
 	User string `toml:"user"`
 	// Host and Port of the POP3 server. Port defaults to 995 for implicit
@@ -199,6 +204,9 @@ type AccountConfig struct {
 	// DeleteOnExpunge deletes upstream at the next poll a message expunged
 	// locally (with LeaveOnServer).
 	DeleteOnExpunge bool `toml:"delete_on_expunge"`
+	// Trace logs the account's POP3 exchange (secrets and message bodies
+	// left out), for chasing an odd server. Default false.
+	Trace bool `toml:"trace"`
 }
 
 // DefaultConfig returns a configuration with every default set and no

@@ -28,7 +28,18 @@ type Health struct {
 	// bridge unhealthy; they are listed per account.
 	OK       bool            `json:"ok"`
 	Store    HealthCheck     `json:"store"`
+	Config   ConfigHealth    `json:"config"`
 	Accounts []AccountHealth `json:"accounts"`
+}
+
+// ConfigHealth is the outcome of the last configuration reload. A refused
+// reload does not make the bridge unhealthy (it keeps running on the
+// previous configuration) but shows here until a reload succeeds.
+type ConfigHealth struct {
+	LastReloadSuccessful bool      `json:"last_reload_successful"`
+	LastReloadSuccess    time.Time `json:"last_reload_success,omitzero"`
+	LastReloadAttempt    time.Time `json:"last_reload_attempt,omitzero"`
+	LastReloadError      string    `json:"last_reload_error,omitempty"`
 }
 
 // HealthCheck is the result of one check.
@@ -83,6 +94,11 @@ func (b *Bridge) serveHealth(w http.ResponseWriter, r *http.Request) {
 // account's poller is stuck.
 func (b *Bridge) Health(ctx context.Context) Health {
 	h := Health{OK: true, Store: HealthCheck{OK: true}}
+	b.mu.Lock()
+	rl := b.reload
+	b.mu.Unlock()
+	h.Config = ConfigHealth{LastReloadSuccessful: rl.ok, LastReloadSuccess: rl.lastSuccess,
+		LastReloadAttempt: rl.lastAttempt, LastReloadError: rl.lastError}
 	if err := b.checkStore(ctx); err != nil {
 		h.OK = false
 		h.Store = HealthCheck{Error: err.Error()}

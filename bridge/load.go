@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 )
@@ -36,8 +37,31 @@ func Load(path string, logger *slog.Logger) (*Config, error) {
 	}
 	if logger != nil {
 		warnPlainPasswords(c, f, logger)
+		warnShortPollIntervals(c, logger)
 	}
 	return c, nil
+}
+
+// ShortPollInterval is the poll_interval below which Load warns: many
+// providers limit how often an account may log in over POP3 and lock out
+// (or throttle) one that polls faster.
+const ShortPollInterval = time.Minute
+
+// warnShortPollIntervals logs every account polling more often than once a
+// minute, with the file and line of its poll_interval.
+func warnShortPollIntervals(c *Config, logger *slog.Logger) {
+	for i, a := range c.Accounts {
+		if a.PollInterval.Value >= ShortPollInterval {
+			continue
+		}
+		where := c.File
+		if line := c.pos.line("account[" + strconv.Itoa(i) + "].poll_interval"); line > 0 {
+			where += ":" + strconv.Itoa(line)
+		}
+		logger.Warn("poll_interval is under a minute: providers may throttle or lock an account that logs in this often; "+
+			"use \"5m\" or more (new mail can still be fetched at once with SIGUSR1)",
+			"account", a.Name, "poll_interval", a.PollInterval.Value.String(), "at", where)
+	}
 }
 
 // warnPlainPasswords logs when passwords sit in a file others can read.

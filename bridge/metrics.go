@@ -33,6 +33,9 @@ type metrics struct {
 
 	mu   sync.Mutex
 	last map[string]store.AccountStatus // last status written per account
+
+	// notices, when set, tells users of failing accounts (notice.go).
+	notices *notices
 }
 
 func newMetrics(b *Bridge) *metrics {
@@ -152,6 +155,9 @@ func (s *meteredSink) SetAccountStatus(ctx context.Context, st store.AccountStat
 		return err
 	}
 	s.m.observeStatus(st)
+	if s.m.notices != nil {
+		s.m.notices.observe(ctx, st)
+	}
 	return nil
 }
 
@@ -159,10 +165,9 @@ func (s *meteredSink) SetAccountStatus(ctx context.Context, st store.AccountStat
 type statusCollector struct{ b *Bridge }
 
 var (
-	descFetched = prometheus.NewDesc("popbridge_account_fetched_messages_total",
-		"Messages fetched from the account, as counted by its poller.", []string{"account"}, nil)
-	descBytes = prometheus.NewDesc("popbridge_account_fetched_bytes_total",
-		"Bytes fetched from the account, as counted by its poller.", []string{"account"}, nil)
+	// Messages and bytes fetched are popbridge_delivered_messages_total and
+	// popbridge_delivered_bytes_total (counted as each group commit lands);
+	// the poller's own totals are not exported a second time.
 	descSkipped = prometheus.NewDesc("popbridge_account_skipped_messages_total",
 		"Messages skipped (too large), as counted by its poller.", []string{"account"}, nil)
 	descLastAttempt = prometheus.NewDesc("popbridge_account_last_attempt_timestamp_seconds",
@@ -176,8 +181,6 @@ var (
 	descAnomalies = prometheus.NewDesc("popbridge_account_identity_anomalies_total",
 		"Messages whose upstream identity did not match their content, by kind: uidl_reused, renumbered, twins, unproven (kept on the server because their identity could not be proven).",
 		[]string{"account", "kind"}, nil)
-	descUp = prometheus.NewDesc("popbridge_up_seconds",
-		"Seconds since the bridge started.", nil, nil)
 	descConnsOpen = prometheus.NewDesc("popbridge_poller_connections_open",
 		"Upstream POP3 sessions open now (logins included), over all accounts; capped by [poller] max_connections.", nil, nil)
 	descWaiting = prometheus.NewDesc("popbridge_poller_waiting_accounts",
@@ -189,26 +192,34 @@ var (
 	descStoreDamaged = prometheus.NewDesc("popbridge_store_damaged",
 		"1 when the store knows of damage that makes /healthz fail: database corruption seen since start, "+
 			"or packs found missing or truncated at start (run popbridge verify).", nil, nil)
+	descStart = prometheus.NewDesc("popbridge_start_time_seconds",
+		"Unix time the bridge started.", nil, nil)
+	descReloadOK = prometheus.NewDesc("popbridge_config_last_reload_successful",
+		"1 when the last configuration reload succeeded (or none was tried since start), 0 when it was refused.", nil, nil)
+	descReloadTime = prometheus.NewDesc("popbridge_config_last_reload_success_timestamp_seconds",
+		"Unix time of the last successful configuration load (the start counts as one).", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descFetched, descBytes, descSkipped, descLastAttempt, descLastSuccess, descFailing, descPolling, descAnomalies, descUp,
-		descConnsOpen, descWaiting, descDamagedReads, descStoreDamaged} {
+	for _, d := range []*prometheus.Desc{descSkipped, descLastAttempt, descLastSuccess, descFailing, descPolling, descAnomalies,
+		descStart, descReloadOK, descReloadTime, descConnsOpen, descWaiting, descDamagedReads, descStoreDamaged} {
 		ch <- d
 	}
 }
 
 // Collect implements prometheus.Collector.
 func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
-	ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, time.Since(c.b.startedAt).Seconds())
+	c.b.mu.Lock()
+	started, rl, st := c.b.startedAt, c.b.reload, c.b.store
+	c.b.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(descStart, prometheus.GaugeValue, unixSeconds(started))
+	ch <- prometheus.MustNewConstMetric(descReloadOK, prometheus.GaugeValue, boolFloat(rl.ok))
+	ch <- prometheus.MustNewConstMetric(descReloadTime, prometheus.GaugeValue, unixSeconds(rl.lastSuccess))
 	if open, waiting, ok := c.b.connectionStats(); ok {
 		ch <- prometheus.MustNewConstMetric(descConnsOpen, prometheus.GaugeValue, float64(open))
 		ch <- prometheus.MustNewConstMetric(descWaiting, prometheus.GaugeValue, float64(waiting))
 	}
-	c.b.mu.Lock()
-	st := c.b.store
-	c.b.mu.Unlock()
 	if st != nil {
 		d := st.DamageStats()
 		ch <- prometheus.MustNewConstMetric(descDamagedReads, prometheus.CounterValue, float64(d.Messages), "message")
@@ -216,8 +227,6 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descStoreDamaged, prometheus.GaugeValue, boolFloat(st.Health() != nil))
 	}
 	for _, s := range c.b.Status() {
-		ch <- prometheus.MustNewConstMetric(descFetched, prometheus.CounterValue, float64(s.Fetched), s.Account)
-		ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(s.Bytes), s.Account)
 		ch <- prometheus.MustNewConstMetric(descSkipped, prometheus.CounterValue, float64(s.Skipped), s.Account)
 		ch <- prometheus.MustNewConstMetric(descLastAttempt, prometheus.GaugeValue, unixSeconds(s.LastAttempt), s.Account)
 		ch <- prometheus.MustNewConstMetric(descLastSuccess, prometheus.GaugeValue, unixSeconds(s.LastSuccess), s.Account)

@@ -72,7 +72,7 @@ func PollOnce(ctx context.Context, cfg *Config, logger *slog.Logger, account str
 	} else {
 		a, ok := cfg.Account(account)
 		if !ok {
-			return nil, fmt.Errorf("poll: no account %q (configured: %s)", account, strings.Join(names(cfg.Accounts, func(a AccountConfig) string { return a.Name }), ", "))
+			return nil, fmt.Errorf("no account %q (configured: %s)", account, strings.Join(names(cfg.Accounts, func(a AccountConfig) string { return a.Name }), ", "))
 		}
 		accounts = []AccountConfig{a}
 	}

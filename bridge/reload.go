@@ -39,12 +39,19 @@ type ReloadResult struct {
 func (b *Bridge) Reload(ctx context.Context, cfg *Config) (ReloadResult, error) {
 	b.reloadMu.Lock()
 	defer b.reloadMu.Unlock()
-	var res ReloadResult
 	select {
 	case <-b.ready:
 	default:
-		return res, errors.New("reload: bridge is not running")
+		return ReloadResult{}, errors.New("reload: bridge is not running")
 	}
+	res, err := b.reload1(ctx, cfg)
+	b.recordReload(err)
+	return res, err
+}
+
+// reload1 is Reload once the bridge runs, under reloadMu.
+func (b *Bridge) reload1(ctx context.Context, cfg *Config) (ReloadResult, error) {
+	var res ReloadResult
 	if err := cfg.Validate(); err != nil {
 		b.log.Error("reload refused; keeping the running configuration", "err", err)
 		return res, fmt.Errorf("reload: %w", err)
@@ -58,7 +65,22 @@ func (b *Bridge) Reload(ctx context.Context, cfg *Config) (ReloadResult, error) 
 		b.log.Error("reload refused; keeping the running configuration", "err", err)
 		return res, fmt.Errorf("reload: %w", err)
 	}
+	// A rename whose old name still has a running poller needs a restart:
+	// that poller may still be writing the ledger under the old name.
+	for _, a := range cfg.Accounts {
+		for _, prev := range a.PreviousNames {
+			if _, running := old.Account(prev); running {
+				err := fmt.Errorf("account %q renames the running account %q (previous_names): restart popbridge to apply a rename", a.Name, prev)
+				b.log.Error("reload refused; keeping the running configuration", "err", err)
+				return res, fmt.Errorf("reload: %w", err)
+			}
+		}
+	}
 	if err := ensureUsers(ctx, st, cfg); err != nil {
+		b.log.Error("reload refused; keeping the running configuration", "err", err)
+		return res, fmt.Errorf("reload: %w", err)
+	}
+	if err := carryLedgers(ctx, st, cfg, b.log); err != nil {
 		b.log.Error("reload refused; keeping the running configuration", "err", err)
 		return res, fmt.Errorf("reload: %w", err)
 	}
@@ -70,7 +92,9 @@ func (b *Bridge) Reload(ctx context.Context, cfg *Config) (ReloadResult, error) 
 			res.NeedRestart = append(res.NeedRestart, name)
 		}
 	}
-	restart("data_dir", cfg.Path(cfg.DataDir) != old.Path(old.DataDir))
+	// Compared as absolute paths: the running config holds an absolute
+	// data_dir (set below), the file a relative one when -config is.
+	restart("data_dir", absPath(cfg.Path(cfg.DataDir)) != absPath(old.Path(old.DataDir)))
 	restart("imap.listen", cfg.IMAP.Listen != old.IMAP.Listen)
 	restart("imap.listen_tls", cfg.IMAP.ListenTLS != old.IMAP.ListenTLS)
 	restart("imap.allow_plaintext_auth", cfg.IMAP.AllowPlaintextAuth != old.IMAP.AllowPlaintextAuth)
@@ -84,10 +108,7 @@ func (b *Bridge) Reload(ctx context.Context, cfg *Config) (ReloadResult, error) 
 	restart("imap.auth_penalty_base", ni.AuthPenaltyBase.Value != oi.AuthPenaltyBase.Value)
 	restart("imap.auth_penalty_max", ni.AuthPenaltyMax.Value != oi.AuthPenaltyMax.Value)
 	restart("imap.trusted_networks", !slices.Equal(ni.TrustedNetworks, oi.TrustedNetworks))
-	next.DataDir = old.Path(old.DataDir)
-	if abs, err := filepath.Abs(next.DataDir); err == nil {
-		next.DataDir = abs
-	}
+	next.DataDir = absPath(old.Path(old.DataDir))
 	next.IMAP.Listen, next.IMAP.ListenTLS = old.IMAP.Listen, old.IMAP.ListenTLS
 	next.IMAP.AllowPlaintextAuth = old.IMAP.AllowPlaintextAuth
 	next.HTTP.Listen = old.HTTP.Listen
@@ -128,6 +149,14 @@ func (b *Bridge) Reload(ctx context.Context, cfg *Config) (ReloadResult, error) 
 		b.log.Warn("changed settings take effect only after a restart; running values kept", "settings", res.NeedRestart)
 	}
 	return res, nil
+}
+
+// absPath is filepath.Abs, or p when that fails.
+func absPath(p string) string {
+	if abs, err := filepath.Abs(p); err == nil {
+		return abs
+	}
+	return p
 }
 
 // sameAccount compares two account entries as the poller would see them

@@ -392,6 +392,64 @@ func (v *validator) accounts() {
 			add("delete_on_expunge", ErrConflict, "only with leave_on_server = true (with false, mail is deleted upstream right after download)")
 		}
 	}
+	v.previousNames()
+	v.sameMailbox()
+}
+
+// previousNames checks previous_names: valid names, none the current name
+// of an account, none claimed by two accounts.
+func (v *validator) previousNames() {
+	current := map[string]bool{}
+	for _, a := range v.c.Accounts {
+		current[a.Name] = true
+	}
+	claimed := map[string]string{}
+	for i, a := range v.c.Accounts {
+		path := "account[" + strconv.Itoa(i) + "].previous_names"
+		sec := sectionName("account", i, a.Name)
+		for _, old := range a.PreviousNames {
+			switch err := checkName(old); {
+			case err != nil:
+				v.add(path, sec, "previous_names", ErrInvalidValue, "%v", err)
+			case current[old]:
+				v.add(path, sec, "previous_names", ErrConflict, "%q is the name of a configured account; list only names no [[account]] uses any more", old)
+			case claimed[old] != "":
+				v.add(path, sec, "previous_names", ErrDuplicate, "%q is also a previous name of account %q; a ledger can be carried over to one account only", old, claimed[old])
+			default:
+				claimed[old] = a.Name
+			}
+		}
+	}
+}
+
+// sameMailbox refuses two accounts on one upstream mailbox (same host,
+// port and user name): both would fetch every message, so each would
+// arrive twice, and deletions of one would race the other.
+func (v *validator) sameMailbox() {
+	type key struct {
+		host string
+		port int
+		user string
+	}
+	first := map[key]int{}
+	for i, a := range v.c.Accounts {
+		if a.Host == "" || a.Username == "" {
+			continue
+		}
+		k := key{strings.ToLower(strings.TrimSuffix(a.Host, ".")), a.Port, a.Username}
+		j, dup := first[k]
+		if !dup {
+			first[k] = i
+			continue
+		}
+		other := v.c.Accounts[j]
+		where := sectionName("account", j, other.Name)
+		if line := v.c.pos.line("account[" + strconv.Itoa(j) + "].username"); line > 0 && v.c.File != "" {
+			where += " (" + v.c.File + ":" + strconv.Itoa(line) + ")"
+		}
+		v.add("account["+strconv.Itoa(i)+"].username", sectionName("account", i, a.Name), "username", ErrDuplicate,
+			"%s@%s:%d is also fetched by %s: two accounts on one upstream mailbox would store every message twice; remove one of them", a.Username, a.Host, a.Port, where)
+	}
 }
 
 // accountSecret checks that exactly one secret source is set.

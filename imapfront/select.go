@@ -28,6 +28,13 @@ func (s *session) Select(name string, options *imap.SelectOptions) (data *imap.S
 	if mb.NoSelect {
 		return nil, s.storeErr("SELECT", targetMailbox, store.ErrNoSelect)
 	}
+	if mb.Name == store.Inbox {
+		defer func() {
+			if err == nil {
+				s.sendAlert(us.name) // before imapserver writes the SELECT data
+			}
+		}()
+	}
 	m, err := s.srv.acquireMailbox(s.ctx, us, mb.ID)
 	if err != nil {
 		return nil, s.storeErr("SELECT", targetMailbox, err)

@@ -134,6 +134,10 @@ type Options struct {
 	// not block. Commands imapserver answers itself (CAPABILITY, NOOP,
 	// LOGOUT, STARTTLS, ENABLE) are not reported; see metrics.go. nil: none.
 	OnCommand func(name string, d time.Duration, err error)
+	// Alert, when set, returns the text of an [ALERT] for a user ("" for
+	// none), sent as an untagged OK after a successful LOGIN and on SELECT
+	// or EXAMINE of INBOX (alert.go). It must not block. nil: none.
+	Alert func(user string) string
 }
 
 // Server is an IMAP server over a store. Create it with New; it serves

@@ -164,6 +164,7 @@ func (s *session) Login(username, password string) (err error) {
 	s.user = us
 	s.log = s.log.With("user", username)
 	s.log.Info("imap login")
+	s.sendAlert(username)
 	return nil
 }
 

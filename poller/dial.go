@@ -469,11 +469,11 @@ func preTLSCapa(c net.Conn, br *bufio.Reader) (caps capabilities, ok bool, err e
 	}
 }
 
-// connect dials, secures the connection as the account asks (implicit TLS,
-// STLS, or none), reads the greeting and hands the connection to go-pop3.
-// It returns the go-pop3 connection, the metered connection under it and
-// the greeting line.
-func connect(ctx context.Context, a Account, cfg *sessionConfig) (*pop3.Conn, *meteredConn, string, error) {
+// connectOnce dials, secures the connection as the account asks (implicit
+// TLS, STLS, or none), reads the greeting and hands the connection to
+// go-pop3. It returns the go-pop3 connection, the metered connection under
+// it and the greeting line. connect (diagnose.go) wraps it.
+func connectOnce(ctx context.Context, a Account, cfg *sessionConfig) (*pop3.Conn, *meteredConn, string, error) {
 	addr := net.JoinHostPort(a.Host, strconv.Itoa(a.Port))
 	switch a.TLS {
 	case "implicit", "starttls", "none":
@@ -526,9 +526,15 @@ func connect(ctx context.Context, a Account, cfg *sessionConfig) (*pop3.Conn, *m
 		conn = tc
 	}
 	br := bufio.NewReaderSize(conn, 512)
+	if err := raw.SetReadDeadline(greetingDeadline(deadline, cfg)); err != nil {
+		return nil, nil, "", opErr(a, "dial", err)
+	}
 	greeting, err := readStatus(br)
 	if err != nil {
 		return nil, nil, "", ctxErr("greeting", err)
+	}
+	if err := raw.SetReadDeadline(deadline); err != nil {
+		return nil, nil, "", opErr(a, "dial", err)
 	}
 	if !strings.HasPrefix(greeting, "+OK") {
 		if strings.HasPrefix(greeting, "-ERR") {
@@ -574,7 +580,7 @@ func connect(ctx context.Context, a Account, cfg *sessionConfig) (*pop3.Conn, *m
 	}
 	mc := newMeteredConn(conn, raw, cfg, prefix)
 	mc.expect(maxStatusLine+4096, maxStatusLine, deadline, ErrProtocol)
-	client := pop3.New(pop3.Opt{Host: a.Host, Port: a.Port, Dialer: &handoff{c: mc}})
+	client := pop3.New(pop3.Opt{Host: a.Host, Port: a.Port, Dialer: &handoff{c: traced(mc, a, cfg)}})
 	pc, err := client.NewConn()
 	if err != nil {
 		return nil, nil, "", ctxErr("greeting", err)

@@ -29,14 +29,24 @@ type AccountError struct {
 	Temporary bool
 	// Err is the underlying error.
 	Err error
+	// Hint, when set, says what to change: the setting that explains the
+	// failure (see diagnose.go). It ends the error's text.
+	Hint string
 }
 
-// Error returns e.g. `account "work": login: server said "-ERR [AUTH] Authentication failed."`.
+// Error returns e.g. `account "work": login: server said "-ERR [AUTH] Authentication failed."`,
+// followed by "; " and the Hint when there is one.
 func (e *AccountError) Error() string {
+	var s string
 	if e.Reply != "" {
-		return fmt.Sprintf("account %q: %s: server said %q", e.Account, e.Op, e.Reply)
+		s = fmt.Sprintf("account %q: %s: server said %q", e.Account, e.Op, e.Reply)
+	} else {
+		s = fmt.Sprintf("account %q: %s: %v", e.Account, e.Op, e.Err)
 	}
-	return fmt.Sprintf("account %q: %s: %v", e.Account, e.Op, e.Err)
+	if e.Hint != "" {
+		s += "; " + e.Hint
+	}
+	return s
 }
 
 // Unwrap returns the underlying error.

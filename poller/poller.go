@@ -51,6 +51,9 @@ type Account struct {
 	// DeleteOnExpunge deletes a message upstream at the next poll once it
 	// has been expunged from every local mailbox.
 	DeleteOnExpunge bool
+	// Trace logs the POP3 exchange of every session, secrets and message
+	// bodies left out (trace.go).
+	Trace bool
 }
 
 // folder returns the destination mailbox of a.

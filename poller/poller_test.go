@@ -78,6 +78,10 @@ func TestGroupCommitAndNoDeleBeforeCommit(t *testing.T) {
 		t.Fatalf("poll = %+v", r)
 	}
 	h.checkStored(300)
+	// status: what is left upstream after the deletions, not the listing.
+	if ps := h.sink.statuses["work"]; ps.UpstreamCount != 0 {
+		t.Errorf("persisted UpstreamCount = %d after deleting all 300, want 0", ps.UpstreamCount)
+	}
 	if h.srv.count() != 0 {
 		t.Errorf("upstream still holds %d", h.srv.count())
 	}

@@ -133,7 +133,9 @@ func (p *Poller) endPass(ctx context.Context, name string, res Result, err error
 		st.lastErrorAt = now
 	}
 	if listed {
-		st.upstream = int64(res.Listed)
+		// What is left on the server: the listing less the deletions
+		// the server confirmed.
+		st.upstream = int64(res.Listed - res.Deleted)
 	}
 	ps := store.AccountStatus{
 		Account:       name,

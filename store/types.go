@@ -328,7 +328,7 @@ type AccountStatus struct {
 	Fetched       int64 // messages fetched, all time
 	FetchedBytes  int64
 	Skipped       int64 // messages skipped (too large), all time
-	UpstreamCount int64 // messages on the server at the last successful listing
+	UpstreamCount int64 // messages left on the server after the last listing and its confirmed deletions
 	// Identity anomalies, all time: see [IdentityAnomalies].
 	Anomalies IdentityAnomalies
 }

@@ -39,14 +39,34 @@ func (a *app) check(ctx context.Context, args []string) int {
 		fmt.Fprintf(a.stdout, "imap tls: %s certificate %s (%s, until %s)\n  SHA-256 fingerprint %s\n",
 			verb, info.CertFile, strings.Join(info.Names, ", "), info.NotAfter.Format(time.DateOnly), info.Fingerprint)
 	}
+	if notes, err := bridge.LedgerNotes(ctx, cfg, log); err != nil {
+		fmt.Fprintf(a.stdout, "warn  ledger: cannot read the store to check renames: %v\n", err)
+	} else {
+		for _, n := range notes {
+			if n.Orphan() {
+				fmt.Fprintf(a.stdout, "note  ledger: %d rows for account %q, which is not configured: if an [[account]] was renamed from %q, add previous_names = [%q] to it, or its mail is fetched again as new\n",
+					n.Rows, n.Previous, n.Previous, n.Previous)
+				continue
+			}
+			fmt.Fprintf(a.stdout, "note  rename: account %q takes over the %d ledger rows of %q (previous_names) at the next start; its mail is not fetched again\n",
+				n.Account, n.Rows, n.Previous)
+		}
+	}
+	results := bridge.Check(ctx, cfg, log)
+	nameW, serverW := 0, 0
+	for _, r := range results {
+		nameW = max(nameW, len(r.Account))
+		serverW = max(serverW, len(r.Server)+len(r.TLS)+3)
+	}
 	failed := 0
-	for _, r := range bridge.Check(ctx, cfg, log) {
+	for _, r := range results {
+		server := fmt.Sprintf("%s (%s)", r.Server, r.TLS)
 		if r.Err != nil {
 			failed++
-			fmt.Fprintf(a.stdout, "FAIL  %s  %s (%s): %v\n", r.Account, r.Server, r.TLS, r.Err)
+			fmt.Fprintf(a.stdout, "FAIL  %-*s  %-*s  %v\n", nameW, r.Account, serverW, server, r.Err)
 			continue
 		}
-		fmt.Fprintf(a.stdout, "ok    %s  %s (%s) login ok in %s\n", r.Account, r.Server, r.TLS, r.Elapsed.Round(time.Millisecond))
+		fmt.Fprintf(a.stdout, "ok    %-*s  %-*s  login ok in %s\n", nameW, r.Account, serverW, server, r.Elapsed.Round(time.Millisecond))
 	}
 	if failed > 0 {
 		fmt.Fprintf(a.stdout, "%d of %d accounts failed\n", failed, len(cfg.Accounts))

@@ -3,26 +3,66 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 
+	"golang.org/x/crypto/argon2"
+
 	"github.com/popbridge/popbridge/imapfront"
 )
 
+// argon2id parameters of `popbridge hash-password`: OWASP's recommended
+// configuration (19 MiB, 2 passes, 1 lane), a 16-byte salt and a 32-byte
+// key. A verification costs some 40 ms of CPU and 19 MiB of memory, which
+// a server taking many logins can afford (imapfront also remembers
+// successful verifications).
+const (
+	argonMemoryKiB = 19 * 1024
+	argonTime      = 2
+	argonThreads   = 1
+	argonSaltLen   = 16
+	argonKeyLen    = 32
+)
+
+// bcryptMaxPassword is the longest password bcrypt hashes: it ignores
+// what follows, so longer ones are refused with -bcrypt.
+const bcryptMaxPassword = 72
+
 func (a *app) hashPassword(ctx context.Context, args []string) int {
-	f := a.newFlags("hash-password", "", "Read a password on stdin (without echo on a terminal) and print its hash for password_hash")
+	f := a.newFlags("hash-password", "[-algo argon2id|bcrypt] [-stdin]", "Read a password (twice, without echo, on a terminal) and print its hash for password_hash")
+	algo := f.String("algo", "argon2id", "hash `algorithm`: argon2id or bcrypt")
+	useBcrypt := f.Bool("bcrypt", false, "same as -algo bcrypt")
+	stdin := f.Bool("stdin", false, "read the password from the first line of stdin without prompting, also on a terminal (for scripts)")
 	if code, ok := f.parse(args); !ok {
 		return code
 	}
-	pw, err := a.readPassword(ctx)
+	if *useBcrypt {
+		*algo = "bcrypt"
+	}
+	if *algo != "argon2id" && *algo != "bcrypt" {
+		fmt.Fprintf(a.stderr, "popbridge hash-password: -algo %q is not one of argon2id, bcrypt\n", *algo)
+		return exitUsage
+	}
+	pw, err := a.readPassword(ctx, *stdin)
 	if err != nil {
 		fmt.Fprintf(a.stderr, "popbridge hash-password: %v\n", err)
 		return exitFailure
 	}
-	h, err := imapfront.HashPassword(pw)
+	var h string
+	if *algo == "bcrypt" {
+		if len(pw) > bcryptMaxPassword {
+			fmt.Fprintf(a.stderr, "popbridge hash-password: the password is %d bytes; bcrypt uses only the first %d, so it is refused: use argon2id (the default)\n", len(pw), bcryptMaxPassword)
+			return exitFailure
+		}
+		h, err = imapfront.HashPassword(pw)
+	} else {
+		h, err = hashArgon2id(pw)
+	}
 	if err != nil {
 		fmt.Fprintf(a.stderr, "popbridge hash-password: %v\n", err)
 		return exitFailure
@@ -31,13 +71,29 @@ func (a *app) hashPassword(ctx context.Context, args []string) int {
 	return exitOK
 }
 
-// readPassword reads one password. On a terminal it prompts on stderr,
-// turns echo off and asks twice; otherwise it reads the first line.
-func (a *app) readPassword(ctx context.Context) (string, error) {
+// hashArgon2id returns the PHC string of an argon2id hash of pw with a
+// fresh random salt, the format imapfront verifies.
+func hashArgon2id(pw string) (string, error) {
+	salt := make([]byte, argonSaltLen)
+	if _, err := rand.Read(salt); err != nil {
+		return "", fmt.Errorf("make salt: %w", err)
+	}
+	key := argon2.IDKey([]byte(pw), salt, argonTime, argonMemoryKiB, argonThreads, argonKeyLen)
+	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, argonMemoryKiB, argonTime, argonThreads,
+		base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key)), nil
+}
+
+// readPassword reads one password. On a terminal (unless fromStdin) it
+// prompts on stderr, turns echo off, refuses an empty password at once and
+// asks again to confirm; otherwise it reads the first line.
+func (a *app) readPassword(ctx context.Context, fromStdin bool) (string, error) {
 	f, tty := a.stdin.(*os.File)
-	if tty && isTerminal(f) {
+	if !fromStdin && tty && isTerminal(f) {
 		first, err := promptNoEcho(ctx, f, a.stderr, "Password: ")
 		if err != nil {
+			return "", err
+		}
+		if _, err := checkPassword(first); err != nil {
 			return "", err
 		}
 		again, err := promptNoEcho(ctx, f, a.stderr, "Again: ")
@@ -47,7 +103,7 @@ func (a *app) readPassword(ctx context.Context) (string, error) {
 		if first != again {
 			return "", errors.New("the passwords differ")
 		}
-		return checkPassword(first)
+		return first, nil
 	}
 	line, err := bufio.NewReader(a.stdin).ReadString('\n')
 	if err != nil && !errors.Is(err, io.EOF) {
@@ -58,7 +114,7 @@ func (a *app) readPassword(ctx context.Context) (string, error) {
 
 func checkPassword(pw string) (string, error) {
 	if pw == "" {
-		return "", errors.New("empty password")
+		return "", errors.New("empty password: an IMAP password must not be empty")
 	}
 	return pw, nil
 }

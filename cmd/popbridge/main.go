@@ -6,8 +6,11 @@
 //	popbridge demo   [-listen ADDR] [-data DIR]    sample upstream + bridge, no config needed
 //	popbridge check  -config FILE                  validate config, try each upstream login
 //	popbridge poll   -config FILE [-account NAME]  one fetch pass
-//	popbridge status -config FILE                  per account and per user state
-//	popbridge hash-password                        read a password on stdin, print a hash
+//	popbridge status -config FILE [-json]          per account and per user state
+//	popbridge hash-password [-bcrypt] [-stdin]     read a password, print an argon2id (or bcrypt) hash
+//	popbridge import -config FILE -user NAME PATH  a Maildir or mbox into a user's mailboxes
+//	popbridge export -config FILE -user NAME DIR   a user's mailboxes as Maildir++
+//	popbridge version                              version, VCS revision, Go version (also -version)
 //
 // Every subcommand takes -log-format text|json and -log-level, and prints
 // its flags with -h. Signals (serve, demo): SIGINT/SIGTERM stop gracefully,
@@ -84,9 +87,12 @@ var commands = []command{
 	{"demo", "[-listen ADDR] [-data DIR] [-every DURATION]", "sample POP3 upstream + bridge, no config needed", (*app).demo},
 	{"check", "-config FILE", "validate the config and try every upstream login", (*app).check},
 	{"poll", "-config FILE [-account NAME]", "one fetch pass over all or one account", (*app).poll},
-	{"status", "-config FILE", "per account: what it does now (when serve runs), last poll, result, counts; mailbox counts per user", (*app).status},
+	{"status", "-config FILE [-json]", "per account: what it does now (when serve runs), last poll, result, counts; mailbox counts per user", (*app).status},
 	{"verify", "-config FILE [-repair]", "check the store; -repair re-fetches or quarantines damaged mail", (*app).verify},
-	{"hash-password", "", "read a password on stdin, print a hash for password_hash", (*app).hashPassword},
+	{"hash-password", "[-bcrypt] [-stdin]", "read a password, print an argon2id (or bcrypt) hash for password_hash", (*app).hashPassword},
+	{"import", "-config FILE -user NAME [-folder F] PATH", "import a Maildir or an mbox into a user's mailboxes", (*app).importMail},
+	{"export", "-config FILE -user NAME DIR", "export a user's mailboxes as a Maildir++ tree", (*app).exportMail},
+	{"version", "", "print the version, VCS revision and Go version", (*app).version},
 }
 
 func (a *app) usage() {
@@ -108,6 +114,8 @@ func (a *app) run(ctx context.Context, args []string) int {
 	case "-h", "-help", "--help", "help":
 		a.usage()
 		return exitOK
+	case "-version", "--version":
+		return a.version(ctx, args[1:])
 	}
 	for _, c := range commands {
 		if c.name == args[0] {

@@ -15,22 +15,35 @@ import (
 )
 
 func (a *app) poll(ctx context.Context, args []string) int {
-	f := a.newFlags("poll", "-config FILE [-account NAME]", "Fetch new mail once from all accounts, or from one, then exit")
+	f := a.newFlags("poll", "-config FILE [-account NAME] [-trace]", "Fetch new mail once from all accounts, or from one, then exit")
 	config := f.String("config", "", "configuration `file` (required)")
 	account := f.String("account", "", "poll only the account with this `name`")
+	trace := f.Bool("trace", false, "log the POP3 exchange of every account polled (passwords and message bodies left out)")
 	log, code, ok := a.setup(f, args)
 	if !ok {
 		return code
 	}
+	var err error
 	cfg, ok := a.loadConfig("poll", *config, log)
 	if !ok {
 		return exitFailure
+	}
+	if *trace {
+		for i := range cfg.Accounts {
+			cfg.Accounts[i].Trace = true
+		}
 	}
 	var bar *progressBar
 	var progress func(account string, done, total int)
 	if isTerminal(a.stdout) {
 		bar = &progressBar{w: a.stdout}
 		progress = bar.update
+		// Log lines go through the bar, which clears its line first and
+		// redraws itself after, so none lands on the bar.
+		if log, err = f.logger(bar.logWriter(a.stderr)); err != nil {
+			fmt.Fprintf(a.stderr, "popbridge poll: %v\n", err)
+			return exitUsage
+		}
 	}
 	start := time.Now()
 	results, err := bridge.PollOnce(ctx, cfg, log, *account, progress)
@@ -104,6 +117,7 @@ type progressBar struct {
 	mu    sync.Mutex
 	drawn bool
 	last  time.Time
+	line  string // the bar as last drawn, without "\r"
 }
 
 func (p *progressBar) update(account string, done, total int) {
@@ -119,9 +133,31 @@ func (p *progressBar) update(account string, done, total int) {
 	if total > 0 {
 		filled = done * width / total
 	}
-	fmt.Fprintf(p.w, "\r%-16s [%s%s] %d/%d ", account, strings.Repeat("#", filled), strings.Repeat("-", width-filled), done, total)
+	p.line = fmt.Sprintf("%-16s [%s%s] %d/%d ", account, strings.Repeat("#", filled), strings.Repeat("-", width-filled), done, total)
+	fmt.Fprintf(p.w, "\r%s", p.line)
 	p.drawn = true
 }
+
+// logWriter returns a writer for log output (to w, the same terminal as
+// the bar): while the bar is on screen, each write first clears the bar's
+// line, then the bar is drawn again below the log line.
+func (p *progressBar) logWriter(w io.Writer) io.Writer {
+	return writerFunc(func(b []byte) (int, error) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if !p.drawn || p.line == "" {
+			return w.Write(b)
+		}
+		fmt.Fprint(p.w, "\r\x1b[K")
+		n, err := w.Write(b)
+		fmt.Fprintf(p.w, "\r%s", p.line)
+		return n, err
+	})
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
 
 func (p *progressBar) finish() {
 	p.mu.Lock()
@@ -129,4 +165,5 @@ func (p *progressBar) finish() {
 	if p.drawn {
 		fmt.Fprintln(p.w)
 	}
+	p.line = "" // log lines from now on go straight through
 }

@@ -128,3 +128,38 @@ func TestStatusAndPollWhileServing(t *testing.T) {
 		t.Errorf("poll after serve stopped: exit %d\n%s%s", code, o, e)
 	}
 }
+
+// TestProgressBarLogLines: a log line written while the bar is on screen
+// clears the bar's line first and the bar is redrawn after it; once the
+// bar is finished, log lines pass through untouched.
+func TestProgressBarLogLines(t *testing.T) {
+	var term strings.Builder // stdout and stderr on one terminal
+	bar := &progressBar{w: &term}
+	logw := bar.logWriter(&term)
+	bar.update("work", 3, 10)
+	fmt.Fprint(logw, "level=WARN msg=\"message larger than max_message_size\"\n")
+	bar.update("work", 10, 10)
+	bar.finish()
+	fmt.Fprint(logw, "level=INFO msg=done\n")
+	barLine := func(done int) string {
+		filled := done * 30 / 10
+		return fmt.Sprintf("%-16s [%s%s] %d/10 ", "work", strings.Repeat("#", filled), strings.Repeat("-", 30-filled), done)
+	}
+	want := "\r" + barLine(3) +
+		"\r\x1b[K" + "level=WARN msg=\"message larger than max_message_size\"\n" + "\r" + barLine(3) +
+		"\r" + barLine(10) + "\n" +
+		"level=INFO msg=done\n"
+	if got := term.String(); got != want {
+		t.Errorf("terminal got\n%q\nwant\n%q", got, want)
+	}
+}
+
+// TestPollUnknownAccountOnePrefix: the error names the command once.
+func TestPollUnknownAccountOnePrefix(t *testing.T) {
+	up := newUpstream(t, "bob", "pw", 0, 0)
+	cfg := writeConfig(t, t.TempDir(), acct{name: "home", up: up, username: "bob", password: "pw"})
+	code, _, errs := runCmd("poll", "-config", cfg, "-account", "nope")
+	if want := "popbridge poll: no account \"nope\" (configured: home)\n"; code != 1 || errs != want {
+		t.Errorf("exit %d, stderr %q, want %q", code, errs, want)
+	}
+}

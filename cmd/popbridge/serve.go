@@ -26,6 +26,7 @@ func (a *app) serve(ctx context.Context, args []string) int {
 		next, err := bridge.Load(*config, log)
 		if err != nil {
 			log.Error("reload refused; keeping the running configuration", "file", *config, "err", err)
+			b.ReloadRefused(err)
 			return
 		}
 		// Reload logs what it changed, or why it refused.

@@ -174,6 +174,8 @@ func printSettings(w io.Writer, addrs bridge.Addrs, dataDir string, temp bool, e
 			host = "127.0.0.1"
 		}
 	}
+	// In a URL an IPv6 address goes in brackets: imap://[::1]:1143/.
+	urlHost := net.JoinHostPort(host, port)
 	fmt.Fprintf(w, `
 popbridge demo is running: %d sample messages are waiting on a built-in POP3
 server and are fetched into the IMAP mailbox right away.
@@ -191,10 +193,10 @@ Settings for your mail client (incoming mail, IMAP):
     any name, demo@popbridge.example and password demo, then "Configure
     manually": Incoming IMAP, the server and port above, security None,
     Normal password, username demo. Confirm the warning about no encryption.
-  mutt:  mutt -f 'imap://demo:demo@%s:%s/INBOX'
-  curl:  curl -s 'imap://%s:%s/INBOX;UID=1' -u demo:demo
+  mutt:  mutt -f 'imap://demo:demo@%s/INBOX'
+  curl:  curl -s 'imap://%s/INBOX;UID=1' -u demo:demo
 
-`, n, host, port, User, Password, host, port, host, port)
+`, n, host, port, User, Password, urlHost, urlHost)
 	if temp {
 		fmt.Fprintf(w, "Data: %s (removed on exit; keep it with -data DIR)\n", dataDir)
 	} else {

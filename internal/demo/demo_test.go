@@ -2,6 +2,8 @@ package demo
 
 import (
 	"context"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -73,5 +75,25 @@ func TestDemoKeptDataNoDuplicates(t *testing.T) {
 	}
 	if got := runDemo(t, dir); got != want {
 		t.Errorf("second run on the same data: %d messages, want %d (duplicates)", got, want)
+	}
+}
+
+// TestSettingsIPv6URL: the banner's URLs put an IPv6 address in brackets.
+func TestSettingsIPv6URL(t *testing.T) {
+	for _, tt := range []struct {
+		ip   net.IP
+		want string
+	}{
+		{net.IPv6loopback, "imap://demo:demo@[::1]:1143/INBOX"},
+		{net.IPv4(127, 0, 0, 1), "imap://demo:demo@127.0.0.1:1143/INBOX"},
+	} {
+		var b strings.Builder
+		printSettings(&b, bridge.Addrs{IMAP: &net.TCPAddr{IP: tt.ip, Port: 1143}}, "/tmp/x", true, 0, 3)
+		if !strings.Contains(b.String(), "mutt -f '"+tt.want+"'") {
+			t.Errorf("banner for %v lacks %s:\n%s", tt.ip, tt.want, b.String())
+		}
+		if !strings.Contains(b.String(), "Server:               "+tt.ip.String()+"\n") {
+			t.Errorf("banner for %v: Server line without brackets expected:\n%s", tt.ip, b.String())
+		}
 	}
 }
