@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/popbridge/popbridge/imapfront"
+	"github.com/popbridge/popbridge/internal/passhash"
 	"github.com/popbridge/popbridge/store"
 )
 
@@ -287,15 +288,10 @@ func (v *validator) users() {
 	}
 }
 
-// validPasswordHash recognises the hash formats imapfront verifies.
+// validPasswordHash recognises the hash formats imapfront verifies
+// (internal/passhash knows them).
 func validPasswordHash(h string) bool {
-	switch {
-	case strings.HasPrefix(h, "$2a$"), strings.HasPrefix(h, "$2b$"), strings.HasPrefix(h, "$2y$"):
-		return len(h) == 60
-	case strings.HasPrefix(h, "$argon2id$"):
-		return strings.Count(h, "$") == 5
-	}
-	return false
+	return passhash.Check(h) == nil
 }
 
 var (

@@ -3,35 +3,14 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 
-	"golang.org/x/crypto/argon2"
-
-	"github.com/popbridge/popbridge/imapfront"
+	"github.com/popbridge/popbridge/bridge"
 )
-
-// argon2id parameters of `popbridge hash-password`: OWASP's recommended
-// configuration (19 MiB, 2 passes, 1 lane), a 16-byte salt and a 32-byte
-// key. A verification costs some 40 ms of CPU and 19 MiB of memory, which
-// a server taking many logins can afford (imapfront also remembers
-// successful verifications).
-const (
-	argonMemoryKiB = 19 * 1024
-	argonTime      = 2
-	argonThreads   = 1
-	argonSaltLen   = 16
-	argonKeyLen    = 32
-)
-
-// bcryptMaxPassword is the longest password bcrypt hashes: it ignores
-// what follows, so longer ones are refused with -bcrypt.
-const bcryptMaxPassword = 72
 
 func (a *app) hashPassword(ctx context.Context, args []string) int {
 	f := a.newFlags("hash-password", "[-algo argon2id|bcrypt] [-stdin]", "Read a password (twice, without echo, on a terminal) and print its hash for password_hash")
@@ -53,34 +32,17 @@ func (a *app) hashPassword(ctx context.Context, args []string) int {
 		fmt.Fprintf(a.stderr, "popbridge hash-password: %v\n", err)
 		return exitFailure
 	}
-	var h string
-	if *algo == "bcrypt" {
-		if len(pw) > bcryptMaxPassword {
-			fmt.Fprintf(a.stderr, "popbridge hash-password: the password is %d bytes; bcrypt uses only the first %d, so it is refused: use argon2id (the default)\n", len(pw), bcryptMaxPassword)
-			return exitFailure
-		}
-		h, err = imapfront.HashPassword(pw)
-	} else {
-		h, err = hashArgon2id(pw)
+	if *algo == bridge.HashBcrypt && len(pw) > bridge.BcryptMaxPassword {
+		fmt.Fprintf(a.stderr, "popbridge hash-password: the password is %d bytes; bcrypt uses only the first %d, so it is refused: use argon2id (the default)\n", len(pw), bridge.BcryptMaxPassword)
+		return exitFailure
 	}
+	h, err := bridge.HashPassword(pw, *algo)
 	if err != nil {
 		fmt.Fprintf(a.stderr, "popbridge hash-password: %v\n", err)
 		return exitFailure
 	}
 	fmt.Fprintln(a.stdout, h)
 	return exitOK
-}
-
-// hashArgon2id returns the PHC string of an argon2id hash of pw with a
-// fresh random salt, the format imapfront verifies.
-func hashArgon2id(pw string) (string, error) {
-	salt := make([]byte, argonSaltLen)
-	if _, err := rand.Read(salt); err != nil {
-		return "", fmt.Errorf("make salt: %w", err)
-	}
-	key := argon2.IDKey([]byte(pw), salt, argonTime, argonMemoryKiB, argonThreads, argonKeyLen)
-	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, argonMemoryKiB, argonTime, argonThreads,
-		base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key)), nil
 }
 
 // readPassword reads one password. On a terminal (unless fromStdin) it

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/popbridge/popbridge/bridge"
-	"github.com/popbridge/popbridge/internal/mailfile"
 )
 
 func (a *app) importMail(ctx context.Context, args []string) int {
@@ -16,7 +15,7 @@ func (a *app) importMail(ctx context.Context, args []string) int {
 	config := f.String("config", "", "configuration `file` (required)")
 	user := f.String("user", "", "the [[user]] `name` receiving the mail (required)")
 	folder := f.String("folder", "", "mailbox for an mbox (default INBOX), or parent `mailbox` of a Maildir's folders")
-	mbox := f.String("mbox", mailfile.MboxRD, "mbox `variant`: mboxrd (>From lines quoted reversibly) or mboxo")
+	mbox := f.String("mbox", bridge.MboxRD, "mbox `variant`: mboxrd (>From lines quoted reversibly) or mboxo")
 	if err := f.Parse(args); err != nil {
 		return exitUsage
 	}

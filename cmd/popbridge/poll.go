@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/popbridge/popbridge/bridge"
-	"github.com/popbridge/popbridge/poller"
-	"github.com/popbridge/popbridge/store"
 )
 
 func (a *app) poll(ctx context.Context, args []string) int {
@@ -72,7 +70,7 @@ func (a *app) poll(ctx context.Context, args []string) int {
 // by itself and polls every account at once on SIGUSR1. It returns "" for
 // any other error.
 func lockedHint(err error) string {
-	dir, pid, ok := store.LockHolder(err)
+	dir, pid, ok := bridge.LockHolder(err)
 	if !ok {
 		return ""
 	}
@@ -86,8 +84,8 @@ func lockedHint(err error) string {
 }
 
 // summary is the last line of `popbridge poll`.
-func summary(results []poller.Result, elapsed time.Duration) string {
-	var t poller.Result
+func summary(results []bridge.PollResult, elapsed time.Duration) string {
+	var t bridge.PollResult
 	for _, r := range results {
 		t.Fetched += r.Fetched
 		t.Skipped += r.Skipped

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/popbridge/popbridge/bridge"
-	"github.com/popbridge/popbridge/store"
 )
 
 func (a *app) status(ctx context.Context, args []string) int {
@@ -182,7 +181,7 @@ func statusJSON(rep *bridge.StatusReport) jsonStatus {
 }
 
 // failing reports whether the account's last poll failed.
-func failing(s store.AccountStatus) bool {
+func failing(s bridge.AccountStatus) bool {
 	return s.LastError != "" && !s.LastErrorAt.Before(s.LastSuccess)
 }
 

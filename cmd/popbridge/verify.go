@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/popbridge/popbridge/bridge"
-	"github.com/popbridge/popbridge/store"
 )
 
 func (a *app) verify(ctx context.Context, args []string) int {
@@ -50,7 +49,7 @@ func (a *app) verify(ctx context.Context, args []string) int {
 }
 
 // printVerify prints a verify report.
-func (a *app) printVerify(r *store.VerifyReport) {
+func (a *app) printVerify(r *bridge.VerifyReport) {
 	for _, l := range r.Integrity {
 		fmt.Fprintf(a.stdout, "database: %s\n", l)
 	}
@@ -79,7 +78,7 @@ func (a *app) printVerify(r *store.VerifyReport) {
 }
 
 // entries formats where a message is filed: "alice INBOX UID 3, …".
-func entries(es []store.MailboxEntry) string {
+func entries(es []bridge.MailboxEntry) string {
 	if len(es) == 0 {
 		return "in no mailbox"
 	}
