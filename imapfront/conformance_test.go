@@ -1,0 +1,83 @@
+package imapfront
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// The tests in this file hold behaviours that Dovecot's ImapTest checks,
+// so that CI keeps them without ImapTest. Each names the ImapTest group.
+
+// rfc822Whole is a message whose whole body is a message/rfc822.
+const rfc822Whole = "From: user@domain.org\r\n" +
+	"Date: Sat, 24 Mar 2007 23:00:00 +0200\r\n" +
+	"Mime-Version: 1.0\r\n" +
+	"Content-Type: message/rfc822\r\n" +
+	"\r\n" +
+	"From: sub@domain.org\r\n" +
+	"Date: Sun, 12 Aug 2012 12:34:56 +0300\r\n" +
+	"Subject: submsg\r\n" +
+	"\r\n" +
+	"Hello world\r\n"
+
+// rfc822InMultipart encloses a multipart message in a message/rfc822 part.
+const rfc822InMultipart = "From: user@domain.org\r\n" +
+	"Mime-Version: 1.0\r\n" +
+	"Content-Type: multipart/mixed; boundary=\"outer\"\r\n" +
+	"\r\n" +
+	"--outer\r\n" +
+	"Content-Type: text/plain\r\n" +
+	"\r\n" +
+	"first\r\n" +
+	"--outer\r\n" +
+	"Content-Type: message/rfc822\r\n" +
+	"\r\n" +
+	"Subject: inner\r\n" +
+	"Content-Type: multipart/alternative; boundary=\"inner\"\r\n" +
+	"\r\n" +
+	"--inner\r\n" +
+	"Content-Type: text/plain\r\n" +
+	"\r\n" +
+	"inner one\r\n" +
+	"--inner\r\n" +
+	"Content-Type: text/html\r\n" +
+	"\r\n" +
+	"inner two\r\n" +
+	"--inner--\r\n" +
+	"--outer--\r\n"
+
+// TestSectionsOfMessageRFC822 is ImapTest's fetch-body-message-rfc822
+// groups: the parts of an enclosed message are numbered from its body,
+// also when the enclosing message is single-part.
+func TestSectionsOfMessageRFC822(t *testing.T) {
+	env := newEnv(t)
+	env.deliver("alice", "INBOX", rfc822Whole)
+	env.deliver("alice", "INBOX", rfc822InMultipart)
+	c := env.rawSelected("alice", "INBOX")
+	sub := "From: sub@domain.org\r\nDate: Sun, 12 Aug 2012 12:34:56 +0300\r\nSubject: submsg\r\n\r\n"
+	tests := []struct {
+		name, cmd, want string
+	}{
+		{"whole 1", "FETCH 1 BODY.PEEK[1]", "* 1 FETCH (UID 1 BODY[1] " + lit(sub+"Hello world\r\n") + ")"},
+		{"whole 1.1", "FETCH 1 BODY.PEEK[1.1]", "* 1 FETCH (UID 1 BODY[1.1] " + lit("Hello world\r\n") + ")"},
+		{"whole 1.header", "FETCH 1 BODY.PEEK[1.HEADER]", "* 1 FETCH (UID 1 BODY[1.HEADER] " + lit(sub) + ")"},
+		{"whole 1.text", "FETCH 1 BODY.PEEK[1.TEXT]", "* 1 FETCH (UID 1 BODY[1.TEXT] " + lit("Hello world\r\n") + ")"},
+		{"whole 1.2", "FETCH 1 BODY.PEEK[1.2]", "* 1 FETCH (UID 1 BODY[1.2] {0})"},
+		{"part 2.1", "FETCH 2 BODY.PEEK[2.1]", "* 2 FETCH (UID 2 BODY[2.1] " + lit("inner one") + ")"},
+		{"part 2.2", "FETCH 2 BODY.PEEK[2.2]", "* 2 FETCH (UID 2 BODY[2.2] " + lit("inner two") + ")"},
+		{"part 2.2.mime", "FETCH 2 BODY.PEEK[2.2.MIME]", "* 2 FETCH (UID 2 BODY[2.2.MIME] " + lit("Content-Type: text/html\r\n\r\n") + ")"},
+		{"part 1", "FETCH 2 BODY.PEEK[1]", "* 2 FETCH (UID 2 BODY[1] " + lit("first") + ")"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u := c.ok("%s", tt.cmd)
+			if got := strings.Join(u, "|"); got != tt.want {
+				t.Fatalf("%s:\n got %q\nwant %q", tt.cmd, got, tt.want)
+			}
+		})
+	}
+}
+
+// lit is s as an IMAP literal, the way rawClient.readLine inlines it.
+func lit(s string) string { return fmt.Sprintf("{%d}%s", len(s), s) }
