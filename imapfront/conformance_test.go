@@ -81,3 +81,59 @@ func TestSectionsOfMessageRFC822(t *testing.T) {
 
 // lit is s as an IMAP literal, the way rawClient.readLine inlines it.
 func lit(s string) string { return fmt.Sprintf("{%d}%s", len(s), s) }
+
+// TestListRecursiveMatchRedundantParent is ImapTest's listext group: a
+// parent is returned with CHILDINFO only for a subscribed child that the
+// command does not return by another pattern (RFC 5258 section 3.5).
+func TestListRecursiveMatchRedundantParent(t *testing.T) {
+	env := newEnv(t)
+	c := env.rawLogin("alice")
+	c.ok("CREATE p/")
+	c.ok("CREATE p/c")
+	c.ok("SUBSCRIBE p/c")
+	tests := []struct {
+		name, cmd string
+		want      []string
+	}{
+		{"child not matched", `LIST (SUBSCRIBED RECURSIVEMATCH) "" (p)`,
+			[]string{`* LIST (\HasChildren) "/" "p" (CHILDINFO ("SUBSCRIBED"))`}},
+		{"child by its own pattern", `LIST (SUBSCRIBED RECURSIVEMATCH) "" (p p/c)`,
+			[]string{`* LIST (\HasNoChildren \Subscribed) "/" "p/c"`}},
+		{"child by the same pattern", `LIST (SUBSCRIBED RECURSIVEMATCH) "" p*`,
+			[]string{`* LIST (\HasChildren) "/" "p" (CHILDINFO ("SUBSCRIBED"))`, `* LIST (\HasNoChildren \Subscribed) "/" "p/c"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u := c.ok("%s", tt.cmd)
+			if strings.Join(u, "|") != strings.Join(tt.want, "|") {
+				t.Fatalf("%s:\n got %q\nwant %q", tt.cmd, u, tt.want)
+			}
+		})
+	}
+}
+
+// TestMoveIntoSelectedMailbox is ImapTest's move group: MOVE into the
+// selected mailbox answers COPYUID, then EXPUNGE, then EXISTS (RFC 6851).
+func TestMoveIntoSelectedMailbox(t *testing.T) {
+	env := newEnv(t)
+	env.deliverAll("alice", "INBOX", "one", "two")
+	c := env.rawSelected("alice", "INBOX")
+	u := c.ok("MOVE 1 INBOX")
+	var got []string
+	for _, l := range u {
+		switch {
+		case strings.HasPrefix(l, "* OK [COPYUID "):
+			got = append(got, "COPYUID")
+		case strings.HasSuffix(l, " EXPUNGE"), strings.HasSuffix(l, " EXISTS"):
+			got = append(got, l)
+		}
+	}
+	want := []string{"COPYUID", "* 1 EXPUNGE", "* 2 EXISTS"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("MOVE 1 INBOX: got %q (untagged %q), want %q", got, u, want)
+	}
+	// The moved message is the last one, with a new UID.
+	if u := c.ok("FETCH 1:* (UID)"); strings.Join(u, "|") != "* 1 FETCH (UID 2)|* 2 FETCH (UID 3)" {
+		t.Fatalf("after MOVE: %q", u)
+	}
+}
