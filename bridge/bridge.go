@@ -276,6 +276,7 @@ func (b *Bridge) startIMAP(ctx context.Context) error {
 		Hinter:             p,
 		Logger:             b.log.With(LogKeyComponent, "imap"),
 		OnCommand:          m.observeCommand,
+		OnServerBug:        m.imapServerBugs.Inc,
 	}
 	cfg.imapLimits(&opts)
 	srv, err := imapfront.New(opts)

@@ -3,6 +3,7 @@ package imapfront
 import (
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -136,4 +137,70 @@ func TestMoveIntoSelectedMailbox(t *testing.T) {
 	if u := c.ok("FETCH 1:* (UID)"); strings.Join(u, "|") != "* 1 FETCH (UID 2)|* 2 FETCH (UID 3)" {
 		t.Fatalf("after MOVE: %q", u)
 	}
+}
+
+// TestSyntaxErrorsAreBad is ImapTest's atoms group and issue #14: client
+// syntax errors that go-imap beta.8's parser answers NO [SERVERBUG] are
+// answered BAD, and not counted as server bugs; a real internal error still
+// is NO [SERVERBUG], and counted.
+func TestSyntaxErrorsAreBad(t *testing.T) {
+	var bugs atomic.Int64
+	env := newEnv(t, func(o *Options) { o.OnServerBug = func() { bugs.Add(1) } })
+	env.deliver("alice", "INBOX", msg("wool"))
+	c := env.rawSelected("alice", "INBOX")
+	for _, cmd := range []string{
+		"UID SEARCH TEXT wool socks", // unknown search key
+		"SEARCH 1:x",                 // bad sequence set
+		"FETCH 1:x (UID)",            // bad sequence set
+	} {
+		if _, st := c.cmd("%s", cmd); !strings.HasPrefix(st, "BAD ") {
+			t.Errorf("%s: %s, want BAD", cmd, st)
+		}
+	}
+	// A mailbox name that is not modified UTF-7 names no mailbox.
+	for _, cmd := range []string{"SELECT &Jjo", `STATUS "a&-b&AGE" (MESSAGES)`, "DELETE &Jjo", "CREATE &Jjo"} {
+		if _, st := c.cmd("%s", cmd); !strings.HasPrefix(st, "NO [") || strings.Contains(st, "SERVERBUG") {
+			t.Errorf("%s: %s, want NO", cmd, st)
+		}
+	}
+	// A LIST pattern that is not modified UTF-7 matches nothing (Dovecot).
+	for _, cmd := range []string{
+		`LIST "" "!#$$&'+,-.0123456789:;<=>?@^_` + "`" + `|[}%*"`,
+		`LSUB "" "&Jjo*"`,
+		`LIST "&Jjo" "*"`,
+	} {
+		if u, st := c.cmd("%s", cmd); !strings.HasPrefix(st, "OK ") || len(u) != 0 {
+			t.Errorf("%s: %q %s, want OK and nothing", cmd, u, st)
+		}
+	}
+	if n := bugs.Load(); n != 0 {
+		t.Errorf("%d syntax errors counted as server bugs", n)
+	}
+	// The connection is in a sane state afterwards.
+	if u := c.ok("UID SEARCH TEXT wool"); strings.Join(u, "|") != "* SEARCH 1" {
+		t.Fatalf("UID SEARCH TEXT wool: %q", u)
+	}
+
+	fail := make(chan struct{}, 1)
+	fail <- struct{}{}
+	env.srv.faultHook = func(p string) {
+		if p != "fetch" {
+			return
+		}
+		select {
+		case <-fail:
+			panic("injected fault")
+		default:
+		}
+	}
+	if _, st := c.cmd("FETCH 1 (UID)"); !strings.HasPrefix(st, "NO [SERVERBUG]") {
+		t.Fatalf("FETCH with an internal error: %s, want NO [SERVERBUG]", st)
+	}
+	if n := bugs.Load(); n != 1 {
+		t.Fatalf("server bugs counted: %d, want 1", n)
+	}
+	// newEnv's cleanup fails on a logged panic; this one was expected.
+	env.logs.mu.Lock()
+	env.logs.buf.Reset()
+	env.logs.mu.Unlock()
 }

@@ -134,6 +134,13 @@ type Options struct {
 	// not block. Commands imapserver answers itself (CAPABILITY, NOOP,
 	// LOGOUT, STARTTLS, ENABLE) are not reported; see metrics.go. nil: none.
 	OnCommand func(name string, d time.Duration, err error)
+	// OnServerBug, when set, is called for every command answered NO
+	// [SERVERBUG] (an internal error, logged). Client syntax errors that
+	// go-imap beta.8 would answer that way are answered BAD instead and
+	// not counted (connState.fixServerBug); on a STARTTLS connection,
+	// where they cannot be rewritten, they are neither rewritten nor
+	// counted. It must not block. nil: none.
+	OnServerBug func()
 }
 
 // Server is an IMAP server over a store. Create it with New; it serves
@@ -508,6 +515,13 @@ func (s *Server) removeConn(cs *connState) {
 	s.connWG.Done()
 }
 
+// serverBug reports one NO [SERVERBUG] answer (Options.OnServerBug).
+func (s *Server) serverBug() {
+	if f := s.opts.OnServerBug; f != nil {
+		f()
+	}
+}
+
 // backendLogger is imapserver's logger: its lines go to the server's log at
 // error level, and the panics it recovered are counted. A line about a
 // client that hung up or went silent (EOF, reset, broken pipe, timeout) is
@@ -522,11 +536,20 @@ func (l backendLogger) Printf(format string, args ...any) {
 	}
 	level := slog.LevelError
 	for _, a := range args {
-		if err, ok := a.(error); ok && isHangUp(err) {
+		if err, ok := a.(error); ok && (isHangUp(err) || isParseError(err)) {
 			level = slog.LevelDebug
 		}
 	}
 	l.s.log.Log(context.Background(), level, fmt.Sprintf(format, args...), "component", "imapserver")
+}
+
+// isParseError reports whether err is one of the client syntax errors
+// that imapserver reports as internal errors (see connState.fixServerBug):
+// the client's mistake, not the server's, so not logged as an error.
+func isParseError(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "utf7: ") || strings.Contains(msg, "imap: bad number set value") ||
+		strings.Contains(msg, "imapwire: max size exceeded")
 }
 
 // isHangUp reports whether err only says that the client went away or

@@ -90,6 +90,10 @@ func (s *session) end(op string, errp *error) {
 		if !errors.As(*errp, &imapErr) {
 			*errp = mapStoreError(s.log, op, targetMailbox, *errp)
 		}
+		if s.conn.tlsUp.Load() && errors.As(*errp, &imapErr) && imapErr.Code == imap.ResponseCodeServerBug {
+			// Counted here: connState cannot read the answer under TLS.
+			s.srv.serverBug()
+		}
 	}
 }
 
