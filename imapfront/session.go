@@ -128,7 +128,8 @@ func (s *session) Close() error {
 }
 
 // Login implements imapserver.Session (AUTHENTICATE PLAIN arrives here
-// too). Every attempt first waits out the penalty of its address and user
+// too). Every attempt first waits for the other attempts from its client
+// address to be answered (authlimit.Limiter.Acquire), then waits out the penalty of its address and user
 // name (Options.AuthLimiter), then verifies the password, against the dummy
 // hash when the user is unknown; a failure is recorded and its penalty
 // waited out before the NO, a success clears both penalties.
@@ -145,9 +146,17 @@ func (s *session) Login(username, password string) (err error) {
 	defer cancel()
 	defer context.AfterFunc(s.srv.ctx, cancel)()
 	lim, addr := s.srv.authLim, s.conn.addr
+	// One attempt per client address at a time, held until the answer:
+	// parallel guesses then cost what sequential ones do.
+	release, err := lim.Acquire(ctx, addr)
+	if err != nil {
+		return errLoginAborted
+	}
+	defer release()
 	if err := lim.Wait(ctx, addr, username); err != nil {
 		return errLoginAborted
 	}
+	s.fault("login-verify")
 	ok, reason, verr := s.srv.checkPassword(ctx, username, password)
 	if verr != nil && ctx.Err() != nil {
 		return errLoginAborted
