@@ -485,6 +485,7 @@ func (c *Config) imapLimits(o *imapfront.Options) {
 	}
 	o.MaxConns = noCap(c.IMAP.MaxConnections)
 	o.MaxConnsPerAddr = noCap(c.IMAP.MaxConnectionsPerIP)
+	o.MaxPreLoginConns = noCap(c.IMAP.MaxPreLoginConnections)
 	o.MaxMailboxes = noCap(c.IMAP.MaxMailboxes)
 	o.IdleTimeout = c.IMAP.IdleTimeout.Value
 	o.AppendLimit = c.IMAP.AppendLimit.Bytes

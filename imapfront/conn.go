@@ -2,10 +2,13 @@ package imapfront
 
 import (
 	"bytes"
+	"container/list"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,6 +58,13 @@ type connState struct {
 	wmu    sync.Mutex
 	corked bool
 	wbuf   []byte
+
+	// preElem is c's element in Server.pre while c has not logged in;
+	// guarded by Server.pre.mu.
+	preElem *list.Element
+	// readErr is the deadline error of a read that timed out: every later
+	// read fails with it at once (stickyTimeout).
+	readErr error
 
 	mu       sync.Mutex
 	imapConn *imapserver.Conn
@@ -125,9 +135,20 @@ func (c *connState) Read(p []byte) (int, error) {
 		c.inject = c.inject[n:]
 		return n, nil
 	}
+	if c.readErr != nil {
+		return 0, c.readErr
+	}
 	c.setReading(true)
 	n, err := c.Conn.Read(p)
 	c.setReading(false)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		// imapserver waits for a command in two steps, each under its
+		// own 30 s deadline when not logged in: the first byte, then
+		// the rest. When the first times out it tries the second anyway,
+		// so a silent client was closed after 60 s, not the documented
+		// PreAuthTimeout. A client silent past a deadline is done.
+		c.readErr = err
+	}
 	if n > 0 && !c.poisoned.Load() {
 		switch v, rest := c.lits.feed(p[:n]); v {
 		case litNonSyncTooBig:

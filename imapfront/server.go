@@ -33,6 +33,10 @@ const (
 	// DefaultMaxConnsPerAddr is the per-address connection cap when
 	// Options.MaxConnsPerAddr is 0.
 	DefaultMaxConnsPerAddr = netlimit.DefaultMaxPerAddr
+	// DefaultMaxPreLoginConns is the cap on connections that have not
+	// logged in yet when Options.MaxPreLoginConns is 0: a quarter of
+	// DefaultMaxConns.
+	DefaultMaxPreLoginConns = DefaultMaxConns / 4
 	// DefaultMaxMailboxes is the per-user mailbox cap when
 	// Options.MaxMailboxes is 0.
 	DefaultMaxMailboxes = 10000
@@ -107,6 +111,14 @@ type Options struct {
 	// Loopback clients are exempt (they still count against MaxConns).
 	// 0: DefaultMaxConnsPerAddr (20); negative: no cap.
 	MaxConnsPerAddr int
+	// MaxPreLoginConns caps the connections that have not logged in yet,
+	// over all listeners: a newcomer over it closes the oldest of them
+	// (prelogin.go). When MaxConns is reached, the oldest connection that
+	// has not logged in gives way to the newcomer as well, so that
+	// clients that log in are refused only when logged-in connections
+	// fill MaxConns. A value above MaxConns means MaxConns.
+	// 0: DefaultMaxPreLoginConns (250); negative: no cap of its own.
+	MaxPreLoginConns int
 	// AuthLimiter slows down failed logins (LOGIN and AUTHENTICATE) per
 	// client address and per user name, Dovecot auth_penalty style: 2, 4,
 	// 8, then 15 s per attempt. Share one limiter between servers (or
@@ -170,6 +182,7 @@ type Server struct {
 	fingerprint *authlimit.Fingerprinter
 	verifySem   chan struct{}     // bounds concurrent password verifications
 	connCount   *netlimit.Counter // shared by the listeners' caps
+	pre         preLogin          // connections not logged in yet
 	maxConns    int
 	maxPerAddr  int
 	maxMboxes   int
@@ -246,12 +259,16 @@ func New(opts Options) (*Server, error) {
 		maxConns:    orDefault(opts.MaxConns, DefaultMaxConns),
 		maxPerAddr:  orDefault(opts.MaxConnsPerAddr, DefaultMaxConnsPerAddr),
 		maxMboxes:   orDefault(opts.MaxMailboxes, DefaultMaxMailboxes),
+		pre:         preLogin{max: orDefault(opts.MaxPreLoginConns, DefaultMaxPreLoginConns)},
 		idleTimeout: opts.IdleTimeout,
 		ctx:         ctx,
 		cancel:      cancel,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if s.maxConns > 0 && s.pre.max > s.maxConns {
+		s.pre.max = s.maxConns
 	}
 	if s.authLim == nil {
 		s.authLim = authlimit.New(authlimit.Options{})
@@ -347,6 +364,7 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 		ExemptLoopback: !s.capLoopback,
 		Reject:         s.rejectConn(implicitTLS),
 		OnReject:       s.onReject,
+		Evict:          s.evictOldestPreLogin,
 		Counter:        s.connCount,
 	})
 	s.mu.Lock()
@@ -452,6 +470,9 @@ func (s *Server) handle(raw net.Conn, implicitTLS bool) {
 	s.connWG.Add(1)
 	s.mu.Unlock()
 
+	if victim := s.pre.add(cs); victim != nil {
+		s.evictPreLogin(victim)
+	}
 	if !b.ln.deliver(cs) {
 		cs.Close()
 	}
@@ -506,6 +527,7 @@ func (s *Server) newSession(c *imapserver.Conn) (imapserver.Session, *imapserver
 
 // removeConn forgets a closed connection.
 func (s *Server) removeConn(cs *connState) {
+	s.pre.remove(cs)
 	s.mu.Lock()
 	delete(s.conns, cs)
 	s.mu.Unlock()

@@ -175,6 +175,7 @@ func (s *session) Login(username, password string) (err error) {
 		return mapStoreError(s.log, "LOGIN", targetMailbox, err)
 	}
 	s.user = us
+	s.srv.pre.remove(s.conn) // logged in: no longer evictable
 	s.log = s.log.With("user", username)
 	s.log.Info("imap login")
 	return nil
@@ -249,6 +250,10 @@ func (s *session) Unauthenticate() (err error) {
 	}
 	s.log = s.srv.log.With("conn", s.conn.remote)
 	s.searchRes = nil
+	// Not logged in again: back under the pre-login budget, as newest.
+	if victim := s.srv.pre.add(s.conn); victim != nil && victim != s.conn {
+		s.srv.evictPreLogin(victim)
+	}
 	return nil
 }
 
