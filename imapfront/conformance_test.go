@@ -204,3 +204,71 @@ func TestSyntaxErrorsAreBad(t *testing.T) {
 	env.logs.buf.Reset()
 	env.logs.mu.Unlock()
 }
+
+// TestRecent is ImapTest's copy, select and search-flags groups: \Recent
+// with IMAP4rev1 semantics. New mail is recent in exactly one session: the
+// one that has the mailbox selected read-write, or else the next SELECT;
+// EXAMINE shows it without taking it; COPY makes the copies recent in the
+// destination; SEARCH RECENT, NEW and OLD, FETCH FLAGS and STATUS RECENT
+// agree.
+func TestRecent(t *testing.T) {
+	env := newEnv(t)
+	c := env.rawLogin("alice") // the server is serving: it sees new mail
+	env.deliverAll("alice", "INBOX", "one", "two")
+	// Nobody has seen them: STATUS counts them, EXAMINE shows them.
+	if u := c.ok("STATUS INBOX (RECENT)"); len(grep(u, "RECENT 2")) != 1 {
+		t.Fatalf("STATUS before any SELECT: %q", u)
+	}
+	if u := c.ok("EXAMINE INBOX"); len(grep(u, "* 2 RECENT")) != 1 {
+		t.Fatalf("EXAMINE: %q", u)
+	}
+	// SELECT takes them; a second SELECT (another session) does not.
+	if u := c.ok("SELECT INBOX"); len(grep(u, "* 2 RECENT")) != 1 {
+		t.Fatalf("SELECT: %q", u)
+	}
+	other := env.rawSelected("alice", "INBOX")
+	if u := other.ok("STATUS INBOX (RECENT)"); len(grep(u, "RECENT 0")) != 1 {
+		t.Fatalf("STATUS after SELECT: %q", u)
+	}
+	if u := other.ok("FETCH 1:* (FLAGS)"); strings.Contains(strings.Join(u, "|"), `\Recent`) {
+		t.Fatalf("second session sees recent messages: %q", u)
+	}
+	if u := c.ok("FETCH 1 (FLAGS)"); strings.Join(u, "|") != `* 1 FETCH (UID 1 FLAGS (\Recent))` {
+		t.Fatalf("FETCH FLAGS in the claiming session: %q", u)
+	}
+	// New mail goes to the oldest read-write session: EXISTS and RECENT.
+	env.deliver("alice", "INBOX", msg("three"))
+	if u := c.ok("NOOP"); strings.Join(u, "|") != "* 3 EXISTS|* 3 RECENT" {
+		t.Fatalf("NOOP in the claiming session: %q", u)
+	}
+	if u := other.ok("NOOP"); strings.Join(u, "|") != "* 3 EXISTS|* 0 RECENT" {
+		t.Fatalf("NOOP in the other session: %q", u)
+	}
+	c.ok(`STORE 2 +FLAGS (\Seen)`)
+	for _, tt := range []struct{ cmd, want string }{
+		{"SEARCH RECENT", "* SEARCH 1 2 3"},
+		{"SEARCH NEW", "* SEARCH 1 3"},
+		{"SEARCH OLD", "* SEARCH"},
+	} {
+		if u := c.ok("%s", tt.cmd); strings.Join(u, "|") != tt.want {
+			t.Errorf("%s: %q, want %q", tt.cmd, u, tt.want)
+		}
+		if u := other.ok("%s", tt.cmd); tt.cmd == "SEARCH OLD" && strings.Join(u, "|") != "* SEARCH 1 2 3" {
+			t.Errorf("%s in the other session: %q", tt.cmd, u)
+		}
+	}
+	// COPY makes the copies recent in the destination, for the session
+	// that has it selected.
+	c.ok("CREATE Dest")
+	dest := env.rawSelected("alice", "Dest")
+	c.ok("COPY 1:2 Dest")
+	if u := dest.ok("NOOP"); strings.Join(u, "|") != "* 2 EXISTS|* 2 RECENT" {
+		t.Fatalf("NOOP in the destination: %q", u)
+	}
+	// Expunged recent messages are no longer counted.
+	dest.ok(`STORE 1 +FLAGS.SILENT (\Deleted)`)
+	dest.ok("EXPUNGE")
+	if u := dest.ok("SEARCH RECENT"); strings.Join(u, "|") != "* SEARCH 1" {
+		t.Fatalf("SEARCH RECENT after EXPUNGE: %q", u)
+	}
+}

@@ -388,7 +388,7 @@ func (s *session) writeFetchItems(resp *imapserver.FetchResponseWriter, f *fetch
 	resp.WriteUID(imap.UID(f.t.uid))
 	s.fault("fetch-response")
 	if options.Flags || withFlags {
-		resp.WriteFlags(toIMAPFlags(f.flags))
+		resp.WriteFlags(toIMAPFlags(s.view.withRecent(f.t.uid, f.flags)))
 	}
 	if options.InternalDate {
 		resp.WriteInternalDate(f.meta.InternalDate)

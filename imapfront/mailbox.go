@@ -206,8 +206,8 @@ func (s *session) statusData(us *userState, mb store.Mailbox, options *imap.Stat
 		data.NumDeleted = &c.Deleted
 		data.Size = &c.Size
 	}
-	zero := uint32(0)
-	data.NumRecent = &zero
+	recent := uint32(s.srv.recent.count(mb.ID))
+	data.NumRecent = &recent
 	limit := s.srv.limit
 	data.AppendLimit = &limit
 	return data, nil

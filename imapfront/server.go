@@ -183,6 +183,8 @@ type Server struct {
 	verifySem   chan struct{}     // bounds concurrent password verifications
 	connCount   *netlimit.Counter // shared by the listeners' caps
 	pre         preLogin          // connections not logged in yet
+	recent      recentTracker     // unclaimed \Recent messages
+	viewSeq     atomic.Uint64     // numbers views in SELECT order
 	maxConns    int
 	maxPerAddr  int
 	maxMboxes   int
@@ -376,7 +378,8 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 	s.acceptWG.Add(1)
 	s.mu.Unlock()
 	defer s.acceptWG.Done()
-	dummyHash() // computed now, so the first unknown user costs no more than others
+	dummyHash()    // computed now, so the first unknown user costs no more than others
+	s.ensureFeed() // from now on new mail is \Recent (recent.go)
 	defer func() {
 		s.mu.Lock()
 		delete(s.listeners, lim)
