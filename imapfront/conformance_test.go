@@ -272,3 +272,23 @@ func TestRecent(t *testing.T) {
 		t.Fatalf("SEARCH RECENT after EXPUNGE: %q", u)
 	}
 }
+
+// TestEnvelopeGroups is ImapTest's fetch-envelope group: address groups
+// are start and end markers around their members, and the comment of a
+// bare address is its name.
+func TestEnvelopeGroups(t *testing.T) {
+	env := newEnv(t)
+	env.deliver("alice", "INBOX", "Date: Thu, 15 Feb 2007 01:02:03 +0200\r\n"+
+		"From: user@domain (Real Name)\r\n"+
+		"To: group: g1@d1.org, g2@d2.org;, group2: g3@d3.org;\r\n"+
+		"Cc: group:;\r\n"+
+		"\r\nbody\r\n")
+	c := env.rawSelected("alice", "INBOX")
+	u := c.ok("FETCH 1 ENVELOPE")
+	want := `* 1 FETCH (UID 1 ENVELOPE ("Thu, 15 Feb 2007 01:02:03 +0200" NIL (("Real Name" NIL "user" "domain")) (("Real Name" NIL "user" "domain")) (("Real Name" NIL "user" "domain")) ` +
+		`((NIL NIL "group" NIL) (NIL NIL "g1" "d1.org") (NIL NIL "g2" "d2.org") (NIL NIL NIL NIL) (NIL NIL "group2" NIL) (NIL NIL "g3" "d3.org") (NIL NIL NIL NIL)) ` +
+		`((NIL NIL "group" NIL) (NIL NIL NIL NIL)) NIL NIL NIL))`
+	if strings.Join(u, "|") != want {
+		t.Fatalf("ENVELOPE:\n got %q\nwant %q", u, want)
+	}
+}
