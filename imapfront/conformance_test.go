@@ -292,3 +292,27 @@ func TestEnvelopeGroups(t *testing.T) {
 		t.Fatalf("ENVELOPE:\n got %q\nwant %q", u, want)
 	}
 }
+
+// TestKeywordAnnouncedBeforeUse is ImapTest's stress finding "Keyword used
+// without being in FLAGS": a FETCH reply never carries a keyword the client
+// has not been told about in FLAGS; it follows once FLAGS is sent.
+func TestKeywordAnnouncedBeforeUse(t *testing.T) {
+	env := newEnv(t)
+	env.deliver("alice", "INBOX", msg("one"))
+	a := env.rawSelected("alice", "INBOX")
+	b := env.rawSelected("alice", "INBOX")
+	b.ok(`STORE 1 +FLAGS ($Fresh)`)
+	u := a.ok("FETCH 1 (FLAGS)")
+	want := []string{
+		`* 1 FETCH (UID 1 FLAGS (\Recent))`,
+		`* FLAGS (\Answered \Deleted \Draft \Flagged \Seen $Fresh)`,
+		`* 1 FETCH (UID 1 FLAGS (\Recent $Fresh))`,
+	}
+	if strings.Join(u, "|") != strings.Join(want, "|") {
+		t.Fatalf("FETCH after another session's new keyword:\n got %q\nwant %q", u, want)
+	}
+	// Known from now on: reported at once.
+	if u := a.ok("FETCH 1 (FLAGS)"); strings.Join(u, "|") != want[2] {
+		t.Fatalf("second FETCH: %q", u)
+	}
+}

@@ -41,6 +41,7 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 	if err != nil {
 		return err
 	}
+	defer v.requeueHidden()
 	if options.ModSeq || options.ChangedSince != 0 {
 		return &imap.Error{Type: imap.StatusResponseTypeBad, Text: "CONDSTORE is not supported"}
 	}
@@ -388,7 +389,7 @@ func (s *session) writeFetchItems(resp *imapserver.FetchResponseWriter, f *fetch
 	resp.WriteUID(imap.UID(f.t.uid))
 	s.fault("fetch-response")
 	if options.Flags || withFlags {
-		resp.WriteFlags(toIMAPFlags(s.view.withRecent(f.t.uid, f.flags)))
+		resp.WriteFlags(toIMAPFlags(s.view.replyFlags(f.t.uid, f.flags)))
 	}
 	if options.InternalDate {
 		resp.WriteInternalDate(f.meta.InternalDate)

@@ -2,6 +2,7 @@ package imapfront
 
 import (
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/popbridge/popbridge/store"
@@ -111,6 +112,60 @@ func (v *view) withRecent(uid store.UID, flags []string) []string {
 		return flags
 	}
 	return append([]string{flagRecent}, flags...)
+}
+
+// learnKeywords records the keywords of a FLAGS list the client is told.
+func (v *view) learnKeywords(flags []string) {
+	if v.known == nil {
+		v.known = make(map[string]struct{})
+	}
+	for _, f := range flags {
+		if !strings.HasPrefix(f, `\`) {
+			v.known[strings.ToLower(f)] = struct{}{}
+		}
+	}
+}
+
+// replyFlags returns the flags a FETCH or STORE reply gives for uid: its
+// flags with \Recent when it is recent in v, without the keywords the
+// client has not been told about in FLAGS yet (another session added them;
+// the FLAGS waits in v's queue). A message whose keywords were left out is
+// remembered, and requeueHidden sends its full flags after that FLAGS
+// (ImapTest: "Keyword used without being in FLAGS").
+func (v *view) replyFlags(uid store.UID, flags []string) []string {
+	unknown := func(f string) bool {
+		if strings.HasPrefix(f, `\`) {
+			return false
+		}
+		_, ok := v.known[strings.ToLower(f)]
+		return !ok
+	}
+	if slices.ContainsFunc(flags, unknown) {
+		flags = slices.DeleteFunc(slices.Clone(flags), unknown)
+		v.hidden = append(v.hidden, uid)
+	}
+	return v.withRecent(uid, flags)
+}
+
+// requeueHidden queues the current flags of the messages whose keywords a
+// reply left out, behind the FLAGS that announces them, for the poll that
+// follows the command.
+func (v *view) requeueHidden() {
+	if len(v.hidden) == 0 {
+		return
+	}
+	m := v.mbox
+	m.mu.Lock()
+	for _, uid := range v.hidden {
+		// Usually the change that added the keyword is queued already.
+		queued := slices.ContainsFunc(v.pending, func(u update) bool { return u.kind == updFlags && u.uid == uid })
+		if i, ok := m.indexLocked(uid); ok && !queued {
+			v.push(update{kind: updFlags, uid: uid, flags: m.entries[i].flags})
+		}
+	}
+	m.mu.Unlock()
+	v.hidden = v.hidden[:0]
+	v.wake()
 }
 
 // flagRecent is the \Recent flag as popbridge writes it.

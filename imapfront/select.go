@@ -59,6 +59,7 @@ func (s *session) Select(name string, options *imap.SelectOptions) (data *imap.S
 		}
 	}
 	flags := m.flagListLocked()
+	v.learnKeywords(flags)
 	data = &imap.SelectData{
 		Flags:             toIMAPFlags(flags),
 		NumMessages:       uint32(len(v.uids)),

@@ -294,6 +294,11 @@ type view struct {
 	// recent holds the UIDs of the view that are \Recent in this
 	// session; only the owning session's goroutine uses it.
 	recent map[store.UID]struct{}
+	// known holds the keywords (lower case) the client was told about in
+	// FLAGS; hidden the UIDs whose keywords a reply left out because the
+	// client was not told yet (replyFlags). Owning session only.
+	known  map[string]struct{}
+	hidden []store.UID
 
 	uids      []store.UID
 	pending   []update
@@ -394,6 +399,7 @@ func (v *view) drain(allowExpunge bool) ([]out, error) {
 			res = append(res, out{kind: outFetchFlags, n: uint32(i) + 1, uid: u.uid, flags: v.withRecent(u.uid, u.flags)})
 		case updMailboxFlags:
 			flushExists()
+			v.learnKeywords(u.flags)
 			res = append(res, out{kind: outMailboxFlags, flags: u.flags})
 		}
 	}
