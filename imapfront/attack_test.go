@@ -155,3 +155,20 @@ func TestReadTimeoutIsFinal(t *testing.T) {
 		t.Fatalf("read after a timeout: %d bytes, %v; want the deadline error at once", n, err)
 	}
 }
+
+// TestIdleMemoryRelease: when the last connection closes and none opens
+// for a while, the server returns free memory to the system.
+func TestIdleMemoryRelease(t *testing.T) {
+	released := make(chan struct{}, 4)
+	env := newEnvHook(t, func(s *Server) {
+		s.releaseAfter = 50 * time.Millisecond
+		s.freeMemory = func() { released <- struct{}{} }
+	})
+	c := env.rawLogin("alice")
+	c.cmd("LOGOUT")
+	select {
+	case <-released:
+	case <-time.After(ioWait):
+		t.Fatal("no memory release after the last connection closed")
+	}
+}

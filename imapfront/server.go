@@ -212,6 +212,14 @@ type Server struct {
 	// connClosed, set by tests, is called after a connection has ended and
 	// freed its slot.
 	connClosed func()
+	// idleGen counts connection arrivals and departures (guarded by mu),
+	// so that an idle memory release armed when the last connection
+	// closed is dropped if another came meanwhile (idlemem.go).
+	idleGen uint64
+	// releaseAfter and freeMemory, set by tests, replace
+	// idleMemoryRelease and debug.FreeOSMemory.
+	releaseAfter time.Duration
+	freeMemory   func()
 
 	acceptWG  sync.WaitGroup // accept loops
 	connWG    sync.WaitGroup // connections handed to imapserver, until closed
@@ -470,6 +478,7 @@ func (s *Server) handle(raw net.Conn, implicitTLS bool) {
 		s.backends[kind] = b
 	}
 	s.conns[cs] = struct{}{}
+	s.idleGen++ // a connection opened: no idle release pending
 	s.connWG.Add(1)
 	s.mu.Unlock()
 
@@ -533,6 +542,7 @@ func (s *Server) removeConn(cs *connState) {
 	s.pre.remove(cs)
 	s.mu.Lock()
 	delete(s.conns, cs)
+	s.noteConnsLocked()
 	s.mu.Unlock()
 	if s.connClosed != nil {
 		s.connClosed()
