@@ -157,18 +157,27 @@ func TestReadTimeoutIsFinal(t *testing.T) {
 }
 
 // TestIdleMemoryRelease: when the last connection closes and none opens
-// for a while, the server returns free memory to the system.
+// for a while, the server empties its converted-metadata cache and returns
+// free memory to the system.
 func TestIdleMemoryRelease(t *testing.T) {
 	released := make(chan struct{}, 4)
 	env := newEnvHook(t, func(s *Server) {
 		s.releaseAfter = 50 * time.Millisecond
 		s.freeMemory = func() { released <- struct{}{} }
 	})
-	c := env.rawLogin("alice")
+	env.deliver("alice", "INBOX", msg("one"))
+	c := env.rawSelected("alice", "INBOX")
+	c.ok("FETCH 1 (ENVELOPE BODYSTRUCTURE)")
+	if env.srv.conv.len() == 0 {
+		t.Fatal("FETCH cached nothing")
+	}
 	c.cmd("LOGOUT")
 	select {
 	case <-released:
 	case <-time.After(ioWait):
 		t.Fatal("no memory release after the last connection closed")
+	}
+	if n := env.srv.conv.len(); n != 0 {
+		t.Fatalf("%d converted entries kept while idle", n)
 	}
 }

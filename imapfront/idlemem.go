@@ -12,9 +12,9 @@ import (
 // (cmd/popbridge sets GOGC=200) the next collection may be far away: RSS
 // stayed at its peak long after the last client left. So when the last
 // connection closes and none opens for idleMemoryRelease, the server
-// collects and returns free memory to the system at once. The caches that
-// remain are bounded (the store's metadata cache by bytes, convCache by
-// entries).
+// empties convCache (bounded by entries, not bytes; cheap to rebuild from
+// the store's metadata cache, which is bounded by bytes), collects and
+// returns free memory to the system at once.
 
 // idleMemoryRelease is how long the server must have no connection before
 // it returns free memory to the system.
@@ -39,6 +39,7 @@ func (s *Server) noteConnsLocked() {
 		if !idle {
 			return
 		}
+		s.conv.reset() // rebuilt from the store's cache on the next FETCH
 		if s.freeMemory != nil {
 			s.freeMemory()
 			return
