@@ -356,6 +356,7 @@ func (b *Bridge) startIMAP(ctx context.Context) error {
 		Logger:             b.log.With(LogKeyComponent, "imap"),
 		OnCommand:          m.observeCommand,
 		Alert:              m.notices.alert,
+		OnServerBug:        m.imapServerBugs.Inc,
 	}
 	cfg.imapLimits(&opts)
 	srv, err := imapfront.New(opts)
@@ -568,6 +569,7 @@ func (c *Config) imapLimits(o *imapfront.Options) {
 	}
 	o.MaxConns = noCap(c.IMAP.MaxConnections)
 	o.MaxConnsPerAddr = noCap(c.IMAP.MaxConnectionsPerIP)
+	o.MaxPreLoginConns = noCap(c.IMAP.MaxPreLoginConnections)
 	o.MaxMailboxes = noCap(c.IMAP.MaxMailboxes)
 	o.IdleTimeout = c.IMAP.IdleTimeout.Value
 	o.AppendLimit = c.IMAP.AppendLimit.Bytes

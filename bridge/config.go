@@ -59,6 +59,12 @@ type IMAPConfig struct {
 	// MaxConnectionsPerIP caps the connections open at once from one IPv4
 	// address or IPv6 /64 (loopback exempt); 0 means no cap. Default 20.
 	MaxConnectionsPerIP int `toml:"max_connections_per_ip"`
+	// MaxPreLoginConnections caps the connections that have not logged in
+	// yet; when it is full, or max_connections is, the oldest of them
+	// gives way to the newcomer. 0 means no cap of its own (the oldest
+	// still gives way at max_connections); a value above max_connections
+	// means max_connections. Default 250.
+	MaxPreLoginConnections int `toml:"max_prelogin_connections"`
 	// MaxMailboxes caps the mailboxes of one user; 0 means no cap.
 	// Default 10000.
 	MaxMailboxes int `toml:"max_mailboxes"`
@@ -139,11 +145,13 @@ const (
 
 	DefaultMaxConnections      = imapfront.DefaultMaxConns
 	DefaultMaxConnectionsPerIP = imapfront.DefaultMaxConnsPerAddr
-	DefaultMaxMailboxes        = imapfront.DefaultMaxMailboxes
-	DefaultIdleTimeout         = imapfront.DefaultIdleTimeout
-	DefaultAppendLimit         = 50 << 20 // "50MiB", imapfront's default
-	DefaultAuthPenaltyBase     = authlimit.DefaultBase
-	DefaultAuthPenaltyMax      = authlimit.DefaultMax
+	// DefaultMaxPreLoginConnections is a quarter of DefaultMaxConnections.
+	DefaultMaxPreLoginConnections = imapfront.DefaultMaxPreLoginConns
+	DefaultMaxMailboxes           = imapfront.DefaultMaxMailboxes
+	DefaultIdleTimeout            = imapfront.DefaultIdleTimeout
+	DefaultAppendLimit            = 50 << 20 // "50MiB", imapfront's default
+	DefaultAuthPenaltyBase        = authlimit.DefaultBase
+	DefaultAuthPenaltyMax         = authlimit.DefaultMax
 
 	DefaultPollerMaxConnections        = poller.DefaultMaxConnections
 	DefaultPollerMaxConnectionsPerHost = poller.DefaultMaxConnectionsPerHost
@@ -215,14 +223,15 @@ func DefaultConfig() *Config {
 	return &Config{
 		DataDir: "./data",
 		IMAP: IMAPConfig{
-			Listen:              DefaultIMAPListen,
-			MaxConnections:      DefaultMaxConnections,
-			MaxConnectionsPerIP: DefaultMaxConnectionsPerIP,
-			MaxMailboxes:        DefaultMaxMailboxes,
-			IdleTimeout:         Duration{Value: DefaultIdleTimeout},
-			AppendLimit:         Size{Bytes: DefaultAppendLimit},
-			AuthPenaltyBase:     Duration{Value: DefaultAuthPenaltyBase},
-			AuthPenaltyMax:      Duration{Value: DefaultAuthPenaltyMax},
+			Listen:                 DefaultIMAPListen,
+			MaxConnections:         DefaultMaxConnections,
+			MaxConnectionsPerIP:    DefaultMaxConnectionsPerIP,
+			MaxPreLoginConnections: DefaultMaxPreLoginConnections,
+			MaxMailboxes:           DefaultMaxMailboxes,
+			IdleTimeout:            Duration{Value: DefaultIdleTimeout},
+			AppendLimit:            Size{Bytes: DefaultAppendLimit},
+			AuthPenaltyBase:        Duration{Value: DefaultAuthPenaltyBase},
+			AuthPenaltyMax:         Duration{Value: DefaultAuthPenaltyMax},
 		},
 		HTTP: HTTPConfig{Listen: DefaultHTTPListen},
 		Poller: PollerConfig{

@@ -28,7 +28,8 @@
 // sessions: it validates first and keeps the running configuration when the
 // new one is bad. Users, accounts and the TLS certificate are applied live;
 // data_dir, listen addresses, allow_plaintext_auth and the [imap] limits
-// (max_connections, max_connections_per_ip, max_mailboxes, idle_timeout,
+// (max_connections, max_connections_per_ip, max_prelogin_connections,
+// max_mailboxes, idle_timeout,
 // append_limit, auth_penalty_base, auth_penalty_max, trusted_networks:
 // imapfront takes them at creation only) need a restart (a reload keeps
 // their running values and lists them in [ReloadResult]).

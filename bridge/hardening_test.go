@@ -6,7 +6,9 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -65,6 +67,9 @@ func TestIMAPLimitsMapping(t *testing.T) {
 			c.imapLimits(&o)
 			if o.MaxConns != tt.wantConns || o.MaxConnsPerAddr != tt.wantPer || o.MaxMailboxes != tt.wantMbx {
 				t.Errorf("caps %d/%d/%d, want %d/%d/%d", o.MaxConns, o.MaxConnsPerAddr, o.MaxMailboxes, tt.wantConns, tt.wantPer, tt.wantMbx)
+			}
+			if o.MaxPreLoginConns != 250 {
+				t.Errorf("pre-login cap %d, want the default 250", o.MaxPreLoginConns)
 			}
 			if o.IdleTimeout != 35*time.Minute || o.AppendLimit != 50<<20 || o.AuthLimiter == nil {
 				t.Errorf("idle %v append %d limiter %v", o.IdleTimeout, o.AppendLimit, o.AuthLimiter)
@@ -148,8 +153,14 @@ func TestIMAPLimitsLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c2.Close()
-	if line, _ := bufio.NewReader(c2).ReadString('\n'); !strings.HasPrefix(line, "* OK") {
+	br2 := bufio.NewReader(c2)
+	if line, _ := br2.ReadString('\n'); !strings.HasPrefix(line, "* OK") {
 		t.Fatalf("second connection greeting %q", line)
+	}
+	// Logged in: a connection that has not would give way to the third.
+	io.WriteString(c2, "a LOGIN u pw\r\n")
+	if line, _ := br2.ReadString('\n'); !strings.HasPrefix(line, "a OK") {
+		t.Fatalf("second connection login %q", line)
 	}
 	c3, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -455,6 +466,7 @@ func TestIMAPCommandMetrics(t *testing.T) {
 		`popbridge_imap_command_seconds_count{command="UID FETCH"} 2`,
 		`popbridge_imap_command_seconds_bucket{command="UID FETCH",le="+Inf"} 2`,
 		`popbridge_imap_command_errors_total{command="SELECT"} 1`,
+		"popbridge_imap_serverbug_total 0", // none of the above is a server bug
 	} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %q", want)
@@ -473,4 +485,35 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestPreLoginConnectionsValidated: a negative max_prelogin_connections is
+// refused with the key and its line (a value above max_connections is
+// taken as max_connections).
+func TestPreLoginConnectionsValidated(t *testing.T) {
+	for _, tt := range []struct {
+		value string
+		kind  error
+	}{
+		{"-1", ErrInvalidValue},
+	} {
+		path := filepath.Join(t.TempDir(), "popbridge.toml")
+		conf := "data_dir = \"" + t.TempDir() + "\"\n[imap]\nmax_connections = 10\nmax_prelogin_connections = " + tt.value + "\n"
+		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Load(path, nil)
+		var found bool
+		for _, ce := range ConfigErrors(err) {
+			if errors.Is(ce, tt.kind) && strings.Contains(ce.Error(), "max_prelogin_connections") {
+				found = true
+				if ce.Line != 4 {
+					t.Errorf("%s: line %d, want 4", ce, ce.Line)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("max_prelogin_connections = %s: %v, want %v naming the key", tt.value, err, tt.kind)
+		}
+	}
 }

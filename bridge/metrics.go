@@ -30,6 +30,7 @@ type metrics struct {
 	imapActive     *prometheus.GaugeVec     // listener
 	imapCommands   *prometheus.HistogramVec // command
 	imapCmdErrors  *prometheus.CounterVec   // command
+	imapServerBugs prometheus.Counter
 
 	mu   sync.Mutex
 	last map[string]store.AccountStatus // last status written per account
@@ -80,10 +81,14 @@ func newMetrics(b *Bridge) *metrics {
 			Name: "popbridge_imap_command_errors_total",
 			Help: "IMAP commands answered NO or BAD by the session, by command name.",
 		}, []string{"command"}),
+		imapServerBugs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "popbridge_imap_serverbug_total",
+			Help: "IMAP commands answered NO [SERVERBUG]: internal errors, each also logged.",
+		}),
 		last: map[string]store.AccountStatus{},
 	}
 	m.reg.MustRegister(m.polls, m.delivered, m.deliveredBytes, m.deliverSeconds, m.sinkErrors,
-		m.imapConns, m.imapActive, m.imapCommands, m.imapCmdErrors, &statusCollector{b: b},
+		m.imapConns, m.imapActive, m.imapCommands, m.imapCmdErrors, m.imapServerBugs, &statusCollector{b: b},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -102,6 +102,7 @@ func (b *Bridge) reload1(ctx context.Context, cfg *Config) (ReloadResult, error)
 	oi, ni := old.IMAP, cfg.IMAP
 	restart("imap.max_connections", ni.MaxConnections != oi.MaxConnections)
 	restart("imap.max_connections_per_ip", ni.MaxConnectionsPerIP != oi.MaxConnectionsPerIP)
+	restart("imap.max_prelogin_connections", ni.MaxPreLoginConnections != oi.MaxPreLoginConnections)
 	restart("imap.max_mailboxes", ni.MaxMailboxes != oi.MaxMailboxes)
 	restart("imap.idle_timeout", ni.IdleTimeout.Value != oi.IdleTimeout.Value)
 	restart("imap.append_limit", ni.AppendLimit.Bytes != oi.AppendLimit.Bytes)
@@ -113,6 +114,7 @@ func (b *Bridge) reload1(ctx context.Context, cfg *Config) (ReloadResult, error)
 	next.IMAP.AllowPlaintextAuth = old.IMAP.AllowPlaintextAuth
 	next.HTTP.Listen = old.HTTP.Listen
 	next.IMAP.MaxConnections, next.IMAP.MaxConnectionsPerIP = oi.MaxConnections, oi.MaxConnectionsPerIP
+	next.IMAP.MaxPreLoginConnections = oi.MaxPreLoginConnections
 	next.IMAP.MaxMailboxes, next.IMAP.IdleTimeout, next.IMAP.AppendLimit = oi.MaxMailboxes, oi.IdleTimeout, oi.AppendLimit
 	next.IMAP.AuthPenaltyBase, next.IMAP.AuthPenaltyMax = oi.AuthPenaltyBase, oi.AuthPenaltyMax
 	next.IMAP.TrustedNetworks = oi.TrustedNetworks

@@ -153,6 +153,7 @@ func (v *validator) imapLimits() {
 	}{
 		{"max_connections", c.MaxConnections, DefaultMaxConnections},
 		{"max_connections_per_ip", c.MaxConnectionsPerIP, DefaultMaxConnectionsPerIP},
+		{"max_prelogin_connections", c.MaxPreLoginConnections, DefaultMaxPreLoginConnections},
 		{"max_mailboxes", c.MaxMailboxes, DefaultMaxMailboxes},
 	} {
 		if n.value < 0 {
@@ -162,6 +163,7 @@ func (v *validator) imapLimits() {
 	if c.MaxConnections > 0 && c.MaxConnectionsPerIP > c.MaxConnections {
 		add("max_connections_per_ip", ErrConflict, "%d is more than max_connections (%d)", c.MaxConnectionsPerIP, c.MaxConnections)
 	}
+
 	if c.IdleTimeout.err != nil {
 		add("idle_timeout", ErrInvalidValue, "%v", c.IdleTimeout.err)
 	} else if c.IdleTimeout.Value < imapfront.MinIdleTimeout {

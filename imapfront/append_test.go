@@ -45,7 +45,7 @@ func TestAppend(t *testing.T) {
 	if !m.InternalDate.Equal(date) {
 		t.Errorf("INTERNALDATE %v, want %v", m.InternalDate, date)
 	}
-	if fmt.Sprint(m.Flags) != "[$Custom \\Draft]" {
+	if fmt.Sprint(m.Flags) != "[\\Recent $Custom \\Draft]" { // recent in the session that selects it first
 		t.Errorf("flags %v", m.Flags)
 	}
 	if got := string(m.FindBodySection(&imap.FetchItemBodySection{Peek: true})); got != raw {
@@ -68,7 +68,7 @@ func TestAppendSelectedGetsExists(t *testing.T) {
 	c.ok("SELECT INBOX")
 	raw := msg("x")
 	u, st := c.cmd("APPEND INBOX {%d+}\r\n%s", len(raw), raw)
-	if !strings.HasPrefix(st, "OK [APPENDUID ") || strings.Join(u, "|") != "* 1 EXISTS" {
+	if !strings.HasPrefix(st, "OK [APPENDUID ") || strings.Join(u, "|") != "* 1 EXISTS|* 1 RECENT" {
 		t.Fatalf("APPEND to selected: %q %s", u, st)
 	}
 }

@@ -2,10 +2,14 @@ package imapfront
 
 import (
 	"bytes"
+	"container/list"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,10 +40,17 @@ type connState struct {
 	addr   netip.Addr // client address, for the login throttle; zero if unknown
 
 	poisoned atomic.Bool
-	lits     literalScanner // client input; only the reading goroutine uses it
-	inject   []byte         // bytes Read returns before reading more; reading goroutine only
-	closed   sync.Once
-	done     chan struct{} // closed by Close
+	// ran is set when a session method starts and cleared when a tagged
+	// response is written: a tagged NO [SERVERBUG] written while it is
+	// false comes from imapserver's command parser (fixServerBug).
+	ran atomic.Bool
+	// tlsUp is set once STARTTLS succeeded: writes seen here are then
+	// ciphertext.
+	tlsUp  atomic.Bool
+	lits   literalScanner // client input; only the reading goroutine uses it
+	inject []byte         // bytes Read returns before reading more; reading goroutine only
+	closed sync.Once
+	done   chan struct{} // closed by Close
 
 	// Write coalescing (cork/uncork): while a session method writes a
 	// batch of responses, imapserver's flush after every response lands in
@@ -47,6 +58,13 @@ type connState struct {
 	wmu    sync.Mutex
 	corked bool
 	wbuf   []byte
+
+	// preElem is c's element in Server.pre while c has not logged in;
+	// guarded by Server.pre.mu.
+	preElem *list.Element
+	// readErr is the deadline error of a read that timed out: every later
+	// read fails with it at once (stickyTimeout).
+	readErr error
 
 	mu       sync.Mutex
 	imapConn *imapserver.Conn
@@ -117,9 +135,20 @@ func (c *connState) Read(p []byte) (int, error) {
 		c.inject = c.inject[n:]
 		return n, nil
 	}
+	if c.readErr != nil {
+		return 0, c.readErr
+	}
 	c.setReading(true)
 	n, err := c.Conn.Read(p)
 	c.setReading(false)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		// imapserver waits for a command in two steps, each under its
+		// own 30 s deadline when not logged in: the first byte, then
+		// the rest. When the first times out it tries the second anyway,
+		// so a silent client was closed after 60 s, not the documented
+		// PreAuthTimeout. A client silent past a deadline is done.
+		c.readErr = err
+	}
 	if n > 0 && !c.poisoned.Load() {
 		switch v, rest := c.lits.feed(p[:n]); v {
 		case litNonSyncTooBig:
@@ -167,7 +196,18 @@ func (c *connState) Write(p []byte) (int, error) {
 		return n, err
 	}
 	c.wmu.Unlock()
+	orig := len(p)
+	if !c.tlsUp.Load() {
+		if q := c.fixServerBug(p); q != nil {
+			p = q
+		}
+	}
 	n, err := c.Conn.Write(p)
+	if n == len(p) {
+		n = orig
+	} else {
+		n = min(n, orig)
+	}
 	if c.poisoned.Load() && len(p) > 0 && p[0] != '*' && p[0] != '+' {
 		// The tagged answer to the poisoned command went out: close.
 		c.Conn.Close()
@@ -182,6 +222,73 @@ func (c *connState) Write(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// serverBugTail ends imapserver's answer to an error that is neither an
+// *imap.Error nor a parse error it recognises.
+const serverBugTail = " NO [SERVERBUG] Internal server error\r\n"
+
+// fixServerBug looks at a plaintext write of imapserver. go-imap beta.8
+// answers some malformed commands NO [SERVERBUG] instead of BAD: the
+// parser's own errors that are not imapwire.DecoderExpectError (conn.go
+// readCommand), namely an argument that is not valid modified UTF-7 (a
+// LIST pattern, upstream PR emersion/go-imap#702, or a mailbox name), a
+// sequence set or unknown SEARCH key that imapnum cannot parse ("UID
+// SEARCH TEXT wool socks"), and a command over the size limit. None of
+// these reaches a session method, so a tagged SERVERBUG written while no
+// session method ran since the last tagged response is the client's
+// syntax error: fixServerBug returns p with that line replaced, or nil to
+// write p as it is. The replacement is BAD [CLIENTBUG], except where the
+// command tells which error it was: a mailbox name or LIST pattern that is
+// not modified UTF-7 (see the cases below). It also counts the SERVERBUG
+// answers that remain (Options.OnServerBug) and clears c.ran after every
+// tagged response.
+func (c *connState) fixServerBug(p []byte) []byte {
+	c.mu.Lock()
+	active := c.active
+	c.mu.Unlock()
+	if active > 0 {
+		return nil // a session method writes: message data, not a status
+	}
+	last := p
+	if len(p) >= 2 {
+		if i := bytes.LastIndex(p[:len(p)-2], []byte("\r\n")); i >= 0 {
+			last = p[i+2:]
+		}
+	}
+	if len(last) == 0 || last[0] == '*' || last[0] == '+' || !bytes.HasSuffix(last, []byte("\r\n")) {
+		return nil
+	}
+	if bytes.HasSuffix(last, []byte(" OK Begin TLS negotiation now\r\n")) {
+		c.tlsUp.Store(true)
+	}
+	ran := c.ran.Swap(false)
+	tag, rest, _ := bytes.Cut(last, []byte(" "))
+	if !bytes.HasPrefix(rest, []byte("NO [SERVERBUG]")) {
+		return nil
+	}
+	if ran || !bytes.Equal(last[len(tag):], []byte(serverBugTail)) {
+		c.srv.serverBug()
+		return nil
+	}
+	q := make([]byte, 0, len(p)+16)
+	q = append(q, p[:len(p)-len(last)]...)
+	q = append(q, tag...)
+	switch name := c.lits.names.name(tag); name {
+	case "LIST", "LSUB":
+		// Its only such error is a reference or pattern that is not
+		// valid modified UTF-7. No mailbox name matches it: the answer
+		// is the empty list, as Dovecot's (ImapTest atoms).
+		return append(q, " OK "+name+" completed\r\n"...)
+	case "CREATE", "RENAME":
+		// Their only such error is a mailbox name that is not valid
+		// modified UTF-7.
+		return append(q, " NO [CANNOT] Mailbox name is not valid modified UTF-7\r\n"...)
+	case "SELECT", "EXAMINE", "DELETE", "STATUS", "SUBSCRIBE", "UNSUBSCRIBE", "APPEND":
+		// Likewise; no mailbox has such a name (Dovecot answers NO).
+		return append(q, " NO [NONEXISTENT] Mailbox name is not valid modified UTF-7\r\n"...)
+	}
+	return append(q, " BAD [CLIENTBUG] Syntax error\r\n"...)
 }
 
 // corkSize is how many bytes a corked connection collects before writing
@@ -292,6 +399,7 @@ func (c *connState) enter() error {
 		return errShuttingDown
 	}
 	c.active++
+	c.ran.Store(true)
 	c.changedLocked()
 	return nil
 }
@@ -375,6 +483,36 @@ type literalScanner struct {
 	// name); cont is set while a command continues after a literal.
 	head []byte
 	cont bool
+	// names maps the tags of the last few commands to their names, for
+	// fixServerBug; filled as each command's first line ends.
+	names namesRing
+}
+
+// namesRing remembers the names of the last len(namesRing) commands by tag.
+type namesRing [8]struct{ tag, name string }
+
+// put records the tag and name at the start of a command line.
+func (r *namesRing) put(head []byte) {
+	f := bytes.Fields(head)
+	if len(f) < 2 {
+		return
+	}
+	name := strings.ToUpper(string(f[1]))
+	if name == "UID" && len(f) >= 3 {
+		name += " " + strings.ToUpper(string(f[2]))
+	}
+	copy(r[1:], r[:len(r)-1])
+	r[0].tag, r[0].name = string(f[0]), name
+}
+
+// name returns the name of the command tagged tag, "" if unknown.
+func (r *namesRing) name(tag []byte) string {
+	for _, e := range r {
+		if e.tag == string(tag) {
+			return e.name
+		}
+	}
+	return ""
 }
 
 // headKeep is how much of a command's first line literalScanner keeps: a
@@ -405,6 +543,9 @@ func (s *literalScanner) feed(p []byte) (verdict, rest int) {
 		}
 		s.keepTail(p[:j])
 		p = p[j+1:]
+		if !s.cont {
+			s.names.put(s.head)
+		}
 		n, nonSync, ok := literalAtEnd(s.tail)
 		s.tail = s.tail[:0]
 		if !ok {

@@ -95,6 +95,17 @@ func (c *convCache) insertLocked(id store.MessageID, e *converted) {
 	c.cur[id] = e
 }
 
+// reset empties the cache (the server is idle: idlemem.go).
+func (c *convCache) reset() {
+	if c.max <= 0 {
+		return
+	}
+	c.mu.Lock()
+	c.cur = make(map[store.MessageID]*converted)
+	c.old = nil
+	c.mu.Unlock()
+}
+
 // len returns the number of cached entries.
 func (c *convCache) len() int {
 	c.mu.Lock()

@@ -44,6 +44,7 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 	if err != nil {
 		return err
 	}
+	defer v.requeueHidden()
 	if options.ModSeq || options.ChangedSince != 0 {
 		return &imap.Error{Type: imap.StatusResponseTypeBad, Text: "CONDSTORE is not supported"}
 	}
@@ -432,7 +433,7 @@ func (s *session) writeFetchItems(resp *imapserver.FetchResponseWriter, f *fetch
 	resp.WriteUID(imap.UID(f.t.uid))
 	s.fault("fetch-response")
 	if options.Flags || withFlags {
-		resp.WriteFlags(toIMAPFlags(f.flags))
+		resp.WriteFlags(toIMAPFlags(s.view.replyFlags(f.t.uid, f.flags)))
 	}
 	if options.InternalDate {
 		resp.WriteInternalDate(f.meta.InternalDate)

@@ -52,7 +52,7 @@ func TestFetchItems(t *testing.T) {
 		want      []string // substrings of the single FETCH line
 		notWant   []string
 	}{
-		{"uid flags", "FETCH 1 (UID FLAGS)", []string{"UID 1", "FLAGS ()"}, nil},
+		{"uid flags", "FETCH 1 (UID FLAGS)", []string{"UID 1", `FLAGS (\Recent)`}, nil},
 		{"size", "FETCH 1 RFC822.SIZE", []string{"RFC822.SIZE " + itoa(size)}, nil},
 		{"internaldate", "FETCH 1 INTERNALDATE", []string{`INTERNALDATE "`}, nil},
 		{"envelope", "FETCH 1 ENVELOPE", []string{`ENVELOPE ("Mon, 02 Jan 2006 15:04:05 -0700" "plain" (("Alice" NIL "alice" "example.org"))`}, nil},
@@ -122,7 +122,7 @@ func TestFetchSetsSeen(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			u := c.ok("%s", tt.cmd)
-			if len(u) != 1 || !strings.Contains(u[0], `FLAGS (\Seen)`) {
+			if len(u) != 1 || !strings.Contains(u[0], `FLAGS (\Recent \Seen)`) {
 				t.Fatalf("%s: %q", tt.cmd, u)
 			}
 		})
@@ -165,7 +165,7 @@ func TestFetchExpungedByOtherSkipped(t *testing.T) {
 	a := env.rawSelected("alice", "INBOX")
 	b := env.rawSelected("alice", "INBOX")
 	b.ok(`STORE 2 +FLAGS.SILENT (\Deleted)`)
-	if u := a.ok("NOOP"); strings.Join(u, "|") != `* 2 FETCH (UID 2 FLAGS (\Deleted))` {
+	if u := a.ok("NOOP"); strings.Join(u, "|") != `* 2 FETCH (UID 2 FLAGS (\Recent \Deleted))` { // a took them as recent
 		t.Fatalf("NOOP after other's STORE: %q", u)
 	}
 	b.ok("EXPUNGE")

@@ -59,6 +59,7 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 	if err != nil {
 		return err
 	}
+	defer v.requeueHidden()
 	if options != nil && options.UnchangedSince != 0 {
 		return &imap.Error{Type: imap.StatusResponseTypeBad, Text: "CONDSTORE is not supported"}
 	}
@@ -123,7 +124,7 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 		}
 		resp := w.CreateMessage(seq)
 		resp.WriteUID(imap.UID(e.UID))
-		resp.WriteFlags(toIMAPFlags(e.Flags))
+		resp.WriteFlags(toIMAPFlags(s.view.replyFlags(e.UID, e.Flags)))
 		if err := resp.Close(); err != nil {
 			return wrapErr("write store response", err)
 		}
@@ -153,7 +154,7 @@ func (s *session) writeFlagsOf(w *imapserver.FetchWriter, v *view, targets []tar
 	for _, c := range out {
 		resp := w.CreateMessage(c.t.seq)
 		resp.WriteUID(imap.UID(c.t.uid))
-		resp.WriteFlags(toIMAPFlags(c.flags))
+		resp.WriteFlags(toIMAPFlags(v.replyFlags(c.t.uid, c.flags)))
 		if err := resp.Close(); err != nil {
 			return wrapErr("write store response", err)
 		}

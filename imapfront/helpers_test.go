@@ -182,6 +182,9 @@ func newEnvDir(t testing.TB, dir string, hook func(*Server), opts ...envOption) 
 	if hook != nil {
 		hook(srv)
 	}
+	// What Serve does first, done here so that every message the test
+	// delivers is deterministically \Recent (recent.go).
+	srv.ensureFeed()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen: %v", err)

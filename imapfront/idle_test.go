@@ -16,9 +16,9 @@ func TestIdleDeliverPushed(t *testing.T) {
 	c := env.rawSelected("alice", "INBOX")
 	c.idle()
 	env.deliver("alice", "INBOX", msg("two"))
-	c.expect("* 2 EXISTS")
+	c.expect("* 2 EXISTS", "* 2 RECENT")
 	env.deliver("alice", "INBOX", msg("three"))
-	c.expect("* 3 EXISTS")
+	c.expect("* 3 EXISTS", "* 3 RECENT")
 	if u := c.done(); len(u) != 0 {
 		t.Fatalf("after DONE: %q", u)
 	}
@@ -50,13 +50,13 @@ func TestIdleTwoSessions(t *testing.T) {
 	}
 	b.expect("* 1 EXPUNGE", "* 2 EXPUNGE")
 	a.ok(`APPEND INBOX (\Flagged) {%d+}`+"\r\n"+"%s", len(msg("five")), msg("five"))
-	b.expect("* 3 EXISTS")
+	b.expect("* 3 EXISTS", "* 0 RECENT") // a, selected first, took it
 	b.done()
 
 	// b changes, a idles: b's view is now UIDs 2, 4, 5.
 	a.idle()
 	b.ok(`STORE 3 +FLAGS (\Answered)`)
-	a.expect(`* 3 FETCH (UID 5 FLAGS (\Answered \Flagged))`)
+	a.expect(`* 3 FETCH (UID 5 FLAGS (\Recent \Answered \Flagged))`)
 	b.ok("MOVE 1 Trash")
 	a.expect("* 1 EXPUNGE")
 	env.deliver("alice", "INBOX", msg("six"))
@@ -103,6 +103,7 @@ func TestIdleThreeSessions(t *testing.T) {
 		"* 5 EXPUNGE",
 		`* 4 FETCH (UID 4 FLAGS (\Flagged))`,
 		"* 5 EXISTS",
+		"* 0 RECENT", // b, selected first, took the new message
 		`* 5 FETCH (UID 6 FLAGS (\Seen))`,
 	)
 	watcher.silent(100 * time.Millisecond)
@@ -136,7 +137,7 @@ func BenchmarkIdlePush(b *testing.B) {
 		start := time.Now()
 		env.deliver("alice", "INBOX", msg(fmt.Sprintf("lat %d", i)))
 		committed := time.Now()
-		c.expect(fmt.Sprintf("* %d EXISTS", i))
+		c.expect(fmt.Sprintf("* %d EXISTS", i), fmt.Sprintf("* %d RECENT", i))
 		lat = append(lat, time.Since(committed))
 		total = append(total, time.Since(start))
 	}
@@ -166,7 +167,7 @@ func TestIdlePushesEveryDelivery(t *testing.T) {
 	c.idle()
 	for i := 1; i <= 50; i++ {
 		env.deliver("alice", "INBOX", msg(fmt.Sprintf("push %d", i)))
-		c.expect(fmt.Sprintf("* %d EXISTS", i))
+		c.expect(fmt.Sprintf("* %d EXISTS", i), fmt.Sprintf("* %d RECENT", i))
 	}
 	c.done()
 }

@@ -190,12 +190,15 @@ func TestConnectionCaps(t *testing.T) {
 		closed := make(chan struct{}, 16)
 		env := newEnvHook(t, func(s *Server) { s.connClosed = func() { closed <- struct{}{} } },
 			func(o *Options) { o.MaxConns = 3 })
+		// Logged-in connections fill the cap (connections that have not
+		// logged in would give way to the newcomer: TestPreLoginBudget).
 		var cs []*rawClient
 		for range 3 {
-			cs = append(cs, env.dialFrom(t, "127.0.0.1"))
+			c := env.dialFrom(t, "127.0.0.1")
+			c.ok("LOGIN alice alice-secret")
+			cs = append(cs, c)
 		}
 		expectBye(t, env.addr, "127.0.0.1")
-		cs[0].ok("LOGIN alice alice-secret")
 		cs[0].cmd("LOGOUT")
 		<-closed
 		env.dialFrom(t, "127.0.0.1").ok("LOGIN alice alice-secret")
@@ -231,8 +234,14 @@ func TestConnectionCaps(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer first.Close()
-		if l, _ := bufio.NewReader(first).ReadString('\n'); !strings.HasPrefix(l, "* OK") {
+		fr := bufio.NewReader(first)
+		if l, _ := fr.ReadString('\n'); !strings.HasPrefix(l, "* OK") {
 			t.Fatalf("first greeting: %q", l)
+		}
+		// Logged in, so it does not give way to the newcomer.
+		io.WriteString(first, "a LOGIN alice alice-secret\r\n")
+		if l, _ := fr.ReadString('\n'); !strings.HasPrefix(l, "a OK") {
+			t.Fatalf("first login: %q", l)
 		}
 		second, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true})
 		if err != nil {
@@ -441,7 +450,9 @@ func TestConnectionCapSharedByListeners(t *testing.T) {
 		t.Fatal(err)
 	}
 	go env.srv.ServeTLS(ln)
-	env.dialFrom(t, "127.0.0.1") // the plain listener's one slot
+	// The plain listener's one slot, logged in so that it does not give
+	// way (TestPreLoginGivesWayAtTotal).
+	env.dialFrom(t, "127.0.0.1").ok("LOGIN alice alice-secret")
 	conn, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true})
 	if err != nil {
 		t.Fatalf("dial TLS: %v", err)

@@ -206,8 +206,8 @@ func (s *session) statusData(us *userState, mb store.Mailbox, options *imap.Stat
 		data.NumDeleted = &c.Deleted
 		data.Size = &c.Size
 	}
-	zero := uint32(0)
-	data.NumRecent = &zero
+	recent := uint32(s.srv.recent.count(mb.ID))
+	data.NumRecent = &recent
 	limit := s.srv.limit
 	data.AppendLimit = &limit
 	return data, nil
@@ -283,6 +283,10 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 			}
 		}
 	}
+	full := make([]string, len(patterns))
+	for i, p := range patterns {
+		full[i] = joinListRef(ref, p)
+	}
 	for name, e := range entries {
 		for p := parentName(name); p != ""; p = parentName(p) {
 			pe := entries[p]
@@ -292,7 +296,7 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 			if e.mb != nil {
 				pe.children = true
 			}
-			if e.subscribed {
+			if e.subscribed && options.SelectRecursiveMatch && !listedApart(name, p, full) {
 				pe.subChild = true
 			}
 		}
@@ -302,10 +306,6 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	full := make([]string, len(patterns))
-	for i, p := range patterns {
-		full[i] = joinListRef(ref, p)
-	}
 	for _, n := range names {
 		e := entries[n]
 		matched := false
@@ -327,6 +327,19 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 		}
 	}
 	return nil
+}
+
+// listedApart reports whether the subscribed mailbox child is returned by
+// a pattern that does not match its parent: the parent then needs no
+// CHILDINFO for it (RFC 5258 section 3.5 says the server SHOULD NOT return
+// such a redundant parent; Dovecot does not).
+func listedApart(child, parent string, patterns []string) bool {
+	for _, p := range patterns {
+		if listMatch(child, p) && !listMatch(parent, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // listData builds the LIST response of e, or reports that the selection

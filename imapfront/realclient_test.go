@@ -91,6 +91,7 @@ func startRealServer(t *testing.T, name, password string) *realServer {
 		t.Fatalf("listen: %v", err)
 	}
 	served := make(chan error, 1)
+	srv.ensureFeed() // as Serve does, before the test seeds mail (recent.go)
 	go func() { served <- srv.Serve(ln) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

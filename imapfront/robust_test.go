@@ -65,7 +65,7 @@ func TestGarbage(t *testing.T) {
 		{"fetch unselected", "g2 FETCH 1 FLAGS", "g2 BAD"},
 		{"bad seqset", "g3 SELECT INBOX", "g3 OK"},
 		{"bad fetch item", "g4 FETCH 1 (NOPE)", "g4 BAD"},
-		{"zero seq", "g5 FETCH 0 FLAGS", "g5 NO"},
+		{"zero seq", "g5 FETCH 0 FLAGS", "g5 BAD"}, // a syntax error (nz-number)
 		{"over-long line", "g6 NOOP " + strings.Repeat("a", 60<<10), ""},
 	}
 	for _, tt := range tests {

@@ -45,8 +45,8 @@ const (
 //     header in the header's own zone, falling back to the internal date when
 //     the header is missing or unparseable; the time of day of the key is
 //     ignored (RFC 3501 section 6.4.4);
-//   - Flag/NotFlag, keywords included, compared case-insensitively; \Recent is
-//     never set in popbridge, so RECENT and NEW match nothing and OLD all;
+//   - Flag/NotFlag, keywords included, compared case-insensitively; \Recent
+//     (RECENT, NEW, OLD) is the session's own (recent.go);
 //   - Larger/Smaller against RFC822.SIZE;
 //   - Header (FROM, TO, CC, BCC, SUBJECT and HEADER all arrive here), Body
 //     and Text as case-insensitive substring matches over decoded text
@@ -68,6 +68,12 @@ const (
 // leftover "$" and MODSEQ (CONDSTORE is not offered) with BAD, all as
 // *imap.Error.
 func searchMailbox(ctx context.Context, st *store.Store, user store.UserID, mbox store.MailboxID, view []store.UID, criteria *imap.SearchCriteria, now time.Time) ([]store.UID, error) {
+	return searchView(ctx, st, user, mbox, view, nil, criteria, now)
+}
+
+// searchView is searchMailbox for a session's view, whose \Recent
+// messages are recent (RECENT, NEW, OLD).
+func searchView(ctx context.Context, st *store.Store, user store.UserID, mbox store.MailboxID, view []store.UID, recent map[store.UID]struct{}, criteria *imap.SearchCriteria, now time.Time) ([]store.UID, error) {
 	if criteria == nil {
 		criteria = &imap.SearchCriteria{}
 	}
@@ -76,12 +82,13 @@ func searchMailbox(ctx context.Context, st *store.Store, user store.UserID, mbox
 		return nil, err
 	}
 	s := &searcher{
-		ctx:  ctx,
-		st:   st,
-		user: user,
-		mbox: mbox,
-		view: view,
-		loc:  now.Location(),
+		ctx:    ctx,
+		st:     st,
+		user:   user,
+		mbox:   mbox,
+		view:   view,
+		recent: recent,
+		loc:    now.Location(),
 	}
 	cand := make([]int, len(view))
 	for i := range cand {
@@ -300,7 +307,9 @@ type searcher struct {
 	user store.UserID
 	mbox store.MailboxID
 	view []store.UID
-	loc  *time.Location
+	// recent holds the UIDs that are \Recent in the session.
+	recent map[store.UID]struct{}
+	loc    *time.Location
 	// meta[i] is the metadata of view[i]; nil when not loaded or absent
 	// from the store.
 	meta []*store.MessageMeta
@@ -477,12 +486,12 @@ func (s *searcher) matchMeta(c *imap.SearchCriteria, m *store.MessageMeta) bool 
 		return false
 	}
 	for _, f := range c.Flag {
-		if !searchHasFlag(m.Flags, f) {
+		if !s.hasFlag(m, f) {
 			return false
 		}
 	}
 	for _, f := range c.NotFlag {
-		if searchHasFlag(m.Flags, f) {
+		if s.hasFlag(m, f) {
 			return false
 		}
 	}
@@ -556,6 +565,16 @@ func (s *searcher) filterText(c *imap.SearchCriteria, cand []int) ([]int, error)
 		cand = slices.Compact(next)
 	}
 	return cand, nil
+}
+
+// hasFlag reports whether message m has flag f; \Recent is the session's
+// (recent.go), the other flags are stored.
+func (s *searcher) hasFlag(m *store.MessageMeta, f imap.Flag) bool {
+	if strings.EqualFold(string(f), flagRecent) {
+		_, ok := s.recent[m.UID]
+		return ok
+	}
+	return searchHasFlag(m.Flags, f)
 }
 
 // searchHasFlag reports whether flags holds f, compared case-insensitively as

@@ -20,7 +20,7 @@ func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 		return nil, err
 	}
 	c := substituteSearchRes(criteria, s.searchRes)
-	uids, err := searchMailbox(s.ctx, s.srv.opts.Store, s.user.id, v.mbox.id, v.uids, c, time.Now())
+	uids, err := searchView(s.ctx, s.srv.opts.Store, s.user.id, v.mbox.id, v.uids, v.recent, c, time.Now())
 	if err != nil {
 		return nil, s.storeErr("SEARCH", targetMailbox, err)
 	}

@@ -14,11 +14,13 @@ import (
 )
 
 // findPart resolves a section part path (RFC 3501 section 6.4.5) in the
-// stored structure. The part of a non-multipart is "1"; the parts of an
-// enclosed message/rfc822 are numbered from its body.
+// stored structure. The part of a non-multipart message is "1", also when
+// that message is itself a message/rfc822; the parts of an enclosed
+// message/rfc822 are numbered from its body, so for a message whose whole
+// body is message/rfc822, "1.1" is the body of the enclosed message.
 func findPart(root *store.Part, path []int) (*store.Part, bool) {
 	p := root
-	for _, n := range path {
+	for i, n := range path {
 		if n < 1 || p == nil {
 			return nil, false
 		}
@@ -28,7 +30,7 @@ func findPart(root *store.Part, path []int) (*store.Part, bool) {
 				return nil, false
 			}
 			p = p.Children[n-1]
-		case p.Body != nil && p != root:
+		case p.Body != nil && i > 0:
 			enc := p.Body
 			if len(enc.Children) > 0 {
 				if n > len(enc.Children) {
@@ -42,6 +44,7 @@ func findPart(root *store.Part, path []int) (*store.Part, bool) {
 				p = enc
 			}
 		default:
+			// Part 1 of a single-part message (or of a leaf) is itself.
 			if n != 1 {
 				return nil, false
 			}

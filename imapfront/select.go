@@ -45,9 +45,18 @@ func (s *session) Select(name string, options *imap.SelectOptions) (data *imap.S
 		readOnly:  options != nil && options.ReadOnly,
 		notify:    make(chan struct{}, 1),
 		ownQueued: make(map[store.UID]struct{}),
+		seq:       s.srv.viewSeq.Add(1),
+		recent:    make(map[store.UID]struct{}),
 	}
 
 	m.mu.Lock()
+	// SELECT takes the messages no session has seen as recent; EXAMINE
+	// shows them without taking them (recent.go).
+	for _, uid := range s.srv.recent.take(mb.ID, v.readOnly) {
+		if _, found := m.indexLocked(uid); found {
+			v.recent[uid] = struct{}{}
+		}
+	}
 	v.uids = make([]store.UID, len(m.entries))
 	var firstUnseen uint32
 	for i, e := range m.entries {
@@ -57,9 +66,11 @@ func (s *session) Select(name string, options *imap.SelectOptions) (data *imap.S
 		}
 	}
 	flags := m.flagListLocked()
+	v.learnKeywords(flags)
 	data = &imap.SelectData{
 		Flags:             toIMAPFlags(flags),
 		NumMessages:       uint32(len(v.uids)),
+		NumRecent:         uint32(len(v.recent)),
 		FirstUnseenSeqNum: firstUnseen,
 		UIDNext:           imap.UID(m.uidNext),
 		UIDValidity:       m.uidValidity,

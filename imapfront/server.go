@@ -33,6 +33,10 @@ const (
 	// DefaultMaxConnsPerAddr is the per-address connection cap when
 	// Options.MaxConnsPerAddr is 0.
 	DefaultMaxConnsPerAddr = netlimit.DefaultMaxPerAddr
+	// DefaultMaxPreLoginConns is the cap on connections that have not
+	// logged in yet when Options.MaxPreLoginConns is 0: a quarter of
+	// DefaultMaxConns.
+	DefaultMaxPreLoginConns = DefaultMaxConns / 4
 	// DefaultMaxMailboxes is the per-user mailbox cap when
 	// Options.MaxMailboxes is 0.
 	DefaultMaxMailboxes = 10000
@@ -107,6 +111,14 @@ type Options struct {
 	// Loopback clients are exempt (they still count against MaxConns).
 	// 0: DefaultMaxConnsPerAddr (20); negative: no cap.
 	MaxConnsPerAddr int
+	// MaxPreLoginConns caps the connections that have not logged in yet,
+	// over all listeners: a newcomer over it closes the oldest of them
+	// (prelogin.go). When MaxConns is reached, the oldest connection that
+	// has not logged in gives way to the newcomer as well, so that
+	// clients that log in are refused only when logged-in connections
+	// fill MaxConns. A value above MaxConns means MaxConns.
+	// 0: DefaultMaxPreLoginConns (250); negative: no cap of its own.
+	MaxPreLoginConns int
 	// AuthLimiter slows down failed logins (LOGIN and AUTHENTICATE) per
 	// client address and per user name, Dovecot auth_penalty style: 2, 4,
 	// 8, then 15 s per attempt. Share one limiter between servers (or
@@ -138,6 +150,13 @@ type Options struct {
 	// none), sent as an untagged OK after a successful LOGIN and on SELECT
 	// or EXAMINE of INBOX (alert.go). It must not block. nil: none.
 	Alert func(user string) string
+	// OnServerBug, when set, is called for every command answered NO
+	// [SERVERBUG] (an internal error, logged). Client syntax errors that
+	// go-imap beta.8 would answer that way are answered BAD instead and
+	// not counted (connState.fixServerBug); on a STARTTLS connection,
+	// where they cannot be rewritten, they are neither rewritten nor
+	// counted. It must not block. nil: none.
+	OnServerBug func()
 }
 
 // Server is an IMAP server over a store. Create it with New; it serves
@@ -167,6 +186,9 @@ type Server struct {
 	fingerprint *authlimit.Fingerprinter
 	verifySem   chan struct{}     // bounds concurrent password verifications
 	connCount   *netlimit.Counter // shared by the listeners' caps
+	pre         preLogin          // connections not logged in yet
+	recent      recentTracker     // unclaimed \Recent messages
+	viewSeq     atomic.Uint64     // numbers views in SELECT order
 	maxConns    int
 	maxPerAddr  int
 	maxMboxes   int
@@ -194,6 +216,14 @@ type Server struct {
 	// connClosed, set by tests, is called after a connection has ended and
 	// freed its slot.
 	connClosed func()
+	// idleGen counts connection arrivals and departures (guarded by mu),
+	// so that an idle memory release armed when the last connection
+	// closed is dropped if another came meanwhile (idlemem.go).
+	idleGen uint64
+	// releaseAfter and freeMemory, set by tests, replace
+	// idleMemoryRelease and debug.FreeOSMemory.
+	releaseAfter time.Duration
+	freeMemory   func()
 
 	acceptWG  sync.WaitGroup // accept loops
 	connWG    sync.WaitGroup // connections handed to imapserver, until closed
@@ -243,12 +273,16 @@ func New(opts Options) (*Server, error) {
 		maxConns:    orDefault(opts.MaxConns, DefaultMaxConns),
 		maxPerAddr:  orDefault(opts.MaxConnsPerAddr, DefaultMaxConnsPerAddr),
 		maxMboxes:   orDefault(opts.MaxMailboxes, DefaultMaxMailboxes),
+		pre:         preLogin{max: orDefault(opts.MaxPreLoginConns, DefaultMaxPreLoginConns)},
 		idleTimeout: opts.IdleTimeout,
 		ctx:         ctx,
 		cancel:      cancel,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if s.maxConns > 0 && s.pre.max > s.maxConns {
+		s.pre.max = s.maxConns
 	}
 	if s.authLim == nil {
 		s.authLim = authlimit.New(authlimit.Options{})
@@ -344,6 +378,7 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 		ExemptLoopback: !s.capLoopback,
 		Reject:         s.rejectConn(implicitTLS),
 		OnReject:       s.onReject,
+		Evict:          s.evictOldestPreLogin,
 		Counter:        s.connCount,
 	})
 	s.mu.Lock()
@@ -355,7 +390,8 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 	s.acceptWG.Add(1)
 	s.mu.Unlock()
 	defer s.acceptWG.Done()
-	dummyHash() // computed now, so the first unknown user costs no more than others
+	dummyHash()    // computed now, so the first unknown user costs no more than others
+	s.ensureFeed() // from now on new mail is \Recent (recent.go)
 	defer func() {
 		s.mu.Lock()
 		delete(s.listeners, lim)
@@ -446,9 +482,13 @@ func (s *Server) handle(raw net.Conn, implicitTLS bool) {
 		s.backends[kind] = b
 	}
 	s.conns[cs] = struct{}{}
+	s.idleGen++ // a connection opened: no idle release pending
 	s.connWG.Add(1)
 	s.mu.Unlock()
 
+	if victim := s.pre.add(cs); victim != nil {
+		s.evictPreLogin(victim)
+	}
 	if !b.ln.deliver(cs) {
 		cs.Close()
 	}
@@ -503,13 +543,22 @@ func (s *Server) newSession(c *imapserver.Conn) (imapserver.Session, *imapserver
 
 // removeConn forgets a closed connection.
 func (s *Server) removeConn(cs *connState) {
+	s.pre.remove(cs)
 	s.mu.Lock()
 	delete(s.conns, cs)
+	s.noteConnsLocked()
 	s.mu.Unlock()
 	if s.connClosed != nil {
 		s.connClosed()
 	}
 	s.connWG.Done()
+}
+
+// serverBug reports one NO [SERVERBUG] answer (Options.OnServerBug).
+func (s *Server) serverBug() {
+	if f := s.opts.OnServerBug; f != nil {
+		f()
+	}
 }
 
 // backendLogger is imapserver's logger: its lines go to the server's log at
@@ -526,11 +575,20 @@ func (l backendLogger) Printf(format string, args ...any) {
 	}
 	level := slog.LevelError
 	for _, a := range args {
-		if err, ok := a.(error); ok && isHangUp(err) {
+		if err, ok := a.(error); ok && (isHangUp(err) || isParseError(err)) {
 			level = slog.LevelDebug
 		}
 	}
 	l.s.log.Log(context.Background(), level, fmt.Sprintf(format, args...), "component", "imapserver")
+}
+
+// isParseError reports whether err is one of the client syntax errors
+// that imapserver reports as internal errors (see connState.fixServerBug):
+// the client's mistake, not the server's, so not logged as an error.
+func isParseError(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "utf7: ") || strings.Contains(msg, "imap: bad number set value") ||
+		strings.Contains(msg, "imapwire: max size exceeded")
 }
 
 // isHangUp reports whether err only says that the client went away or

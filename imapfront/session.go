@@ -90,6 +90,10 @@ func (s *session) end(op string, errp *error) {
 		if !errors.As(*errp, &imapErr) {
 			*errp = mapStoreError(s.log, op, targetMailbox, *errp)
 		}
+		if s.conn.tlsUp.Load() && errors.As(*errp, &imapErr) && imapErr.Code == imap.ResponseCodeServerBug {
+			// Counted here: connState cannot read the answer under TLS.
+			s.srv.serverBug()
+		}
 	}
 }
 
@@ -124,7 +128,8 @@ func (s *session) Close() error {
 }
 
 // Login implements imapserver.Session (AUTHENTICATE PLAIN arrives here
-// too). Every attempt first waits out the penalty of its address and user
+// too). Every attempt first waits for the other attempts from its client
+// address to be answered (authlimit.Limiter.Acquire), then waits out the penalty of its address and user
 // name (Options.AuthLimiter), then verifies the password, against the dummy
 // hash when the user is unknown; a failure is recorded and its penalty
 // waited out before the NO, a success clears both penalties.
@@ -141,9 +146,17 @@ func (s *session) Login(username, password string) (err error) {
 	defer cancel()
 	defer context.AfterFunc(s.srv.ctx, cancel)()
 	lim, addr := s.srv.authLim, s.conn.addr
+	// One attempt per client address at a time, held until the answer:
+	// parallel guesses then cost what sequential ones do.
+	release, err := lim.Acquire(ctx, addr)
+	if err != nil {
+		return errLoginAborted
+	}
+	defer release()
 	if err := lim.Wait(ctx, addr, username); err != nil {
 		return errLoginAborted
 	}
+	s.fault("login-verify")
 	ok, reason, verr := s.srv.checkPassword(ctx, username, password)
 	if verr != nil && ctx.Err() != nil {
 		return errLoginAborted
@@ -162,6 +175,7 @@ func (s *session) Login(username, password string) (err error) {
 		return mapStoreError(s.log, "LOGIN", targetMailbox, err)
 	}
 	s.user = us
+	s.srv.pre.remove(s.conn) // logged in: no longer evictable
 	s.log = s.log.With("user", username)
 	s.log.Info("imap login")
 	s.sendAlert(username)
@@ -237,6 +251,10 @@ func (s *session) Unauthenticate() (err error) {
 	}
 	s.log = s.srv.log.With("conn", s.conn.remote)
 	s.searchRes = nil
+	// Not logged in again: back under the pre-login budget, as newest.
+	if victim := s.srv.pre.add(s.conn); victim != nil && victim != s.conn {
+		s.srv.evictPreLogin(victim)
+	}
 	return nil
 }
 

@@ -8,17 +8,17 @@ import (
 func TestStoreFlags(t *testing.T) {
 	env := newEnv(t)
 	env.deliverAll("alice", "INBOX", "one", "two", "three")
-	c := env.rawSelected("alice", "INBOX")
+	c := env.rawSelected("alice", "INBOX") // takes the messages as \Recent
 	tests := []struct {
 		name, cmd string
 		want      []string
 	}{
-		{"add", `STORE 1:2 +FLAGS (\Flagged \Seen)`, []string{`* 1 FETCH (UID 1 FLAGS (\Flagged \Seen))`, `* 2 FETCH (UID 2 FLAGS (\Flagged \Seen))`}},
-		{"remove", `STORE 2 -FLAGS (\Seen)`, []string{`* 2 FETCH (UID 2 FLAGS (\Flagged))`}},
-		{"replace", `STORE 3 FLAGS (\Answered \Draft)`, []string{`* 3 FETCH (UID 3 FLAGS (\Answered \Draft))`}},
+		{"add", `STORE 1:2 +FLAGS (\Flagged \Seen)`, []string{`* 1 FETCH (UID 1 FLAGS (\Recent \Flagged \Seen))`, `* 2 FETCH (UID 2 FLAGS (\Recent \Flagged \Seen))`}},
+		{"remove", `STORE 2 -FLAGS (\Seen)`, []string{`* 2 FETCH (UID 2 FLAGS (\Recent \Flagged))`}},
+		{"replace", `STORE 3 FLAGS (\Answered \Draft)`, []string{`* 3 FETCH (UID 3 FLAGS (\Recent \Answered \Draft))`}},
 		{"silent", `STORE 1 -FLAGS.SILENT (\Flagged)`, nil},
-		{"uid store", `UID STORE 3 +FLAGS (\Seen)`, []string{`* 3 FETCH (UID 3 FLAGS (\Answered \Draft \Seen))`}},
-		{"unchanged still reported", `STORE 1 +FLAGS (\Seen)`, []string{`* 1 FETCH (UID 1 FLAGS (\Seen))`}},
+		{"uid store", `UID STORE 3 +FLAGS (\Seen)`, []string{`* 3 FETCH (UID 3 FLAGS (\Recent \Answered \Draft \Seen))`}},
+		{"unchanged still reported", `STORE 1 +FLAGS (\Seen)`, []string{`* 1 FETCH (UID 1 FLAGS (\Recent \Seen))`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -28,7 +28,7 @@ func TestStoreFlags(t *testing.T) {
 			}
 		})
 	}
-	if _, st := c.cmd(`STORE 1 +FLAGS (\Bogus)`); !strings.HasPrefix(st, "BAD") {
+	if _, st := c.cmd(`STORE 1 +FLAGS (\Recent \Bogus)`); !strings.HasPrefix(st, "BAD") {
 		t.Fatalf("unknown system flag: %s", st)
 	}
 }
@@ -58,7 +58,7 @@ func TestStoreRecentRefused(t *testing.T) {
 			}
 		})
 	}
-	if u := c.ok("FETCH 1 (FLAGS)"); strings.Join(u, "|") != `* 1 FETCH (UID 1 FLAGS (\Answered))` {
+	if u := c.ok("FETCH 1 (FLAGS)"); strings.Join(u, "|") != `* 1 FETCH (UID 1 FLAGS (\Recent \Answered))` {
 		t.Fatalf("flags after refused STOREs: %q", u)
 	}
 }
@@ -79,8 +79,11 @@ func TestStoreNoChangeFlags(t *testing.T) {
 	// the updates b's changes queued (no EXPUNGE during STORE), which
 	// hold the only line for message 3.
 	u := a.ok(`STORE 1:3 +FLAGS ()`)
-	want := []string{`* 1 FETCH (UID 1 FLAGS ($Work \Seen))`, `* 2 FETCH (UID 2 FLAGS ())`}
-	if len(u) < 2 || strings.Join(u[:2], "|") != strings.Join(want, "|") || len(grep(u, "* 3 FETCH")) != 1 {
+	// a selected first (\Recent); $Work, new to a, is left out of the
+	// answer and follows its FLAGS (TestKeywordAnnouncedBeforeUse).
+	want := []string{`* 1 FETCH (UID 1 FLAGS (\Recent \Seen))`, `* 2 FETCH (UID 2 FLAGS (\Recent))`,
+		`* FLAGS (\Answered \Deleted \Draft \Flagged \Seen $Work)`, `* 1 FETCH (UID 1 FLAGS (\Recent $Work \Seen))`}
+	if len(u) < 4 || strings.Join(u[:4], "|") != strings.Join(want, "|") || len(grep(u, "* 3 FETCH")) != 1 {
 		t.Fatalf("STORE +FLAGS ():\n got %q\nwant first %q", u, want)
 	}
 	if u := a.ok(`STORE 1:2 -FLAGS.SILENT ()`); len(grep(u, "FETCH (UID")) != 0 {
@@ -107,8 +110,10 @@ func TestStoreNewKeyword(t *testing.T) {
 	if strings.Join(u, "|") != strings.Join(want, "|") {
 		t.Fatalf("STORE new keyword:\n got %q\nwant %q", u, want)
 	}
-	if u := other.ok("NOOP"); strings.Join(u, "|") != strings.Join(want, "|") {
-		t.Fatalf("other session:\n got %q\nwant %q", u, want)
+	// other, selected first, has them as \Recent.
+	wantOther := []string{want[0], `* 1 FETCH (UID 1 FLAGS (\Recent $Work))`, `* 2 FETCH (UID 2 FLAGS (\Recent $Work))`}
+	if u := other.ok("NOOP"); strings.Join(u, "|") != strings.Join(wantOther, "|") {
+		t.Fatalf("other session:\n got %q\nwant %q", u, wantOther)
 	}
 	// The same keyword again is not new: no FLAGS.
 	if u := c.ok(`STORE 1 -FLAGS ($Work)`); strings.Join(u, "|") != `* 1 FETCH (UID 1 FLAGS ())` {

@@ -37,9 +37,10 @@ const (
 
 // update is one pending notification of a view.
 type update struct {
-	kind  updateKind
-	uid   store.UID
-	flags []string // updFlags: the message's flags; updMailboxFlags: the mailbox's
+	kind   updateKind
+	uid    store.UID
+	flags  []string // updFlags: the message's flags; updMailboxFlags: the mailbox's
+	recent bool     // updAdd: the message is recent in this view (recent.go)
 }
 
 // opOrigin tags a session's own writes (store.WithOrigin), so the feed can
@@ -166,14 +167,15 @@ func (m *mailboxState) indexLocked(uid store.UID) (int, bool) {
 // applyLocked applies one committed change of the store to the shared view
 // and queues it to every session's view. Changes already contained in the
 // state (ModSeq not above the state's) are ignored. Must be called with m.mu
-// held.
-func (m *mailboxState) applyLocked(c store.Change) {
+// held. For a ChangeAdd it reports whether a session claimed the new
+// messages as recent (recent.go).
+func (m *mailboxState) applyLocked(c store.Change) (claimed bool) {
 	if !m.loaded {
 		m.backlog = append(m.backlog, c)
-		return
+		return false
 	}
 	if c.ModSeq != 0 && c.ModSeq <= m.modseq {
-		return
+		return false
 	}
 	if c.ModSeq > m.modseq {
 		m.modseq = c.ModSeq
@@ -188,6 +190,8 @@ func (m *mailboxState) applyLocked(c store.Change) {
 		if newKw {
 			m.broadcastLocked(update{kind: updMailboxFlags, flags: m.flagListLocked()})
 		}
+		claimer := m.claimerLocked()
+		claimed = claimer != nil
 		for _, e := range c.Entries {
 			i, found := m.indexLocked(e.UID)
 			if found {
@@ -197,7 +201,9 @@ func (m *mailboxState) applyLocked(c store.Change) {
 			if e.UID >= m.uidNext {
 				m.uidNext = e.UID + 1
 			}
-			m.broadcastLocked(update{kind: updAdd, uid: e.UID})
+			for v := range m.views {
+				v.push(update{kind: updAdd, uid: e.UID, recent: v == claimer})
+			}
 		}
 	case store.ChangeFlags:
 		newKw := false
@@ -242,11 +248,12 @@ func (m *mailboxState) applyLocked(c store.Change) {
 			return true
 		})
 	default:
-		return
+		return false
 	}
 	for v := range m.views {
 		v.wake()
 	}
+	return claimed
 }
 
 func (m *mailboxState) broadcastLocked(u update) {
@@ -282,6 +289,16 @@ type view struct {
 	name     string // mailbox name at SELECT time, for hints and logs
 	readOnly bool
 	notify   chan struct{} // capacity 1: "pending is not empty"
+	seq      uint64        // order of SELECT: the oldest claims new mail
+
+	// recent holds the UIDs of the view that are \Recent in this
+	// session; only the owning session's goroutine uses it.
+	recent map[store.UID]struct{}
+	// known holds the keywords (lower case) the client was told about in
+	// FLAGS; hidden the UIDs whose keywords a reply left out because the
+	// client was not told yet (replyFlags). Owning session only.
+	known  map[string]struct{}
+	hidden []store.UID
 
 	uids      []store.UID
 	pending   []update
@@ -314,6 +331,7 @@ const (
 	outExpunge
 	outFetchFlags
 	outMailboxFlags
+	outRecent
 )
 
 type out struct {
@@ -339,6 +357,7 @@ func (v *view) drain(allowExpunge bool) ([]out, error) {
 	flushExists := func() {
 		if added {
 			res = append(res, out{kind: outExists, n: uint32(len(v.uids))})
+			res = append(res, out{kind: outRecent, n: uint32(len(v.recent))})
 			added = false
 		}
 	}
@@ -354,6 +373,12 @@ func (v *view) drain(allowExpunge bool) ([]out, error) {
 			if !found {
 				v.uids = slices.Insert(v.uids, i, u.uid)
 				added = true
+				if u.recent {
+					if v.recent == nil {
+						v.recent = make(map[store.UID]struct{})
+					}
+					v.recent[u.uid] = struct{}{}
+				}
 			}
 		case updExpunge:
 			i, found := slices.BinarySearch(v.uids, u.uid)
@@ -362,6 +387,7 @@ func (v *view) drain(allowExpunge bool) ([]out, error) {
 			}
 			flushExists()
 			v.uids = slices.Delete(v.uids, i, i+1)
+			delete(v.recent, u.uid)
 			res = append(res, out{kind: outExpunge, n: uint32(i) + 1})
 		case updFlags:
 			delete(v.ownQueued, u.uid)
@@ -370,9 +396,10 @@ func (v *view) drain(allowExpunge bool) ([]out, error) {
 				continue
 			}
 			flushExists()
-			res = append(res, out{kind: outFetchFlags, n: uint32(i) + 1, uid: u.uid, flags: u.flags})
+			res = append(res, out{kind: outFetchFlags, n: uint32(i) + 1, uid: u.uid, flags: v.withRecent(u.uid, u.flags)})
 		case updMailboxFlags:
 			flushExists()
+			v.learnKeywords(u.flags)
 			res = append(res, out{kind: outMailboxFlags, flags: u.flags})
 		}
 	}
@@ -403,6 +430,8 @@ func writeOut(w *imapserver.UpdateWriter, res []out, err error) error {
 			err = w.WriteMessageFlags(o.n, imap.UID(o.uid), toIMAPFlags(o.flags))
 		case outMailboxFlags:
 			err = w.WriteMailboxFlags(toIMAPFlags(o.flags))
+		case outRecent:
+			err = w.WriteNumRecent(o.n) // imapserver drops it for IMAP4rev2
 		}
 		if err != nil {
 			return fmt.Errorf("write update: %w", err)

@@ -2,6 +2,7 @@ package imapfront
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/popbridge/popbridge/store"
@@ -53,12 +54,14 @@ func TestTrackerApply(t *testing.T) {
 		case outExpunge:
 			got = append(got, "EXPUNGE "+itoa(int(o.n)))
 		case outFetchFlags:
-			got = append(got, "FETCH "+itoa(int(o.n))+" UID "+itoa(int(o.uid))+" "+o.flags[0])
+			got = append(got, "FETCH "+itoa(int(o.n))+" UID "+itoa(int(o.uid))+" "+strings.Join(o.flags, " "))
 		case outMailboxFlags:
 			got = append(got, "FLAGS")
 		}
 	}
-	want := []string{"EXISTS 5", "EXPUNGE 2", "EXPUNGE 3", "FLAGS", "FETCH 3 UID 5 $A"}
+	// The view is the mailbox's only read-write one: UIDs 4 and 5 are
+	// \Recent in it.
+	want := []string{"EXISTS 5", "EXPUNGE 2", "EXPUNGE 3", "FLAGS", `FETCH 3 UID 5 \Recent $A`}
 	if len(got) != len(want) {
 		t.Fatalf("got %q, want %q", got, want)
 	}
@@ -82,7 +85,7 @@ func TestTrackerNoExpungeDuringFetch(t *testing.T) {
 	if res, _ := v.drain(false); len(res) != 0 {
 		t.Fatalf("drain without expunges delivered %v", res)
 	}
-	if res, _ := v.drain(true); len(res) != 2 || res[0].kind != outExpunge || res[1].kind != outExists || res[1].n != 2 {
+	if res, _ := v.drain(true); len(res) != 3 || res[0].kind != outExpunge || res[1].kind != outExists || res[1].n != 2 || res[2].kind != outRecent || res[2].n != 1 {
 		t.Fatalf("drain: %+v", res)
 	}
 }

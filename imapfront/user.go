@@ -120,6 +120,21 @@ func (s *Server) onChange(c store.Change) {
 	default:
 		return
 	}
+	if c.Kind == store.ChangeExpunge {
+		s.recent.expunge(c.Mailbox, c.UIDs)
+	}
+	claimed := false
+	defer func() {
+		if c.Kind == store.ChangeAdd && !claimed {
+			// No session took the new messages as recent: the next
+			// SELECT does (recent.go).
+			uids := make([]store.UID, len(c.Entries))
+			for i, e := range c.Entries {
+				uids[i] = e.UID
+			}
+			s.recent.add(c.Mailbox, uids)
+		}
+	}()
 	s.usersMu.Lock()
 	us := s.users[c.User]
 	s.usersMu.Unlock()
@@ -133,6 +148,6 @@ func (s *Server) onChange(c store.Change) {
 		return
 	}
 	m.mu.Lock()
-	m.applyLocked(c)
+	claimed = m.applyLocked(c)
 	m.mu.Unlock()
 }

@@ -57,41 +57,188 @@ func msgIDs(v string) []string {
 
 var addressParser = &mail.AddressParser{WordDecoder: wordDecoder}
 
-// addressList parses an address field; when the strict parser refuses it,
-// each comma-separated item is read on its own.
+// addressList parses an address field (RFC 5322 section 3.4) into
+// ENVELOPE addresses (RFC 3501 section 7.4.2): a group becomes a start
+// marker (its name in Mailbox, no Host), its members and an end marker (all
+// empty); comments are dropped, except that the last comment of a mailbox
+// written as a bare addr-spec becomes its name ("user@host (Real Name)"),
+// as Dovecot does; a source route ("<@route:user@host>") is dropped, since
+// go-imap's Address has no field for it. A mailbox the strict parser
+// refuses is read leniently; one without "@" is kept only inside a group.
 func addressList(v string) []Address {
 	if strings.TrimSpace(v) == "" {
 		return nil
 	}
 	v = toUTF8String(v)
-	if list, err := addressParser.ParseList(v); err == nil {
-		out := make([]Address, 0, len(list))
-		for _, a := range list {
-			out = append(out, splitAddress(toUTF8String(a.Name), a.Address))
-		}
-		return out
-	}
 	var out []Address
-	for _, item := range strings.Split(v, ",") {
-		item = strings.TrimSpace(item)
-		if item == "" {
+	for _, it := range splitAddressItems(v) {
+		if !it.group {
+			if a, ok := parseMailbox(it.text, it.comment, false); ok {
+				out = append(out, a)
+			}
 			continue
 		}
-		if a, err := addressParser.Parse(item); err == nil {
-			out = append(out, splitAddress(toUTF8String(a.Name), a.Address))
-			continue
+		out = append(out, Address{Mailbox: decodeHeaderValue(strings.Trim(strings.TrimSpace(it.name), `"`))})
+		for _, m := range it.members {
+			if a, ok := parseMailbox(m.text, m.comment, true); ok {
+				out = append(out, a)
+			}
 		}
-		name, addr := "", item
-		if i := strings.LastIndexByte(item, '<'); i >= 0 {
-			name = strings.Trim(strings.TrimSpace(item[:i]), `"`)
-			addr = strings.TrimSuffix(strings.TrimSpace(item[i+1:]), ">")
-		}
-		if !strings.Contains(addr, "@") {
-			continue
-		}
-		out = append(out, splitAddress(decodeHeaderValue(name), strings.TrimSpace(addr)))
+		out = append(out, Address{})
 	}
 	return out
+}
+
+// addrItem is one top-level item of an address field: a mailbox (text,
+// with comments removed, and its last comment) or a group (name and
+// members).
+type addrItem struct {
+	text, comment string
+	group         bool
+	name          string
+	members       []addrItem
+}
+
+// splitAddressItems splits an address field at its top-level commas and
+// groups ("name: a, b;"), outside quoted strings, comments and angle
+// brackets; comments are removed from the text and the last one of each
+// item is kept apart.
+func splitAddressItems(v string) []addrItem {
+	var items []addrItem
+	var cur strings.Builder
+	var comment, lastComment strings.Builder
+	var group *addrItem
+	inQuote, escaped, angle, depth := false, false, 0, 0
+	flush := func() {
+		it := addrItem{text: strings.TrimSpace(cur.String()), comment: strings.TrimSpace(lastComment.String())}
+		cur.Reset()
+		lastComment.Reset()
+		if it.text == "" {
+			return
+		}
+		if group != nil {
+			group.members = append(group.members, it)
+		} else {
+			items = append(items, it)
+		}
+	}
+	for _, r := range v {
+		switch {
+		case escaped:
+			escaped = false
+			if depth > 0 {
+				comment.WriteRune(r)
+			} else {
+				cur.WriteRune(r)
+			}
+			continue
+		case r == '\\' && (inQuote || depth > 0):
+			escaped = true
+			if depth == 0 {
+				cur.WriteRune(r)
+			}
+			continue
+		case depth > 0:
+			switch r {
+			case '(':
+				depth++
+			case ')':
+				depth--
+				if depth == 0 {
+					lastComment.Reset()
+					lastComment.WriteString(comment.String())
+					comment.Reset()
+					cur.WriteByte(' ')
+					continue
+				}
+			}
+			comment.WriteRune(r)
+			continue
+		case inQuote:
+			if r == '"' {
+				inQuote = false
+			}
+			cur.WriteRune(r)
+			continue
+		}
+		switch r {
+		case '"':
+			inQuote = true
+		case '(':
+			depth = 1
+			continue
+		case '<':
+			angle++
+		case '>':
+			if angle > 0 {
+				angle--
+			}
+		case ',':
+			if angle == 0 {
+				flush()
+				continue
+			}
+		case ':':
+			if angle == 0 && group == nil {
+				group = &addrItem{group: true, name: cur.String()}
+				cur.Reset()
+				lastComment.Reset()
+				continue
+			}
+		case ';':
+			if angle == 0 && group != nil {
+				flush()
+				items = append(items, *group)
+				group = nil
+				continue
+			}
+		}
+		cur.WriteRune(r)
+	}
+	flush()
+	if group != nil { // a group without its ";"
+		items = append(items, *group)
+	}
+	return items
+}
+
+// parseMailbox reads one mailbox (comments already removed): strictly with
+// net/mail, else leniently. Without "@" it is kept only when inGroup.
+func parseMailbox(text, comment string, inGroup bool) (Address, bool) {
+	// Whitespace left where comments were inside <...> is not part of the
+	// address; a source route is dropped.
+	if i := strings.IndexByte(text, '<'); i >= 0 {
+		if j := strings.LastIndexByte(text, '>'); j > i {
+			addr := strings.Join(strings.Fields(text[i+1:j]), "")
+			if strings.HasPrefix(addr, "@") {
+				if k := strings.IndexByte(addr, ':'); k >= 0 {
+					addr = addr[k+1:]
+				}
+			}
+			text = text[:i] + "<" + addr + ">" + text[j+1:]
+		}
+	} else {
+		text = strings.Join(strings.Fields(text), "")
+	}
+	bare := !strings.Contains(text, "<") // an addr-spec, not name-addr
+	name, addr := "", ""
+	if a, err := addressParser.Parse(text); err == nil {
+		name, addr = toUTF8String(a.Name), a.Address
+	} else {
+		addr = text
+		if i := strings.LastIndexByte(text, '<'); i >= 0 {
+			name = decodeHeaderValue(strings.Trim(strings.TrimSpace(text[:i]), `"`))
+			addr = strings.TrimSuffix(strings.TrimSpace(text[i+1:]), ">")
+		}
+		addr = strings.TrimSpace(addr)
+	}
+	if addr == "" || (!inGroup && !strings.Contains(addr, "@")) {
+		return Address{}, false
+	}
+	if name == "" && comment != "" && bare {
+		name = decodeHeaderValue(comment)
+	}
+	return splitAddress(name, addr), true
 }
 
 func splitAddress(name, addr string) Address {

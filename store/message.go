@@ -861,7 +861,12 @@ func (s *Store) copyMove(ctx context.Context, op string, u UserID, src MailboxID
 			res.Source[i], res.Dest[i] = ents[i].uid, added[i].UID
 		}
 		if move {
-			return s.expungeEntries(w, &smb, ents)
+			if err := s.expungeEntries(w, &smb, ents); err != nil {
+				return err
+			}
+			if dst == src {
+				announceExpungeFirst(w)
+			}
 		}
 		return nil
 	})
@@ -869,6 +874,22 @@ func (s *Store) copyMove(ctx context.Context, op string, u UserID, src MailboxID
 		return CopyResult{}, err
 	}
 	return res, nil
+}
+
+// announceExpungeFirst reorders the last two changes of w, the ChangeAdd
+// and the ChangeExpunge of a MOVE within one mailbox, so that sessions
+// report the EXPUNGE before the EXISTS, as RFC 6851 section 4.3's example
+// and Dovecot do. The modseqs are exchanged too: changes must stay in
+// ascending modseq order, and both belong to the same transaction, so no
+// reader can see the state between them.
+func announceExpungeFirst(w *writeTx) {
+	n := len(w.changes)
+	if n < 2 || w.changes[n-2].Kind != ChangeAdd || w.changes[n-1].Kind != ChangeExpunge {
+		return
+	}
+	add, exp := w.changes[n-2], w.changes[n-1]
+	add.ModSeq, exp.ModSeq = exp.ModSeq, add.ModSeq
+	w.changes[n-2], w.changes[n-1] = exp, add
 }
 
 // Expunge removes the entries of uids (nil: all) that carry \Deleted and

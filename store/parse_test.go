@@ -144,7 +144,11 @@ func TestParseFallbacks(t *testing.T) {
 		}},
 		{"groups.eml", func(pm parsedMessage) error {
 			e := pm.envelope
-			if len(e.Cc) != 2 || len(e.To) != 0 || len(e.Bcc) != 1 || e.Bcc[0].Mailbox != "d" {
+			// Groups are start and end markers around their members
+			// (RFC 3501 section 7.4.2).
+			if len(e.Cc) != 4 || e.Cc[0].Mailbox != "friends" || e.Cc[0].Host != "" || e.Cc[3] != (Address{}) ||
+				len(e.To) != 2 || e.To[0].Mailbox != "undisclosed-recipients" || e.To[1] != (Address{}) ||
+				len(e.Bcc) != 1 || e.Bcc[0].Mailbox != "d" {
 				return fmt.Errorf("to %+v cc %+v bcc %+v", e.To, e.Cc, e.Bcc)
 			}
 			if len(e.InReplyTo) != 2 || e.InReplyTo[0] != "x@y" {

@@ -37,6 +37,7 @@
 //
 // For every LOGIN or AUTHENTICATE attempt (see the package example):
 //
+//  0. [Limiter.Acquire] the address's turn; release it after the answer.
 //  1. [Limiter.Wait] before checking the password, for every attempt, so a
 //     fast answer never tells an attacker that a guess was right while a
 //     wrong one would have been slow.
@@ -66,9 +67,12 @@
 // only ever delays attempts from that address group: a user logging in from
 // elsewhere is never delayed by another address's failures.
 //
-// Parallel attempts from one address all see the same delay (Dovecot has the
-// same gap); cap concurrent unauthenticated connections per address with
-// package netlimit to bound that.
+// Parallel attempts from one address would all see the same delay and be
+// checked at once (Dovecot has that gap: 50 parallel guesses were all
+// answered within 31 s). [Limiter.Acquire] closes it: one attempt per
+// address group is in progress at a time, so N parallel guesses take as
+// long as N sequential ones. Attempts from different addresses never wait
+// for each other.
 //
 // Addresses in Options.Trusted are neither delayed nor recorded.
 //

@@ -10,7 +10,7 @@ import (
 	"github.com/popbridge/popbridge/internal/authlimit"
 )
 
-// The recommended login flow: wait out any penalty before checking the
+// The recommended login flow: take the address's turn, wait out any penalty before checking the
 // password (so a fast answer never reveals a right guess), and on failure
 // record it and wait again before answering NO.
 func Example() {
@@ -29,6 +29,11 @@ func Example() {
 	errBadLogin := errors.New("invalid credentials")
 
 	login := func(ctx context.Context, addr netip.Addr, user, password string) error {
+		release, err := lim.Acquire(ctx, addr) // one attempt per address at a time
+		if err != nil {
+			return err
+		}
+		defer release()
 		if err := lim.Wait(ctx, addr, user); err != nil {
 			return err // client gone or server shutting down
 		}

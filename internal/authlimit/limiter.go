@@ -81,6 +81,13 @@ type Limiter struct {
 	addrs map[netip.Prefix]*record
 	users map[string]*record
 	lru   *list.List // of *record, front = most recent failure
+	turns map[netip.Prefix]*turn
+}
+
+// turn is the attempt of an address group in progress (Acquire); waiters
+// wait for done to be closed. It exists only while an attempt holds it.
+type turn struct {
+	done chan struct{}
 }
 
 // record is the penalty state of one address group or one user name.
@@ -113,6 +120,7 @@ func New(opts Options) *Limiter {
 		addrs:      make(map[netip.Prefix]*record),
 		users:      make(map[string]*record),
 		lru:        list.New(),
+		turns:      make(map[netip.Prefix]*turn),
 	}
 	if l.now == nil {
 		l.now = time.Now
@@ -233,6 +241,51 @@ func (l *Limiter) remaining(r *record, now time.Time) time.Duration {
 // expired reports whether r's last failure is at least Forget ago.
 func (l *Limiter) expired(r *record, now time.Time) bool {
 	return now.Sub(r.last) >= l.forget
+}
+
+// Acquire waits until no other login attempt from addr's group is in
+// progress and makes the caller's attempt the one in progress, until it
+// calls release (once; later calls do nothing). Hold it from before the
+// first [Limiter.Wait] until the answer is sent: then parallel attempts
+// from one address are answered one after the other, each after the
+// penalty the one before it earned, exactly as if they had been sent one
+// after the other, instead of all being checked at once while the penalty
+// is still low. Trusted addresses never wait. The error wraps ctx's when
+// ctx is done first.
+func (l *Limiter) Acquire(ctx context.Context, addr netip.Addr) (release func(), err error) {
+	if l.isTrusted(addr) {
+		return func() {}, nil
+	}
+	key := AddrGroup(addr)
+	for {
+		l.mu.Lock()
+		t := l.turns[key]
+		if t == nil {
+			t = &turn{done: make(chan struct{})}
+			l.turns[key] = t
+			l.mu.Unlock()
+			return sync.OnceFunc(func() {
+				l.mu.Lock()
+				delete(l.turns, key)
+				l.mu.Unlock()
+				close(t.done)
+			}), nil
+		}
+		l.mu.Unlock()
+		select {
+		case <-t.done:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("authlimit: wait for a turn: %w", ctx.Err())
+		}
+	}
+}
+
+// InProgress returns the number of address groups with an attempt in
+// progress (Acquire).
+func (l *Limiter) InProgress() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.turns)
 }
 
 // Wait sleeps for [Limiter.Delay](addr, user) using Options.Sleep. It returns

@@ -450,3 +450,63 @@ func BenchmarkFailureDistinct(b *testing.B) {
 	}
 	b.ReportMetric(perRecord, "heapB/record")
 }
+
+// TestAcquireOneAttemptPerAddress: a second attempt from the same address
+// group waits for the first one's release; other addresses do not wait.
+func TestAcquireOneAttemptPerAddress(t *testing.T) {
+	lim := New(Options{Trusted: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
+	ctx := context.Background()
+	a := netip.MustParseAddr("192.0.2.1")
+	relA, err := lim.Acquire(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another address and a trusted one get their turn at once.
+	relB, err := lim.Acquire(ctx, netip.MustParseAddr("192.0.2.2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	relB()
+	for range 2 {
+		relT, err := lim.Acquire(ctx, netip.MustParseAddr("10.1.2.3"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer relT()
+	}
+	// The same address waits until relA.
+	got := make(chan func(), 1)
+	go func() {
+		rel, err := lim.Acquire(ctx, a)
+		if err != nil {
+			t.Error(err)
+			close(got)
+			return
+		}
+		got <- rel
+	}()
+	// A waiter that gives up gets ctx's error and takes no turn.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := lim.Acquire(cctx, a); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled Acquire: %v", err)
+	}
+	select {
+	case <-got:
+		t.Fatal("second attempt got its turn while the first is in progress")
+	default:
+	}
+	relA()
+	relA() // a second release does nothing
+	rel := <-got
+	if rel == nil {
+		t.FailNow()
+	}
+	if n := lim.InProgress(); n != 1 {
+		t.Fatalf("InProgress = %d, want 1", n)
+	}
+	rel()
+	if n := lim.InProgress(); n != 0 {
+		t.Fatalf("InProgress after release = %d, want 0", n)
+	}
+}

@@ -70,6 +70,13 @@ type Options struct {
 	// ReasonPerAddr, e.g. to log or count. It must be quick and must not
 	// block; rate-limit any logging it does.
 	OnReject func(addr net.Addr, reason string)
+	// Evict, if not nil, is called from Accept when MaxConns connections
+	// are open, before refusing the new one: it may close an open
+	// connection of lesser value (one that has not logged in yet) and
+	// report true, and the new connection is then accepted if the close
+	// freed a slot. It must close synchronously and must not call back
+	// into the Listener other than by closing connections.
+	Evict func() bool
 	// Counter, if not nil, holds the open-connection counts the caps are
 	// checked against, shared with every other Listener given the same
 	// Counter: MaxConns and MaxPerAddr then cap the connections of all of
@@ -104,6 +111,7 @@ type Listener struct {
 	rejectFn       func(net.Conn)
 	rejectTimeout  time.Duration
 	onReject       func(net.Addr, string)
+	evict          func() bool
 	cnt            *Counter
 
 	mu        sync.Mutex
@@ -129,6 +137,7 @@ func NewListener(inner net.Listener, opts Options) *Listener {
 		rejectFn:       opts.Reject,
 		rejectTimeout:  opts.RejectTimeout,
 		onReject:       opts.OnReject,
+		evict:          opts.Evict,
 		cnt:            opts.Counter,
 	}
 	if l.cnt == nil {
@@ -163,12 +172,12 @@ func (l *Listener) Accept() (net.Conn, error) {
 		key, perAddr := l.clientKey(c.RemoteAddr())
 		cnt := l.cnt
 		cnt.mu.Lock()
-		reason := ""
-		switch {
-		case l.maxConns > 0 && cnt.open >= l.maxConns:
-			reason = ReasonTotal
-		case perAddr && l.maxPerAddr > 0 && cnt.perAddr[key] >= l.maxPerAddr:
-			reason = ReasonPerAddr
+		reason := l.overCapLocked(key, perAddr)
+		if reason == ReasonTotal && l.evict != nil {
+			cnt.mu.Unlock()
+			l.evict()
+			cnt.mu.Lock()
+			reason = l.overCapLocked(key, perAddr)
 		}
 		if reason == "" {
 			cnt.open++
@@ -184,6 +193,19 @@ func (l *Listener) Accept() (net.Conn, error) {
 		l.mu.Unlock()
 		l.reject(c, reason)
 	}
+}
+
+// overCapLocked returns the cap a new connection from key would exceed,
+// "" if none. Must be called with l.cnt.mu held.
+func (l *Listener) overCapLocked(key netip.Prefix, perAddr bool) string {
+	cnt := l.cnt
+	switch {
+	case l.maxConns > 0 && cnt.open >= l.maxConns:
+		return ReasonTotal
+	case perAddr && l.maxPerAddr > 0 && cnt.perAddr[key] >= l.maxPerAddr:
+		return ReasonPerAddr
+	}
+	return ""
 }
 
 // clientKey returns the key a remote address is counted under for

@@ -537,3 +537,60 @@ func TestSharedCounter(t *testing.T) {
 	}
 	b.nextAccepted(t)
 }
+
+// TestEvict: with MaxConns open, Accept asks Evict for room; a connection
+// it closes makes room for the newcomer, and when it finds nothing to
+// close the newcomer is refused.
+func TestEvict(t *testing.T) {
+	var mu sync.Mutex
+	var victims []net.Conn
+	evictions := 0
+	s := startServer(t, Options{MaxConns: 2, Reject: bye, Evict: func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		evictions++
+		if len(victims) == 0 {
+			return false
+		}
+		v := victims[0]
+		victims = victims[1:]
+		v.Close()
+		return true
+	}})
+	for range 2 {
+		if _, got := dial(t, s.addr, "127.0.0.1"); got != "OK" {
+			t.Fatalf("conn within the cap: %q", got)
+		}
+		sc := s.nextAccepted(t)
+		mu.Lock()
+		victims = append(victims, sc)
+		mu.Unlock()
+	}
+	// Full: the oldest gives way.
+	mu.Lock()
+	first := victims[0]
+	mu.Unlock()
+	if _, got := dial(t, s.addr, "127.0.0.1"); got != "OK" {
+		t.Fatalf("conn with an evictable one open: %q, want OK", got)
+	}
+	s.nextAccepted(t)
+	if err := first.Close(); err == nil {
+		t.Error("the evicted connection was still open")
+	}
+	// Nothing left to evict (the last victim stays, the newcomer is not
+	// evictable): refused.
+	mu.Lock()
+	victims = nil
+	mu.Unlock()
+	if _, got := dial(t, s.addr, "127.0.0.1"); got != "BYE" {
+		t.Fatalf("conn with nothing evictable: %q, want BYE", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if evictions != 2 {
+		t.Fatalf("Evict called %d times, want 2", evictions)
+	}
+	if st := s.lim.Stats(); st.Open != 2 {
+		t.Fatalf("stats %+v, want Open 2", st)
+	}
+}
