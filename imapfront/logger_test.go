@@ -53,3 +53,18 @@ func TestBackendLoggerLevels(t *testing.T) {
 		})
 	}
 }
+
+// TestBackendLoggerKeysOnce: a line from imapserver carries each key once,
+// also when the server's logger already names its component.
+func TestBackendLoggerKeysOnce(t *testing.T) {
+	var buf bytes.Buffer
+	s := &Server{log: slog.New(slog.NewTextHandler(&buf, nil)).With("component", "imap")}
+	backendLogger{s}.Printf("handling FETCH command: %v", errors.New("disk on fire"))
+	line := buf.String()
+	if n := strings.Count(line, "component="); n != 1 {
+		t.Errorf("%q has component %d times", line, n)
+	}
+	if !strings.Contains(line, "source=go-imap") {
+		t.Errorf("%q does not say it came from go-imap", line)
+	}
+}

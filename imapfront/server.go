@@ -579,7 +579,10 @@ func (l backendLogger) Printf(format string, args ...any) {
 			level = slog.LevelDebug
 		}
 	}
-	l.s.log.Log(context.Background(), level, fmt.Sprintf(format, args...), "component", "imapserver")
+	// "source", not "component": the logger bridge hands over already
+	// names the component (imap), and a key twice in one line confuses
+	// log processors.
+	l.s.log.Log(context.Background(), level, fmt.Sprintf(format, args...), "source", "go-imap")
 }
 
 // isParseError reports whether err is one of the client syntax errors
