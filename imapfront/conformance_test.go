@@ -316,3 +316,54 @@ func TestKeywordAnnouncedBeforeUse(t *testing.T) {
 		t.Fatalf("second FETCH: %q", u)
 	}
 }
+
+// searchAddressMessages are ImapTest's search-addresses messages.
+var searchAddressMessages = []string{
+	"From: user-from@domain.org\r\nTo: user-to@domain.org\r\nCc: user-cc@domain.org\r\nBcc: user-bcc@domain.org\r\n\r\nbody\r\n",
+	"From: RealFrom <user-from@domain.org>\r\nTo: RealTo <user-to@domain.org>\r\nCc: RealCc <user-cc@domain.org>\r\nBcc: RealBcc <user-bcc@domain.org>\r\n\r\nbody2\r\n",
+	"From: <user-from (comment)@ (comment) domain.org>\r\nTo: <user-to@domain.org>\r\nCc: <user-cc@domain.org>\r\nBcc: <user-bcc@domain.org>\r\n\r\nbody3\r\n",
+	"From: user-from@domain.org (RealFrom)\r\nTo: user-to@domain.org (RealTo)\r\nCc: user-cc@domain.org (RealCc)\r\nBcc: user-bcc@domain.org (RealBcc)\r\n\r\nbody4\r\n",
+	"From: user-from1@domain.org, user-from2@domain.org\r\nCc: user-cc@domain.org\r\n\r\nbody5\r\n",
+	"From: RealFrom <user-from@domain.org>\r\nTo: groupname: groupuser1@domain.org, groupuser2@domain.org;,\r\n  groupname2: groupuser3@domain.org;\r\n\r\nbody6\r\n",
+	"From: RealFrom <user-from@domain.org>\r\nTo: groupname:;\r\n\r\nbody7\r\n",
+}
+
+// TestSearchAddresses is ImapTest's search-addresses group: FROM, TO, CC
+// and BCC match the parsed addresses (display name, mailbox@host, group
+// name), case-insensitively and as substrings, not the raw header text.
+func TestSearchAddresses(t *testing.T) {
+	env := newEnv(t)
+	for _, m := range searchAddressMessages {
+		env.deliver("alice", "INBOX", m)
+	}
+	c := env.rawSelected("alice", "INBOX")
+	tests := []struct{ cmd, want string }{
+		{"SEARCH FROM user-from@domain.org", "* SEARCH 1 2 3 4 6 7"},
+		{"SEARCH TO user-to@domain.org", "* SEARCH 1 2 3 4"},
+		{"SEARCH CC user-cc@domain.org", "* SEARCH 1 2 3 4 5"},
+		{"SEARCH BCC user-bcc@domain.org", "* SEARCH 1 2 3 4"},
+		{"SEARCH FROM realfrom", "* SEARCH 2 4 6 7"},
+		{"SEARCH TO realto", "* SEARCH 2 4"},
+		{"SEARCH BCC realbcc", "* SEARCH 2 4"},
+		{`SEARCH HEADER FROM ""`, "* SEARCH 1 2 3 4 5 6 7"},
+		{`SEARCH HEADER TO ""`, "* SEARCH 1 2 3 4 6 7"},
+		{"SEARCH FROM ser-fro", "* SEARCH 1 2 3 4 5 6 7"},
+		{"SEARCH CC ser-c", "* SEARCH 1 2 3 4 5"},
+		{"SEARCH FROM ealfro", "* SEARCH 2 4 6 7"},
+		{"SEARCH FROM user-from1", "* SEARCH 5"},
+		{"SEARCH FROM user-from2", "* SEARCH 5"},
+		{"SEARCH TO groupname", "* SEARCH 6 7"},
+		{"SEARCH TO groupname2", "* SEARCH 6"},
+		{"SEARCH TO groupuser3", "* SEARCH 6"},
+		{"SEARCH TO groupuser4", "* SEARCH"},
+		{"SEARCH NOT FROM realfrom", "* SEARCH 1 3 5"},
+		{"SEARCH OR TO groupuser1 CC user-cc", "* SEARCH 1 2 3 4 5 6"},
+		{"SEARCH FROM realfrom BODY body6", "* SEARCH 6"},
+	}
+	for _, tt := range tests {
+		u := c.ok("%s", tt.cmd)
+		if got := strings.Join(u, "|"); got != tt.want {
+			t.Errorf("%s:\n got %q\nwant %q", tt.cmd, got, tt.want)
+		}
+	}
+}

@@ -249,7 +249,7 @@ func searchNeedsMeta(c *imap.SearchCriteria, flagsOnly bool) bool {
 	var walk func(c *imap.SearchCriteria)
 	walk = func(c *imap.SearchCriteria) {
 		flags = flags || len(c.Flag) > 0 || len(c.NotFlag) > 0
-		other = other || searchHasDateSizeKeys(c)
+		other = other || searchHasDateSizeKeys(c) || searchHasAddressKeys(c)
 		for i := range c.Not {
 			walk(&c.Not[i])
 		}
@@ -268,7 +268,51 @@ func searchNeedsMeta(c *imap.SearchCriteria, flagsOnly bool) bool {
 // searchHasMetaKeys reports whether c itself (not its subtrees) has keys
 // evaluated from metadata.
 func searchHasMetaKeys(c *imap.SearchCriteria) bool {
-	return len(c.Flag) > 0 || len(c.NotFlag) > 0 || searchHasDateSizeKeys(c)
+	return len(c.Flag) > 0 || len(c.NotFlag) > 0 || searchHasDateSizeKeys(c) || searchHasAddressKeys(c)
+}
+
+// isAddressKey reports whether h is FROM, TO, CC or BCC with a value: such
+// a key matches the message's parsed addresses (searchAddresses), as
+// Dovecot does, not the raw header text. HEADER FROM "" (does the field
+// exist) stays a text key.
+func isAddressKey(h imap.SearchCriteriaHeaderField) bool {
+	if h.Value == "" {
+		return false
+	}
+	switch strings.ToLower(h.Key) {
+	case "from", "to", "cc", "bcc":
+		return true
+	}
+	return false
+}
+
+// searchHasAddressKeys reports whether c itself has an address key.
+func searchHasAddressKeys(c *imap.SearchCriteria) bool {
+	return slices.ContainsFunc(c.Header, isAddressKey)
+}
+
+// searchAddresses reports whether needle (lower case) is a substring of
+// the display name or the mailbox@host of an address in list, or of a
+// group's name: "realfrom" finds "RealFrom <user-from@domain.org>",
+// "ser-fro" finds user-from@domain.org, and "user-from@domain.org" finds
+// <user-from (comment)@ (comment) domain.org>, whose header text does
+// not hold it.
+func searchAddresses(list []store.Address, needle string) bool {
+	for _, a := range list {
+		switch {
+		case a.Host == "" && a.Mailbox == "": // end of a group
+		case a.Host == "": // start of a group: its name
+			if strings.Contains(strings.ToLower(a.Mailbox), needle) {
+				return true
+			}
+		default:
+			if strings.Contains(strings.ToLower(a.Name), needle) ||
+				strings.Contains(strings.ToLower(a.Mailbox+"@"+a.Host), needle) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func searchHasDateSizeKeys(c *imap.SearchCriteria) bool {
@@ -283,7 +327,7 @@ func searchHasNotOr(c *imap.SearchCriteria) bool {
 
 // searchHasText reports whether evaluating the tree needs store.SearchText.
 func searchHasText(c *imap.SearchCriteria) bool {
-	if len(c.Header) > 0 || len(c.Body) > 0 || len(c.Text) > 0 {
+	if len(c.Body) > 0 || len(c.Text) > 0 || slices.ContainsFunc(c.Header, func(h imap.SearchCriteriaHeaderField) bool { return !isAddressKey(h) }) {
 		return true
 	}
 	for i := range c.Not {
@@ -524,6 +568,28 @@ func (s *searcher) matchMeta(c *imap.SearchCriteria, m *store.MessageMeta) bool 
 	if c.Smaller != 0 && m.Size >= c.Smaller {
 		return false
 	}
+	for _, h := range c.Header {
+		if !isAddressKey(h) {
+			continue
+		}
+		if m.Envelope == nil {
+			return false
+		}
+		var list []store.Address
+		switch strings.ToLower(h.Key) {
+		case "from":
+			list = m.Envelope.From
+		case "to":
+			list = m.Envelope.To
+		case "cc":
+			list = m.Envelope.Cc
+		case "bcc":
+			list = m.Envelope.Bcc
+		}
+		if !searchAddresses(list, strings.ToLower(h.Value)) {
+			return false
+		}
+	}
 	return true
 }
 
@@ -532,6 +598,9 @@ func (s *searcher) matchMeta(c *imap.SearchCriteria, m *store.MessageMeta) bool 
 func (s *searcher) filterText(c *imap.SearchCriteria, cand []int) ([]int, error) {
 	var qs []store.TextQuery
 	for _, h := range c.Header {
+		if isAddressKey(h) {
+			continue // matched against the addresses, in matchMeta
+		}
 		qs = append(qs, store.TextQuery{Kind: store.TextHeader, Header: h.Key, Needle: strings.ToLower(h.Value)})
 	}
 	for _, b := range c.Body {
