@@ -590,7 +590,7 @@ func (c *Config) imapLimits(o *imapfront.Options) {
 func (c *Config) imapUsers() []imapfront.User {
 	out := make([]imapfront.User, 0, len(c.Users))
 	for _, u := range c.Users {
-		out = append(out, imapfront.User{Name: u.Name, PasswordHash: u.PasswordHash})
+		out = append(out, imapfront.User{Name: u.Name, PasswordHash: u.PasswordHash, Trace: u.Trace})
 	}
 	return out
 }

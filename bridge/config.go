@@ -116,6 +116,9 @@ type UserConfig struct {
 	// PasswordHash is a bcrypt ($2a$, $2b$, $2y$) or argon2id ($argon2id$)
 	// hash, as printed by `popbridge hash-password`. Required.
 	PasswordHash string `toml:"password_hash"`
+	// Trace logs the user's IMAP traffic once logged in, credentials and
+	// message data left out (plaintext and implicit-TLS connections).
+	Trace bool `toml:"trace"`
 }
 
 // Values of AccountConfig.TLS.

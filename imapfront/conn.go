@@ -46,7 +46,9 @@ type connState struct {
 	ran atomic.Bool
 	// tlsUp is set once STARTTLS succeeded: writes seen here are then
 	// ciphertext.
-	tlsUp  atomic.Bool
+	tlsUp atomic.Bool
+	// trace, when set, logs the traffic of a traced user (trace.go).
+	trace  atomic.Pointer[imapTrace]
 	lits   literalScanner // client input; only the reading goroutine uses it
 	inject []byte         // bytes Read returns before reading more; reading goroutine only
 	closed sync.Once
@@ -141,6 +143,9 @@ func (c *connState) Read(p []byte) (int, error) {
 	c.setReading(true)
 	n, err := c.Conn.Read(p)
 	c.setReading(false)
+	if t := c.trace.Load(); t != nil && n > 0 {
+		t.client(p[:n])
+	}
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 		// imapserver waits for a command in two steps, each under its
 		// own 30 s deadline when not logged in: the first byte, then
@@ -189,6 +194,9 @@ func (c *connState) changedLocked() {
 // session method runs (so it cannot be message data of a FETCH) poisons the
 // connection once it has been sent.
 func (c *connState) Write(p []byte) (int, error) {
+	if t := c.trace.Load(); t != nil {
+		t.server(p)
+	}
 	c.wmu.Lock()
 	if c.corked {
 		n, err := c.bufferLocked(p)

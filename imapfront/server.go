@@ -70,6 +70,8 @@ type User struct {
 	// PasswordHash is a bcrypt ($2a$/$2b$/$2y$) or argon2id ($argon2id$...)
 	// PHC string, e.g. from HashPassword.
 	PasswordHash string
+	// Trace logs the user's IMAP traffic once logged in (trace.go).
+	Trace bool
 }
 
 // Hinter is told when a client looks at a mailbox (SELECT, NOOP, IDLE), so
@@ -170,6 +172,8 @@ type Server struct {
 	usersMu  sync.Mutex
 	accounts atomic.Pointer[map[string]string] // login name -> hash
 	tlsConf  atomic.Pointer[tls.Config]
+	// traced holds the users whose traffic is traced (User.Trace).
+	traced atomic.Pointer[map[string]bool]
 
 	feedOnce   sync.Once
 	feedMu     sync.Mutex
@@ -314,9 +318,14 @@ func orDefault(v, def int) int {
 // are kept.
 func (s *Server) SetUsers(users []User) {
 	m := make(map[string]string, len(users))
+	traced := map[string]bool{}
 	for _, u := range users {
 		m[u.Name] = u.PasswordHash
+		if u.Trace {
+			traced[u.Name] = true
+		}
 	}
+	s.traced.Store(&traced)
 	s.accounts.Store(&m)
 }
 

@@ -178,6 +178,7 @@ func (s *session) Login(username, password string) (err error) {
 	s.srv.pre.remove(s.conn) // logged in: no longer evictable
 	s.log = s.log.With("user", username)
 	s.log.Info("imap login")
+	s.conn.startTrace(s.log, username)
 	s.sendAlert(username)
 	return nil
 }
