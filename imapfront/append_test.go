@@ -73,7 +73,7 @@ func TestAppendSelectedGetsExists(t *testing.T) {
 	}
 }
 
-// TestAppendLiteralInjection is the regression test for notes §6.1: bytes of
+// TestAppendLiteralInjection is the regression test for docs/imapserver-workarounds.md, "Rejected literals run as commands": bytes of
 // a rejected non-synchronising literal must never run as commands.
 func TestAppendLiteralInjection(t *testing.T) {
 	payload := "x CREATE Injected\r\ny DELETE INBOX\r\nz RENAME Sent Owned\r\n"

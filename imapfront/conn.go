@@ -22,7 +22,7 @@ import (
 //
 //   - poisons the connection when the server rejects a literal the client
 //     may already be sending: imapserver does not drain it, so its bytes
-//     would be executed as commands (notes §6.1). Once poisoned, every
+//     would be executed as commands (docs/imapserver-workarounds.md, "Rejected literals run as commands"). Once poisoned, every
 //     session method refuses and the socket is closed;
 //   - knows when the connection is quiet (the server is blocked reading the
 //     next command and no session method runs), the moment Shutdown may

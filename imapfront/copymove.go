@@ -61,7 +61,7 @@ func (s *session) Copy(numSet imap.NumSet, dest string) (data *imap.CopyData, er
 
 // Move implements imapserver.SessionMove (MOVE, UID MOVE; RFC 6851). Only
 // the COPYUID is written here; the EXPUNGEs are queued by the feed and sent
-// by the Poll after the command, exactly once (notes §3 pitfall 3).
+// by the Poll after the command, exactly once (docs/imapserver-workarounds.md, "Mailbox tracker").
 func (s *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string) (err error) {
 	if err := s.begin(); err != nil {
 		return err

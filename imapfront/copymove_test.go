@@ -36,7 +36,7 @@ func TestCopy(t *testing.T) {
 }
 
 // TestMoveExpungeCounts: MOVE reports COPYUID, then each EXPUNGE exactly
-// once, to the mover and to observers (notes §3 pitfall 3).
+// once, to the mover and to observers (docs/imapserver-workarounds.md, "Mailbox tracker").
 func TestMoveExpungeCounts(t *testing.T) {
 	env := newEnv(t)
 	for i := 1; i <= 5; i++ {

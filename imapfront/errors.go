@@ -64,7 +64,7 @@ var errShuttingDown = &imap.Error{
 }
 
 // errPoisoned answers every command once the connection was poisoned by a
-// rejected literal (notes §6.1).
+// rejected literal (docs/imapserver-workarounds.md, "Rejected literals run as commands").
 var errPoisoned = &imap.Error{
 	Type: imap.StatusResponseTypeBad,
 	Code: imap.ResponseCodeClientBug,

@@ -38,7 +38,7 @@ const multipartMsg = "From: Alice <alice@example.org>\r\n" +
 	"--b1--\r\n"
 
 // zeroPartMsg is a multipart without any part: imapserver panics writing its
-// BODYSTRUCTURE unless the structure is sanitised (notes §4).
+// BODYSTRUCTURE unless the structure is sanitised (docs/imapserver-workarounds.md, "BODYSTRUCTURE of a multipart without parts").
 const zeroPartMsg = "From: a@example.org\r\nSubject: zero\r\nContent-Type: multipart/mixed; boundary=\"zz\"\r\n\r\nno parts at all\r\n"
 
 func TestFetchItems(t *testing.T) {
@@ -134,7 +134,7 @@ func TestFetchSetsSeen(t *testing.T) {
 }
 
 // TestFetchZeroPartMultipart is the regression test for the imapserver
-// panic on a multipart without parts (notes §4, §6.2): BODYSTRUCTURE must be
+// panic on a multipart without parts (docs/imapserver-workarounds.md, "BODYSTRUCTURE of a multipart without parts"): BODYSTRUCTURE must be
 // answered and the connection must survive.
 func TestFetchZeroPartMultipart(t *testing.T) {
 	env := newEnv(t)
@@ -186,7 +186,7 @@ func TestFetchExpungedByOtherSkipped(t *testing.T) {
 }
 
 // TestFetchStarIsClientView: "*" is the last message the client knows, not
-// one delivered meanwhile (notes §3 pitfall 4).
+// one delivered meanwhile (docs/imapserver-workarounds.md, "Mailbox tracker").
 func TestFetchStarIsClientView(t *testing.T) {
 	env := newEnv(t)
 	env.deliver("alice", "INBOX", msg("one"))

@@ -12,7 +12,7 @@ import "github.com/popbridge/popbridge/store"
 //
 // The cost is O(len(name) * len(pattern)) at worst with no backtracking, so a
 // pattern full of wildcards cannot pin a CPU the way imapserver.MatchList
-// does (notes §6.3). Runs of wildcards are collapsed first, and a pattern with
+// does (docs/imapserver-workarounds.md, "LIST pattern matching"). Runs of wildcards are collapsed first, and a pattern with
 // more literal bytes than the name is refused before any matching.
 func listMatch(name, pattern string) bool {
 	// INBOX is stored canonically upper-case; a name whose first level is

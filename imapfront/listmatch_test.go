@@ -79,7 +79,7 @@ func TestListMatch(t *testing.T) {
 	}
 }
 
-// TestListMatchPathological pins the regression of notes §6.3: patterns that
+// TestListMatchPathological pins the regression of docs/imapserver-workarounds.md, "LIST pattern matching": patterns that
 // made imapserver.MatchList run for minutes must answer at once.
 func TestListMatchPathological(t *testing.T) {
 	name := strings.Repeat("a", 1000)

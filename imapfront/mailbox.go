@@ -18,7 +18,7 @@ var specialUses = []string{store.SpecialAll, store.SpecialArchive, store.Special
 // not support (RFC 6154 section 3).
 var errUseAttr = &imap.Error{Type: imap.StatusResponseTypeNo, Code: "USEATTR", Text: "Unsupported special-use attribute"}
 
-// errStatusItem refuses STATUS items popbridge cannot compute (notes §6.4).
+// errStatusItem refuses STATUS items popbridge cannot compute (docs/imapserver-workarounds.md, "STATUS items").
 var errStatusItem = &imap.Error{Type: imap.StatusResponseTypeBad, Code: imap.ResponseCodeClientBug, Text: "Unsupported STATUS item DELETED-STORAGE"}
 
 // Create implements imapserver.Session, with CREATE-SPECIAL-USE (RFC 6154).

@@ -121,7 +121,7 @@ func TestStatus(t *testing.T) {
 		t.Fatalf("STATUS:\n got %q\nwant %q", u, want)
 	}
 	// DELETED-STORAGE used to leave a nil item and kill the connection
-	// (notes §6.4): it is refused and the connection lives on.
+	// (docs/imapserver-workarounds.md, "STATUS items"): it is refused and the connection lives on.
 	if _, st := c.cmd("STATUS INBOX (MESSAGES DELETED-STORAGE)"); !strings.HasPrefix(st, "BAD") {
 		t.Fatalf("STATUS DELETED-STORAGE: %s", st)
 	}

@@ -247,7 +247,7 @@ func decodeCTE(enc string, b []byte) ([]byte, error) {
 
 // toBodyStructure converts the stored MIME structure to go-imap's, always
 // with the extension data (BODYSTRUCTURE; imapserver drops it for BODY). A
-// multipart without children, which imapserver cannot write (notes §4), is
+// multipart without children, which imapserver cannot write (docs/imapserver-workarounds.md, "BODYSTRUCTURE of a multipart without parts"), is
 // described as text/plain.
 func toBodyStructure(p *store.Part) imap.BodyStructure {
 	if p == nil {

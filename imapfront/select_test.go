@@ -29,7 +29,7 @@ func TestSelect(t *testing.T) {
 	}
 }
 
-// TestExamineReadOnly: EXAMINE must be really read-only (notes §3; go-imap
+// TestExamineReadOnly: EXAMINE must be really read-only (docs/imapserver-workarounds.md, "Mailbox tracker"; go-imap
 // #672): no STORE, EXPUNGE, MOVE, no implicit \Seen, and CLOSE expunges
 // nothing.
 func TestExamineReadOnly(t *testing.T) {

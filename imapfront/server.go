@@ -236,7 +236,7 @@ type Server struct {
 
 // backendKind selects the imapserver.Server a connection is served by: the
 // library decides the authentication policy per server, not per connection
-// (notes §1), and must not offer STARTTLS on a connection that is already
+// (docs/imapserver-workarounds.md, "TLS and the login policy"), and must not offer STARTTLS on a connection that is already
 // TLS.
 type backendKind struct {
 	insecureAuth bool
@@ -380,7 +380,7 @@ func (s *Server) ServeTLS(ln net.Listener) error {
 func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 	// The caps count raw connections, below TLS: a refused client costs
 	// no handshake unless it is owed a BYE, and imapserver still sees the
-	// *tls.Conn it needs (notes §1).
+	// *tls.Conn it needs (docs/imapserver-workarounds.md, "TLS and the login policy").
 	lim := netlimit.NewListener(ln, netlimit.Options{
 		MaxConns:       s.maxConns,
 		MaxPerAddr:     s.maxPerAddr,

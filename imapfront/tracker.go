@@ -15,7 +15,7 @@ import (
 	"github.com/popbridge/popbridge/store"
 )
 
-// This file is popbridge's own mailbox tracker (notes §3: imapserver's
+// This file is popbridge's own mailbox tracker (docs/imapserver-workarounds.md, "Mailbox tracker": imapserver's
 // MailboxTracker leaks unannounced sequence numbers, races and resolves "*"
 // against the wrong view). One mailboxState per selected mailbox is shared by
 // every session of every connection of the user; each session has a view:
