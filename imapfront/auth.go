@@ -20,14 +20,21 @@ func HashPassword(password string) (string, error) {
 
 // verifyPassword reports whether password matches hash, a bcrypt
 // ($2a$/$2b$/$2y$) or argon2id ($argon2id$v=19$m=..,t=..,p=..$salt$hash) PHC
-// string. A malformed hash is an error, never a match. Successful
-// verifications are remembered by passwordCache; the dummy hash is always
-// verified in full, so an unknown user costs a whole verification.
+// string, without a cache. A malformed hash is an error, never a match.
 func verifyPassword(hash, password string) (bool, error) {
+	return verifyHash(hash, password)
+}
+
+// verifyPassword is the package function with the server's own
+// verification cache: successful verifications are remembered (per
+// server, so two servers in one process, as in tests, share nothing); the
+// dummy hash is always verified in full, so an unknown user costs a whole
+// verification.
+func (s *Server) verifyPassword(hash, password string) (bool, error) {
 	if hash == dummyHash() {
 		return verifyHash(hash, password)
 	}
-	return passwordCache.verify(hash, password)
+	return s.passwords.verify(hash, password)
 }
 
 // verifyHash is verifyPassword without the cache: the real bcrypt or
@@ -54,8 +61,6 @@ const (
 	verifyCacheSize = 10_000
 )
 
-// passwordCache is the process's verification cache.
-var passwordCache = newVerifyCache(verifyHash, verifyCacheTTL, verifyCacheSize, time.Now)
 
 // verifyCache remembers successful password verifications for a while, so
 // that a client reconnecting (or opening many connections) with the same

@@ -206,3 +206,27 @@ func TestLoginCacheEndToEnd(t *testing.T) {
 	}
 	env.raw().ok("LOGIN alice alice-new")
 }
+
+// TestLoginCachePerServer: each Server has its own verification cache, so
+// a login remembered by one is not by another in the same process.
+func TestLoginCachePerServer(t *testing.T) {
+	a, b := newEnv(t), newEnv(t)
+	if a.srv.passwords == b.srv.passwords {
+		t.Fatal("two servers share one login cache")
+	}
+	h, err := HashPassword("pw-one")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := a.srv.verifyPassword(h, "pw-one"); !ok || err != nil {
+		t.Fatalf("verify = %v, %v", ok, err)
+	}
+	count := func(c *verifyCache) int {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.entries)
+	}
+	if count(a.srv.passwords) != 1 || count(b.srv.passwords) != 0 {
+		t.Errorf("cache entries: a %d, b %d; want 1 and 0", count(a.srv.passwords), count(b.srv.passwords))
+	}
+}

@@ -174,6 +174,8 @@ type Server struct {
 	tlsConf  atomic.Pointer[tls.Config]
 	// traced holds the users whose traffic is traced (User.Trace).
 	traced atomic.Pointer[map[string]bool]
+	// passwords remembers successful password verifications (auth.go).
+	passwords *verifyCache
 
 	feedOnce   sync.Once
 	feedMu     sync.Mutex
@@ -265,6 +267,7 @@ func New(opts Options) (*Server, error) {
 	s := &Server{
 		opts:        opts,
 		log:         opts.Logger,
+		passwords:   newVerifyCache(verifyHash, verifyCacheTTL, verifyCacheSize, time.Now),
 		users:       make(map[store.UserID]*userState),
 		listeners:   make(map[net.Listener]struct{}),
 		conns:       make(map[*connState]struct{}),
