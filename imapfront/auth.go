@@ -61,7 +61,6 @@ const (
 	verifyCacheSize = 10_000
 )
 
-
 // verifyCache remembers successful password verifications for a while, so
 // that a client reconnecting (or opening many connections) with the same
 // credentials pays for bcrypt or argon2id once. An entry is the configured
