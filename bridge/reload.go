@@ -87,37 +87,12 @@ func (b *Bridge) reload1(ctx context.Context, cfg *Config) (ReloadResult, error)
 
 	// Keep what cannot change live.
 	next := *cfg
-	restart := func(name string, changed bool) {
-		if changed {
-			res.NeedRestart = append(res.NeedRestart, name)
+	for _, r := range restartOnly {
+		if r.changed(old, cfg) {
+			res.NeedRestart = append(res.NeedRestart, r.key)
 		}
+		r.keep(&next, old)
 	}
-	// Compared as absolute paths: the running config holds an absolute
-	// data_dir (set below), the file a relative one when -config is.
-	restart("data_dir", absPath(cfg.Path(cfg.DataDir)) != absPath(old.Path(old.DataDir)))
-	restart("imap.listen", cfg.IMAP.Listen != old.IMAP.Listen)
-	restart("imap.listen_tls", cfg.IMAP.ListenTLS != old.IMAP.ListenTLS)
-	restart("imap.allow_plaintext_auth", cfg.IMAP.AllowPlaintextAuth != old.IMAP.AllowPlaintextAuth)
-	restart("http.listen", cfg.HTTP.Listen != old.HTTP.Listen)
-	oi, ni := old.IMAP, cfg.IMAP
-	restart("imap.max_connections", ni.MaxConnections != oi.MaxConnections)
-	restart("imap.max_connections_per_ip", ni.MaxConnectionsPerIP != oi.MaxConnectionsPerIP)
-	restart("imap.max_prelogin_connections", ni.MaxPreLoginConnections != oi.MaxPreLoginConnections)
-	restart("imap.max_mailboxes", ni.MaxMailboxes != oi.MaxMailboxes)
-	restart("imap.idle_timeout", ni.IdleTimeout.Value != oi.IdleTimeout.Value)
-	restart("imap.append_limit", ni.AppendLimit.Bytes != oi.AppendLimit.Bytes)
-	restart("imap.auth_penalty_base", ni.AuthPenaltyBase.Value != oi.AuthPenaltyBase.Value)
-	restart("imap.auth_penalty_max", ni.AuthPenaltyMax.Value != oi.AuthPenaltyMax.Value)
-	restart("imap.trusted_networks", !slices.Equal(ni.TrustedNetworks, oi.TrustedNetworks))
-	next.DataDir = absPath(old.Path(old.DataDir))
-	next.IMAP.Listen, next.IMAP.ListenTLS = old.IMAP.Listen, old.IMAP.ListenTLS
-	next.IMAP.AllowPlaintextAuth = old.IMAP.AllowPlaintextAuth
-	next.HTTP.Listen = old.HTTP.Listen
-	next.IMAP.MaxConnections, next.IMAP.MaxConnectionsPerIP = oi.MaxConnections, oi.MaxConnectionsPerIP
-	next.IMAP.MaxPreLoginConnections = oi.MaxPreLoginConnections
-	next.IMAP.MaxMailboxes, next.IMAP.IdleTimeout, next.IMAP.AppendLimit = oi.MaxMailboxes, oi.IdleTimeout, oi.AppendLimit
-	next.IMAP.AuthPenaltyBase, next.IMAP.AuthPenaltyMax = oi.AuthPenaltyBase, oi.AuthPenaltyMax
-	next.IMAP.TrustedNetworks = oi.TrustedNetworks
 
 	res.UsersAdded, res.UsersRemoved = diffNames(names(old.Users, func(u UserConfig) string { return u.Name }),
 		names(cfg.Users, func(u UserConfig) string { return u.Name }))
@@ -191,4 +166,45 @@ func diffNames(prev, next []string) (added, removed []string) {
 		}
 	}
 	return added, removed
+}
+
+// restartOnly lists the settings a reload cannot change, in the order a
+// reload reports them: how to tell one changed, and how to keep its running
+// value. It is the one list of them: docs/OPERATIONS.md (SIGHUP) and
+// config.toml.example say the same, which TestRestartOnlyDocumented checks.
+var restartOnly = []struct {
+	key     string
+	changed func(old, cfg *Config) bool
+	keep    func(next, old *Config)
+}{
+	// Compared as absolute paths: the running config holds an absolute
+	// data_dir, the file a relative one when -config is.
+	{"data_dir", func(o, c *Config) bool { return absPath(c.Path(c.DataDir)) != absPath(o.Path(o.DataDir)) },
+		func(n, o *Config) { n.DataDir = absPath(o.Path(o.DataDir)) }},
+	{"imap.listen", func(o, c *Config) bool { return c.IMAP.Listen != o.IMAP.Listen },
+		func(n, o *Config) { n.IMAP.Listen = o.IMAP.Listen }},
+	{"imap.listen_tls", func(o, c *Config) bool { return c.IMAP.ListenTLS != o.IMAP.ListenTLS },
+		func(n, o *Config) { n.IMAP.ListenTLS = o.IMAP.ListenTLS }},
+	{"imap.allow_plaintext_auth", func(o, c *Config) bool { return c.IMAP.AllowPlaintextAuth != o.IMAP.AllowPlaintextAuth },
+		func(n, o *Config) { n.IMAP.AllowPlaintextAuth = o.IMAP.AllowPlaintextAuth }},
+	{"http.listen", func(o, c *Config) bool { return c.HTTP.Listen != o.HTTP.Listen },
+		func(n, o *Config) { n.HTTP.Listen = o.HTTP.Listen }},
+	{"imap.max_connections", func(o, c *Config) bool { return c.IMAP.MaxConnections != o.IMAP.MaxConnections },
+		func(n, o *Config) { n.IMAP.MaxConnections = o.IMAP.MaxConnections }},
+	{"imap.max_connections_per_ip", func(o, c *Config) bool { return c.IMAP.MaxConnectionsPerIP != o.IMAP.MaxConnectionsPerIP },
+		func(n, o *Config) { n.IMAP.MaxConnectionsPerIP = o.IMAP.MaxConnectionsPerIP }},
+	{"imap.max_prelogin_connections", func(o, c *Config) bool { return c.IMAP.MaxPreLoginConnections != o.IMAP.MaxPreLoginConnections },
+		func(n, o *Config) { n.IMAP.MaxPreLoginConnections = o.IMAP.MaxPreLoginConnections }},
+	{"imap.max_mailboxes", func(o, c *Config) bool { return c.IMAP.MaxMailboxes != o.IMAP.MaxMailboxes },
+		func(n, o *Config) { n.IMAP.MaxMailboxes = o.IMAP.MaxMailboxes }},
+	{"imap.idle_timeout", func(o, c *Config) bool { return c.IMAP.IdleTimeout.Value != o.IMAP.IdleTimeout.Value },
+		func(n, o *Config) { n.IMAP.IdleTimeout = o.IMAP.IdleTimeout }},
+	{"imap.append_limit", func(o, c *Config) bool { return c.IMAP.AppendLimit.Bytes != o.IMAP.AppendLimit.Bytes },
+		func(n, o *Config) { n.IMAP.AppendLimit = o.IMAP.AppendLimit }},
+	{"imap.auth_penalty_base", func(o, c *Config) bool { return c.IMAP.AuthPenaltyBase.Value != o.IMAP.AuthPenaltyBase.Value },
+		func(n, o *Config) { n.IMAP.AuthPenaltyBase = o.IMAP.AuthPenaltyBase }},
+	{"imap.auth_penalty_max", func(o, c *Config) bool { return c.IMAP.AuthPenaltyMax.Value != o.IMAP.AuthPenaltyMax.Value },
+		func(n, o *Config) { n.IMAP.AuthPenaltyMax = o.IMAP.AuthPenaltyMax }},
+	{"imap.trusted_networks", func(o, c *Config) bool { return !slices.Equal(c.IMAP.TrustedNetworks, o.IMAP.TrustedNetworks) },
+		func(n, o *Config) { n.IMAP.TrustedNetworks = o.IMAP.TrustedNetworks }},
 }
