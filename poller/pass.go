@@ -106,7 +106,7 @@ func (p *Poller) runPass(ctx context.Context, a Account, st *acctState, progress
 	*listed = true
 	pol := policyOf(a)
 	pl := makePlan(pol, msgs, ledger, st.verified, now)
-	forgetUnlisted(st, msgs)
+	forgetUnlisted(st, pl.listed)
 
 	if len(pl.multi) > 0 {
 		for id, n := range pl.multi {
@@ -290,16 +290,9 @@ func (p *Poller) maintainLedger(ctx context.Context, a Account, st *acctState, p
 // forgetUnlisted drops the verified sizes of identities the listing does
 // not show: a size proven for content holds only while the identity stays
 // listed.
-func forgetUnlisted(st *acctState, msgs []passMsg) {
-	if len(st.verified) == 0 {
-		return
-	}
-	listed := make(map[string]bool, len(msgs))
-	for _, m := range msgs {
-		listed[m.id] = true
-	}
+func forgetUnlisted(st *acctState, listed map[string]int) {
 	for id := range st.verified {
-		if !listed[id] {
+		if listed[id] == 0 {
 			delete(st.verified, id)
 		}
 	}
@@ -326,13 +319,9 @@ func (p *Poller) reconcile(ctx context.Context, a Account, st *acctState, pl *pl
 		seen[pm.m.id][pm.digest] = true
 		provenCount[pm.m.id]++
 	}
-	listedCount := map[string]int{}
-	for _, m := range pl.all {
-		listedCount[m.id]++
-	}
 	var listed, gone []store.LedgerRef
 	for id, rows := range pl.rows {
-		if provenCount[id] != listedCount[id] {
+		if provenCount[id] != pl.listed[id] {
 			continue // not every message of the identity is proven: next pass
 		}
 		for d, e := range rows {

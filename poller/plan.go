@@ -194,14 +194,21 @@ func makePlan(pol policy, msgs []passMsg, ledger []store.LedgerKey, verified map
 	// trusted and live are rebuilt for each identity and not kept past
 	// it: one pair of buffers serves the whole listing.
 	var trusted, live []store.LedgerKey
-	planned := make(map[string]bool, len(msgs))
-	for _, m := range msgs {
-		if planned[m.id] {
-			continue // every message of the identity was planned with the first
-		}
-		planned[m.id] = true
+	// planned holds the identities listed more than once that were
+	// planned with their first message (single ones need no record).
+	var planned map[string]bool
+	for i, m := range msgs {
 		n := count[m.id]
-		group := []passMsg{m}
+		if n > 1 {
+			if planned[m.id] {
+				continue // every message of the identity was planned with the first
+			}
+			if planned == nil {
+				planned = map[string]bool{}
+			}
+			planned[m.id] = true
+		}
+		group := msgs[i : i+1 : i+1] // no allocation for the usual single message
 		if n > 1 {
 			group = nil
 			for _, o := range msgs {
