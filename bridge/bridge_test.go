@@ -19,8 +19,8 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/popbridge/popbridge/imapfront"
-	"github.com/popbridge/popbridge/internal/pop3test"
-	"github.com/popbridge/popbridge/internal/testpki"
+	"github.com/popbridge/popbridge/internal/lib/pop3mem"
+	"github.com/popbridge/popbridge/internal/testkit/testpki"
 	"github.com/popbridge/popbridge/poller"
 )
 
@@ -40,9 +40,9 @@ func realHash(t testing.TB) string {
 	return pwHash
 }
 
-func upstream(t *testing.T, n int) *pop3test.Server {
+func upstream(t *testing.T, n int) *pop3mem.Server {
 	t.Helper()
-	s := pop3test.NewServer(pop3test.WithUser("bob", "bobpw"))
+	s := pop3mem.NewServer(pop3mem.WithUser("bob", "bobpw"))
 	t.Cleanup(s.Close)
 	for i := 1; i <= n; i++ {
 		s.AddMessage([]byte(fmt.Sprintf("Subject: m%d\r\nMessage-ID: <m%d@x>\r\n\r\nbody %d\r\n", i, i, i)))
@@ -51,7 +51,7 @@ func upstream(t *testing.T, n int) *pop3test.Server {
 }
 
 // testConfig is a valid config on :0 ports with user u and one account per upstream.
-func testConfig(t *testing.T, ups ...*pop3test.Server) *Config {
+func testConfig(t *testing.T, ups ...*pop3mem.Server) *Config {
 	t.Helper()
 	c := DefaultConfig()
 	c.DataDir = filepath.Join(t.TempDir(), "data")
@@ -373,10 +373,10 @@ func TestImplicitTLSListener(t *testing.T) {
 func TestCheckKeepsConnectionCaps(t *testing.T) {
 	// Twelve upstreams (one mailbox each: two accounts on one mailbox are
 	// refused) counted together.
-	var sessions pop3test.SessionCounter
-	ups := make([]*pop3test.Server, 12)
+	var sessions pop3mem.SessionCounter
+	ups := make([]*pop3mem.Server, 12)
 	for i := range ups {
-		ups[i] = pop3test.NewServer(pop3test.WithUser("bob", "bobpw"), pop3test.WithSessionCounter(&sessions))
+		ups[i] = pop3mem.NewServer(pop3mem.WithUser("bob", "bobpw"), pop3mem.WithSessionCounter(&sessions))
 		t.Cleanup(ups[i].Close)
 	}
 	cfg := testConfig(t, ups...)

@@ -1,8 +1,8 @@
 package bridge
 
 import (
-	"github.com/popbridge/popbridge/internal/mailfile"
-	"github.com/popbridge/popbridge/internal/passhash"
+	"github.com/popbridge/popbridge/internal/lib/mailfile"
+	"github.com/popbridge/popbridge/internal/lib/passhash"
 	"github.com/popbridge/popbridge/poller"
 	"github.com/popbridge/popbridge/store"
 )

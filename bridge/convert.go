@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/popbridge/popbridge/imapfront"
-	"github.com/popbridge/popbridge/internal/authlimit"
+	"github.com/popbridge/popbridge/internal/lib/authlimit"
 	"github.com/popbridge/popbridge/poller"
 )
 

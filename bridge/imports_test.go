@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"io"
 	"os/exec"
-	"slices"
 	"strings"
 	"testing"
 )
@@ -13,7 +12,7 @@ import (
 // "Layout"): store knows none of our packages; poller and imapfront meet
 // only in the store (never each other, never bridge); cmd/popbridge talks
 // to bridge and the demo only; production code does not import a test kit
-// (the demo application alone runs pop3test, as its sample upstream).
+// (the demo application alone runs pop3mem, as its sample upstream).
 // Only non-test imports count.
 func TestImportGraph(t *testing.T) {
 	const mod = "github.com/popbridge/popbridge/"
@@ -41,12 +40,12 @@ func TestImportGraph(t *testing.T) {
 			}
 		}
 	}
-	for _, must := range []string{"store", "poller", "imapfront", "bridge", "cmd/popbridge", "internal/demo"} {
+	for _, must := range []string{"store", "poller", "imapfront", "bridge", "cmd/popbridge", "internal/demo", "internal/lib/pop3mem", "internal/testkit/pgtest"} {
 		if _, ok := imports[must]; !ok {
 			t.Fatalf("go list did not list %s", must)
 		}
 	}
-	testKits := []string{"internal/pop3test", "internal/dovecottest", "internal/testpki", "internal/pgtest"}
+	isTestKit := func(p string) bool { return strings.HasPrefix(p, "internal/testkit/") }
 	forbid := func(pkg string, bad func(imp string) bool, why string) {
 		t.Helper()
 		for _, imp := range imports[pkg] {
@@ -63,11 +62,13 @@ func TestImportGraph(t *testing.T) {
 	forbid("cmd/popbridge", func(imp string) bool { return imp != "bridge" && imp != "internal/demo" },
 		"cmd/popbridge parses flags and calls bridge (and launches the demo)")
 	for pkg := range imports {
-		if pkg == "internal/demo" || slices.Contains(testKits, pkg) {
+		if isTestKit(pkg) {
 			continue
 		}
-		forbid(pkg, func(imp string) bool { return slices.Contains(testKits, imp) }, "production code does not import a test kit")
+		forbid(pkg, isTestKit, "production code does not import a test kit")
+		if strings.HasPrefix(pkg, "internal/lib/") {
+			forbid(pkg, func(imp string) bool { return !strings.HasPrefix(imp, "internal/lib/") },
+				"a library of internal/lib imports only other libraries of ours")
+		}
 	}
-	forbid("internal/demo", func(imp string) bool { return slices.Contains(testKits, imp) && imp != "internal/pop3test" },
-		"the demo runs pop3test as its upstream, and no other test kit")
 }

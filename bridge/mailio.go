@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/popbridge/popbridge/internal/mailfile"
+	"github.com/popbridge/popbridge/internal/lib/mailfile"
 	"github.com/popbridge/popbridge/store"
 )
 

@@ -15,7 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/popbridge/popbridge/imapfront"
-	"github.com/popbridge/popbridge/internal/passhash"
+	"github.com/popbridge/popbridge/internal/lib/passhash"
 	"github.com/popbridge/popbridge/store"
 )
 
@@ -291,7 +291,7 @@ func (v *validator) users() {
 }
 
 // validPasswordHash recognises the hash formats imapfront verifies
-// (internal/passhash knows them).
+// (internal/lib/passhash knows them).
 func validPasswordHash(h string) bool {
 	return passhash.Check(h) == nil
 }

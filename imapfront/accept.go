@@ -11,7 +11,7 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
-	"github.com/popbridge/popbridge/internal/netlimit"
+	"github.com/popbridge/popbridge/internal/lib/netlimit"
 )
 
 // backendKind selects the imapserver.Server a connection is served by: the

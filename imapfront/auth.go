@@ -8,10 +8,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/popbridge/popbridge/internal/passhash"
+	"github.com/popbridge/popbridge/internal/lib/passhash"
 )
 
-// HashPassword returns a bcrypt hash of password (internal/passhash, the
+// HashPassword returns a bcrypt hash of password (internal/lib/passhash, the
 // one home of the formats), which verifyPassword accepts: quick to make,
 // for tests and the demo. `popbridge hash-password` makes argon2id ones.
 func HashPassword(password string) (string, error) {

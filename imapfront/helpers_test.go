@@ -16,7 +16,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/popbridge/popbridge/internal/authlimit"
+	"github.com/popbridge/popbridge/internal/lib/authlimit"
 	"github.com/popbridge/popbridge/store"
 )
 

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/popbridge/popbridge/internal/authlimit"
+	"github.com/popbridge/popbridge/internal/lib/authlimit"
 )
 
 // dialFrom dials the server from a chosen loopback source address

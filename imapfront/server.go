@@ -16,8 +16,8 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
 
-	"github.com/popbridge/popbridge/internal/authlimit"
-	"github.com/popbridge/popbridge/internal/netlimit"
+	"github.com/popbridge/popbridge/internal/lib/authlimit"
+	"github.com/popbridge/popbridge/internal/lib/netlimit"
 	"github.com/popbridge/popbridge/store"
 )
 

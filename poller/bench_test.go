@@ -6,11 +6,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/popbridge/popbridge/internal/pop3test"
+	"github.com/popbridge/popbridge/internal/lib/pop3mem"
 )
 
-// commands counts every POP3 command a pop3test server received.
-func commands(srv *pop3test.Server) int {
+// commands counts every POP3 command a pop3mem server received.
+func commands(srv *pop3mem.Server) int {
 	n := 0
 	for _, c := range []string{"CAPA", "USER", "PASS", "APOP", "AUTH", "STLS", "STAT", "LIST", "UIDL", "TOP", "RETR", "DELE", "RSET", "NOOP", "QUIT"} {
 		n += srv.Count(c)
@@ -19,7 +19,7 @@ func commands(srv *pop3test.Server) int {
 }
 
 // BenchmarkFetch measures a first fetch of 2,000 realistic messages (mean
-// about 50 KB, some with attachments) from pop3test on loopback into a real
+// about 50 KB, some with attachments) from pop3mem on loopback into a real
 // store in a temporary directory, with full durability (synchronous=FULL,
 // group commits). Reports msgs/s and MB/s.
 func BenchmarkFetch(b *testing.B) {
@@ -35,7 +35,7 @@ func BenchmarkFetch(b *testing.B) {
 	var elapsed time.Duration
 	for b.Loop() {
 		b.StopTimer()
-		srv := pop3test.NewServer()
+		srv := pop3mem.NewServer()
 		for _, m := range msgs {
 			srv.AddMessage(m)
 		}
@@ -62,7 +62,7 @@ func BenchmarkFetch(b *testing.B) {
 // are all known: commands sent per poll and time per poll.
 func BenchmarkIdlePoll(b *testing.B) {
 	const n = 10000
-	srv := pop3test.NewServer()
+	srv := pop3mem.NewServer()
 	defer srv.Close()
 	r := rand.New(rand.NewPCG(5, 6))
 	for i := 0; i < n; i++ {

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/popbridge/popbridge/internal/pop3test"
+	"github.com/popbridge/popbridge/internal/lib/pop3mem"
 )
 
 // acquireAsync starts an acquire and returns a channel that yields its
@@ -258,11 +258,11 @@ func manyAccountsCapTest(t *testing.T, accounts int, addrs []Account, maxConns, 
 // reached (the test is not passed by polling one account at a time).
 func TestConnectionCapsManyAccounts(t *testing.T) {
 	const accounts, maxConns, perHost = 1000, 15, 10
-	var both pop3test.SessionCounter
+	var both pop3mem.SessionCounter
 	var addrs []Account
-	var srvs []*pop3test.Server
+	var srvs []*pop3mem.Server
 	for range 2 {
-		srv := pop3test.NewServer(pop3test.WithSessionCounter(&both))
+		srv := pop3mem.NewServer(pop3mem.WithSessionCounter(&both))
 		t.Cleanup(srv.Close)
 		srv.AddMessage([]byte(testMessage(1)))
 		srv.AddMessage([]byte(testMessage(2)))

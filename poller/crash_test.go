@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/popbridge/popbridge/internal/pop3test"
+	"github.com/popbridge/popbridge/internal/lib/pop3mem"
 	"github.com/popbridge/popbridge/store"
 )
 
@@ -35,7 +35,7 @@ const (
 )
 
 // TestCrashChild is the child side of TestCrashKill: one poll pass of the
-// parent's pop3test server into the store in the given directory. It is
+// parent's pop3mem server into the store in the given directory. It is
 // skipped unless the parent started it.
 func TestCrashChild(t *testing.T) {
 	if os.Getenv(envCrashChild) != "1" {
@@ -57,8 +57,8 @@ func TestCrashChild(t *testing.T) {
 	port, _ := strconv.Atoi(portStr)
 	a := Account{
 		Name: "crash", User: "alice", Host: host, Port: port, TLS: "none",
-		Username: pop3test.DefaultUser, Auth: "user", LeaveOnServer: os.Getenv(envCrashLeave) == "1",
-		Secret: func(context.Context) (string, error) { return pop3test.DefaultPassword, nil },
+		Username: pop3mem.DefaultUser, Auth: "user", LeaveOnServer: os.Getenv(envCrashLeave) == "1",
+		Secret: func(context.Context) (string, error) { return pop3mem.DefaultPassword, nil },
 	}
 	p := New(Options{Sink: st, Accounts: []Account{a}})
 	if _, err := p.PollOnce(ctx, "crash", nil); err != nil {
@@ -93,7 +93,7 @@ func TestCrashKill(t *testing.T) {
 }
 
 func crashRun(t *testing.T, leave bool, n, wantKills int) {
-	srv := pop3test.NewServer()
+	srv := pop3mem.NewServer()
 	t.Cleanup(srv.Close)
 	seed := *crashSeed
 	if seed == 0 {
@@ -270,7 +270,7 @@ func crashRun(t *testing.T, leave bool, n, wantKills int) {
 // waitCount returns a channel that is closed extra after srv has received
 // more than base cmd commands, observed from another process, so polled.
 // The goroutine ends when stop is closed.
-func waitCount(srv *pop3test.Server, cmd string, base int, extra time.Duration, stop <-chan struct{}) <-chan struct{} {
+func waitCount(srv *pop3mem.Server, cmd string, base int, extra time.Duration, stop <-chan struct{}) <-chan struct{} {
 	ch := make(chan struct{})
 	go func() {
 		for srv.Count(cmd) <= base {

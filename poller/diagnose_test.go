@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/popbridge/popbridge/internal/pop3test"
-	"github.com/popbridge/popbridge/internal/testpki"
+	"github.com/popbridge/popbridge/internal/lib/pop3mem"
+	"github.com/popbridge/popbridge/internal/testkit/testpki"
 )
 
 // TestDiagnoseHints: each connection failure a setting explains ends in a
@@ -24,7 +24,7 @@ func TestDiagnoseHints(t *testing.T) {
 		name     string
 		cert     *testpki.PKI
 		implicit bool // server speaks TLS from the first byte
-		faults   pop3test.Faults
+		faults   pop3mem.Faults
 		mode, ca string
 		want     string
 	}{
@@ -34,7 +34,7 @@ func TestDiagnoseHints(t *testing.T) {
 			want: `no POP3 greeting from ADDR, but it answers a TLS handshake: this port uses TLS from the first byte; set tls = "implicit"`},
 		{name: "implicit TLS against a plain port with STLS", cert: p, mode: "implicit", ca: p.CAFile,
 			want: `ADDR sent a plain POP3 greeting, not TLS, and offers STLS: set tls = "starttls" (or port = 995 with tls = "implicit")`},
-		{name: "implicit TLS against a plain port without STLS", cert: p, mode: "implicit", ca: p.CAFile, faults: pop3test.Faults{NoSTLS: true},
+		{name: "implicit TLS against a plain port without STLS", cert: p, mode: "implicit", ca: p.CAFile, faults: pop3mem.Faults{NoSTLS: true},
 			want: `ADDR sent a plain POP3 greeting, not TLS, and offers no STLS: use the server's TLS port (usually 995) with tls = "implicit"; tls = "none" sends the password unencrypted`},
 		{name: "unknown CA, system roots", cert: other, implicit: true, mode: "implicit",
 			want: `the server's certificate is not signed by a CA this system trusts: for a private or self-signed CA, set tls_ca_file to its PEM file (tls_skip_verify = true only for testing)`},
@@ -48,7 +48,7 @@ func TestDiagnoseHints(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			srv := pop3test.NewUnstartedServer(pop3test.WithTLS(tt.cert.ServerConfig()))
+			srv := pop3mem.NewUnstartedServer(pop3mem.WithTLS(tt.cert.ServerConfig()))
 			if tt.implicit {
 				srv.StartTLS()
 			} else {
@@ -115,11 +115,11 @@ func TestDiagnoseSilentServer(t *testing.T) {
 // the hint says whether tls = "implicit" on that port works.
 func TestDiagnoseNoSTLS(t *testing.T) {
 	p := testpki.New(t)
-	plain := pop3test.NewUnstartedServer(pop3test.WithTLS(p.ServerConfig()))
+	plain := pop3mem.NewUnstartedServer(pop3mem.WithTLS(p.ServerConfig()))
 	plain.Start()
 	defer plain.Close()
-	plain.SetFaults(pop3test.Faults{NoSTLS: true})
-	tlsSrv := pop3test.NewUnstartedServer(pop3test.WithTLS(p.ServerConfig()))
+	plain.SetFaults(pop3mem.Faults{NoSTLS: true})
+	tlsSrv := pop3mem.NewUnstartedServer(pop3mem.WithTLS(p.ServerConfig()))
 	tlsSrv.StartTLS()
 	defer tlsSrv.Close()
 

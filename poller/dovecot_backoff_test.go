@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/popbridge/popbridge/internal/dovecottest"
-	"github.com/popbridge/popbridge/internal/pop3test"
+	"github.com/popbridge/popbridge/internal/testkit/dovecottest"
+	"github.com/popbridge/popbridge/internal/lib/pop3mem"
 )
 
 // TestDovecotHintsDuringAuthBackoff is the report of issue #10 against a
@@ -20,7 +20,7 @@ import (
 // about 20 s.)
 func TestDovecotHintsDuringAuthBackoff(t *testing.T) {
 	dc := dovecottest.Start(t, dovecottest.Options{Users: map[string]string{"locked": "right-password"}})
-	px := pop3test.NewProxy(dc.Addr(), nil)
+	px := pop3mem.NewProxy(dc.Addr(), nil)
 	t.Cleanup(px.Close)
 	h := newHarness(t, func(a *Account) {
 		a.Host, a.Port, a.TLS = px.Host(), px.Port(), "none"

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/popbridge/popbridge/internal/dovecottest"
+	"github.com/popbridge/popbridge/internal/testkit/dovecottest"
 	"github.com/popbridge/popbridge/store"
 )
 

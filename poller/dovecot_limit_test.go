@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/popbridge/popbridge/internal/dovecottest"
-	"github.com/popbridge/popbridge/internal/pop3test"
+	"github.com/popbridge/popbridge/internal/testkit/dovecottest"
+	"github.com/popbridge/popbridge/internal/lib/pop3mem"
 )
 
 var capsAccounts = flag.Int("caps.accounts", 200, "accounts in TestDovecotConnectionCaps (1000 for the full run)")
@@ -30,12 +30,12 @@ func TestDovecotConnectionCaps(t *testing.T) {
 	for i := range n {
 		dc.AddMessage(t, fmt.Sprintf("cap%04d", i), []byte(testMessage(i)))
 	}
-	var both pop3test.SessionCounter
+	var both pop3mem.SessionCounter
 	target := net.JoinHostPort(dc.Host, strconv.Itoa(dc.POP3Port))
-	var proxies []*pop3test.Proxy
+	var proxies []*pop3mem.Proxy
 	var addrs []Account
 	for range 2 {
-		px := pop3test.NewProxy(target, &both)
+		px := pop3mem.NewProxy(target, &both)
 		t.Cleanup(px.Close)
 		proxies = append(proxies, px)
 		addrs = append(addrs, Account{Host: px.Host(), Port: px.Port(), TLS: "none", Auth: "user"})

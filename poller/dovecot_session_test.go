@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/popbridge/popbridge/internal/dovecottest"
-	"github.com/popbridge/popbridge/internal/pop3test"
+	"github.com/popbridge/popbridge/internal/testkit/dovecottest"
+	"github.com/popbridge/popbridge/internal/lib/pop3mem"
 )
 
 // TestDovecotSession runs the session layer against a real Dovecot POP3
@@ -63,15 +63,15 @@ func TestDovecotSession(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(items) != 1 || items[0].UIDL == "" || items[0].Size != int64(len(pop3test.Normalize(msg))) {
+			if len(items) != 1 || items[0].UIDL == "" || items[0].Size != int64(len(pop3mem.Normalize(msg))) {
 				t.Fatalf("List = %+v", items)
 			}
 			var got []byte
 			if err := s.Retrieve(ctx, items, 0, func(_ listItem, raw []byte) error { got = raw; return nil }); err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Equal(got, pop3test.Normalize(msg)) {
-				t.Errorf("RETR = %q, want %q", got, pop3test.Normalize(msg))
+			if !bytes.Equal(got, pop3mem.Normalize(msg)) {
+				t.Errorf("RETR = %q, want %q", got, pop3mem.Normalize(msg))
 			}
 			if err := s.Quit(ctx); err != nil {
 				t.Fatal(err)
@@ -85,7 +85,7 @@ func TestDovecotSession(t *testing.T) {
 		for i := range n {
 			raw := fmt.Sprintf("Subject: %d\nMessage-ID: <%d@cycle>\n\n%s\n", i, i, strings.Repeat("line\n", i))
 			dc.AddMessage(t, "cycle", []byte(raw))
-			want[string(pop3test.Normalize([]byte(raw)))] = true
+			want[string(pop3mem.Normalize([]byte(raw)))] = true
 		}
 		s, err := openSession(ctx, account("cycle", "implicit", "plain"), fastConfig())
 		if err != nil {

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/popbridge/popbridge/internal/pop3test"
+	"github.com/popbridge/popbridge/internal/lib/pop3mem"
 )
 
 // sameSizeOther returns a message of exactly len(raw) bytes with other
@@ -41,10 +41,10 @@ func (u *upstreamHarness) mustPoll() Result {
 	return r
 }
 
-func msgsOfRaw(raws ...[]byte) []pop3test.Message {
-	var out []pop3test.Message
+func msgsOfRaw(raws ...[]byte) []pop3mem.Message {
+	var out []pop3mem.Message
 	for _, r := range raws {
-		out = append(out, pop3test.Message{Raw: r})
+		out = append(out, pop3mem.Message{Raw: r})
 	}
 	return out
 }
@@ -60,7 +60,7 @@ func TestReusedUIDLSameSizeIsStoredBeforeDele(t *testing.T) {
 		t.Fatalf("first poll = %+v", r)
 	}
 	b := sameSizeOther(t, a)
-	u.srv.SetMessages([]pop3test.Message{{UIDL: "r1", Raw: b}})
+	u.srv.SetMessages([]pop3mem.Message{{UIDL: "r1", Raw: b}})
 	r := u.mustPoll()
 	if r.Fetched != 1 || r.Deleted != 1 || r.Anomalies.UIDLReused != 1 {
 		t.Fatalf("poll with r1 reused = %+v, want B fetched, deleted, one reuse", r)
@@ -82,13 +82,13 @@ func TestReusedUIDLAfterGap(t *testing.T) {
 	u.srv.SetMessages(nil)
 	u.mustPoll() // r1 is not listed: its row becomes a tombstone
 	b := sameSizeOther(t, a)
-	u.srv.SetMessages([]pop3test.Message{{UIDL: "r1", Raw: b}})
+	u.srv.SetMessages([]pop3mem.Message{{UIDL: "r1", Raw: b}})
 	if r := u.mustPoll(); r.Fetched != 1 || r.Anomalies.UIDLReused != 1 {
 		t.Fatalf("B under r1 = %+v, want fetched 1, one reuse", r)
 	}
 	u.wantExact(msgsOfRaw(a, b))
 	// Now A comes back under r1 (B gone): known content, recorded, not stored.
-	u.srv.SetMessages([]pop3test.Message{{UIDL: "r1", Raw: a}})
+	u.srv.SetMessages([]pop3mem.Message{{UIDL: "r1", Raw: a}})
 	if r := u.mustPoll(); r.Fetched != 0 {
 		t.Fatalf("A back = %+v, want nothing stored", r)
 	}
@@ -108,7 +108,7 @@ func TestTwinsWithoutUIDL(t *testing.T) {
 	for _, leave := range []bool{false, true} {
 		t.Run(map[bool]string{false: "delete", true: "leave"}[leave], func(t *testing.T) {
 			u := newUpstream(t, func(a *Account) { a.LeaveOnServer = leave })
-			u.srv.SetFaults(pop3test.Faults{NoUIDL: true})
+			u.srv.SetFaults(pop3mem.Faults{NoUIDL: true})
 			a := []byte(testMessage(1))
 			b := sameSizeOther(t, a)
 			u.srv.SetMessages(msgsOfRaw(a, b))
@@ -139,7 +139,7 @@ func TestTwinsWithoutUIDL(t *testing.T) {
 // in its place is stored, not deleted unseen.
 func TestSyntheticIdentityNeverProvesDele(t *testing.T) {
 	u := newUpstream(t, func(a *Account) { a.DeleteAfter = time.Hour })
-	u.srv.SetFaults(pop3test.Faults{NoUIDL: true})
+	u.srv.SetFaults(pop3mem.Faults{NoUIDL: true})
 	a := []byte(testMessage(1))
 	u.srv.SetMessages(msgsOfRaw(a))
 	u.mustPoll()
@@ -172,13 +172,13 @@ func TestSmallMailboxRenumbered(t *testing.T) {
 			if !leave {
 				// The DELEs of the first poll are lost (QUIT fails), so the
 				// messages are still there when the server renumbers.
-				u.srv.SetFaults(pop3test.Faults{QuitErr: true})
+				u.srv.SetFaults(pop3mem.Faults{QuitErr: true})
 			}
 			u.poll(30 * time.Second)
-			u.srv.SetFaults(pop3test.Faults{})
-			var renum []pop3test.Message
+			u.srv.SetFaults(pop3mem.Faults{})
+			var renum []pop3mem.Message
 			for i, r := range raws {
-				renum = append(renum, pop3test.Message{UIDL: "new-" + string(rune('a'+i)), Raw: r})
+				renum = append(renum, pop3mem.Message{UIDL: "new-" + string(rune('a'+i)), Raw: r})
 			}
 			u.srv.SetMessages(renum)
 			r := u.mustPoll()
@@ -214,7 +214,7 @@ func TestStatusShowsAnomalies(t *testing.T) {
 	a := []byte(testMessage(1))
 	u.srv.AddMessageUIDL("r1", a)
 	u.mustPoll()
-	u.srv.SetMessages([]pop3test.Message{{UIDL: "r2", Raw: a}})
+	u.srv.SetMessages([]pop3mem.Message{{UIDL: "r2", Raw: a}})
 	u.mustPoll()
 	sts, err := u.st.AccountStatuses(t.Context())
 	if err != nil || len(sts) != 1 {
@@ -242,11 +242,11 @@ func TestRenumberingServerReusingAnOldUIDL(t *testing.T) {
 	}
 	u.mustPoll()
 	stranger := sameSizeOther(t, raws[0])
-	var next []pop3test.Message
+	var next []pop3mem.Message
 	for i, r := range raws[1:] {
-		next = append(next, pop3test.Message{UIDL: fmt.Sprintf("new-%d", i+1), Raw: r})
+		next = append(next, pop3mem.Message{UIDL: fmt.Sprintf("new-%d", i+1), Raw: r})
 	}
-	next = append(next, pop3test.Message{UIDL: "old-0", Raw: stranger})
+	next = append(next, pop3mem.Message{UIDL: "old-0", Raw: stranger})
 	u.srv.SetMessages(next)
 	if r := u.mustPoll(); r.Fetched != 0 || r.Anomalies.Renumbered != 3 {
 		t.Fatalf("renumbering poll = %+v", r)
@@ -268,9 +268,9 @@ func TestRenumberingServerReusingAnOldUIDL(t *testing.T) {
 func TestOneMessageWithANewUIDLDoesNotDistrustTheRest(t *testing.T) {
 	u := newUpstream(t, nil)
 	raws := smallMessages(6)
-	var msgs []pop3test.Message
+	var msgs []pop3mem.Message
 	for i, r := range raws {
-		msgs = append(msgs, pop3test.Message{UIDL: fmt.Sprintf("m-%d", i), Raw: r})
+		msgs = append(msgs, pop3mem.Message{UIDL: fmt.Sprintf("m-%d", i), Raw: r})
 	}
 	u.srv.SetMessages(msgs)
 	u.mustPoll()

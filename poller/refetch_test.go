@@ -5,14 +5,14 @@ import (
 	"context"
 	"testing"
 
-	"github.com/popbridge/popbridge/internal/pop3test"
+	"github.com/popbridge/popbridge/internal/lib/pop3mem"
 )
 
 // TestRefetch: only a message whose UIDL and whole-message digest both
 // match the ledger's is handed over; a reused UIDL with other bytes, or a
 // message gone from the server, is not; nothing is deleted upstream.
 func TestRefetch(t *testing.T) {
-	srv := pop3test.NewServer()
+	srv := pop3mem.NewServer()
 	t.Cleanup(srv.Close)
 	one, two := message(1), message(2)
 	srv.AddMessageUIDL("u1", one)

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/popbridge/popbridge/internal/pop3test"
-	"github.com/popbridge/popbridge/internal/testpki"
+	"github.com/popbridge/popbridge/internal/lib/pop3mem"
+	"github.com/popbridge/popbridge/internal/testkit/testpki"
 )
 
 // fastConfig keeps every deadline short so that stall tests end quickly.
@@ -32,10 +32,10 @@ func secret(s string) func(context.Context) (string, error) {
 	return func(context.Context) (string, error) { return s, nil }
 }
 
-func testAccount(srv *pop3test.Server, mods ...func(*Account)) Account {
+func testAccount(srv *pop3mem.Server, mods ...func(*Account)) Account {
 	a := Account{
 		Name: "work", User: "u", Host: srv.Host(), Port: srv.Port(), TLS: "none",
-		Username: pop3test.DefaultUser, Secret: secret(pop3test.DefaultPassword), Auth: "user",
+		Username: pop3mem.DefaultUser, Secret: secret(pop3mem.DefaultPassword), Auth: "user",
 	}
 	for _, m := range mods {
 		m(&a)
@@ -54,7 +54,7 @@ func open(t *testing.T, a Account, cfg sessionConfig) *session {
 }
 
 func message(i int) []byte {
-	return pop3test.Normalize([]byte(fmt.Sprintf("Subject: m%d\r\nMessage-ID: <%d@test>\r\n\r\nbody %d\r\n.leading dot\r\n.\r\n", i, i, i)))
+	return pop3mem.Normalize([]byte(fmt.Sprintf("Subject: m%d\r\nMessage-ID: <%d@test>\r\n\r\nbody %d\r\n.leading dot\r\n.\r\n", i, i, i)))
 }
 
 // fetchAll lists and retrieves everything.
@@ -87,7 +87,7 @@ func TestSessionModesAndAuth(t *testing.T) {
 		for _, auth := range []string{"user", "apop", "plain", "xoauth2"} {
 			t.Run(mode+"/"+auth, func(t *testing.T) {
 				t.Parallel()
-				srv := pop3test.NewUnstartedServer(pop3test.WithTLS(p.ServerConfig()))
+				srv := pop3mem.NewUnstartedServer(pop3mem.WithTLS(p.ServerConfig()))
 				if mode == "implicit" {
 					srv.StartTLS()
 				} else {
@@ -101,7 +101,7 @@ func TestSessionModesAndAuth(t *testing.T) {
 				a := testAccount(srv, func(a *Account) {
 					a.TLS, a.TLSCAFile, a.Auth = mode, p.CAFile, auth
 					if auth == "xoauth2" {
-						a.Secret = secret(pop3test.DefaultToken)
+						a.Secret = secret(pop3mem.DefaultToken)
 					}
 				})
 				s := open(t, a, fastConfig())
@@ -138,9 +138,9 @@ func TestSessionModesAndAuth(t *testing.T) {
 }
 
 func TestXOAUTH2TwoStep(t *testing.T) {
-	srv := pop3test.NewServer(pop3test.WithXOAUTH2NoInitialResponse())
+	srv := pop3mem.NewServer(pop3mem.WithXOAUTH2NoInitialResponse())
 	defer srv.Close()
-	a := testAccount(srv, func(a *Account) { a.Auth, a.Secret = "xoauth2", secret(pop3test.DefaultToken) })
+	a := testAccount(srv, func(a *Account) { a.Auth, a.Secret = "xoauth2", secret(pop3mem.DefaultToken) })
 	s := open(t, a, fastConfig())
 	if _, err := s.List(context.Background()); err != nil {
 		t.Fatal(err)
@@ -162,7 +162,7 @@ func TestLoginErrors(t *testing.T) {
 	const pw = "hunter2-secret"
 	tests := []struct {
 		name      string
-		faults    pop3test.Faults
+		faults    pop3mem.Faults
 		mod       func(*Account)
 		wantReply string
 		wantErr   error
@@ -175,15 +175,15 @@ func TestLoginErrors(t *testing.T) {
 			wantReply: "-ERR [AUTH] Authentication failed."},
 		{name: "wrong password apop", mod: func(a *Account) { a.Secret, a.Auth = secret(pw), "apop" },
 			wantReply: "-ERR [AUTH] Authentication failed."},
-		{name: "in use", faults: pop3test.Faults{ErrOn: map[string]string{"PASS": "[IN-USE] maildrop locked"}},
+		{name: "in use", faults: pop3mem.Faults{ErrOn: map[string]string{"PASS": "[IN-USE] maildrop locked"}},
 			wantReply: "-ERR [IN-USE] maildrop locked", temporary: true},
-		{name: "login delay", faults: pop3test.Faults{ErrOn: map[string]string{"PASS": "[LOGIN-DELAY] wait"}},
+		{name: "login delay", faults: pop3mem.Faults{ErrOn: map[string]string{"PASS": "[LOGIN-DELAY] wait"}},
 			wantReply: "-ERR [LOGIN-DELAY] wait", temporary: true},
-		{name: "sys temp", faults: pop3test.Faults{ErrOn: map[string]string{"USER": "[SYS/TEMP] backend down"}},
+		{name: "sys temp", faults: pop3mem.Faults{ErrOn: map[string]string{"USER": "[SYS/TEMP] backend down"}},
 			wantReply: "-ERR [SYS/TEMP] backend down", temporary: true},
-		{name: "sys perm", faults: pop3test.Faults{ErrOn: map[string]string{"PASS": "[SYS/PERM] account disabled"}},
+		{name: "sys perm", faults: pop3mem.Faults{ErrOn: map[string]string{"PASS": "[SYS/PERM] account disabled"}},
 			wantReply: "-ERR [SYS/PERM] account disabled"},
-		{name: "server echoes secret", faults: pop3test.Faults{ErrOn: map[string]string{"PASS": "bad password " + pw}},
+		{name: "server echoes secret", faults: pop3mem.Faults{ErrOn: map[string]string{"PASS": "bad password " + pw}},
 			mod: func(a *Account) { a.Secret = secret(pw) }, wantReply: "-ERR bad password [redacted]"},
 		{name: "CRLF in password", mod: func(a *Account) { a.Secret = secret("x\r\nDELE 1") },
 			wantErr: ErrBadCredentials, noConnect: true},
@@ -193,11 +193,11 @@ func TestLoginErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			var opts []pop3test.Option
+			var opts []pop3mem.Option
 			if tt.name == "apop without timestamp" {
-				opts = append(opts, pop3test.WithoutAPOP())
+				opts = append(opts, pop3mem.WithoutAPOP())
 			}
-			srv := pop3test.NewServer(opts...)
+			srv := pop3mem.NewServer(opts...)
 			defer srv.Close()
 			srv.SetFaults(tt.faults)
 			a := testAccount(srv)
@@ -239,7 +239,7 @@ func TestTLSRefusals(t *testing.T) {
 		name      string
 		cert      *testpki.PKI
 		mode      string
-		faults    pop3test.Faults
+		faults    pop3mem.Faults
 		ca        string
 		skip      bool
 		wantErr   error
@@ -247,8 +247,8 @@ func TestTLSRefusals(t *testing.T) {
 		oldTLS    bool
 		plainPort bool
 	}{
-		{name: "stls missing", cert: p, mode: "starttls", faults: pop3test.Faults{NoSTLS: true}, ca: p.CAFile, wantErr: ErrSTLSUnavailable},
-		{name: "stls injection", cert: p, mode: "starttls", faults: pop3test.Faults{STLSInject: true}, ca: p.CAFile, wantErr: ErrPlaintextInjection},
+		{name: "stls missing", cert: p, mode: "starttls", faults: pop3mem.Faults{NoSTLS: true}, ca: p.CAFile, wantErr: ErrSTLSUnavailable},
+		{name: "stls injection", cert: p, mode: "starttls", faults: pop3mem.Faults{STLSInject: true}, ca: p.CAFile, wantErr: ErrPlaintextInjection},
 		{name: "stls unknown CA", cert: other, mode: "starttls", ca: p.CAFile},
 		{name: "implicit unknown CA", cert: other, mode: "implicit", ca: p.CAFile},
 		{name: "implicit system roots only", cert: p, mode: "implicit"},
@@ -264,7 +264,7 @@ func TestTLSRefusals(t *testing.T) {
 			if tt.oldTLS {
 				scfg.MinVersion, scfg.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
 			}
-			srv := pop3test.NewUnstartedServer(pop3test.WithTLS(scfg))
+			srv := pop3mem.NewUnstartedServer(pop3mem.WithTLS(scfg))
 			if tt.mode == "implicit" && !tt.plainPort {
 				srv.StartTLS()
 			} else {
@@ -302,9 +302,9 @@ func TestTLSRefusals(t *testing.T) {
 }
 
 func TestListMerge(t *testing.T) {
-	srv := pop3test.NewServer()
+	srv := pop3mem.NewServer()
 	defer srv.Close()
-	srv.SetMessages([]pop3test.Message{{UIDL: "a", Raw: []byte("x")}, {UIDL: "b", Raw: []byte("yy")}, {UIDL: "a", Raw: []byte("zzz")}})
+	srv.SetMessages([]pop3mem.Message{{UIDL: "a", Raw: []byte("x")}, {UIDL: "b", Raw: []byte("yy")}, {UIDL: "a", Raw: []byte("zzz")}})
 	s := open(t, testAccount(srv), fastConfig())
 	items, err := s.List(context.Background())
 	if err != nil {
@@ -320,19 +320,19 @@ func TestListMerge(t *testing.T) {
 }
 
 func TestNoUIDLAndHeaderDigests(t *testing.T) {
-	srv := pop3test.NewServer()
+	srv := pop3mem.NewServer()
 	defer srv.Close()
 	for i := range 40 {
 		srv.AddMessage(message(i % 20)) // duplicates have equal headers
 	}
-	srv.SetFaults(pop3test.Faults{NoUIDL: true})
+	srv.SetFaults(pop3mem.Faults{NoUIDL: true})
 	for _, pipelining := range []bool{true, false} {
 		cfg := fastConfig()
 		if !pipelining {
-			srv2 := pop3test.NewServer(pop3test.WithCaps("TOP", "USER"))
+			srv2 := pop3mem.NewServer(pop3mem.WithCaps("TOP", "USER"))
 			defer srv2.Close()
 			srv2.SetMessages(srv.Messages())
-			srv2.SetFaults(pop3test.Faults{NoUIDL: true})
+			srv2.SetFaults(pop3mem.Faults{NoUIDL: true})
 			srv = srv2
 		}
 		s := open(t, testAccount(srv), cfg)
@@ -364,10 +364,10 @@ func TestNoUIDLAndHeaderDigests(t *testing.T) {
 }
 
 func TestNoCAPAServer(t *testing.T) {
-	srv := pop3test.NewServer()
+	srv := pop3mem.NewServer()
 	defer srv.Close()
 	srv.AddMessage(message(1))
-	srv.SetFaults(pop3test.Faults{ErrOn: map[string]string{"CAPA": "unknown command"}})
+	srv.SetFaults(pop3mem.Faults{ErrOn: map[string]string{"CAPA": "unknown command"}})
 	s := open(t, testAccount(srv), fastConfig())
 	items, err := s.List(context.Background())
 	if err != nil {
@@ -376,7 +376,7 @@ func TestNoCAPAServer(t *testing.T) {
 	if len(items) != 1 || items[0].UIDL == "" {
 		t.Errorf("without CAPA, UIDL should still be tried: %v", items)
 	}
-	srv.UpdateFaults(func(f *pop3test.Faults) { f.NoUIDL = true })
+	srv.UpdateFaults(func(f *pop3mem.Faults) { f.NoUIDL = true })
 	s2 := open(t, testAccount(srv), fastConfig())
 	items, err = s2.List(context.Background())
 	if err != nil || len(items) != 1 || items[0].UIDL != "" {
@@ -391,11 +391,11 @@ func TestRetrievePipelinedAndSequential(t *testing.T) {
 			name = "sequential"
 		}
 		t.Run(name, func(t *testing.T) {
-			var opts []pop3test.Option
+			var opts []pop3mem.Option
 			if caps != nil {
-				opts = append(opts, pop3test.WithCaps(caps...))
+				opts = append(opts, pop3mem.WithCaps(caps...))
 			}
-			srv := pop3test.NewServer(opts...)
+			srv := pop3mem.NewServer(opts...)
 			defer srv.Close()
 			var order []string
 			for i := range 100 {
@@ -441,10 +441,10 @@ func TestRetrievePipelinedAndSequential(t *testing.T) {
 // the outcome: the error kind, that nothing hangs beyond the deadlines, and
 // which messages fn received.
 func TestFaults(t *testing.T) {
-	big := pop3test.Normalize(bytes.Repeat([]byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\r\n"), 32<<10)) // 2 MiB
+	big := pop3mem.Normalize(bytes.Repeat([]byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\r\n"), 32<<10)) // 2 MiB
 	tests := []struct {
 		name     string
-		faults   pop3test.Faults
+		faults   pop3mem.Faults
 		maxSize  int64
 		msgs     [][]byte
 		wantErr  error  // errors.Is target; nil with wantOp == "" means success
@@ -455,41 +455,41 @@ func TestFaults(t *testing.T) {
 		bulk     bool // moves megabytes: generous deadlines (the case is not about time)
 	}{
 		{name: "clean", msgs: [][]byte{message(1), message(2)}, wantGot: 2, deleted: 2},
-		{name: "drop mid-RETR", faults: pop3test.Faults{DropRETRAfter: 30}, msgs: [][]byte{message(1)},
+		{name: "drop mid-RETR", faults: pop3mem.Faults{DropRETRAfter: 30}, msgs: [][]byte{message(1)},
 			wantOp: "retr", wantTemp: true},
-		{name: "stall mid-RETR", faults: pop3test.Faults{StallRETRAfter: 30}, msgs: [][]byte{message(1)},
+		{name: "stall mid-RETR", faults: pop3mem.Faults{StallRETRAfter: 30}, msgs: [][]byte{message(1)},
 			wantErr: errTimeout, wantOp: "retr", wantTemp: true},
-		{name: "stall after DELE", faults: pop3test.Faults{StallAfterDELE: true}, msgs: [][]byte{message(1), message(2)},
+		{name: "stall after DELE", faults: pop3mem.Faults{StallAfterDELE: true}, msgs: [][]byte{message(1), message(2)},
 			wantErr: errTimeout, wantOp: "dele", wantTemp: true, wantGot: 2},
-		{name: "slow drip", faults: pop3test.Faults{Drip: 10 * time.Millisecond}, msgs: [][]byte{bytes.Repeat([]byte("x"), 1000)},
+		{name: "slow drip", faults: pop3mem.Faults{Drip: 10 * time.Millisecond}, msgs: [][]byte{bytes.Repeat([]byte("x"), 1000)},
 			wantErr: errTimeout, wantOp: "*", wantTemp: true},
-		{name: "unstuffed dot", faults: pop3test.Faults{UnstuffedDot: true}, msgs: [][]byte{message(1), message(2)},
+		{name: "unstuffed dot", faults: pop3mem.Faults{UnstuffedDot: true}, msgs: [][]byte{message(1), message(2)},
 			wantErr: ErrProtocol, wantOp: "retr", wantTemp: true},
-		{name: "never ending", faults: pop3test.Faults{NeverEnding: true}, maxSize: 1 << 20, msgs: [][]byte{message(1)}, bulk: true,
+		{name: "never ending", faults: pop3mem.Faults{NeverEnding: true}, maxSize: 1 << 20, msgs: [][]byte{message(1)}, bulk: true,
 			wantErr: ErrMessageTooLarge, wantOp: "retr"},
-		{name: "never ending no limit", faults: pop3test.Faults{NeverEnding: true}, msgs: [][]byte{message(1)}, bulk: true,
+		{name: "never ending no limit", faults: pop3mem.Faults{NeverEnding: true}, msgs: [][]byte{message(1)}, bulk: true,
 			wantErr: ErrMessageTooLarge, wantOp: "retr"},
-		{name: "multi-MB line over limit", faults: pop3test.Faults{LongLine: 8 << 20}, maxSize: 1 << 20, msgs: [][]byte{message(1)}, bulk: true,
+		{name: "multi-MB line over limit", faults: pop3mem.Faults{LongLine: 8 << 20}, maxSize: 1 << 20, msgs: [][]byte{message(1)}, bulk: true,
 			wantErr: ErrMessageTooLarge, wantOp: "retr"},
-		{name: "multi-MB line within limit", faults: pop3test.Faults{LongLine: 3 << 20}, maxSize: 50 << 20, msgs: [][]byte{message(1)}, bulk: true,
+		{name: "multi-MB line within limit", faults: pop3mem.Faults{LongLine: 3 << 20}, maxSize: 50 << 20, msgs: [][]byte{message(1)}, bulk: true,
 			wantGot: 1, deleted: 1},
-		{name: "LIST size lies low", faults: pop3test.Faults{ListSizeScale: 0.01}, msgs: [][]byte{big}, bulk: true,
+		{name: "LIST size lies low", faults: pop3mem.Faults{ListSizeScale: 0.01}, msgs: [][]byte{big}, bulk: true,
 			wantErr: ErrMessageTooLarge, wantOp: "retr"},
-		{name: "LIST size lies high", faults: pop3test.Faults{ListSizeScale: 100}, maxSize: 1 << 30, msgs: [][]byte{message(1)},
+		{name: "LIST size lies high", faults: pop3mem.Faults{ListSizeScale: 100}, maxSize: 1 << 30, msgs: [][]byte{message(1)},
 			wantGot: 1, deleted: 1},
-		{name: "bare LF", faults: pop3test.Faults{BareLF: true}, msgs: [][]byte{message(1), message(2)},
+		{name: "bare LF", faults: pop3mem.Faults{BareLF: true}, msgs: [][]byte{message(1), message(2)},
 			wantGot: 2, deleted: 2},
-		{name: "RETR -ERR", faults: pop3test.Faults{ErrOn: map[string]string{"RETR": "[SYS/TEMP] try later"}}, msgs: [][]byte{message(1)},
+		{name: "RETR -ERR", faults: pop3mem.Faults{ErrOn: map[string]string{"RETR": "[SYS/TEMP] try later"}}, msgs: [][]byte{message(1)},
 			wantOp: "retr", wantTemp: true},
-		{name: "QUIT dropped", faults: pop3test.Faults{QuitDrop: true}, msgs: [][]byte{message(1)},
+		{name: "QUIT dropped", faults: pop3mem.Faults{QuitDrop: true}, msgs: [][]byte{message(1)},
 			wantGot: 1, wantOp: "quit", wantTemp: true},
-		{name: "QUIT -ERR", faults: pop3test.Faults{QuitErr: true}, msgs: [][]byte{message(1)},
+		{name: "QUIT -ERR", faults: pop3mem.Faults{QuitErr: true}, msgs: [][]byte{message(1)},
 			wantGot: 1, wantOp: "quit", wantTemp: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			srv := pop3test.NewServer()
+			srv := pop3mem.NewServer()
 			defer srv.Close()
 			for _, m := range tt.msgs {
 				srv.AddMessage(m)
@@ -569,7 +569,7 @@ var errTimeout = errors.New("timeout")
 // TestSlowDripRETR: every byte arrives well within the I/O timeout, so only
 // the slow-drip guard (under SlowBytes in a SlowWindow) can end the RETR.
 func TestSlowDripRETR(t *testing.T) {
-	srv := pop3test.NewServer()
+	srv := pop3mem.NewServer()
 	defer srv.Close()
 	srv.AddMessage(bytes.Repeat([]byte("x"), 2000))
 	cfg := fastConfig()
@@ -579,7 +579,7 @@ func TestSlowDripRETR(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.SetFaults(pop3test.Faults{Drip: 5 * time.Millisecond})
+	srv.SetFaults(pop3mem.Faults{Drip: 5 * time.Millisecond})
 	start := time.Now()
 	err = s.Retrieve(context.Background(), items, 0, func(listItem, []byte) error {
 		t.Error("fn called for a dripping message")
@@ -597,9 +597,9 @@ func TestSlowDripRETR(t *testing.T) {
 }
 
 func TestStallAfterGreeting(t *testing.T) {
-	srv := pop3test.NewServer()
+	srv := pop3mem.NewServer()
 	defer srv.Close()
-	srv.SetFaults(pop3test.Faults{StallAfterGreeting: true})
+	srv.SetFaults(pop3mem.Faults{StallAfterGreeting: true})
 	cfg := fastConfig()
 	cfg.DialTimeout = 300 * time.Millisecond
 	start := time.Now()
@@ -611,10 +611,10 @@ func TestStallAfterGreeting(t *testing.T) {
 }
 
 func TestContextCancel(t *testing.T) {
-	srv := pop3test.NewServer()
+	srv := pop3mem.NewServer()
 	defer srv.Close()
 	srv.AddMessage(message(1))
-	srv.SetFaults(pop3test.Faults{StallRETRAfter: 10})
+	srv.SetFaults(pop3mem.Faults{StallRETRAfter: 10})
 	cfg := fastConfig()
 	cfg.IOTimeout, cfg.SlowWindow = time.Minute, time.Minute
 	s := open(t, testAccount(srv), cfg)
@@ -635,7 +635,7 @@ func TestContextCancel(t *testing.T) {
 }
 
 func TestAbortCommitsNothing(t *testing.T) {
-	srv := pop3test.NewServer()
+	srv := pop3mem.NewServer()
 	defer srv.Close()
 	srv.AddMessage(message(1))
 	s := open(t, testAccount(srv), fastConfig())
@@ -653,7 +653,7 @@ func TestAbortCommitsNothing(t *testing.T) {
 }
 
 func TestFnErrorStops(t *testing.T) {
-	srv := pop3test.NewServer()
+	srv := pop3mem.NewServer()
 	defer srv.Close()
 	for i := range 10 {
 		srv.AddMessage(message(i))
@@ -675,7 +675,7 @@ func TestFnErrorStops(t *testing.T) {
 }
 
 func TestOversizeRefusedBeforeRETR(t *testing.T) {
-	srv := pop3test.NewServer()
+	srv := pop3mem.NewServer()
 	defer srv.Close()
 	srv.AddMessage(bytes.Repeat([]byte("x"), 5000))
 	s := open(t, testAccount(srv), fastConfig())
@@ -690,12 +690,12 @@ func TestOversizeRefusedBeforeRETR(t *testing.T) {
 }
 
 func TestReorderedNumbers(t *testing.T) {
-	srv := pop3test.NewServer()
+	srv := pop3mem.NewServer()
 	defer srv.Close()
 	for i := range 3 {
 		srv.AddMessage(message(i))
 	}
-	srv.SetFaults(pop3test.Faults{Reorder: true})
+	srv.SetFaults(pop3mem.Faults{Reorder: true})
 	byUIDL := map[string]string{}
 	for range 3 {
 		s := open(t, testAccount(srv), fastConfig())
@@ -717,7 +717,7 @@ func TestReorderedNumbers(t *testing.T) {
 }
 
 func TestCustomDialerAndLoginDelay(t *testing.T) {
-	srv := pop3test.NewServer(pop3test.WithCaps("UIDL", "USER", "LOGIN-DELAY 900 USER", "EXPIRE NEVER"))
+	srv := pop3mem.NewServer(pop3mem.WithCaps("UIDL", "USER", "LOGIN-DELAY 900 USER", "EXPIRE NEVER"))
 	defer srv.Close()
 	var dials atomic.Int32
 	cfg := fastConfig()
@@ -740,7 +740,7 @@ func TestCustomDialerAndLoginDelay(t *testing.T) {
 }
 
 func TestDialSessionDefaults(t *testing.T) {
-	srv := pop3test.NewServer()
+	srv := pop3mem.NewServer()
 	defer srv.Close()
 	s, err := dialSession(context.Background(), testAccount(srv), nil, nil)
 	if err != nil {
@@ -759,8 +759,8 @@ func TestDialSessionDefaults(t *testing.T) {
 // cut off with allocations in proportion to the budget, not to what the
 // server would send.
 func TestBoundedMemory(t *testing.T) {
-	for _, f := range []pop3test.Faults{{NeverEnding: true}, {LongLine: 64 << 20}} {
-		srv := pop3test.NewServer()
+	for _, f := range []pop3mem.Faults{{NeverEnding: true}, {LongLine: 64 << 20}} {
+		srv := pop3mem.NewServer()
 		srv.AddMessage(message(1))
 		srv.SetFaults(f)
 		cfg := fastConfig()
@@ -788,7 +788,7 @@ func TestBoundedMemory(t *testing.T) {
 }
 
 func TestReplyErrorsKeepSessionUsable(t *testing.T) {
-	srv := pop3test.NewServer(pop3test.WithCaps("UIDL", "TOP", "USER")) // no PIPELINING
+	srv := pop3mem.NewServer(pop3mem.WithCaps("UIDL", "TOP", "USER")) // no PIPELINING
 	defer srv.Close()
 	srv.AddMessage(message(1))
 	srv.AddMessage(message(2))
@@ -797,7 +797,7 @@ func TestReplyErrorsKeepSessionUsable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.SetFaults(pop3test.Faults{ErrOn: map[string]string{"RETR": "[SYS/TEMP] busy", "DELE": "no such message"}})
+	srv.SetFaults(pop3mem.Faults{ErrOn: map[string]string{"RETR": "[SYS/TEMP] busy", "DELE": "no such message"}})
 	err = s.Retrieve(context.Background(), items, 0, func(listItem, []byte) error { return nil })
 	if ae := asAccountError(t, err); ae.Reply != "-ERR [SYS/TEMP] busy" || !ae.Temporary || ae.Op != "retr" {
 		t.Errorf("RETR -ERR: %#v", ae)
@@ -815,7 +815,7 @@ func TestReplyErrorsKeepSessionUsable(t *testing.T) {
 }
 
 func TestPipelinedDeleteError(t *testing.T) {
-	srv := pop3test.NewServer()
+	srv := pop3mem.NewServer()
 	defer srv.Close()
 	for i := range 5 {
 		srv.AddMessage(message(i))
@@ -835,7 +835,7 @@ func TestPipelinedDeleteError(t *testing.T) {
 }
 
 func TestEmptyMaildrop(t *testing.T) {
-	srv := pop3test.NewServer()
+	srv := pop3mem.NewServer()
 	defer srv.Close()
 	s := open(t, testAccount(srv), fastConfig())
 	items, err := s.List(context.Background())
@@ -862,11 +862,11 @@ func TestEmptyMaildrop(t *testing.T) {
 // TestPipelinedLongLines: lines far longer than a status line, pipelined
 // back to back, must not trip the status-line limit through read-ahead.
 func TestPipelinedLongLines(t *testing.T) {
-	srv := pop3test.NewServer()
+	srv := pop3mem.NewServer()
 	defer srv.Close()
 	var want [][]byte
 	for i := range 20 {
-		m := pop3test.Normalize(append([]byte(fmt.Sprintf("Subject: %d\r\n\r\n", i)), bytes.Repeat([]byte{'a' + byte(i)}, 50<<10+i*517)...))
+		m := pop3mem.Normalize(append([]byte(fmt.Sprintf("Subject: %d\r\n\r\n", i)), bytes.Repeat([]byte{'a' + byte(i)}, 50<<10+i*517)...))
 		srv.AddMessage(m)
 		want = append(want, m)
 	}
@@ -889,7 +889,7 @@ func TestPipelinedLongLines(t *testing.T) {
 }
 
 func TestBadConfig(t *testing.T) {
-	srv := pop3test.NewServer()
+	srv := pop3mem.NewServer()
 	defer srv.Close()
 	tests := []struct {
 		name string

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/popbridge/popbridge/internal/pop3test"
+	"github.com/popbridge/popbridge/internal/lib/pop3mem"
 )
 
 // slowMessage returns a message of about size bytes (CRLF lines).
@@ -30,10 +30,10 @@ func slowMessage(size int) []byte {
 func TestSlowSteadyLargeMessage(t *testing.T) {
 	const scale = 100
 	msg := slowMessage(300_000)
-	srv := pop3test.NewServer()
+	srv := pop3mem.NewServer()
 	defer srv.Close()
 	srv.AddMessage(msg)
-	srv.SetFaults(pop3test.Faults{Rate: 1000 * scale})
+	srv.SetFaults(pop3mem.Faults{Rate: 1000 * scale})
 	st := openStore(t, nil)
 	a := testAccount(srv)
 	a.User = "alice"
@@ -56,7 +56,7 @@ func TestSlowSteadyLargeMessage(t *testing.T) {
 // TestSlowDripStillCut: a server that drips (under 4 KiB per window) is
 // still cut off, also at the poller level, and the error says why.
 func TestSlowDripStillCut(t *testing.T) {
-	srv := pop3test.NewServer()
+	srv := pop3mem.NewServer()
 	defer srv.Close()
 	srv.AddMessage(slowMessage(20_000))
 	st := openStore(t, nil)
@@ -64,7 +64,7 @@ func TestSlowDripStillCut(t *testing.T) {
 	a.User = "alice"
 	p := New(Options{Sink: st, Accounts: []Account{a}})
 	p.sessCfg.IOTimeout, p.sessCfg.SlowWindow, p.sessCfg.SlowBytes = 2*time.Second, 300*time.Millisecond, 4<<10
-	srv.SetFaults(pop3test.Faults{Rate: 2000}) // 600 bytes per window
+	srv.SetFaults(pop3mem.Faults{Rate: 2000}) // 600 bytes per window
 	start := time.Now()
 	_, err := p.PollOnce(context.Background(), a.Name, nil)
 	if err == nil {

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/popbridge/popbridge/internal/pop3test"
-	"github.com/popbridge/popbridge/internal/testpki"
+	"github.com/popbridge/popbridge/internal/lib/pop3mem"
+	"github.com/popbridge/popbridge/internal/testkit/testpki"
 )
 
 // TestTrace: with Trace set, the session's commands and the server's
@@ -20,14 +20,14 @@ func TestTrace(t *testing.T) {
 	p := testpki.New(t)
 	for _, auth := range []string{"user", "apop", "plain", "xoauth2"} {
 		t.Run(auth, func(t *testing.T) {
-			srv := pop3test.NewUnstartedServer(pop3test.WithTLS(p.ServerConfig()))
+			srv := pop3mem.NewUnstartedServer(pop3mem.WithTLS(p.ServerConfig()))
 			srv.StartTLS()
 			defer srv.Close()
 			srv.AddMessage(message(1))
-			secretText := pop3test.DefaultPassword
+			secretText := pop3mem.DefaultPassword
 			a := testAccount(srv, func(a *Account) { a.TLS, a.TLSCAFile, a.Auth, a.Trace = "implicit", p.CAFile, auth, true })
 			if auth == "xoauth2" {
-				secretText = pop3test.DefaultToken
+				secretText = pop3mem.DefaultToken
 				a.Secret = secret(secretText)
 			}
 			var logs bytes.Buffer
@@ -62,8 +62,8 @@ func TestTrace(t *testing.T) {
 			if !strings.Contains(all, "*** (redacted)") {
 				t.Errorf("no redacted login line:\n%s", all)
 			}
-			b64 := base64.StdEncoding.EncodeToString([]byte("\x00" + pop3test.DefaultUser + "\x00" + pop3test.DefaultPassword))
-			xo := base64.StdEncoding.EncodeToString([]byte("user=" + pop3test.DefaultUser + "\x01auth=Bearer " + pop3test.DefaultToken + "\x01\x01"))
+			b64 := base64.StdEncoding.EncodeToString([]byte("\x00" + pop3mem.DefaultUser + "\x00" + pop3mem.DefaultPassword))
+			xo := base64.StdEncoding.EncodeToString([]byte("user=" + pop3mem.DefaultUser + "\x01auth=Bearer " + pop3mem.DefaultToken + "\x01\x01"))
 			for _, secretForm := range []string{secretText, b64, xo, "body 1"} {
 				if strings.Contains(logs.String(), secretForm) {
 					t.Errorf("trace shows %q:\n%s", secretForm, all)

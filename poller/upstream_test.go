@@ -10,16 +10,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/popbridge/popbridge/internal/pop3test"
+	"github.com/popbridge/popbridge/internal/lib/pop3mem"
 	"github.com/popbridge/popbridge/store"
 )
 
-// upstreamAccount returns an account for a pop3test server.
-func upstreamAccount(srv *pop3test.Server, mod func(*Account)) Account {
+// upstreamAccount returns an account for a pop3mem server.
+func upstreamAccount(srv *pop3mem.Server, mod func(*Account)) Account {
 	a := Account{
 		Name: "up", User: "alice", Host: srv.Host(), Port: srv.Port(), TLS: "none",
-		Username: pop3test.DefaultUser, Auth: "user", LeaveOnServer: true, PollInterval: time.Minute,
-		Secret: func(context.Context) (string, error) { return pop3test.DefaultPassword, nil },
+		Username: pop3mem.DefaultUser, Auth: "user", LeaveOnServer: true, PollInterval: time.Minute,
+		Secret: func(context.Context) (string, error) { return pop3mem.DefaultPassword, nil },
 	}
 	if mod != nil {
 		mod(&a)
@@ -27,18 +27,18 @@ func upstreamAccount(srv *pop3test.Server, mod func(*Account)) Account {
 	return a
 }
 
-// upstreamHarness is a real session against pop3test and a real store.
+// upstreamHarness is a real session against pop3mem and a real store.
 type upstreamHarness struct {
 	t    *testing.T
-	srv  *pop3test.Server
+	srv  *pop3mem.Server
 	st   *store.Store
 	p    *Poller
 	acct Account
 }
 
-func newUpstream(t *testing.T, mod func(*Account), opts ...pop3test.Option) *upstreamHarness {
+func newUpstream(t *testing.T, mod func(*Account), opts ...pop3mem.Option) *upstreamHarness {
 	t.Helper()
-	srv := pop3test.NewServer(opts...)
+	srv := pop3mem.NewServer(opts...)
 	t.Cleanup(srv.Close)
 	st := openStore(t, nil)
 	a := upstreamAccount(srv, mod)
@@ -55,7 +55,7 @@ func (u *upstreamHarness) poll(timeout time.Duration) (Result, error) {
 
 // wantExact fails unless the store holds exactly the raw bytes of msgs,
 // each once.
-func (u *upstreamHarness) wantExact(msgs []pop3test.Message) {
+func (u *upstreamHarness) wantExact(msgs []pop3mem.Message) {
 	u.t.Helper()
 	var want []string
 	for _, m := range msgs {
@@ -72,7 +72,7 @@ func smallMessages(n int) [][]byte {
 	return out
 }
 
-// TestUpstreamMisbehaviour runs a pass against each pop3test fault, then a
+// TestUpstreamMisbehaviour runs a pass against each pop3mem fault, then a
 // pass with the fault cleared, and checks that the store holds every
 // upstream message exactly once, byte for byte, and that DELE happened only
 // for stored messages.
@@ -82,31 +82,31 @@ func TestUpstreamMisbehaviour(t *testing.T) {
 	tests := []struct {
 		name      string
 		acct      func(*Account)
-		faults    pop3test.Faults
+		faults    pop3mem.Faults
 		msgs      [][]byte
 		timeout   time.Duration // of the faulty pass
 		faultyErr bool          // the faulty pass must fail
-		check     func(t *testing.T, u *upstreamHarness, upstream []pop3test.Message)
+		check     func(t *testing.T, u *upstreamHarness, upstream []pop3mem.Message)
 	}{
 		{name: "well behaved", msgs: smallMessages(20)},
-		{name: "drop mid-RETR", faults: pop3test.Faults{DropRETRAfter: 50_000}, msgs: append(smallMessages(5), big), faultyErr: true},
-		{name: "ERR on RETR", faults: pop3test.Faults{ErrOn: map[string]string{"RETR": "[SYS/TEMP] busy"}}, msgs: smallMessages(3), faultyErr: true},
-		{name: "ERR on DELE", acct: func(a *Account) { a.LeaveOnServer = false }, faults: pop3test.Faults{ErrOn: map[string]string{"DELE": "no"}}, msgs: smallMessages(4), faultyErr: true},
-		{name: "stall mid-RETR", faults: pop3test.Faults{StallRETRAfter: 20_000}, msgs: append(smallMessages(3), big), timeout: 2 * time.Second, faultyErr: true},
-		{name: "stall after DELE", acct: func(a *Account) { a.LeaveOnServer = false }, faults: pop3test.Faults{StallAfterDELE: true}, msgs: smallMessages(4), timeout: 2 * time.Second, faultyErr: true},
-		{name: "no UIDL", faults: pop3test.Faults{NoUIDL: true}, msgs: smallMessages(10)},
-		{name: "no UIDL reordered, leave false", acct: func(a *Account) { a.LeaveOnServer = false }, faults: pop3test.Faults{NoUIDL: true, Reorder: true}, msgs: smallMessages(10)},
-		{name: "reordered, delete_after", acct: func(a *Account) { a.DeleteAfter = time.Nanosecond }, faults: pop3test.Faults{Reorder: true}, msgs: smallMessages(10)},
-		{name: "bare LF", faults: pop3test.Faults{BareLF: true}, msgs: smallMessages(5)},
-		{name: "long line", faults: pop3test.Faults{LongLine: 8 << 20}, msgs: smallMessages(2), faultyErr: true},
-		{name: "unstuffed dot", faults: pop3test.Faults{UnstuffedDot: true}, msgs: [][]byte{[]byte("Subject: a\r\n\r\nfirst\r\n.\r\nafter the dot\r\n"), []byte(testMessage(2))}, faultyErr: true},
-		{name: "never ending", faults: pop3test.Faults{NeverEnding: true}, msgs: smallMessages(2), timeout: 10 * time.Second, faultyErr: true},
-		{name: "LIST sizes doubled", faults: pop3test.Faults{ListSizeScale: 2}, msgs: smallMessages(5)},
-		{name: "LIST sizes halved", faults: pop3test.Faults{ListSizeScale: 0.5}, msgs: smallMessages(5)},
-		{name: "QUIT dropped", acct: func(a *Account) { a.LeaveOnServer = false }, faults: pop3test.Faults{QuitDrop: true}, msgs: smallMessages(6), faultyErr: true},
-		{name: "QUIT -ERR", acct: func(a *Account) { a.LeaveOnServer = false }, faults: pop3test.Faults{QuitErr: true}, msgs: smallMessages(6), faultyErr: true},
+		{name: "drop mid-RETR", faults: pop3mem.Faults{DropRETRAfter: 50_000}, msgs: append(smallMessages(5), big), faultyErr: true},
+		{name: "ERR on RETR", faults: pop3mem.Faults{ErrOn: map[string]string{"RETR": "[SYS/TEMP] busy"}}, msgs: smallMessages(3), faultyErr: true},
+		{name: "ERR on DELE", acct: func(a *Account) { a.LeaveOnServer = false }, faults: pop3mem.Faults{ErrOn: map[string]string{"DELE": "no"}}, msgs: smallMessages(4), faultyErr: true},
+		{name: "stall mid-RETR", faults: pop3mem.Faults{StallRETRAfter: 20_000}, msgs: append(smallMessages(3), big), timeout: 2 * time.Second, faultyErr: true},
+		{name: "stall after DELE", acct: func(a *Account) { a.LeaveOnServer = false }, faults: pop3mem.Faults{StallAfterDELE: true}, msgs: smallMessages(4), timeout: 2 * time.Second, faultyErr: true},
+		{name: "no UIDL", faults: pop3mem.Faults{NoUIDL: true}, msgs: smallMessages(10)},
+		{name: "no UIDL reordered, leave false", acct: func(a *Account) { a.LeaveOnServer = false }, faults: pop3mem.Faults{NoUIDL: true, Reorder: true}, msgs: smallMessages(10)},
+		{name: "reordered, delete_after", acct: func(a *Account) { a.DeleteAfter = time.Nanosecond }, faults: pop3mem.Faults{Reorder: true}, msgs: smallMessages(10)},
+		{name: "bare LF", faults: pop3mem.Faults{BareLF: true}, msgs: smallMessages(5)},
+		{name: "long line", faults: pop3mem.Faults{LongLine: 8 << 20}, msgs: smallMessages(2), faultyErr: true},
+		{name: "unstuffed dot", faults: pop3mem.Faults{UnstuffedDot: true}, msgs: [][]byte{[]byte("Subject: a\r\n\r\nfirst\r\n.\r\nafter the dot\r\n"), []byte(testMessage(2))}, faultyErr: true},
+		{name: "never ending", faults: pop3mem.Faults{NeverEnding: true}, msgs: smallMessages(2), timeout: 10 * time.Second, faultyErr: true},
+		{name: "LIST sizes doubled", faults: pop3mem.Faults{ListSizeScale: 2}, msgs: smallMessages(5)},
+		{name: "LIST sizes halved", faults: pop3mem.Faults{ListSizeScale: 0.5}, msgs: smallMessages(5)},
+		{name: "QUIT dropped", acct: func(a *Account) { a.LeaveOnServer = false }, faults: pop3mem.Faults{QuitDrop: true}, msgs: smallMessages(6), faultyErr: true},
+		{name: "QUIT -ERR", acct: func(a *Account) { a.LeaveOnServer = false }, faults: pop3mem.Faults{QuitErr: true}, msgs: smallMessages(6), faultyErr: true},
 		{name: "max size skips, never RETR", acct: func(a *Account) { a.MaxMessageSize = 10_000 }, msgs: append(smallMessages(2), big),
-			check: func(t *testing.T, u *upstreamHarness, upstream []pop3test.Message) {
+			check: func(t *testing.T, u *upstreamHarness, upstream []pop3mem.Message) {
 				if n := u.srv.Count("RETR"); n != 2 {
 					t.Errorf("RETR sent %d times, want 2", n)
 				}
@@ -149,7 +149,7 @@ func TestUpstreamMisbehaviour(t *testing.T) {
 					}
 				}
 			}
-			u.srv.SetFaults(pop3test.Faults{Reorder: tt.faults.Reorder, NoUIDL: tt.faults.NoUIDL})
+			u.srv.SetFaults(pop3mem.Faults{Reorder: tt.faults.Reorder, NoUIDL: tt.faults.NoUIDL})
 			for i := 0; i < 2; i++ {
 				if _, err := u.poll(30 * time.Second); err != nil {
 					t.Fatalf("clean pass %d: %v", i, err)
@@ -181,7 +181,7 @@ func TestUpstreamReusedAndDuplicateUIDL(t *testing.T) {
 	u.wantExact(first)
 	// The server drops both and reuses the UIDL for new content.
 	reused := []byte(testMessage(3) + "with a longer body\r\n")
-	u.srv.SetMessages([]pop3test.Message{{UIDL: "same", Raw: reused}})
+	u.srv.SetMessages([]pop3mem.Message{{UIDL: "same", Raw: reused}})
 	if r, err := u.poll(30 * time.Second); err != nil || r.Fetched != 1 {
 		t.Fatalf("reused UIDL pass = %+v, %v", r, err)
 	}
@@ -201,9 +201,9 @@ func TestUpstreamMassUIDLChangeAndEmptyListing(t *testing.T) {
 	if r, err := u.poll(30 * time.Second); err != nil || r.Listed != 0 {
 		t.Fatalf("empty listing pass = %+v, %v", r, err)
 	}
-	var renamed []pop3test.Message
+	var renamed []pop3mem.Message
 	for _, m := range upstream {
-		renamed = append(renamed, pop3test.Message{UIDL: "v2-" + m.UIDL, Raw: m.Raw})
+		renamed = append(renamed, pop3mem.Message{UIDL: "v2-" + m.UIDL, Raw: m.Raw})
 	}
 	u.srv.SetMessages(renamed)
 	for i := 0; i < 2; i++ {
@@ -241,10 +241,10 @@ func TestUpstreamIdlePollRoundTrips(t *testing.T) {
 
 func TestUpstreamLoginErrorInStatus(t *testing.T) {
 	u := newUpstream(t, nil)
-	u.srv.SetFaults(pop3test.Faults{ErrOn: map[string]string{"PASS": "[AUTH] Authentication failed."}})
+	u.srv.SetFaults(pop3mem.Faults{ErrOn: map[string]string{"PASS": "[AUTH] Authentication failed."}})
 	err := u.p.CheckLogin(context.Background(), u.acct, 0)
 	var ae *AccountError
-	if !errors.As(err, &ae) || !strings.Contains(err.Error(), "Authentication failed") || strings.Contains(err.Error(), pop3test.DefaultPassword) {
+	if !errors.As(err, &ae) || !strings.Contains(err.Error(), "Authentication failed") || strings.Contains(err.Error(), pop3mem.DefaultPassword) {
 		t.Fatalf("CheckLogin = %v", err)
 	}
 	if _, err := u.poll(10 * time.Second); err == nil {

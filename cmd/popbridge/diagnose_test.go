@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/popbridge/popbridge/internal/pop3test"
-	"github.com/popbridge/popbridge/internal/testpki"
+	"github.com/popbridge/popbridge/internal/lib/pop3mem"
+	"github.com/popbridge/popbridge/internal/testkit/testpki"
 )
 
 // TestUpstreamHintEverywhere: implicit TLS configured against a plain
@@ -16,14 +16,14 @@ import (
 // setting to use.
 func TestUpstreamHintEverywhere(t *testing.T) {
 	p := testpki.New(t)
-	up := pop3test.NewUnstartedServer(pop3test.WithTLS(p.ServerConfig()))
+	up := pop3mem.NewUnstartedServer(pop3mem.WithTLS(p.ServerConfig()))
 	up.Start()
 	defer up.Close()
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "popbridge.toml")
 	conf := fmt.Sprintf("data_dir = %q\n[imap]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"\"\n[[user]]\nname = \"alice\"\npassword_hash = %q\n"+
 		"[[account]]\nname = \"work\"\nuser = \"alice\"\nhost = %q\nport = %d\ntls = \"implicit\"\ntls_ca_file = %q\nusername = %q\npassword = %q\n",
-		filepath.Join(dir, "data"), aliceHash(t), up.Host(), up.Port(), p.CAFile, pop3test.DefaultUser, pop3test.DefaultPassword)
+		filepath.Join(dir, "data"), aliceHash(t), up.Host(), up.Port(), p.CAFile, pop3mem.DefaultUser, pop3mem.DefaultPassword)
 	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}

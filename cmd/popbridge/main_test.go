@@ -21,12 +21,12 @@ import (
 	"github.com/popbridge/popbridge/bridge"
 	"github.com/popbridge/popbridge/imapfront"
 	"github.com/popbridge/popbridge/internal/demo"
-	"github.com/popbridge/popbridge/internal/pop3test"
+	"github.com/popbridge/popbridge/internal/lib/pop3mem"
 	"github.com/popbridge/popbridge/store"
 )
 
 // The whole program runs in-process: app.run with a temporary config,
-// upstreams from internal/pop3test, IMAP clients from go-imap's imapclient,
+// upstreams from internal/pop3mem, IMAP clients from go-imap's imapclient,
 // and signals injected through app.notify.
 
 var (
@@ -58,9 +58,9 @@ func testMessage(i, size int) []byte {
 	return []byte(b.String())
 }
 
-func newUpstream(t *testing.T, user, password string, n, size int) *pop3test.Server {
+func newUpstream(t *testing.T, user, password string, n, size int) *pop3mem.Server {
 	t.Helper()
-	s := pop3test.NewServer(pop3test.WithUser(user, password))
+	s := pop3mem.NewServer(pop3mem.WithUser(user, password))
 	t.Cleanup(s.Close)
 	for i := 1; i <= n; i++ {
 		s.AddMessage(testMessage(i, size))
@@ -70,7 +70,7 @@ func newUpstream(t *testing.T, user, password string, n, size int) *pop3test.Ser
 
 type acct struct {
 	name     string
-	up       *pop3test.Server
+	up       *pop3mem.Server
 	username string
 	password string
 	extra    string
@@ -305,7 +305,7 @@ func TestCheck(t *testing.T) {
 // while an IMAP client stays connected and sees the new mail arrive.
 func TestReloadAddsAccount(t *testing.T) {
 	up1 := newUpstream(t, "bob", "bobpw", 2, 500)
-	up2 := pop3test.NewServer(pop3test.WithUser("carol", "carolpw"))
+	up2 := pop3mem.NewServer(pop3mem.WithUser("carol", "carolpw"))
 	t.Cleanup(up2.Close)
 	for i := 100; i < 103; i++ {
 		up2.AddMessage(testMessage(i, 500))
@@ -548,9 +548,9 @@ func TestPollAndStatus(t *testing.T) {
 
 	// The server renumbers its maildrop: nothing is stored twice, and
 	// status says what happened.
-	var renum []pop3test.Message
+	var renum []pop3mem.Message
 	for i, m := range up.Messages() {
-		renum = append(renum, pop3test.Message{UIDL: fmt.Sprintf("renum-%d", i), Raw: m.Raw})
+		renum = append(renum, pop3mem.Message{UIDL: fmt.Sprintf("renum-%d", i), Raw: m.Raw})
 	}
 	up.SetMessages(renum)
 	out, errb = &syncBuffer{}, &syncBuffer{}
@@ -672,10 +672,10 @@ func TestCheckPrintsAutoCertFingerprint(t *testing.T) {
 // connection slot and the other waits; `popbridge status`, asking the
 // running serve, shows that account as waiting for a connection slot.
 func TestStatusShowsWaitingAccount(t *testing.T) {
-	var ups []*pop3test.Server
+	var ups []*pop3mem.Server
 	for range 2 {
 		up := newUpstream(t, "bob", "bobpw", 1, 500)
-		up.SetFaults(pop3test.Faults{StallAfterGreeting: true})
+		up.SetFaults(pop3mem.Faults{StallAfterGreeting: true})
 		ups = append(ups, up)
 	}
 	dir := t.TempDir()

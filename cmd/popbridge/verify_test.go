@@ -14,7 +14,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
-	"github.com/popbridge/popbridge/internal/pop3test"
+	"github.com/popbridge/popbridge/internal/lib/pop3mem"
 )
 
 // damagePack flips a byte of the first occurrence of needle in the pack
@@ -68,7 +68,7 @@ func TestVerifyRepair(t *testing.T) {
 	damagePack(t, dataDir, "Subject: test message 2")
 	damagePack(t, dataDir, "Subject: test message 3")
 	// The upstream no longer has message 3.
-	up.SetMessages([]pop3test.Message{originals[0], originals[1], originals[3]})
+	up.SetMessages([]pop3mem.Message{originals[0], originals[1], originals[3]})
 
 	r := start(t, "serve", "-config", cfg)
 	c := dialIMAP(t, r.b.Addrs().IMAP.String(), "alice", "alicepw", nil)

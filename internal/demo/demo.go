@@ -1,5 +1,5 @@
 // Package demo runs popbridge's self-contained demo: an in-process POP3
-// server (internal/pop3test) holding a few dozen realistic sample messages,
+// server (internal/pop3mem) holding a few dozen realistic sample messages,
 // and a bridge that fetches them and serves them over IMAP to a real mail
 // client, with a new message dropped upstream every so often so that push
 // (IDLE) can be watched. It needs no configuration file.
@@ -24,7 +24,7 @@ import (
 
 	"github.com/popbridge/popbridge/bridge"
 	"github.com/popbridge/popbridge/imapfront"
-	"github.com/popbridge/popbridge/internal/pop3test"
+	"github.com/popbridge/popbridge/internal/lib/pop3mem"
 )
 
 // Demo credentials.
@@ -84,7 +84,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	upstream := pop3test.NewServer(pop3test.WithUser(User, "upstream-secret"))
+	upstream := pop3mem.NewServer(pop3mem.WithUser(User, "upstream-secret"))
 	defer upstream.Close()
 	for _, raw := range Corpus(epoch) {
 		upstream.AddMessageUIDL(uidl(raw), raw)

@@ -1,4 +1,4 @@
-package pop3test
+package pop3mem
 
 import (
 	"bufio"
@@ -21,7 +21,7 @@ import (
 const maxCommandLine = 64 << 10
 
 // errHangup ends a session without a reply.
-var errHangup = errors.New("pop3test: hang up")
+var errHangup = errors.New("pop3mem: hang up")
 
 type conn struct {
 	s      *Server
@@ -68,9 +68,9 @@ func (c *conn) serve() {
 		c.setConn(c.raw)
 	}
 	if c.s.apop {
-		c.stamp = fmt.Sprintf("<%d.%d@pop3test>", time.Now().UnixNano(), c.s.Connections())
+		c.stamp = fmt.Sprintf("<%d.%d@pop3mem>", time.Now().UnixNano(), c.s.Connections())
 	}
-	greet := "+OK pop3test ready"
+	greet := "+OK pop3mem ready"
 	if c.stamp != "" {
 		greet += " " + c.stamp
 	}

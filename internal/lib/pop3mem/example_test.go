@@ -1,4 +1,4 @@
-package pop3test_test
+package pop3mem_test
 
 import (
 	"bufio"
@@ -6,14 +6,14 @@ import (
 	"net"
 	"strings"
 
-	"github.com/popbridge/popbridge/internal/pop3test"
+	"github.com/popbridge/popbridge/internal/lib/pop3mem"
 )
 
 func Example() {
-	srv := pop3test.NewServer()
+	srv := pop3mem.NewServer()
 	defer srv.Close()
 	uidl := srv.AddMessage([]byte("Subject: hello\n\nHi.\n"))
-	srv.SetFaults(pop3test.Faults{QuitErr: true}) // QUIT will fail: nothing is deleted
+	srv.SetFaults(pop3mem.Faults{QuitErr: true}) // QUIT will fail: nothing is deleted
 
 	c, err := net.Dial("tcp", srv.Addr())
 	if err != nil {
@@ -23,7 +23,7 @@ func Example() {
 	r := bufio.NewReader(c)
 	r.ReadString('\n') // greeting
 	var replies []string
-	for _, cmd := range []string{"USER " + pop3test.DefaultUser, "PASS " + pop3test.DefaultPassword, "DELE 1", "QUIT"} {
+	for _, cmd := range []string{"USER " + pop3mem.DefaultUser, "PASS " + pop3mem.DefaultPassword, "DELE 1", "QUIT"} {
 		fmt.Fprintf(c, "%s\r\n", cmd)
 		reply, _ := r.ReadString('\n')
 		replies = append(replies, strings.TrimSpace(reply))

@@ -1,4 +1,4 @@
-package pop3test
+package pop3mem
 
 import (
 	"bufio"
@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/popbridge/popbridge/internal/testpki"
+	"github.com/popbridge/popbridge/internal/testkit/testpki"
 )
 
 // client is a minimal raw POP3 client for asserting wire behaviour.
@@ -106,7 +106,7 @@ func TestBasicSession(t *testing.T) {
 		t.Fatalf("UIDLs not unique: %q", ua)
 	}
 	c := dial(t, s)
-	if !regexp.MustCompile(`^\+OK .* <[^>]+@pop3test>$`).MatchString(c.gr) {
+	if !regexp.MustCompile(`^\+OK .* <[^>]+@pop3mem>$`).MatchString(c.gr) {
 		t.Errorf("greeting %q has no APOP timestamp", c.gr)
 	}
 	c.ok("CAPA")

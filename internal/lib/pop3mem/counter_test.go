@@ -1,4 +1,4 @@
-package pop3test
+package pop3mem
 
 import (
 	"net"
@@ -60,7 +60,7 @@ func TestProxyCounts(t *testing.T) {
 		return wrap(t, c)
 	}
 	a, b := conn(), conn()
-	if !strings.HasPrefix(a.gr, "+OK pop3test") {
+	if !strings.HasPrefix(a.gr, "+OK pop3mem") {
 		t.Fatalf("greeting through the proxy: %q", a.gr)
 	}
 	waitOpen(t, "two clients", shared.Open, 2)

@@ -1,4 +1,4 @@
-package pop3test
+package pop3mem
 
 import (
 	"bytes"
@@ -232,18 +232,18 @@ func (s *Server) Start() { s.start(false) }
 // s.TLS must be set (WithTLS).
 func (s *Server) StartTLS() {
 	if s.TLS == nil {
-		panic("pop3test: StartTLS without a TLS configuration")
+		panic("pop3mem: StartTLS without a TLS configuration")
 	}
 	s.start(true)
 }
 
 func (s *Server) start(implicit bool) {
 	if s.ln != nil {
-		panic("pop3test: server already started")
+		panic("pop3mem: server already started")
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		panic(fmt.Sprintf("pop3test: listen: %v", err))
+		panic(fmt.Sprintf("pop3mem: listen: %v", err))
 	}
 	s.ln, s.implicit = ln, implicit
 	s.wg.Add(1)

@@ -7,7 +7,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/popbridge/popbridge/internal/authlimit"
+	"github.com/popbridge/popbridge/internal/lib/authlimit"
 )
 
 // The recommended login flow: take the address's turn, wait out any penalty before checking the

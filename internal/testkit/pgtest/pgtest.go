@@ -255,7 +255,7 @@ func start(tb testing.TB, bin string, opts Options) (*Server, error) {
 		fsync = "off"
 	}
 	conf := fmt.Sprintf(`
-# added by internal/pgtest
+# added by internal/testkit/pgtest
 listen_addresses = '127.0.0.1'
 port = %d
 unix_socket_directories = '%s'

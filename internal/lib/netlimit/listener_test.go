@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/popbridge/popbridge/internal/testpki"
+	"github.com/popbridge/popbridge/internal/testkit/testpki"
 )
 
 const ioTimeout = 5 * time.Second

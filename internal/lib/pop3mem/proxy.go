@@ -1,4 +1,4 @@
-package pop3test
+package pop3mem
 
 import (
 	"bufio"
@@ -33,7 +33,7 @@ type Proxy struct {
 func NewProxy(target string, shared *SessionCounter) *Proxy {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		panic("pop3test: proxy listen: " + err.Error())
+		panic("pop3mem: proxy listen: " + err.Error())
 	}
 	p := &Proxy{ln: ln, target: target, shared: shared, conns: map[net.Conn]struct{}{}}
 	p.wg.Add(1)

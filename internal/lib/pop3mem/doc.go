@@ -1,12 +1,14 @@
-// Package pop3test provides an in-process POP3 server for tests, shaped like
-// net/http/httptest: [NewServer] starts it on 127.0.0.1 with a random port,
+// Package pop3mem is an in-process POP3 server over an in-memory maildrop:
+// the demo's sample upstream, and the fake upstream of the tests, which can
+// misbehave on command ([Faults]; the zero value is a well-behaved server).
+// It is shaped like net/http/httptest: [NewServer] starts it on 127.0.0.1 with a random port,
 // [Server.Addr] tells where, and [Server.Close] stops it and every
 // connection. The server implements RFC 1939 (USER/PASS, APOP, STAT, LIST,
 // UIDL, TOP, RETR, DELE, RSET, NOOP, QUIT with the AUTHORIZATION,
 // TRANSACTION and UPDATE states and correct dot-stuffing), RFC 2449 CAPA,
 // RFC 2595 STLS, RFC 5034 AUTH PLAIN and the XOAUTH2 SASL mechanism (both the
 // initial-response and the two-step form), and implicit TLS
-// ([Server.StartTLS]) with a certificate from internal/testpki.
+// ([Server.StartTLS]) with a certificate the caller supplies ([WithTLS]).
 //
 // # Model
 //
@@ -41,4 +43,4 @@
 // [Server.SetFaults] or [Server.UpdateFaults] at any time; every command reads
 // the current setting. Stalls end when the client closes the connection or
 // when [Server.Close] is called.
-package pop3test
+package pop3mem
