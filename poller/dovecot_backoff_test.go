@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/popbridge/popbridge/internal/testkit/dovecottest"
 	"github.com/popbridge/popbridge/internal/lib/pop3mem"
+	"github.com/popbridge/popbridge/internal/testkit/dovecottest"
 )
 
 // TestDovecotHintsDuringAuthBackoff is the report of issue #10 against a

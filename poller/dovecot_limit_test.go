@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/popbridge/popbridge/internal/testkit/dovecottest"
 	"github.com/popbridge/popbridge/internal/lib/pop3mem"
+	"github.com/popbridge/popbridge/internal/testkit/dovecottest"
 )
 
 var capsAccounts = flag.Int("caps.accounts", 200, "accounts in TestDovecotConnectionCaps (1000 for the full run)")

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/popbridge/popbridge/internal/testkit/dovecottest"
 	"github.com/popbridge/popbridge/internal/lib/pop3mem"
+	"github.com/popbridge/popbridge/internal/testkit/dovecottest"
 )
 
 // TestDovecotSession runs the session layer against a real Dovecot POP3
