@@ -375,12 +375,12 @@ func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID
 			f.binaries = append(f.binaries, b)
 		}
 		for _, sec := range options.BinarySectionSize {
-			b, err := binarySection(raw, m.Structure, sec.Part)
+			n, err := binarySize(raw, m.Structure, sec.Part)
 			if err != nil {
 				sectErr = err
 				return err
 			}
-			f.binSizes = append(f.binSizes, clampUint32(int64(len(b))))
+			f.binSizes = append(f.binSizes, clampUint32(n))
 		}
 		got[i] = f
 		last = i

@@ -2,9 +2,6 @@ package imapfront
 
 import (
 	"bytes"
-	"encoding/base64"
-	"io"
-	"mime/quotedprintable"
 	"strings"
 
 	"github.com/emersion/go-imap/v2"
@@ -178,33 +175,43 @@ var errUnknownCTE = &imap.Error{
 	Text: "Cannot decode the content transfer encoding of this part",
 }
 
-// binarySection returns the decoded content of a BINARY[...] section (RFC
-// 3516): the part's body with its transfer encoding undone; for the empty
-// part the whole message (header and decoded body of a single-part message);
-// for a part the message does not have, the empty string.
-func binarySection(raw []byte, root *store.Part, part []int) ([]byte, error) {
+// binaryPart resolves the part of a BINARY[...] or BINARY.SIZE[...]
+// section: nil (and no error) for a part the message does not have,
+// composite for a multipart or message/rfc822 part, whose content is
+// returned as is (composite parts are 7bit/8bit/binary by definition).
+func binaryPart(raw []byte, root *store.Part, part []int) (p *store.Part, composite bool, err error) {
 	if root == nil {
-		return nil, errUnknownCTE
+		return nil, false, errUnknownCTE
 	}
 	p, ok := findPart(root, part)
 	if !ok {
 		// Like BODY[n] of a part that does not exist (see bodySection).
-		return nil, nil
+		return nil, false, nil
 	}
 	if !validRange(raw, p.HeaderStart, p.BodyStart) || !validRange(raw, p.BodyStart, p.End) {
-		return nil, errUnknownCTE
+		return nil, false, errUnknownCTE
 	}
-	if len(p.Children) > 0 || p.Body != nil {
-		// Composite parts are 7bit/8bit/binary by definition: their
-		// content is returned as is.
-		if len(part) == 0 {
-			return raw, nil
-		}
+	return p, len(p.Children) > 0 || p.Body != nil, nil
+}
+
+// binarySection returns the decoded content of a BINARY[...] section (RFC
+// 3516): the part's body with its transfer encoding undone
+// (store.DecodeStrict); for the empty part the whole message (header and
+// decoded body of a single-part message); for a part the message does not
+// have, the empty string.
+func binarySection(raw []byte, root *store.Part, part []int) ([]byte, error) {
+	p, composite, err := binaryPart(raw, root, part)
+	switch {
+	case err != nil || p == nil:
+		return nil, err
+	case composite && len(part) == 0:
+		return raw, nil
+	case composite:
 		return raw[p.BodyStart:p.End], nil
 	}
-	body, err := decodeCTE(p.Encoding, raw[p.BodyStart:p.End])
+	body, err := store.DecodeTransferEncoding(p.Encoding, raw[p.BodyStart:p.End], store.DecodeStrict)
 	if err != nil {
-		return nil, err
+		return nil, errUnknownCTE
 	}
 	if len(part) == 0 {
 		out := make([]byte, 0, int(p.BodyStart)+len(body))
@@ -214,35 +221,33 @@ func binarySection(raw []byte, root *store.Part, part []int) ([]byte, error) {
 	return body, nil
 }
 
-// decodeCTE undoes a Content-Transfer-Encoding.
-func decodeCTE(enc string, b []byte) ([]byte, error) {
-	switch strings.ToUpper(enc) {
-	case "", "7BIT", "8BIT", "BINARY":
-		return b, nil
-	case "BASE64":
-		// Line breaks and other whitespace are not part of the data.
-		clean := bytes.Map(func(r rune) rune {
-			switch r {
-			case '\r', '\n', ' ', '\t':
-				return -1
-			}
-			return r
-		}, b)
-		clean = bytes.TrimRight(clean, "=")
-		out := make([]byte, base64.RawStdEncoding.DecodedLen(len(clean)))
-		n, err := base64.RawStdEncoding.Decode(out, clean)
-		if err != nil {
-			return nil, errUnknownCTE
-		}
-		return out[:n], nil
-	case "QUOTED-PRINTABLE":
-		out, err := io.ReadAll(quotedprintable.NewReader(bytes.NewReader(b)))
-		if err != nil {
-			return nil, errUnknownCTE
-		}
-		return out, nil
+// binarySize returns the size of BINARY[part] (BINARY.SIZE, RFC 3516)
+// from the stored structure: a leaf's Part.DecodedSize, which the store
+// measures by the rules binarySection decodes by. Only a part whose size
+// the structure does not know (DecodedSize -1: it cannot be decoded, or was
+// stored before sizes were measured strictly) is decoded here.
+func binarySize(raw []byte, root *store.Part, part []int) (int64, error) {
+	p, composite, err := binaryPart(raw, root, part)
+	switch {
+	case err != nil || p == nil:
+		return 0, err
+	case composite && len(part) == 0:
+		return int64(len(raw)), nil
+	case composite:
+		return p.End - p.BodyStart, nil
 	}
-	return nil, errUnknownCTE
+	n := p.DecodedSize
+	if n < 0 {
+		body, err := store.DecodeTransferEncoding(p.Encoding, raw[p.BodyStart:p.End], store.DecodeStrict)
+		if err != nil {
+			return 0, errUnknownCTE
+		}
+		n = int64(len(body))
+	}
+	if len(part) == 0 {
+		n += p.BodyStart - p.HeaderStart
+	}
+	return n, nil
 }
 
 // toBodyStructure converts the stored MIME structure to go-imap's, always

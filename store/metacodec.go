@@ -15,7 +15,12 @@ import (
 //
 //   - '{': JSON (encoding/json of *Envelope / *Part), the form written before
 //     the binary encoding existed. Such rows are still decoded.
-//   - metaFormatV1: the compact binary form below, written by every insert.
+//   - metaFormatV1: the compact binary form below.
+//   - metaFormatV2 (structures only): the same form, written by every
+//     insert since Part.DecodedSize is measured by DecodeStrict's rules
+//     (-1: the part cannot be decoded). A structure in JSON or in
+//     metaFormatV1 has sizes measured by the earlier, lenient rules; they
+//     decode with every DecodedSize -1, "not known, decode to find out".
 //
 // Binary form, version 1 (uv = unsigned varint, sv = zig-zag signed varint,
 // str = uv length + bytes, list = uv n+1 then n items, 0 meaning nil, so
@@ -44,8 +49,13 @@ import (
 // fails cleanly) and never makes the decoder allocate more than its length
 // allows.
 
-// metaFormatV1 is the first byte of a binary-encoded envelope or structure.
+// metaFormatV1 is the first byte of a binary-encoded envelope, and of a
+// structure written before metaFormatV2.
 const metaFormatV1 byte = 0x01
+
+// metaFormatV2 is the first byte of a binary-encoded structure whose
+// DecodedSize values follow DecodeStrict.
+const metaFormatV2 byte = 0x02
 
 // maxDecodeDepth bounds the nesting the decoder accepts (the parser never
 // nests deeper than maxPartDepth), so a corrupt blob cannot recurse deeply.
@@ -115,7 +125,7 @@ func appendStructureBlob(b []byte, p *Part) []byte {
 	}
 	var c metaCounts
 	c.part(p)
-	b = append(b, metaFormatV1)
+	b = append(b, metaFormatV2)
 	for _, n := range []int{c.parts, c.children, c.envelopes, c.addrs, c.strs} {
 		b = binary.AppendUvarint(b, uint64(n))
 	}

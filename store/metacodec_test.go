@@ -75,7 +75,7 @@ func roundTrip(t *testing.T, e *Envelope, p *Part) {
 	t.Helper()
 	eb := appendEnvelopeBlob(nil, e)
 	pb := appendStructureBlob(nil, p)
-	if eb[0] != metaFormatV1 || pb[0] != metaFormatV1 {
+	if eb[0] != metaFormatV1 || pb[0] != metaFormatV2 {
 		t.Fatalf("blobs start with %#x/%#x, want the format tag", eb[0], pb[0])
 	}
 	ge, ecost, err := decodeEnvelope(string(eb))
@@ -218,11 +218,79 @@ func TestMetaCodecLegacyJSON(t *testing.T) {
 			if g, _ := json.Marshal(e); !bytes.Equal(g, ej) {
 				t.Errorf("envelope %s, want %s", g, ej)
 			}
-			if g, _ := json.Marshal(p); !bytes.Equal(g, pj) {
-				t.Errorf("structure %s, want %s", g, pj)
+			if g, w := mustJSON(t, p), legacyStructureJSON(t, pm.structure); !bytes.Equal(g, w) {
+				t.Errorf("structure %s, want %s", g, w)
 			}
 		})
 	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// legacyStructureJSON is the JSON of p as a structure stored before
+// metaFormatV2 decodes: every DecodedSize -1 (not known).
+func legacyStructureJSON(t *testing.T, p *Part) []byte {
+	t.Helper()
+	b, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var q Part
+	if err := json.Unmarshal(b, &q); err != nil {
+		t.Fatal(err)
+	}
+	forgetDecodedSizes(&q)
+	b, err = json.Marshal(&q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestMetaCodecV1Structure checks that a structure blob written before
+// metaFormatV2 (the same form under the tag metaFormatV1) decodes with
+// every DecodedSize -1, and one in metaFormatV2 with the sizes it holds.
+func TestMetaCodecV1Structure(t *testing.T) {
+	pm := parseMessageUnsafe(normalizeCRLF(readCorpus(t)["multipart-mixed.eml"]))
+	pb := appendStructureBlob(nil, pm.structure)
+	known := 0
+	var walk func(p *Part, v1 bool)
+	walk = func(p *Part, v1 bool) {
+		if p == nil {
+			return
+		}
+		if v1 && p.DecodedSize != -1 {
+			t.Errorf("V1 part %s: DecodedSize %d, want -1", p, p.DecodedSize)
+		}
+		if !v1 && p.DecodedSize > 0 {
+			known++
+		}
+		for _, c := range p.Children {
+			walk(c, v1)
+		}
+		walk(p.Body, v1)
+	}
+	p2, _, err := decodeStructure(string(pb))
+	if err != nil {
+		t.Fatal(err)
+	}
+	walk(p2, false)
+	if known == 0 {
+		t.Fatal("no part of the V2 structure has a DecodedSize")
+	}
+	pb[0] = metaFormatV1
+	p1, _, err := decodeStructure(string(pb))
+	if err != nil {
+		t.Fatal(err)
+	}
+	walk(p1, true)
 }
 
 func TestMetaCodecCorrupt(t *testing.T) {
@@ -299,7 +367,7 @@ func FuzzMetaDecode(f *testing.F) {
 		f.Add(appendStructureBlob(nil, pm.structure), false)
 	}
 	f.Fuzz(func(t *testing.T, blob []byte, env bool) {
-		if len(blob) == 0 || blob[0] != metaFormatV1 {
+		if len(blob) == 0 || (blob[0] != metaFormatV1 && blob[0] != metaFormatV2) {
 			return // JSON is encoding/json's business
 		}
 		if env {

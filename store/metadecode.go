@@ -46,11 +46,12 @@ func decodeStructure(s string) (*Part, int64, error) {
 	if s == "" {
 		return nil, 0, fmt.Errorf("decode structure: empty: %w", errCorruptMeta)
 	}
-	if s[0] != metaFormatV1 {
+	if s[0] != metaFormatV1 && s[0] != metaFormatV2 {
 		p := new(Part)
 		if err := json.Unmarshal([]byte(s), p); err != nil {
 			return nil, 0, fmt.Errorf("decode structure: %w", err)
 		}
+		forgetDecodedSizes(p)
 		var c metaCounts
 		c.part(p)
 		c.maps = mapCount(p)
@@ -68,8 +69,25 @@ func decodeStructure(s string) (*Part, int64, error) {
 	if p == nil {
 		p = new(Part)
 	}
+	if s[0] == metaFormatV1 {
+		forgetDecodedSizes(p)
+	}
 	c.maps = d.maps
 	return p, int64(len(s)) + c.bytes(), nil
+}
+
+// forgetDecodedSizes sets every DecodedSize of a structure written before
+// metaFormatV2 to -1: those sizes were measured leniently, and may differ
+// from what strict decoding (BINARY) gives for a damaged part.
+func forgetDecodedSizes(p *Part) {
+	if p == nil {
+		return
+	}
+	p.DecodedSize = -1
+	for _, c := range p.Children {
+		forgetDecodedSizes(c)
+	}
+	forgetDecodedSizes(p.Body)
 }
 
 // metaDecoder reads one binary blob. After the first error every read

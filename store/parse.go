@@ -273,7 +273,7 @@ func (p *parser) part(start, end, depth int, defType, defSub string) (*Part, hea
 	if pt.Type == "text" {
 		pt.DecodedSize = p.addText(pt, body)
 	} else {
-		pt.DecodedSize = decodedSize(pt.Encoding, body)
+		pt.DecodedSize = strictDecodedSize(pt.Encoding, body)
 	}
 	return pt, h
 }

@@ -2,11 +2,9 @@ package store
 
 import (
 	"bytes"
-	"encoding/base64"
 	"html"
 	"io"
 	"mime"
-	"mime/quotedprintable"
 	"strings"
 	"sync"
 	"unicode"
@@ -18,144 +16,45 @@ import (
 
 // Decoding for search: transfer encodings, charsets, RFC 2047 words, HTML.
 
-// decoder returns a reader undoing the transfer encoding, or nil for an
-// identity encoding.
-func decoder(enc string, body []byte) io.Reader {
-	switch enc {
-	case "BASE64":
-		return base64.NewDecoder(base64.StdEncoding, &base64Cleaner{r: bytes.NewReader(body)})
-	case "QUOTED-PRINTABLE":
-		return quotedprintable.NewReader(bytes.NewReader(body))
-	}
-	return nil
-}
-
-// decodedSize is the size of body after undoing enc; bytes after a decoding
-// error are not counted. Well-formed base64 is measured without decoding.
-func decodedSize(enc string, body []byte) int64 {
-	if enc == "BASE64" {
-		if n, ok := base64Size(body); ok {
-			return n
-		}
-	}
-	r := decoder(enc, body)
-	if r == nil {
-		return int64(len(body))
-	}
-	n, _ := io.Copy(io.Discard, r)
-	return n
-}
-
-// b64Class classifies bytes for base64Size: 1 for the base64 alphabet, 2
-// for the pad character, 0 for what base64Cleaner drops.
-var b64Class = func() (t [256]uint8) {
-	for _, c := range []byte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/") {
-		t[c] = 1
-	}
-	t['='] = 2
-	return t
-}()
-
-// base64Size returns the decoded size of a base64 body without decoding it
-// when, once base64Cleaner has dropped what is outside the alphabet, the
-// body is a well-formed padded (or unpadded but complete) encoding: n
-// alphabet characters, then at most two pad characters completing the last
-// quantum. Then the decoder yields exactly n*3/4 bytes (rounded down). For
-// anything else ok is false and the caller decodes, so that the decoder's
-// handling of malformed input decides.
-func base64Size(body []byte) (size int64, ok bool) {
-	data, tail := body, []byte(nil)
-	if i := bytes.IndexByte(body, '='); i >= 0 {
-		data, tail = body[:i], body[i:]
-	}
-	n := 0
-	for _, c := range data {
-		n += int(b64Class[c]) // 1 for the alphabet, 0 for the rest: no '=' here
-	}
-	pad := 0
-	for _, c := range tail {
-		switch b64Class[c] {
-		case 1:
-			return 0, false // data after padding
-		case 2:
-			pad++
-		}
-	}
-	switch {
-	case pad == 0 && n%4 == 0, pad == 1 && n%4 == 3, pad == 2 && n%4 == 2:
-		return int64(n/4*3 + max(0, n%4-1)), true
-	}
-	return 0, false
-}
-
-// base64Cleaner drops everything that is not in the base64 alphabet, so
-// line breaks and garbage do not stop decoding; it stops at padding.
-type base64Cleaner struct {
-	r    io.Reader
-	done bool
-}
-
-func (c *base64Cleaner) Read(b []byte) (int, error) {
-	for {
-		if c.done {
-			return 0, io.EOF
-		}
-		n, err := c.r.Read(b)
-		j := 0
-		for _, ch := range b[:n] {
-			if b64Class[ch] != 0 {
-				b[j] = ch
-				j++
-			}
-		}
-		if err != nil {
-			c.done = true
-			if j == 0 {
-				return 0, err
-			}
-			return j, nil
-		}
-		if j > 0 {
-			return j, nil
-		}
-	}
-}
-
 // addText appends the decoded, UTF-8 text of a text/* leaf to the body text
-// and returns the part's decoded size (after undoing the transfer encoding,
-// before charset conversion). Quoted-printable is decoded once, into a
-// pooled buffer, for both; a charset conversion or base64 take the
-// streaming path, as does the size of malformed base64.
+// (the transfer encoding undone by DecodeLenient) and returns the part's
+// DecodedSize (by DecodeStrict, before charset conversion; -1 when strict
+// decoding fails). Quoted-printable is decoded once, into a pooled buffer,
+// for both; a charset conversion takes the streaming path.
 func (p *parser) addText(pt *Part, body []byte) int64 {
 	var (
 		data []byte
 		size int64
 	)
+	enc := strings.ToUpper(pt.Encoding)
 	cs := pt.Params["charset"]
 	switch {
 	case cs != "" && !strings.EqualFold(cs, "us-ascii") && !strings.EqualFold(cs, "utf-8"):
-		size = decodedSize(pt.Encoding, body)
+		size = strictDecodedSize(enc, body)
 		var r io.Reader = bytes.NewReader(body)
-		if d := decoder(pt.Encoding, body); d != nil {
+		if d := lenientDecoder(enc, body); d != nil {
 			r = d
 		}
 		if cr, err := charset.Reader(cs, r); err == nil {
 			r = cr
 		}
 		data, _ = io.ReadAll(r)
-	case pt.Encoding == "QUOTED-PRINTABLE":
+	case enc == "QUOTED-PRINTABLE":
 		// The quoted-printable reader's output does not depend on how it
-		// is read, so one decode serves the text and the size.
+		// is read, so one decode serves the text (what came before an
+		// error) and the size (none after an error).
 		bp := getBuf()
 		defer putBuf(bp)
-		*bp = readAllInto((*bp)[:0], quotedprintable.NewReader(bytes.NewReader(body)))
+		var err error
+		*bp, err = readAllInto((*bp)[:0], lenientDecoder(enc, body))
 		data = *bp
 		size = int64(len(data))
-	case pt.Encoding == "BASE64":
-		size = decodedSize(pt.Encoding, body)
-		data, _ = io.ReadAll(decoder(pt.Encoding, body))
+		if err != nil {
+			size = -1
+		}
 	default:
-		data, size = body, int64(len(body))
+		size = strictDecodedSize(enc, body)
+		data, _ = DecodeTransferEncoding(enc, body, DecodeLenient)
 	}
 	if pt.Subtype == "html" {
 		stripHTML(&p.text, viewUTF8(data))
@@ -167,16 +66,19 @@ func (p *parser) addText(pt *Part, body []byte) int64 {
 }
 
 // readAllInto appends everything r yields to buf until an error or EOF,
-// like io.ReadAll.
-func readAllInto(buf []byte, r io.Reader) []byte {
+// like io.ReadAll, and returns the error (nil at EOF).
+func readAllInto(buf []byte, r io.Reader) ([]byte, error) {
 	for {
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
 		}
 		n, err := r.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
 		if err != nil {
-			return buf
+			return buf, err
 		}
 	}
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"encoding/base64"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"mime/quotedprintable"
@@ -33,18 +34,36 @@ func refNormalizeCRLF(raw []byte) []byte {
 	return out
 }
 
-func refDecodedSize(enc string, body []byte) int64 {
-	var r io.Reader
-	switch enc {
+// refStrictDecode is BINARY's decoding as imapfront had it before
+// DecodeTransferEncoding: strictDecodedSize and DecodeStrict must agree
+// with it.
+func refStrictDecode(enc string, b []byte) ([]byte, bool) {
+	switch strings.ToUpper(enc) {
+	case "", "7BIT", "8BIT", "BINARY":
+		return b, true
 	case "BASE64":
-		r = base64.NewDecoder(base64.StdEncoding, &base64Cleaner{r: bytes.NewReader(body)})
+		clean := bytes.Map(func(r rune) rune {
+			switch r {
+			case '\r', '\n', ' ', '\t':
+				return -1
+			}
+			return r
+		}, b)
+		clean = bytes.TrimRight(clean, "=")
+		out := make([]byte, base64.RawStdEncoding.DecodedLen(len(clean)))
+		n, err := base64.RawStdEncoding.Decode(out, clean)
+		if err != nil {
+			return nil, false
+		}
+		return out[:n], true
 	case "QUOTED-PRINTABLE":
-		r = quotedprintable.NewReader(bytes.NewReader(body))
-	default:
-		return int64(len(body))
+		out, err := io.ReadAll(quotedprintable.NewReader(bytes.NewReader(b)))
+		if err != nil {
+			return nil, false
+		}
+		return out, true
 	}
-	n, _ := io.Copy(io.Discard, r)
-	return n
+	return nil, false
 }
 
 // randomBytes draws n bytes from alphabet.
@@ -88,17 +107,23 @@ func TestTextSinkMatchesReference(t *testing.T) {
 	}
 }
 
+// TestDecodedSizeMatchesReference checks, over random and damaged bodies,
+// that the stored size (strictDecodedSize, and addText's for text parts) is
+// the length strict decoding gives (-1 where it fails), that
+// DecodeTransferEncoding decodes as BINARY did before it, and that the
+// search text is the lenient decoding.
 func TestDecodedSizeMatchesReference(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	b64 := []string{"A", "b", "9", "+", "/", "=", "==", "\r\n", " ", "*", "QUJD", "QUJDREVG", "\r\n", "-"}
-	qp := []string{"a", "=", "=3D", "=C3=A9", "=\r\n", " \r\n", "\t", "=ZZ", "=4", "\r\n", "\n", "\r", "x=", "é"}
+	b64 := []string{"A", "b", "9", "+", "/", "=", "==", "\r\n", " ", "*", "QUJD", "QUJDREVG", "\r\n", "-", "\t"}
+	qp := []string{"a", "=", "=3D", "=C3=A9", "=\r\n", " \r\n", "\t", "=ZZ", "=4", "\r\n", "\n", "\r", "x=", "é", "\x01"}
+	strictFails := map[string]int{}
 	for i := range 2000 {
 		for _, tc := range []struct {
 			enc      string
 			alphabet []string
-		}{{"BASE64", b64}, {"QUOTED-PRINTABLE", qp}} {
+		}{{"BASE64", b64}, {"QUOTED-PRINTABLE", qp}, {"base64", b64}, {"X-UUENCODE", qp}, {"8BIT", qp}} {
 			body := randomBytes(rng, rng.IntN(1500), tc.alphabet)
-			if i%3 == 0 && tc.enc == "BASE64" {
+			if i%3 == 0 && strings.EqualFold(tc.enc, "BASE64") {
 				// Mostly well-formed: real encoded data, maybe damaged.
 				enc := []byte(b64Lines(body))
 				if rng.IntN(2) == 0 && len(enc) > 0 {
@@ -106,23 +131,47 @@ func TestDecodedSizeMatchesReference(t *testing.T) {
 				}
 				body = enc
 			}
-			want := refDecodedSize(tc.enc, body)
-			if got := decodedSize(tc.enc, body); got != want {
-				t.Fatalf("decodedSize(%s, %q) = %d, want %d", tc.enc, body, got, want)
+			ref, ok := refStrictDecode(tc.enc, body)
+			want := int64(len(ref))
+			if !ok {
+				want = -1
+				strictFails[tc.enc]++
+			}
+			if got := strictDecodedSize(tc.enc, body); got != want {
+				t.Fatalf("strictDecodedSize(%s, %q) = %d, want %d", tc.enc, body, got, want)
+			}
+			dec, err := DecodeTransferEncoding(tc.enc, body, DecodeStrict)
+			if ok != (err == nil) || !bytes.Equal(dec, ref) {
+				t.Fatalf("DecodeTransferEncoding(%s, %q, DecodeStrict) = %q, %v; want %q (ok %v)", tc.enc, body, dec, err, ref, ok)
+			}
+			if err != nil && !errors.Is(err, ErrUndecodable) {
+				t.Fatalf("DecodeTransferEncoding(%s, %q, DecodeStrict): %v does not wrap ErrUndecodable", tc.enc, body, err)
 			}
 			pt := &Part{Type: "text", Subtype: "plain", Encoding: tc.enc}
 			var p parser
 			if got := p.addText(pt, body); got != want {
 				t.Fatalf("addText(%s, %q) size = %d, want %d", tc.enc, body, got, want)
 			}
-			var r io.Reader = quotedprintable.NewReader(bytes.NewReader(body))
-			if tc.enc == "BASE64" {
+			var r io.Reader = bytes.NewReader(body)
+			switch strings.ToUpper(tc.enc) {
+			case "BASE64":
 				r = base64.NewDecoder(base64.StdEncoding, &base64Cleaner{r: bytes.NewReader(body)})
+			case "QUOTED-PRINTABLE":
+				r = quotedprintable.NewReader(bytes.NewReader(body))
 			}
-			dec, _ := io.ReadAll(r)
-			if got, want := p.text.String(), collapseSpace(strings.ToLower(toUTF8(dec))); got != want {
+			lenient, _ := io.ReadAll(r)
+			if got, _ := DecodeTransferEncoding(tc.enc, body, DecodeLenient); !bytes.Equal(got, lenient) {
+				t.Fatalf("DecodeTransferEncoding(%s, %q, DecodeLenient) = %q, want %q", tc.enc, body, got, lenient)
+			}
+			if got, want := p.text.String(), collapseSpace(strings.ToLower(toUTF8(lenient))); got != want {
 				t.Fatalf("addText(%s, %q) text = %q, want %q", tc.enc, body, got, want)
 			}
+		}
+	}
+	// The random bodies must exercise both outcomes of strict decoding.
+	for _, enc := range []string{"BASE64", "QUOTED-PRINTABLE"} {
+		if n := strictFails[enc]; n == 0 || n == 2000 {
+			t.Errorf("%s: strict decoding failed for %d of 2000 bodies; the test wants both outcomes", enc, n)
 		}
 	}
 }

@@ -184,8 +184,10 @@ type Part struct {
 	HeaderStart int64
 	BodyStart   int64
 	End         int64
-	// DecodedSize is the size of the body after undoing the transfer
-	// encoding (BINARY.SIZE), for leaf parts.
+	// DecodedSize is, for leaf parts, the size of the body after undoing
+	// the transfer encoding by DecodeStrict's rules (BINARY.SIZE), or -1:
+	// not known, because strict decoding fails or because the structure
+	// was stored before sizes were measured so (decode to find out).
 	DecodedSize int64
 }
 
