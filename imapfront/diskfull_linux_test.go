@@ -8,31 +8,11 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/popbridge/popbridge/internal/testkit/testenv"
+
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 )
-
-// smallDisk mounts a tmpfs of size bytes on a new directory and returns
-// it; the test is skipped (failed in CI: POPBRIDGE_REQUIRE_DOVECOT=1 or
-// CI=true) where it can't mount one (not root, no tmpfs). It is unmounted
-// after the test's other cleanups.
-func smallDisk(t *testing.T, size string) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size+",mode=0700"); err != nil {
-		msg := "disk-full test needs a small tmpfs mount (root on Linux): " + err.Error()
-		if os.Getenv("POPBRIDGE_REQUIRE_DOVECOT") == "1" || os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
 
 // fillDisk writes a file into dir until the file system is full and
 // returns its path (removing it frees the space).
@@ -59,7 +39,7 @@ func fillDisk(t *testing.T, dir string) string {
 // NO [OVERQUOTA] with a sentence (never SERVERBUG), nothing stored before
 // is lost, no empty pack is left, and once space is back everything works.
 func TestDiskFullIsOverQuota(t *testing.T) {
-	disk := smallDisk(t, "8m")
+	disk := testenv.SmallDisk(t, "8m")
 	dir := filepath.Join(disk, "data")
 	e := newEnvDir(t, dir, nil)
 	e.appendAll("alice", "alpha", "beta")

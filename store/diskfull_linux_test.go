@@ -5,36 +5,17 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
-)
 
-// smallDisk mounts a tmpfs of size on a new directory, or skips the test
-// (fails it in CI: POPBRIDGE_REQUIRE_DOVECOT=1 or CI=true) where it can't.
-func smallDisk(t *testing.T, size string) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size+",mode=0700"); err != nil {
-		msg := "disk-full test needs a small tmpfs mount (root on Linux): " + err.Error()
-		if os.Getenv("POPBRIDGE_REQUIRE_DOVECOT") == "1" || os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
+	"github.com/popbridge/popbridge/internal/testkit/testenv"
+)
 
 // TestDiskFullRestarts: on a full disk a write fails with ErrNoSpace and
 // nothing committed is lost; restarts that each try a write leave no new
 // pack behind, and once space is back the write succeeds.
 func TestDiskFullRestarts(t *testing.T) {
-	disk := smallDisk(t, "4m")
+	disk := testenv.SmallDisk(t, "4m")
 	dir := filepath.Join(disk, "data")
 	s, err := Open(context.Background(), dir, Options{noIndexer: true})
 	if err != nil {

@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/popbridge/popbridge/internal/testkit/testenv"
+
 	"github.com/popbridge/popbridge/internal/testkit/testpki"
 )
 
@@ -109,15 +111,6 @@ func Start(tb testing.TB, opts Options) *Server {
 	return nil
 }
 
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
 func start(tb testing.TB, opts Options) (*Server, error) {
 	// Not t.TempDir: UNIX socket paths must stay short, and Dovecot's
 	// unprivileged processes must be able to traverse the directory.
@@ -142,10 +135,10 @@ func start(tb testing.TB, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{Dir: dir, Host: "127.0.0.1", PKI: pki, CAFile: pki.CAFile, done: make(chan struct{})}
-	if s.POP3Port, err = freePort(); err != nil {
+	if s.POP3Port, err = testenv.FreePort(); err != nil {
 		return nil, err
 	}
-	if s.POP3SPort, err = freePort(); err != nil {
+	if s.POP3SPort, err = testenv.FreePort(); err != nil {
 		return nil, err
 	}
 	internalUser, loginUser := "dovecot", "dovenull"

@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/popbridge/popbridge/internal/testkit/testenv"
 )
 
 // DebianRoot holds one directory per PostgreSQL major version installed by
@@ -160,15 +162,6 @@ func Start(tb testing.TB, opts Options) *Server {
 	return nil
 }
 
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
 // serverUser returns the uid and gid the server runs as: nobody when the
 // test runs as root (PostgreSQL refuses root), the current user otherwise.
 func serverUser() (uid, gid int) {
@@ -220,7 +213,7 @@ func start(tb testing.TB, bin string, opts Options) (*Server, error) {
 		Database: opts.Database,
 	}
 	s.uid, s.gid = serverUser()
-	if s.Port, err = freePort(); err != nil {
+	if s.Port, err = testenv.FreePort(); err != nil {
 		return nil, err
 	}
 	for _, d := range []string{s.DataDir, s.socketDir()} {
