@@ -63,6 +63,8 @@ type Bridge struct {
 	ready        chan struct{}
 	fatal        chan error
 	serveWG      sync.WaitGroup // IMAP and HTTP serve goroutines
+	imapLns      []imapListener // bound by buildIMAP, served by serveIMAP
+	httpLn       net.Listener   // bound by buildHTTP, served by serveHTTP
 	pollerCancel context.CancelFunc
 	pollerDone   chan error
 	startedAt    time.Time
@@ -170,9 +172,12 @@ func (b *Bridge) PollNow(account string) {
 	p.PollAll()
 }
 
-// Run opens the store and starts the IMAP front end, the poller and the
-// HTTP endpoint, in that order (rolling back if one fails), then serves
-// until ctx is cancelled or a part fails. It then stops in reverse order
+// Run builds every part first: it opens the store, creates the poller and
+// the IMAP server, and binds the IMAP and HTTP listeners; if any of that
+// fails, it releases what it opened and returns, having started nothing
+// (no poll, no connection served). Then it starts the IMAP front end, the
+// poller and the HTTP endpoint, in that order, and serves until ctx is
+// cancelled or a part fails. It then stops in reverse order
 // within ShutdownTimeout: the HTTP endpoint, the poller (no new polls;
 // in-flight deliveries finish), the IMAP front end (listeners closed,
 // commands finish, BYE to every client), the store. It returns nil after
@@ -192,18 +197,16 @@ func (b *Bridge) Run(ctx context.Context) error {
 	stopCtx := func() (context.Context, context.CancelFunc) {
 		return context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	}
-	comps := []component{
-		{name: "store", start: b.startStore, stop: b.stopStore},
-		{name: "imap", start: b.startIMAP, stop: b.stopIMAP},
-		{name: "poller", start: b.startPoller, stop: b.stopPoller},
-		{name: "http", start: b.startHTTP, stop: b.stopHTTP},
+	started := []component{
+		{name: "store", build: b.buildStore, unbuild: b.closeStore, stop: func(context.Context) error { return b.closeStore() }},
+		{name: "imap", build: b.buildIMAP, unbuild: b.unbuildIMAP, start: b.serveIMAP, stop: b.stopIMAP},
+		{name: "poller", start: func() { b.startPoller(ctx) }, stop: b.stopPoller},
+		{name: "http", build: b.buildHTTP, unbuild: b.unbuildHTTP, start: b.serveHTTP, stop: b.stopHTTP},
 	}
-	started, err := startAll(ctx, comps, b.log, stopCtx)
-	if err != nil {
-		b.waitPoller()
-		b.serveWG.Wait()
+	if err := buildAll(ctx, started, b.log); err != nil {
 		return err
 	}
+	startAll(started, b.log)
 	addrs := b.Addrs()
 	b.log.Info("popbridge running", "imap", addrString(addrs.IMAP), "imaps", addrString(addrs.IMAPTLS),
 		"http", addrString(addrs.HTTP), "users", len(b.Config().Users), "accounts", len(b.Config().Accounts))
@@ -242,7 +245,8 @@ func (b *Bridge) fail(err error) {
 	}
 }
 
-func (b *Bridge) startStore(ctx context.Context) error {
+// buildStore opens the store and creates (without starting) the poller.
+func (b *Bridge) buildStore(ctx context.Context) error {
 	cfg := b.Config()
 	st, err := openStore(ctx, cfg, b.log)
 	if err != nil {
@@ -323,7 +327,7 @@ func ensureUsers(ctx context.Context, st *store.Store, cfg *Config) error {
 	return nil
 }
 
-func (b *Bridge) stopStore(context.Context) error {
+func (b *Bridge) closeStore() error {
 	b.mu.Lock()
 	st := b.store
 	b.mu.Unlock()
@@ -333,7 +337,16 @@ func (b *Bridge) stopStore(context.Context) error {
 	return nil
 }
 
-func (b *Bridge) startIMAP(ctx context.Context) error {
+// imapListener is a bound IMAP listener, plain or implicit TLS.
+type imapListener struct {
+	name string
+	ln   net.Listener
+	tls  bool
+}
+
+// buildIMAP creates the IMAP server and binds its listeners, without
+// serving them.
+func (b *Bridge) buildIMAP(ctx context.Context) error {
 	cfg := b.Config()
 	tlsConf, autoInfo, err := cfg.serverTLS(cfg.Path(cfg.DataDir), b.log)
 	if err != nil {
@@ -359,17 +372,7 @@ func (b *Bridge) startIMAP(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create imap server: %w", err)
 	}
-	type listener struct {
-		name string
-		ln   net.Listener
-		tls  bool
-	}
-	var lns []listener
-	closeAll := func() {
-		for _, l := range lns {
-			l.ln.Close()
-		}
-	}
+	var lns []imapListener
 	var lc net.ListenConfig
 	for _, l := range []struct {
 		name, addr string
@@ -380,13 +383,15 @@ func (b *Bridge) startIMAP(ctx context.Context) error {
 		}
 		ln, err := lc.Listen(ctx, "tcp", l.addr)
 		if err != nil {
-			closeAll()
-			return fmt.Errorf("listen %s: %w", l.name, err)
+			for _, l := range lns {
+				l.ln.Close()
+			}
+			return errors.Join(fmt.Errorf("listen %s: %w", l.name, err), shutdownUnserved(srv))
 		}
-		lns = append(lns, listener{l.name, m.countConns(ln, l.name), l.tls})
+		lns = append(lns, imapListener{l.name, m.countConns(ln, l.name), l.tls})
 	}
 	b.mu.Lock()
-	b.imap = srv
+	b.imap, b.imapLns = srv, lns
 	for _, l := range lns {
 		if l.tls {
 			b.addrs.IMAPTLS = l.ln.Addr()
@@ -395,13 +400,41 @@ func (b *Bridge) startIMAP(ctx context.Context) error {
 		}
 	}
 	b.mu.Unlock()
+	return nil
+}
+
+// shutdownUnserved releases an IMAP server that never served.
+func shutdownUnserved(srv *imapfront.Server) error {
+	if err := srv.Shutdown(context.Background()); err != nil && !errors.Is(err, imapfront.ErrServerClosed) {
+		return fmt.Errorf("imap shutdown: %w", err)
+	}
+	return nil
+}
+
+// unbuildIMAP closes the listeners of an IMAP server that never served.
+func (b *Bridge) unbuildIMAP() error {
+	b.mu.Lock()
+	srv, lns := b.imap, b.imapLns
+	b.imapLns = nil
+	b.mu.Unlock()
+	for _, l := range lns {
+		l.ln.Close()
+	}
+	return shutdownUnserved(srv)
+}
+
+// serveIMAP serves the listeners buildIMAP bound.
+func (b *Bridge) serveIMAP() {
+	b.mu.Lock()
+	srv, lns := b.imap, b.imapLns
+	b.mu.Unlock()
 	for _, l := range lns {
 		b.serveWG.Add(1)
 		go func() {
 			defer b.serveWG.Done()
 			// imapfront's Serve leaves ln open when Shutdown came first
-			// (a start that fails right after startIMAP): close it here,
-			// so that Run never returns with the port still bound.
+			// (a stop right after the start): close it here, so that Run
+			// never returns with the port still bound.
 			defer l.ln.Close()
 			serve := srv.Serve
 			if l.tls {
@@ -412,7 +445,6 @@ func (b *Bridge) startIMAP(ctx context.Context) error {
 			}
 		}()
 	}
-	return nil
 }
 
 func (b *Bridge) stopIMAP(ctx context.Context) error {
@@ -425,7 +457,9 @@ func (b *Bridge) stopIMAP(ctx context.Context) error {
 	return nil
 }
 
-func (b *Bridge) startPoller(ctx context.Context) error {
+// startPoller runs the poller built by buildStore; ctx's values (not its
+// cancellation: stopPoller stops it) reach the poll loop.
+func (b *Bridge) startPoller(ctx context.Context) {
 	b.mu.Lock()
 	p := b.poller
 	b.mu.Unlock()
@@ -445,7 +479,6 @@ func (b *Bridge) startPoller(ctx context.Context) error {
 		done <- err
 		close(done)
 	}()
-	return nil
 }
 
 // stopPoller stops new polls and waits for in-flight deliveries to commit.
@@ -475,7 +508,9 @@ func (b *Bridge) waitPoller() {
 	}
 }
 
-func (b *Bridge) startHTTP(ctx context.Context) error {
+// buildHTTP binds the HTTP listener and creates its server, without
+// serving; nothing when http.listen is empty.
+func (b *Bridge) buildHTTP(ctx context.Context) error {
 	addr := b.Config().HTTP.Listen
 	if addr == "" {
 		return nil
@@ -491,9 +526,32 @@ func (b *Bridge) startHTTP(ctx context.Context) error {
 		ErrorLog:          slog.NewLogLogger(b.log.With(LogKeyComponent, "http").Handler(), slog.LevelError),
 	}
 	b.mu.Lock()
-	b.http = srv
+	b.http, b.httpLn = srv, ln
 	b.addrs.HTTP = ln.Addr()
 	b.mu.Unlock()
+	return nil
+}
+
+// unbuildHTTP closes the listener of an HTTP server that never served.
+func (b *Bridge) unbuildHTTP() error {
+	b.mu.Lock()
+	ln := b.httpLn
+	b.httpLn = nil
+	b.mu.Unlock()
+	if ln == nil {
+		return nil
+	}
+	return ln.Close()
+}
+
+// serveHTTP serves the listener buildHTTP bound.
+func (b *Bridge) serveHTTP() {
+	b.mu.Lock()
+	srv, ln := b.http, b.httpLn
+	b.mu.Unlock()
+	if ln == nil {
+		return
+	}
 	b.serveWG.Add(1)
 	go func() {
 		defer b.serveWG.Done()
@@ -501,7 +559,6 @@ func (b *Bridge) startHTTP(ctx context.Context) error {
 			b.fail(fmt.Errorf("serve http: %w", err))
 		}
 	}()
-	return nil
 }
 
 func (b *Bridge) stopHTTP(ctx context.Context) error {

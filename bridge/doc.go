@@ -15,10 +15,13 @@
 //
 // # Lifecycle
 //
-// [New] has no side effects. [Bridge.Run] opens the store, makes sure every
-// configured user exists, then starts, in order, the IMAP front end, the
-// poller and the HTTP server; if one fails to start, the ones already
-// started are stopped in reverse order. When the context passed to Run is
+// [New] has no side effects. [Bridge.Run] first builds every part: it
+// opens the store, makes sure every configured user exists, creates the
+// poller and the IMAP server and binds the IMAP and HTTP listeners. If any
+// of that fails, what was opened is closed in reverse order and Run
+// returns: nothing was started, no upstream was polled, no connection
+// served. Only then does it start, in order, the IMAP front end, the poller
+// and the HTTP server, none of which can fail to start. When the context passed to Run is
 // cancelled, shutdown has two phases: first no new work (polls stop being
 // scheduled, IMAP listeners close), then in-flight work (a RETR→commit
 // delivery, an IMAP command) may finish until [Options.ShutdownTimeout];

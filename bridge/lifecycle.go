@@ -7,37 +7,68 @@ import (
 	"log/slog"
 )
 
-// component is one part of the service with a start and a stop step.
-// start must either succeed completely or undo what it did; stop is called
-// only after a successful start and must return once ctx is done.
+// component is one part of the service, brought up in two steps so that a
+// failure leaves nothing running: every part is built (store opened,
+// listeners bound, servers created) before any is started (serve loops and
+// the poll loop launched).
 type component struct {
-	name  string
-	start func(ctx context.Context) error
-	stop  func(ctx context.Context) error
+	name string
+	// build opens what the part needs without starting it, and must undo
+	// its own work when it fails. nil: nothing to build.
+	build func(ctx context.Context) error
+	// unbuild releases what a successful build opened, for a part that
+	// was never started because a later part failed to build. nil:
+	// nothing to release.
+	unbuild func() error
+	// start launches a built part; it cannot fail (what can fail happens
+	// in build). nil: nothing to launch.
+	start func()
+	// stop stops a started part and must return once ctx is done.
+	stop func(ctx context.Context) error
 }
 
-// startAll starts comps in order. If one fails, the ones already started
-// are stopped in reverse order (with stopCtx) and the joined error is
-// returned; on success it returns the started list for stopAll.
-func startAll(ctx context.Context, comps []component, log *slog.Logger, stopCtx func() (context.Context, context.CancelFunc)) ([]component, error) {
-	var started []component
-	for _, c := range comps {
-		if err := ctx.Err(); err != nil {
-			return nil, rollback(started, log, stopCtx, fmt.Errorf("start %s: %w", c.name, err))
+// buildAll builds comps in order. If one fails (or ctx is done), the ones
+// already built are released in reverse order and the joined error is
+// returned: nothing was started, nothing is left open.
+func buildAll(ctx context.Context, comps []component, log *slog.Logger) error {
+	for i, c := range comps {
+		err := ctx.Err()
+		if err == nil && c.build != nil {
+			err = c.build(ctx)
 		}
-		if err := c.start(ctx); err != nil {
-			return nil, rollback(started, log, stopCtx, fmt.Errorf("start %s: %w", c.name, err))
+		if err != nil {
+			return errors.Join(fmt.Errorf("start %s: %w", c.name, err), unbuildAll(comps[:i], log))
+		}
+		log.Debug("built", "component", c.name)
+	}
+	return nil
+}
+
+// unbuildAll releases built, never started comps in reverse order and
+// joins the errors.
+func unbuildAll(comps []component, log *slog.Logger) error {
+	var errs []error
+	for i := len(comps) - 1; i >= 0; i-- {
+		c := comps[i]
+		if c.unbuild == nil {
+			continue
+		}
+		if err := c.unbuild(); err != nil {
+			errs = append(errs, fmt.Errorf("release %s: %w", c.name, err))
+			log.Error("release failed", "component", c.name, "err", err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// startAll starts built comps in order.
+func startAll(comps []component, log *slog.Logger) {
+	for _, c := range comps {
+		if c.start != nil {
+			c.start()
 		}
 		log.Debug("started", "component", c.name)
-		started = append(started, c)
 	}
-	return started, nil
-}
-
-func rollback(started []component, log *slog.Logger, stopCtx func() (context.Context, context.CancelFunc), cause error) error {
-	ctx, cancel := stopCtx()
-	defer cancel()
-	return errors.Join(cause, stopAll(ctx, started, log))
 }
 
 // stopAll stops comps in reverse order, each with ctx, and joins the errors.
