@@ -54,7 +54,7 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 	lim := netlimit.NewListener(ln, netlimit.Options{
 		MaxConns:       s.maxConns,
 		MaxPerAddr:     s.maxPerAddr,
-		ExemptLoopback: !s.capLoopback,
+		ExemptLoopback: true,
 		Reject:         s.rejectConn(implicitTLS),
 		OnReject:       s.onReject,
 		Evict:          s.evictOldestPreLogin,

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"io"
+	"log/slog"
 	"net"
 	"slices"
 	"strings"
@@ -20,8 +21,14 @@ import (
 // clients. It returns a raw client past the greeting.
 func (e *testEnv) dialFrom(t *testing.T, src string) *rawClient {
 	t.Helper()
+	return e.dialAddrFrom(t, e.addr, src)
+}
+
+// dialAddrFrom is dialFrom to the server's listener at addr.
+func (e *testEnv) dialAddrFrom(t *testing.T, addr, src string) *rawClient {
+	t.Helper()
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: ioWait}
-	conn, err := d.Dial("tcp", e.addr)
+	conn, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatalf("dial from %s: %v", src, err)
 	}
@@ -31,6 +38,72 @@ func (e *testEnv) dialFrom(t *testing.T, src string) *rawClient {
 		t.Fatalf("greeting from %s: %q", src, l)
 	}
 	return c
+}
+
+// serveRelabelled serves the env's server on a second loopback listener
+// whose connections report their remote address 127.0.0.N as 192.0.2.N
+// (TEST-NET-1): to the server they are clients of other machines, which the
+// per-address cap and the plaintext-login policy treat as such. It returns
+// the listener's address; Shutdown closes it.
+func (e *testEnv) serveRelabelled(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go e.srv.Serve(relabelListener{ln})
+	return ln.Addr().String()
+}
+
+type relabelListener struct{ net.Listener }
+
+func (l relabelListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	a := *c.RemoteAddr().(*net.TCPAddr)
+	ip := a.IP.To4()
+	a.IP = net.IPv4(192, 0, 2, ip[3])
+	return relabelConn{c, &a}, nil
+}
+
+type relabelConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c relabelConn) RemoteAddr() net.Addr { return c.remote }
+
+// notifyClosed makes the server's logger signal closed each time a
+// connection has ended and freed its slot (the debug line logConnClosed).
+func notifyClosed(o *Options, closed chan<- struct{}) {
+	o.Logger = slog.New(notifyHandler{Handler: o.Logger.Handler(), msg: logConnClosed, ch: closed})
+}
+
+// notifyHandler sends on ch for every record with message msg.
+type notifyHandler struct {
+	slog.Handler
+	msg string
+	ch  chan<- struct{}
+}
+
+func (h notifyHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		select {
+		case h.ch <- struct{}{}:
+		default: // nobody waits for this many
+		}
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h notifyHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return notifyHandler{h.Handler.WithAttrs(as), h.msg, h.ch}
+}
+
+func (h notifyHandler) WithGroup(name string) slog.Handler {
+	return notifyHandler{h.Handler.WithGroup(name), h.msg, h.ch}
 }
 
 // TestLoginThrottle drives the login penalty through the real server with
@@ -188,8 +261,7 @@ func TestLoginPenaltyAbortedByShutdown(t *testing.T) {
 func TestConnectionCaps(t *testing.T) {
 	t.Run("total", func(t *testing.T) {
 		closed := make(chan struct{}, 16)
-		env := newEnvHook(t, func(s *Server) { s.connClosed = func() { closed <- struct{}{} } },
-			func(o *Options) { o.MaxConns = 3 })
+		env := newEnv(t, func(o *Options) { o.MaxConns = 3; notifyClosed(o, closed) })
 		// Logged-in connections fill the cap (connections that have not
 		// logged in would give way to the newcomer: TestPreLoginBudget).
 		var cs []*rawClient
@@ -204,18 +276,19 @@ func TestConnectionCaps(t *testing.T) {
 		env.dialFrom(t, "127.0.0.1").ok("LOGIN alice alice-secret")
 	})
 	t.Run("per address", func(t *testing.T) {
+		// Loopback clients are exempt from the per-address cap: the
+		// server is reached through a listener that presents 127.0.0.N
+		// as the non-loopback 192.0.2.N.
 		closed := make(chan struct{}, 16)
-		env := newEnvHook(t, func(s *Server) {
-			s.capLoopback = true
-			s.connClosed = func() { closed <- struct{}{} }
-		}, func(o *Options) { o.MaxConnsPerAddr = 2 })
-		a := env.dialFrom(t, "127.0.0.1")
-		env.dialFrom(t, "127.0.0.1")
-		expectBye(t, env.addr, "127.0.0.1")
-		env.dialFrom(t, "127.0.0.2").ok("LOGIN bob bob-secret")
+		env := newEnv(t, func(o *Options) { o.MaxConnsPerAddr = 2; o.AllowPlaintextAuth = true; notifyClosed(o, closed) })
+		addr := env.serveRelabelled(t)
+		a := env.dialAddrFrom(t, addr, "127.0.0.1")
+		env.dialAddrFrom(t, addr, "127.0.0.1")
+		expectBye(t, addr, "127.0.0.1")
+		env.dialAddrFrom(t, addr, "127.0.0.2").ok("LOGIN bob bob-secret")
 		a.cmd("LOGOUT")
 		<-closed
-		env.dialFrom(t, "127.0.0.1").ok("LOGIN alice alice-secret")
+		env.dialAddrFrom(t, addr, "127.0.0.1").ok("LOGIN alice alice-secret")
 	})
 	t.Run("loopback exempt from per address", func(t *testing.T) {
 		env := newEnv(t, func(o *Options) { o.MaxConnsPerAddr = 1 })

@@ -213,12 +213,6 @@ type Server struct {
 	// faultHook, when set by tests, is called at named points of session
 	// methods, so that a test can make them panic.
 	faultHook func(point string)
-	// capLoopback, set by tests, counts loopback clients against
-	// MaxConnsPerAddr.
-	capLoopback bool
-	// connClosed, set by tests, is called after a connection has ended and
-	// freed its slot.
-	connClosed func()
 	// idleGen counts connection arrivals and departures (guarded by mu),
 	// so that an idle memory release armed when the last connection
 	// closed is dropped if another came meanwhile (idlemem.go).
@@ -361,16 +355,20 @@ func (s *Server) newSession(c *imapserver.Conn) (imapserver.Session, *imapserver
 	return s.metered(sess), nil, nil
 }
 
+// logConnClosed is the debug message logged once a connection has ended
+// and freed its slot.
+const logConnClosed = "imap connection closed"
+
 // removeConn forgets a closed connection.
 func (s *Server) removeConn(cs *connState) {
 	s.pre.remove(cs)
 	s.mu.Lock()
 	delete(s.conns, cs)
 	s.noteConnsLocked()
+	open := len(s.conns)
 	s.mu.Unlock()
-	if s.connClosed != nil {
-		s.connClosed()
-	}
+	// Its slot under MaxConns and MaxConnsPerAddr is free by now.
+	s.log.Debug(logConnClosed, "conn", cs.remote, "open", open)
 	s.connWG.Done()
 }
 

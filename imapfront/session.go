@@ -156,7 +156,6 @@ func (s *session) Login(username, password string) (err error) {
 	if err := lim.Wait(ctx, addr, username); err != nil {
 		return errLoginAborted
 	}
-	s.fault("login-verify")
 	ok, reason, verr := s.srv.checkPassword(ctx, username, password)
 	if verr != nil && ctx.Err() != nil {
 		return errLoginAborted
