@@ -288,8 +288,7 @@ func (s *searcher) filterSets(c *imap.SearchCriteria, cand []int) []int {
 		for _, r := range set {
 			ivs = append(ivs, searchRange(r.Start, r.Stop, uint32(n)))
 		}
-		ivs = searchMergeIntervals(ivs)
-		cand = slices.DeleteFunc(cand, func(idx int) bool { return !searchInIntervals(ivs, uint32(idx+1)) })
+		cand = keepInIntervals(cand, ivs, func(idx int) uint32 { return uint32(idx + 1) })
 	}
 	if len(c.UID) == 0 || len(cand) == 0 {
 		return cand
@@ -306,10 +305,16 @@ func (s *searcher) filterSets(c *imap.SearchCriteria, cand []int) []int {
 		for _, r := range set {
 			ivs = append(ivs, searchRange(uint32(r.Start), uint32(r.Stop), uint32(maxUID)))
 		}
-		ivs = searchMergeIntervals(ivs)
-		cand = slices.DeleteFunc(cand, func(idx int) bool { return !searchInIntervals(ivs, uint32(s.view[idx])) })
+		cand = keepInIntervals(cand, ivs, func(idx int) uint32 { return uint32(s.view[idx]) })
 	}
 	return cand
+}
+
+// keepInIntervals keeps the candidates whose number, num(idx), lies in
+// one of ivs.
+func keepInIntervals(cand []int, ivs []searchInterval, num func(idx int) uint32) []int {
+	ivs = searchMergeIntervals(ivs)
+	return slices.DeleteFunc(cand, func(idx int) bool { return !searchInIntervals(ivs, num(idx)) })
 }
 
 // matchMeta evaluates the flag, date and size keys of c on one message.

@@ -183,13 +183,7 @@ func (m *mailboxState) applyLocked(c store.Change) (claimed bool) {
 	origin, _ := c.Origin.(*opOrigin)
 	switch c.Kind {
 	case store.ChangeAdd:
-		newKw := false
-		for _, e := range c.Entries {
-			newKw = m.noteKeywordsLocked(e.Flags) || newKw
-		}
-		if newKw {
-			m.broadcastLocked(update{kind: updMailboxFlags, flags: m.flagListLocked()})
-		}
+		m.announceKeywordsLocked(c.Entries)
 		claimer := m.claimerLocked()
 		claimed = claimer != nil
 		for _, e := range c.Entries {
@@ -206,13 +200,7 @@ func (m *mailboxState) applyLocked(c store.Change) (claimed bool) {
 			}
 		}
 	case store.ChangeFlags:
-		newKw := false
-		for _, e := range c.Entries {
-			newKw = m.noteKeywordsLocked(e.Flags) || newKw
-		}
-		if newKw {
-			m.broadcastLocked(update{kind: updMailboxFlags, flags: m.flagListLocked()})
-		}
+		newKw := m.announceKeywordsLocked(c.Entries)
 		for _, e := range c.Entries {
 			i, found := m.indexLocked(e.UID)
 			if !found {
@@ -254,6 +242,20 @@ func (m *mailboxState) applyLocked(c store.Change) (claimed bool) {
 		v.wake()
 	}
 	return claimed
+}
+
+// announceKeywordsLocked notes the keywords of entries and, when one is
+// new to the mailbox, queues the new FLAGS list to every view. It reports
+// whether there was a new keyword. Must be called with m.mu held.
+func (m *mailboxState) announceKeywordsLocked(entries []store.Entry) bool {
+	newKw := false
+	for _, e := range entries {
+		newKw = m.noteKeywordsLocked(e.Flags) || newKw
+	}
+	if newKw {
+		m.broadcastLocked(update{kind: updMailboxFlags, flags: m.flagListLocked()})
+	}
+	return newKw
 }
 
 func (m *mailboxState) broadcastLocked(u update) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -14,8 +15,11 @@ type worker struct {
 	wake   chan struct{} // 1 slot: an early-poll request changed
 	cancel context.CancelFunc
 
-	mu   sync.Mutex
-	acct Account
+	// acct is the account's configuration, swapped by a reload that
+	// changes only its Secret.
+	acct atomic.Pointer[Account]
+
+	mu sync.Mutex
 	// forceAt and hintAt are the earliest pending early-poll requests of
 	// an operator (PollNow, PollAll) and of an IMAP client (Hint); zero:
 	// none. A poll that starts consumes both.
@@ -31,7 +35,8 @@ type worker struct {
 // p.running true.
 func (p *Poller) startWorkerLocked(a Account) {
 	ctx, cancel := context.WithCancel(p.runCtx)
-	w := &worker{p: p, name: a.Name, acct: a, wake: make(chan struct{}, 1), cancel: cancel}
+	w := &worker{p: p, name: a.Name, wake: make(chan struct{}, 1), cancel: cancel}
+	w.acct.Store(&a)
 	p.workers[a.Name] = w
 	p.wg.Add(1)
 	go func() {
@@ -42,18 +47,10 @@ func (p *Poller) startWorkerLocked(a Account) {
 }
 
 // account returns the worker's current account configuration.
-func (w *worker) account() Account {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.acct
-}
+func (w *worker) account() Account { return *w.acct.Load() }
 
 // setAccount swaps in a configuration that differs only in its Secret.
-func (w *worker) setAccount(a Account) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.acct = a
-}
+func (w *worker) setAccount(a Account) { w.acct.Store(&a) }
 
 // request asks for an early poll at (or soon after) at, without blocking.
 // force marks an operator's request, honoured even while hints are held
