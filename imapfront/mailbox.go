@@ -169,8 +169,8 @@ func (s *session) setSubscribed(op, name string, on bool) (err error) {
 }
 
 // Status implements imapserver.Session. Every requested item is filled;
-// DELETED-STORAGE is refused (a nil item would kill the connection, notes
-// §6.4).
+// DELETED-STORAGE is refused (a nil item would kill the connection:
+// docs/imapserver-workarounds.md, "STATUS items"; go-imap #746).
 func (s *session) Status(name string, options *imap.StatusOptions) (data *imap.StatusData, err error) {
 	if err := s.begin(); err != nil {
 		return nil, err
