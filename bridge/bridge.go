@@ -43,9 +43,6 @@ type Bridge struct {
 	// cancelled: in-flight deliveries and IMAP commands may finish until
 	// then. 0: DefaultShutdownTimeout. Set before Run.
 	ShutdownTimeout time.Duration
-	// Dialer, when set, is how the poller reaches upstream servers (tests).
-	// nil: a net.Dialer. Set before Run.
-	Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	log *slog.Logger
 
@@ -273,7 +270,6 @@ func (b *Bridge) buildStore(ctx context.Context) error {
 		Sink:                  m.sink(st),
 		Accounts:              cfg.pollerAccounts(),
 		Logger:                b.log.With(LogKeyComponent, "poller"),
-		Dialer:                b.Dialer,
 		MaxConnections:        maxConns,
 		MaxConnectionsPerHost: perHost,
 	})
