@@ -194,16 +194,16 @@ func (b *Bridge) Run(ctx context.Context) error {
 	stopCtx := func() (context.Context, context.CancelFunc) {
 		return context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	}
-	started := []component{
+	parts := []component{
 		{name: "store", build: b.buildStore, unbuild: b.closeStore, stop: func(context.Context) error { return b.closeStore() }},
 		{name: "imap", build: b.buildIMAP, unbuild: b.unbuildIMAP, start: b.serveIMAP, stop: b.stopIMAP},
 		{name: "poller", start: func() { b.startPoller(ctx) }, stop: b.stopPoller},
 		{name: "http", build: b.buildHTTP, unbuild: b.unbuildHTTP, start: b.serveHTTP, stop: b.stopHTTP},
 	}
-	if err := buildAll(ctx, started, b.log); err != nil {
+	if err := buildAll(ctx, parts, b.log); err != nil {
 		return err
 	}
-	startAll(started, b.log)
+	startAll(parts, b.log)
 	addrs := b.Addrs()
 	b.log.Info("popbridge running", "imap", addrString(addrs.IMAP), "imaps", addrString(addrs.IMAPTLS),
 		"http", addrString(addrs.HTTP), "users", len(b.Config().Users), "accounts", len(b.Config().Accounts))
@@ -218,7 +218,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	}
 	sctx, cancel := stopCtx()
 	defer cancel()
-	stopErr := stopAll(sctx, started, b.log)
+	stopErr := stopAll(sctx, parts, b.log)
 	b.waitPoller()
 	b.serveWG.Wait()
 	if stopErr == nil {
