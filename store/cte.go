@@ -111,21 +111,25 @@ func strictBase64Data(body []byte) []byte {
 // strictBase64Size is len(strictBase64Data(body)) decoded, or -1 where
 // base64.RawStdEncoding would fail: a byte outside the alphabet (padding
 // included) before the trailing padding, or one character over a whole
-// number of bytes.
+// number of bytes. It is a branch-free count up to the first '=' (attachments
+// are measured at every delivery) and a check of what follows it.
 func strictBase64Size(body []byte) int64 {
-	n, pad := 0, 0 // alphabet characters; pad characters since the last of them
-	for _, c := range body {
-		switch {
-		case isB64Space[c]:
-		case b64Class[c] == 1:
-			if pad > 0 {
-				return -1 // padding before data
-			}
-			n++
-		case c == '=':
-			pad++
-		default:
-			return -1
+	data, tail := body, []byte(nil)
+	if i := bytes.IndexByte(body, '='); i >= 0 {
+		data, tail = body[:i], body[i:]
+	}
+	n, bad := 0, uint8(0)
+	for _, c := range data {
+		t := strictB64[c]
+		n += int(t & 1)
+		bad |= t
+	}
+	if bad&2 != 0 {
+		return -1
+	}
+	for _, c := range tail {
+		if c != '=' && !isB64Space[c] {
+			return -1 // data or garbage after padding
 		}
 	}
 	if n%4 == 1 {
@@ -133,6 +137,22 @@ func strictBase64Size(body []byte) int64 {
 	}
 	return int64(n/4*3 + max(0, n%4-1))
 }
+
+// strictB64 classifies bytes for strictBase64Size: 1 for the base64
+// alphabet, 0 for what strict decoding ignores, 2 for everything else.
+var strictB64 = func() (t [256]uint8) {
+	for c := range t {
+		switch {
+		case b64Class[c] == 1:
+			t[c] = 1
+		case isB64Space[c]:
+			t[c] = 0
+		default:
+			t[c] = 2
+		}
+	}
+	return t
+}()
 
 // lenientDecoder returns a reader undoing the transfer encoding enc (upper
 // case) by the lenient rules, or nil for an encoding read as is.
