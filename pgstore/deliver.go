@@ -1,0 +1,260 @@
+package pgstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/popbridge/popbridge/store"
+)
+
+// staged is a batch prepared by Stage: validated and parsed, waiting for
+// its transaction.
+type staged struct {
+	s       *Store
+	ds      []store.Delivery
+	folders []string
+	dates   []time.Time
+	pms     []store.ParsedMessage
+	mu      sync.Mutex
+	done    bool
+}
+
+// Stage prepares ds for delivery: it checks the folder names and parses
+// every message (in parallel), outside any transaction. Nothing is stored
+// until Commit. Stage then Commit is what Deliver does; a caller that
+// runs several batches at once commits them in its own order (local UIDs
+// follow it) while their preparation overlaps.
+func (s *Store) Stage(ctx context.Context, ds []store.Delivery) (Staged, error) {
+	if s.closed.Load() {
+		return nil, fmt.Errorf("deliver: %w", store.ErrClosed)
+	}
+	b := &staged{s: s, ds: ds, folders: make([]string, len(ds)), dates: make([]time.Time, len(ds)), pms: make([]store.ParsedMessage, len(ds))}
+	now := s.now()
+	for i, d := range ds {
+		folder := d.Folder
+		if folder == "" {
+			folder = store.Inbox
+		}
+		canon, err := store.ValidateMailboxName(folder)
+		if err != nil {
+			return nil, fmt.Errorf("deliver: %w", err)
+		}
+		b.folders[i] = canon
+		b.dates[i] = d.InternalDate
+		if b.dates[i].IsZero() {
+			b.dates[i] = now
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("deliver: %w", err)
+	}
+	var (
+		wg   sync.WaitGroup
+		next = make(chan int)
+	)
+	for range min(len(ds), runtime.GOMAXPROCS(0)) {
+		wg.Go(func() {
+			for i := range next {
+				b.pms[i] = s.parse(ds[i].Raw)
+			}
+		})
+	}
+	for i := range ds {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return b, nil
+}
+
+// Release gives up the batch; it is a no-op after Commit.
+func (b *staged) Release() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.done {
+		b.done = true
+		b.pms = nil
+	}
+}
+
+// Deliver stores every delivery and its ledger row in one durable
+// transaction and returns one Delivered per Delivery, in order: it is
+// Stage followed by Commit. A missing Folder ("" means INBOX) is created.
+// If any Delivery names an unknown user the whole batch fails with
+// store.ErrNotFound and nothing is stored.
+//
+// The ledger key (Account, UIDL, Digest) guards against duplicates, on
+// every node: a delivery whose key is already in the ledger with a stored
+// message is not stored again and reports the existing message; one whose
+// message has since been expunged locally is not stored again either and
+// reports a zero Delivered. A key previously recorded as skipped is
+// stored now and the ledger row updated.
+func (s *Store) Deliver(ctx context.Context, ds []store.Delivery) ([]store.Delivered, error) {
+	if len(ds) == 0 {
+		if s.closed.Load() {
+			return nil, fmt.Errorf("deliver: %w", store.ErrClosed)
+		}
+		return nil, nil
+	}
+	b, err := s.Stage(ctx, ds)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Release()
+	return b.Commit(ctx)
+}
+
+// Commit runs the batch's transaction (see Deliver). A batch commits once:
+// a second Commit, or a Commit after Release, fails.
+func (b *staged) Commit(ctx context.Context) ([]store.Delivered, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.done {
+		return nil, errors.New("deliver: batch already committed or released")
+	}
+	b.done = true
+	defer func() { b.pms = nil }()
+	s := b.s
+	if len(b.ds) == 0 {
+		return nil, nil
+	}
+	out := make([]store.Delivered, len(b.ds))
+	now := micro(s.now())
+	err := s.write(ctx, "deliver", func(w *wtx) error {
+		clear(out)
+		users := map[string]store.UserID{}
+		type mbKey struct {
+			u    store.UserID
+			name string
+		}
+		type pending struct {
+			mb   *store.Mailbox
+			rows []entryRow
+			idx  []int // indexes into out
+		}
+		var order []mbKey
+		adds := map[mbKey]*pending{}
+		// A key delivered twice in the batch is stored once: the later
+		// ones report the first one's message.
+		type ledgerKey struct{ account, uidl, digest string }
+		firstOf := map[ledgerKey]int{}
+		dups := map[int]int{}
+		for i, d := range b.ds {
+			lk := ledgerKey{d.Account, d.UIDL, d.Digest}
+			if j, ok := firstOf[lk]; ok {
+				dups[i] = j
+				continue
+			}
+			firstOf[lk] = i
+			uid, ok := users[d.User]
+			if !ok {
+				u, err := userByName(w.ctx, w, d.User)
+				if err != nil {
+					return err
+				}
+				uid, users[d.User] = u.ID, u.ID
+			}
+			var (
+				rowID   int64
+				msgID   *int64
+				skipped string
+			)
+			err := w.QueryRow(w.ctx, `SELECT id, message_id, skipped FROM pop_ledger WHERE account = $1 AND uidl = $2 AND digest = $3 FOR UPDATE`,
+				d.Account, d.UIDL, d.Digest).Scan(&rowID, &msgID, &skipped)
+			known := err == nil
+			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				return fmt.Errorf("query ledger: %w", err)
+			}
+			if known && msgID != nil {
+				dl, err := existingDelivered(w, uid, store.MessageID(*msgID), b.folders[i])
+				if err != nil {
+					return err
+				}
+				out[i] = dl
+				continue
+			}
+			if known && skipped == "" {
+				continue // stored before and expunged locally since
+			}
+			key := mbKey{uid, b.folders[i]}
+			p := adds[key]
+			if p == nil {
+				m, err := mailboxByName(w.ctx, w, uid, b.folders[i], true)
+				if err != nil || m.NoSelect {
+					if err != nil && !errors.Is(err, store.ErrNotFound) {
+						return err
+					}
+					if m, err = s.createMailbox(w, uid, b.folders[i], ""); err != nil {
+						return err
+					}
+				}
+				p = &pending{mb: &m}
+				adds[key] = p
+				order = append(order, key)
+			}
+			msg, err := insertMessage(w, &b.pms[i], b.dates[i])
+			if err != nil {
+				return err
+			}
+			if known {
+				_, err = w.Exec(w.ctx, `UPDATE pop_ledger SET message_id = $1, skipped = '', size = $2, stored_at = $3 WHERE id = $4`,
+					msg, len(d.Raw), now, rowID)
+			} else {
+				_, err = w.Exec(w.ctx, `INSERT INTO pop_ledger (account, uidl, digest, size, stored_at, message_id, last_seen)
+					VALUES ($1, $2, $3, $4, $5, $6, $5)`, d.Account, d.UIDL, d.Digest, len(d.Raw), now, msg)
+			}
+			if err != nil {
+				return fmt.Errorf("write ledger: %w", err)
+			}
+			p.rows = append(p.rows, entryRow{msg: msg, flags: []string{}})
+			p.idx = append(p.idx, i)
+		}
+		// One ChangeAdd per mailbox, UIDs in delivery order.
+		for _, k := range order {
+			p := adds[k]
+			ents, err := addEntries(w, p.mb, p.rows)
+			if err != nil {
+				return err
+			}
+			for j, e := range ents {
+				out[p.idx[j]] = store.Delivered{Mailbox: p.mb.ID, UID: e.UID, Message: e.Message}
+			}
+		}
+		for i, j := range dups {
+			out[i] = out[j]
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// existingDelivered finds an entry of msg in the user's mailboxes,
+// preferring folder.
+func existingDelivered(w *wtx, u store.UserID, msg store.MessageID, folder string) (store.Delivered, error) {
+	var (
+		dl  store.Delivered
+		uid int64
+	)
+	err := w.QueryRow(w.ctx, `SELECT mm.mailbox_id, mm.uid FROM mailbox_messages mm JOIN mailboxes m ON m.id = mm.mailbox_id
+		WHERE mm.message_id = $1 AND m.user_id = $2 ORDER BY (m.name = $3) DESC, mm.mailbox_id, mm.uid LIMIT 1`,
+		msg, u, folder).Scan(&dl.Mailbox, &uid)
+	if errors.Is(err, pgx.ErrNoRows) {
+		// The message lives on only in another user's mailbox (the
+		// account was reassigned): report it as not stored.
+		return store.Delivered{}, nil
+	}
+	if err != nil {
+		return store.Delivered{}, fmt.Errorf("find delivered entry: %w", err)
+	}
+	dl.UID, dl.Message = store.UID(uid), msg
+	return dl, nil
+}

@@ -1,0 +1,27 @@
+package pgstore
+
+import (
+	"testing"
+
+	"github.com/popbridge/popbridge/internal/testkit/pgtest"
+)
+
+// TestStore runs the store's behaviour tests against one private
+// PostgreSQL, each in its own database. They are written as functions of
+// an *env so that a contract suite shared with the SQLite store can run
+// them later.
+func TestStore(t *testing.T) {
+	srv := pgtest.Start(t, pgtest.Options{NoFsync: true})
+	for _, tc := range []struct {
+		name string
+		fn   func(*testing.T, *env)
+	}{
+		{"Users", testUsers},
+		{"Mailboxes", testMailboxes},
+		{"Messages", testMessages},
+		{"MoveWithinMailbox", testMoveWithinMailbox},
+		{"Parity", testParity},
+	} {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newEnv(t, srv)) })
+	}
+}
