@@ -21,6 +21,12 @@ func TestStore(t *testing.T) {
 		{"Messages", testMessages},
 		{"MoveWithinMailbox", testMoveWithinMailbox},
 		{"Parity", testParity},
+		{"Deliver", testDeliver},
+		{"Ledger", testLedger},
+		{"ChangesAcrossNodes", testChangesAcrossNodes},
+		{"ChangesCatchUpWithoutNotify", testChangesCatchUpWithoutNotify},
+		{"ConcurrentWriters", testConcurrentWriters},
+		{"ConcurrentCreate", testConcurrentCreate},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newEnv(t, srv)) })
 	}

@@ -1,0 +1,113 @@
+package pgstore
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/popbridge/popbridge/store"
+)
+
+// addsOf returns the subjects-free summary "mailbox:uid" of the ChangeAdd
+// entries among cs, in the order received.
+func addsOf(cs []store.Change, mb store.MailboxID) []store.UID {
+	var out []store.UID
+	for _, c := range cs {
+		if c.Kind == store.ChangeAdd && c.Mailbox == mb {
+			for _, e := range c.Entries {
+				out = append(out, e.UID)
+			}
+		}
+	}
+	return out
+}
+
+func testChangesAcrossNodes(t *testing.T, e *env) {
+	ctx := context.Background()
+	a := e.open(t, "a")
+	b := e.open(t, "b")
+	u := mustUser(t, a, "bob").ID
+	inbox := mustMailbox(t, a, u, store.Inbox)
+	recB, cancelB := record(b)
+	defer cancelB()
+	recA, cancelA := record(a)
+	defer cancelA()
+
+	origin := "session-1"
+	octx := store.WithOrigin(ctx, origin)
+	for i := range 5 {
+		if _, _, err := a.Append(octx, u, inbox.ID, msg(fmt.Sprint(i), "x"), nil, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := a.UpdateFlags(octx, u, inbox.ID, []store.UID{2}, store.FlagsAdd, []string{store.FlagSeen}); err != nil {
+		t.Fatal(err)
+	}
+	isFlags := func(cs []store.Change) bool { return len(cs) > 0 && cs[len(cs)-1].Kind == store.ChangeFlags }
+	cs := recB.waitFor(t, 10*time.Second, "node b to see the flag change", isFlags)
+	if got := addsOf(cs, inbox.ID); fmt.Sprint(got) != "[1 2 3 4 5]" {
+		t.Errorf("node b saw adds %v, want [1 2 3 4 5] in order", got)
+	}
+	var last uint64
+	for _, c := range cs {
+		if c.Mailbox == inbox.ID {
+			if c.ModSeq <= last {
+				t.Errorf("modseqs not ascending: %d after %d", c.ModSeq, last)
+			}
+			last = c.ModSeq
+		}
+		if c.Origin != nil {
+			t.Errorf("node b got an origin %v: origins stay on the writing node", c.Origin)
+		}
+	}
+	if f := cs[len(cs)-1]; f.Entries[0].UID != 2 || f.Entries[0].Flags[0] != store.FlagSeen {
+		t.Errorf("flag change %+v", f)
+	}
+	csA := recA.waitFor(t, 10*time.Second, "node a to see its own flag change", isFlags)
+	if csA[len(csA)-1].Origin != origin {
+		t.Errorf("node a: origin %v, want %v", csA[len(csA)-1].Origin, origin)
+	}
+
+	// The listener of node b loses its connection: the changes made
+	// meanwhile are caught up, none twice.
+	before := len(recB.snapshot())
+	out := e.srv.Psql(t, e.db, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'popbridge-listen b'`)
+	if out != "1" {
+		t.Fatalf("terminated %s listeners of node b, want 1", out)
+	}
+	for i := 5; i < 10; i++ {
+		mustAppend(t, a, u, inbox.ID, msg(fmt.Sprint(i), "x"))
+	}
+	cs = recB.waitFor(t, 20*time.Second, "node b to catch up", func(cs []store.Change) bool {
+		return len(addsOf(cs, inbox.ID)) >= 10
+	})
+	if got := addsOf(cs, inbox.ID); fmt.Sprint(got) != "[1 2 3 4 5 6 7 8 9 10]" {
+		t.Errorf("node b saw adds %v after the reconnect, want 1..10 once each in order", got)
+	}
+	if len(cs) != before+5 {
+		t.Errorf("node b got %d changes after the reconnect, want 5", len(cs)-before)
+	}
+	if err := b.Health(); err != nil && !strings.Contains(err.Error(), "listener") {
+		t.Errorf("health: %v", err)
+	}
+}
+
+// testChangesCatchUpWithoutNotify shows that a change whose NOTIFY never
+// arrives (here: the row written by hand, as a lost notification looks)
+// still reaches subscribers, from the table.
+func testChangesCatchUpWithoutNotify(t *testing.T, e *env) {
+	s, err := Open(context.Background(), e.dsn, Options{NodeName: "a", PollInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rec, cancel := record(s)
+	defer cancel()
+	e.srv.Psql(t, e.db, `SELECT pg_advisory_xact_lock(`+fmt.Sprint(feedLockKey)+`); INSERT INTO changes (payload) VALUES ('{"k":7,"u":42,"n":"X"}')`)
+	cs := rec.waitFor(t, 10*time.Second, "the change without a notification", func(cs []store.Change) bool { return len(cs) == 1 })
+	if cs[0].Kind != store.ChangeSubscription || cs[0].User != 42 || cs[0].MailboxName != "X" {
+		t.Errorf("change %+v", cs[0])
+	}
+}
