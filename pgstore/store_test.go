@@ -27,6 +27,9 @@ func TestStore(t *testing.T) {
 		{"ChangesCatchUpWithoutNotify", testChangesCatchUpWithoutNotify},
 		{"ConcurrentWriters", testConcurrentWriters},
 		{"ConcurrentCreate", testConcurrentCreate},
+		{"OpenConcurrently", testOpenConcurrently},
+		{"OpenErrors", testOpenErrors},
+		{"Leases", testLeases},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newEnv(t, srv)) })
 	}
