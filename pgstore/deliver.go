@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -128,108 +130,7 @@ func (b *staged) Commit(ctx context.Context) ([]store.Delivered, error) {
 	now := micro(s.now())
 	err := s.write(ctx, "deliver", func(w *wtx) error {
 		clear(out)
-		users := map[string]store.UserID{}
-		type mbKey struct {
-			u    store.UserID
-			name string
-		}
-		type pending struct {
-			mb   *store.Mailbox
-			rows []entryRow
-			idx  []int // indexes into out
-		}
-		var order []mbKey
-		adds := map[mbKey]*pending{}
-		// A key delivered twice in the batch is stored once: the later
-		// ones report the first one's message.
-		type ledgerKey struct{ account, uidl, digest string }
-		firstOf := map[ledgerKey]int{}
-		dups := map[int]int{}
-		for i, d := range b.ds {
-			lk := ledgerKey{d.Account, d.UIDL, d.Digest}
-			if j, ok := firstOf[lk]; ok {
-				dups[i] = j
-				continue
-			}
-			firstOf[lk] = i
-			uid, ok := users[d.User]
-			if !ok {
-				u, err := userByName(w.ctx, w, d.User)
-				if err != nil {
-					return err
-				}
-				uid, users[d.User] = u.ID, u.ID
-			}
-			var (
-				rowID   int64
-				msgID   *int64
-				skipped string
-			)
-			err := w.QueryRow(w.ctx, `SELECT id, message_id, skipped FROM pop_ledger WHERE account = $1 AND uidl = $2 AND digest = $3 FOR UPDATE`,
-				d.Account, d.UIDL, d.Digest).Scan(&rowID, &msgID, &skipped)
-			known := err == nil
-			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-				return fmt.Errorf("query ledger: %w", err)
-			}
-			if known && msgID != nil {
-				dl, err := existingDelivered(w, uid, store.MessageID(*msgID), b.folders[i])
-				if err != nil {
-					return err
-				}
-				out[i] = dl
-				continue
-			}
-			if known && skipped == "" {
-				continue // stored before and expunged locally since
-			}
-			key := mbKey{uid, b.folders[i]}
-			p := adds[key]
-			if p == nil {
-				m, err := mailboxByName(w.ctx, w, uid, b.folders[i], true)
-				if err != nil || m.NoSelect {
-					if err != nil && !errors.Is(err, store.ErrNotFound) {
-						return err
-					}
-					if m, err = s.createMailbox(w, uid, b.folders[i], ""); err != nil {
-						return err
-					}
-				}
-				p = &pending{mb: &m}
-				adds[key] = p
-				order = append(order, key)
-			}
-			msg, err := insertMessage(w, &b.pms[i], b.dates[i])
-			if err != nil {
-				return err
-			}
-			if known {
-				_, err = w.Exec(w.ctx, `UPDATE pop_ledger SET message_id = $1, skipped = '', size = $2, stored_at = $3 WHERE id = $4`,
-					msg, len(d.Raw), now, rowID)
-			} else {
-				_, err = w.Exec(w.ctx, `INSERT INTO pop_ledger (account, uidl, digest, size, stored_at, message_id, last_seen)
-					VALUES ($1, $2, $3, $4, $5, $6, $5)`, d.Account, d.UIDL, d.Digest, len(d.Raw), now, msg)
-			}
-			if err != nil {
-				return fmt.Errorf("write ledger: %w", err)
-			}
-			p.rows = append(p.rows, entryRow{msg: msg, flags: []string{}})
-			p.idx = append(p.idx, i)
-		}
-		// One ChangeAdd per mailbox, UIDs in delivery order.
-		for _, k := range order {
-			p := adds[k]
-			ents, err := addEntries(w, p.mb, p.rows)
-			if err != nil {
-				return err
-			}
-			for j, e := range ents {
-				out[p.idx[j]] = store.Delivered{Mailbox: p.mb.ID, UID: e.UID, Message: e.Message}
-			}
-		}
-		for i, j := range dups {
-			out[i] = out[j]
-		}
-		return nil
+		return b.commit(w, out, now)
 	})
 	if err != nil {
 		return nil, err
@@ -257,4 +158,133 @@ func existingDelivered(w *wtx, u store.UserID, msg store.MessageID, folder strin
 	}
 	dl.UID, dl.Message = store.UID(uid), msg
 	return dl, nil
+}
+
+// commit is the transaction of Commit, in two passes. The first checks
+// the ledger (locking the rows it finds) and stores the new messages and
+// their ledger rows; the second locks the target mailboxes, in ascending
+// id order (so concurrent batches cannot deadlock on them, and the locks
+// are held only for the end of the transaction), and adds the entries:
+// one ChangeAdd per mailbox, UIDs in delivery order.
+func (b *staged) commit(w *wtx, out []store.Delivered, now time.Time) error {
+	s := b.s
+	type mbKey struct {
+		u    store.UserID
+		name string
+	}
+	type pending struct {
+		rows []entryRow
+		idx  []int // indexes into out
+	}
+	users := map[string]store.UserID{}
+	var order []mbKey
+	adds := map[mbKey]*pending{}
+	// A key delivered twice in the batch is stored once: the later ones
+	// report the first one's message.
+	type ledgerKey struct{ account, uidl, digest string }
+	firstOf := map[ledgerKey]int{}
+	dups := map[int]int{}
+	for i, d := range b.ds {
+		lk := ledgerKey{d.Account, d.UIDL, d.Digest}
+		if j, ok := firstOf[lk]; ok {
+			dups[i] = j
+			continue
+		}
+		firstOf[lk] = i
+		uid, ok := users[d.User]
+		if !ok {
+			u, err := userByName(w.ctx, w, d.User)
+			if err != nil {
+				return err
+			}
+			uid, users[d.User] = u.ID, u.ID
+		}
+		var (
+			rowID   int64
+			msgID   *int64
+			skipped string
+		)
+		err := w.QueryRow(w.ctx, `SELECT id, message_id, skipped FROM pop_ledger WHERE account = $1 AND uidl = $2 AND digest = $3 FOR UPDATE`,
+			d.Account, d.UIDL, d.Digest).Scan(&rowID, &msgID, &skipped)
+		known := err == nil
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("query ledger: %w", err)
+		}
+		if known && msgID != nil {
+			dl, err := existingDelivered(w, uid, store.MessageID(*msgID), b.folders[i])
+			if err != nil {
+				return err
+			}
+			out[i] = dl
+			continue
+		}
+		if known && skipped == "" {
+			continue // stored before and expunged locally since
+		}
+		msg, err := insertMessage(w, &b.pms[i], b.dates[i])
+		if err != nil {
+			return err
+		}
+		if known {
+			_, err = w.Exec(w.ctx, `UPDATE pop_ledger SET message_id = $1, skipped = '', size = $2, stored_at = $3 WHERE id = $4`,
+				msg, len(d.Raw), now, rowID)
+		} else {
+			// A concurrent insert of the same key fails this one on the
+			// unique key; write then retries and finds the row.
+			_, err = w.Exec(w.ctx, `INSERT INTO pop_ledger (account, uidl, digest, size, stored_at, message_id, last_seen)
+				VALUES ($1, $2, $3, $4, $5, $6, $5)`, d.Account, d.UIDL, d.Digest, len(d.Raw), now, msg)
+		}
+		if err != nil {
+			return fmt.Errorf("write ledger: %w", err)
+		}
+		key := mbKey{uid, b.folders[i]}
+		p := adds[key]
+		if p == nil {
+			p = &pending{}
+			adds[key] = p
+			order = append(order, key)
+		}
+		p.rows = append(p.rows, entryRow{msg: msg, flags: []string{}})
+		p.idx = append(p.idx, i)
+	}
+	// Find or create the target mailboxes, then lock them in id order.
+	ids := make(map[mbKey]store.MailboxID, len(order))
+	owner := map[store.MailboxID]store.UserID{}
+	for _, k := range order {
+		m, err := mailboxByName(w.ctx, w, k.u, k.name, false)
+		if err != nil || m.NoSelect {
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+			if m, err = s.createMailbox(w, k.u, k.name, ""); err != nil {
+				return err
+			}
+		}
+		ids[k], owner[m.ID] = m.ID, k.u
+	}
+	locked := make(map[store.MailboxID]*store.Mailbox, len(order))
+	for _, id := range slices.Sorted(maps.Keys(owner)) {
+		m, err := mailboxByID(w.ctx, w, owner[id], id, true)
+		if err != nil {
+			return err
+		}
+		if m.NoSelect { // made a placeholder since the lookup
+			return fmt.Errorf("mailbox %q: %w", m.Name, store.ErrNoSelect)
+		}
+		locked[id] = &m
+	}
+	for _, k := range order {
+		p, mb := adds[k], locked[ids[k]]
+		ents, err := addEntries(w, mb, p.rows)
+		if err != nil {
+			return err
+		}
+		for j, e := range ents {
+			out[p.idx[j]] = store.Delivered{Mailbox: mb.ID, UID: e.UID, Message: e.Message}
+		}
+	}
+	for i, j := range dups {
+		out[i] = out[j]
+	}
+	return nil
 }

@@ -47,11 +47,18 @@ func selectEntries(ctx context.Context, q querier, mb store.MailboxID, uids []st
 	if !ok {
 		return nil, nil
 	}
-	query := `SELECT uid, message_id, flags, modseq FROM mailbox_messages WHERE mailbox_id = $1 AND ($2 OR uid = ANY ($3))`
+	query := `SELECT uid, message_id, flags, modseq FROM mailbox_messages WHERE mailbox_id = $1`
+	args := []any{mb}
+	if !all {
+		// Two forms, not "($2 OR uid = ANY ($3))": a generic plan of
+		// that would read the whole mailbox for a few UIDs.
+		query += ` AND uid = ANY ($2)`
+		args = append(args, arr)
+	}
 	if deletedOnly {
 		query += ` AND '\Deleted' = ANY (flags)`
 	}
-	rows, err := q.Query(ctx, query+` ORDER BY uid`, mb, all, arr)
+	rows, err := q.Query(ctx, query+` ORDER BY uid`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("query entries: %w", err)
 	}
@@ -501,9 +508,14 @@ func (s *Store) Meta(ctx context.Context, u store.UserID, id store.MailboxID, ui
 		if !ok {
 			return nil
 		}
-		rows, err := tx.Query(ctx, `SELECT mm.uid, mm.message_id, mm.flags, mm.modseq, m.size, m.internal_date, m.internal_zone, m.envelope, m.structure
-			FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id
-			WHERE mm.mailbox_id = $1 AND ($2 OR mm.uid = ANY ($3)) ORDER BY mm.uid`, id, all, arr)
+		query := `SELECT mm.uid, mm.message_id, mm.flags, mm.modseq, m.size, m.internal_date, m.internal_zone, m.envelope, m.structure
+			FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id WHERE mm.mailbox_id = $1`
+		args := []any{id}
+		if !all {
+			query += ` AND mm.uid = ANY ($2)`
+			args = append(args, arr)
+		}
+		rows, err := tx.Query(ctx, query+` ORDER BY mm.uid`, args...)
 		if err != nil {
 			return fmt.Errorf("query meta: %w", err)
 		}

@@ -29,11 +29,11 @@ func (s *Store) SearchText(ctx context.Context, u store.UserID, id store.Mailbox
 	var filter string
 	switch q.Kind {
 	case store.TextHeader:
-		filter = `position($4 IN t.header_text) > 0`
+		filter = `position($2 IN t.header_text) > 0`
 	case store.TextBody:
-		filter = `position($4 IN t.body_text) > 0`
+		filter = `position($2 IN t.body_text) > 0`
 	default:
-		filter = `(position($4 IN t.header_text) > 0 OR position($4 IN t.body_text) > 0)`
+		filter = `(position($2 IN t.header_text) > 0 OR position($2 IN t.body_text) > 0)`
 	}
 	arr, all, ok := uidArray(uids)
 	var out []store.UID
@@ -44,10 +44,15 @@ func (s *Store) SearchText(ctx context.Context, u store.UserID, id store.Mailbox
 		if !ok {
 			return nil
 		}
-		rows, err := tx.Query(ctx, `SELECT mm.uid, t.header_text, CASE WHEN $5 THEN t.body_text ELSE ''::bytea END
+		query := `SELECT mm.uid, t.header_text, CASE WHEN $3 THEN t.body_text ELSE ''::bytea END
 			FROM mailbox_messages mm JOIN message_text t ON t.message_id = mm.message_id
-			WHERE mm.mailbox_id = $1 AND ($2 OR mm.uid = ANY ($3)) AND `+filter+` ORDER BY mm.uid`,
-			id, all, arr, needle, q.Kind != store.TextHeader)
+			WHERE mm.mailbox_id = $1 AND ` + filter
+		args := []any{id, needle, q.Kind != store.TextHeader}
+		if !all {
+			query += ` AND mm.uid = ANY ($4)`
+			args = append(args, arr)
+		}
+		rows, err := tx.Query(ctx, query+` ORDER BY mm.uid`, args...)
 		if err != nil {
 			return fmt.Errorf("query text: %w", err)
 		}
