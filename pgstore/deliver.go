@@ -184,6 +184,15 @@ func (b *staged) commit(w *wtx, out []store.Delivered, now time.Time) error {
 	type ledgerKey struct{ account, uidl, digest string }
 	firstOf := map[ledgerKey]int{}
 	dups := map[int]int{}
+	type ledgerRow struct {
+		id      int64
+		msg     *int64
+		skipped string
+	}
+	var (
+		accts, uidls, digests []string
+		firsts                []int
+	)
 	for i, d := range b.ds {
 		lk := ledgerKey{d.Account, d.UIDL, d.Digest}
 		if j, ok := firstOf[lk]; ok {
@@ -191,60 +200,96 @@ func (b *staged) commit(w *wtx, out []store.Delivered, now time.Time) error {
 			continue
 		}
 		firstOf[lk] = i
-		uid, ok := users[d.User]
-		if !ok {
+		if _, ok := users[d.User]; !ok {
 			u, err := userByName(w.ctx, w, d.User)
 			if err != nil {
 				return err
 			}
-			uid, users[d.User] = u.ID, u.ID
+			users[d.User] = u.ID
 		}
+		accts, uidls, digests = append(accts, d.Account), append(uidls, d.UIDL), append(digests, d.Digest)
+		firsts = append(firsts, i)
+	}
+	// The batch's known keys, in one query, locked until commit.
+	rows, err := w.Query(w.ctx, `SELECT t.i, l.id, l.message_id, l.skipped
+		FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS t(a, u, d, i)
+		JOIN pop_ledger l ON l.account = t.a AND l.uidl = t.u AND l.digest = t.d FOR UPDATE OF l`, accts, uidls, digests)
+	if err != nil {
+		return fmt.Errorf("query ledger: %w", err)
+	}
+	known := map[int]ledgerRow{}
+	for rows.Next() {
 		var (
-			rowID   int64
-			msgID   *int64
-			skipped string
+			ord int64
+			r   ledgerRow
 		)
-		err := w.QueryRow(w.ctx, `SELECT id, message_id, skipped FROM pop_ledger WHERE account = $1 AND uidl = $2 AND digest = $3 FOR UPDATE`,
-			d.Account, d.UIDL, d.Digest).Scan(&rowID, &msgID, &skipped)
-		known := err == nil
-		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		if err := rows.Scan(&ord, &r.id, &r.msg, &r.skipped); err != nil {
+			rows.Close()
 			return fmt.Errorf("query ledger: %w", err)
 		}
-		if known && msgID != nil {
-			dl, err := existingDelivered(w, uid, store.MessageID(*msgID), b.folders[i])
+		known[firsts[ord-1]] = r
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("query ledger: %w", err)
+	}
+	// The new messages and their ledger rows: one statement each,
+	// pipelined in one round trip.
+	var (
+		batch  pgx.Batch
+		stored []int
+	)
+	for _, i := range firsts {
+		d, uid := b.ds[i], users[b.ds[i].User]
+		r, isKnown := known[i]
+		if isKnown && r.msg != nil {
+			dl, err := existingDelivered(w, uid, store.MessageID(*r.msg), b.folders[i])
 			if err != nil {
 				return err
 			}
 			out[i] = dl
 			continue
 		}
-		if known && skipped == "" {
+		if isKnown && r.skipped == "" {
 			continue // stored before and expunged locally since
 		}
-		msg, err := insertMessage(w, &b.pms[i], b.dates[i])
-		if err != nil {
-			return err
-		}
-		if known {
-			_, err = w.Exec(w.ctx, `UPDATE pop_ledger SET message_id = $1, skipped = '', size = $2, stored_at = $3 WHERE id = $4`,
-				msg, len(d.Raw), now, rowID)
+		pm := &b.pms[i]
+		env, st := store.EncodeMeta(pm.Envelope, pm.Structure)
+		_, off := b.dates[i].Zone()
+		args := []any{int64(len(pm.Raw)), micro(b.dates[i]), off, env, st, pm.Raw, []byte(pm.HeaderText), []byte(pm.BodyText),
+			len(d.Raw), now}
+		if isKnown {
+			batch.Queue(insertMessageSQL(`UPDATE pop_ledger SET message_id = m.id, skipped = '', size = $9, stored_at = $10
+				FROM m WHERE pop_ledger.id = $11`), append(args, r.id)...)
 		} else {
 			// A concurrent insert of the same key fails this one on the
 			// unique key; write then retries and finds the row.
-			_, err = w.Exec(w.ctx, `INSERT INTO pop_ledger (account, uidl, digest, size, stored_at, message_id, last_seen)
-				VALUES ($1, $2, $3, $4, $5, $6, $5)`, d.Account, d.UIDL, d.Digest, len(d.Raw), now, msg)
+			batch.Queue(insertMessageSQL(`INSERT INTO pop_ledger (account, uidl, digest, size, stored_at, message_id, last_seen)
+				SELECT $11, $12, $13, $9, $10, id, $10 FROM m`), append(args, d.Account, d.UIDL, d.Digest)...)
 		}
-		if err != nil {
-			return fmt.Errorf("write ledger: %w", err)
+		stored = append(stored, i)
+	}
+	msgs := make([]store.MessageID, len(stored))
+	if len(stored) > 0 {
+		br := w.SendBatch(w.ctx, &batch)
+		for j := range stored {
+			if err := br.QueryRow().Scan(&msgs[j]); err != nil {
+				br.Close()
+				return fmt.Errorf("store message: %w", err)
+			}
 		}
-		key := mbKey{uid, b.folders[i]}
+		if err := br.Close(); err != nil {
+			return fmt.Errorf("store messages: %w", err)
+		}
+	}
+	for j, i := range stored {
+		key := mbKey{users[b.ds[i].User], b.folders[i]}
 		p := adds[key]
 		if p == nil {
 			p = &pending{}
 			adds[key] = p
 			order = append(order, key)
 		}
-		p.rows = append(p.rows, entryRow{msg: msg, flags: []string{}})
+		p.rows = append(p.rows, entryRow{msg: msgs[j], flags: []string{}})
 		p.idx = append(p.idx, i)
 	}
 	// Find or create the target mailboxes, then lock them in id order.

@@ -177,18 +177,31 @@ func expungeEntries(w *wtx, mb *store.Mailbox, ents []entryRow) error {
 	return nil
 }
 
-// insertMessage stores a parsed message: its row, bytes and texts.
-func insertMessage(w *wtx, pm *store.ParsedMessage, date time.Time) (store.MessageID, error) {
-	env, st := store.EncodeMeta(pm.Envelope, pm.Structure)
-	_, off := date.Zone()
-	var id store.MessageID
-	if err := w.QueryRow(w.ctx, `WITH m AS (
+// insertMessageSQL returns the statement that stores a message (its
+// row, bytes and texts) from $1..$8 and returns its id: size, internal
+// date, zone offset, envelope, structure, bytes, header text, body text.
+// more, if not "", is one more data-modifying statement run with it, which
+// can read the new id from the CTE m.
+func insertMessageSQL(more string) string {
+	q := `WITH m AS (
 			INSERT INTO messages (size, internal_date, internal_zone, envelope, structure) VALUES ($1, $2, $3, $4, $5) RETURNING id
 		), d AS (
 			INSERT INTO message_data (message_id, data) SELECT id, $6 FROM m
 		), t AS (
 			INSERT INTO message_text (message_id, header_text, body_text) SELECT id, $7, $8 FROM m
-		) SELECT id FROM m`,
+		)`
+	if more != "" {
+		q += `, x AS (` + more + `)`
+	}
+	return q + ` SELECT id FROM m`
+}
+
+// insertMessage stores a parsed message: its row, bytes and texts.
+func insertMessage(w *wtx, pm *store.ParsedMessage, date time.Time) (store.MessageID, error) {
+	env, st := store.EncodeMeta(pm.Envelope, pm.Structure)
+	_, off := date.Zone()
+	var id store.MessageID
+	if err := w.QueryRow(w.ctx, insertMessageSQL(""),
 		int64(len(pm.Raw)), micro(date), off, env, st, pm.Raw, []byte(pm.HeaderText), []byte(pm.BodyText)).Scan(&id); err != nil {
 		return 0, fmt.Errorf("insert message: %w", err)
 	}
