@@ -281,11 +281,18 @@ func (f *feed) dispatch(ctx context.Context) {
 		}
 		if time.Since(lastPrune) > pruneEvery {
 			lastPrune = time.Now()
-			if _, err := f.s.pool.Exec(ctx, `DELETE FROM changes WHERE committed < now() - make_interval(secs => $1)`, f.retention.Seconds()); err != nil && ctx.Err() == nil {
+			if _, err := f.prune(ctx); err != nil && ctx.Err() == nil {
 				f.s.log.Warn("prune change feed", "err", err)
 			}
 		}
 	}
+}
+
+// prune drops the changes older than the retention (by the database's
+// clock) and returns how many.
+func (f *feed) prune(ctx context.Context) (int64, error) {
+	tag, err := f.s.pool.Exec(ctx, `DELETE FROM changes WHERE committed < now() - make_interval(secs => $1)`, f.retention.Seconds())
+	return tag.RowsAffected(), err
 }
 
 // catchUp delivers every change after f.last.

@@ -111,3 +111,18 @@ func testChangesCatchUpWithoutNotify(t *testing.T, e *env) {
 		t.Errorf("change %+v", cs[0])
 	}
 }
+
+// testChangesPrune shows that the feed keeps changes for the retention
+// only, by the database's clock.
+func testChangesPrune(t *testing.T, e *env) {
+	s := e.open(t, "a")
+	mustUser(t, s, "bob") // six ChangeMailboxCreated, just now
+	e.srv.Psql(t, e.db, `INSERT INTO changes (committed, payload) VALUES (now() - interval '25 hours', '{"k":7,"u":1}'), (now() - interval '23 hours', '{"k":7,"u":1}')`)
+	n, err := s.feed.prune(context.Background())
+	if err != nil || n != 1 {
+		t.Errorf("pruned %d, %v; want the one change older than 24 hours", n, err)
+	}
+	if left := e.srv.Psql(t, e.db, "SELECT count(*) FROM changes"); left != "7" {
+		t.Errorf("%s changes left, want 7", left)
+	}
+}

@@ -98,10 +98,10 @@ func (b *staged) Release() {
 // reports a zero Delivered. A key previously recorded as skipped is
 // stored now and the ledger row updated.
 func (s *Store) Deliver(ctx context.Context, ds []store.Delivery) ([]store.Delivered, error) {
+	if s.closed.Load() {
+		return nil, fmt.Errorf("deliver: %w", store.ErrClosed)
+	}
 	if len(ds) == 0 {
-		if s.closed.Load() {
-			return nil, fmt.Errorf("deliver: %w", store.ErrClosed)
-		}
 		return nil, nil
 	}
 	b, err := s.Stage(ctx, ds)
@@ -113,19 +113,15 @@ func (s *Store) Deliver(ctx context.Context, ds []store.Delivery) ([]store.Deliv
 }
 
 // Commit runs the batch's transaction (see Deliver). A batch commits once:
-// a second Commit, or a Commit after Release, fails.
+// a second Commit, or a Commit after Release, fails. A Commit that failed
+// (e.g. with ErrUnavailable) may be tried again, or the batch released.
 func (b *staged) Commit(ctx context.Context) ([]store.Delivered, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.done {
 		return nil, errors.New("deliver: batch already committed or released")
 	}
-	b.done = true
-	defer func() { b.pms = nil }()
 	s := b.s
-	if len(b.ds) == 0 {
-		return nil, nil
-	}
 	out := make([]store.Delivered, len(b.ds))
 	now := micro(s.now())
 	err := s.write(ctx, "deliver", func(w *wtx) error {
@@ -133,8 +129,12 @@ func (b *staged) Commit(ctx context.Context) ([]store.Delivered, error) {
 		return b.commit(w, out, now)
 	})
 	if err != nil {
+		// Nothing was stored (or, if the connection was lost during
+		// COMMIT, perhaps everything: the ledger then makes a second
+		// Commit report the messages instead of storing them again).
 		return nil, err
 	}
+	b.done, b.pms = true, nil
 	return out, nil
 }
 

@@ -78,3 +78,38 @@ func TestServerRestart(t *testing.T) {
 		t.Errorf("health after restart: %v", err)
 	}
 }
+
+// TestCommitRetryAfterOutage stages a batch, fails its Commit with the
+// server down, and commits it once the server is back: stored once.
+func TestCommitRetryAfterOutage(t *testing.T) {
+	srv := pgtest.Start(t, pgtest.Options{NoFsync: true})
+	e := &env{srv: srv, db: srv.Database, dsn: srv.DSN()}
+	ctx := context.Background()
+	s := e.open(t, "a")
+	mustUser(t, s, "bob")
+	st, err := s.Stage(ctx, []store.Delivery{delivery("acct", "1", "bob", "", "one"), delivery("acct", "2", "bob", "", "two")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Release()
+	srv.Stop(t)
+	if _, err := st.Commit(ctx); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("commit with the server stopped: err = %v, want ErrUnavailable", err)
+	}
+	srv.Restart(t)
+	var dl []store.Delivered
+	for range 12 { // each pooled connection that died fails one call at most
+		if dl, err = st.Commit(ctx); err == nil || !errors.Is(err, ErrUnavailable) {
+			break
+		}
+	}
+	if err != nil || len(dl) != 2 || dl[0].UID != 1 || dl[1].UID != 2 {
+		t.Fatalf("commit after restart = %+v, %v", dl, err)
+	}
+	if _, err := st.Commit(ctx); err == nil {
+		t.Errorf("a committed batch committed again")
+	}
+	if n := srv.Psql(t, srv.Database, "SELECT count(*) FROM pop_ledger"); n != "2" {
+		t.Errorf("ledger rows %s, want 2", n)
+	}
+}

@@ -289,7 +289,7 @@ func retryable(err error) bool {
 // cannot be reached or a lost connection. Store sentinels and errors the
 // server answered pass through.
 func (s *Store) classify(err error) error {
-	if err == nil || errors.Is(err, ErrUnavailable) {
+	if err == nil || errors.Is(err, ErrUnavailable) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
 	var pe *pgconn.PgError

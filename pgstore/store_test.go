@@ -25,6 +25,7 @@ func TestStore(t *testing.T) {
 		{"Ledger", testLedger},
 		{"ChangesAcrossNodes", testChangesAcrossNodes},
 		{"ChangesCatchUpWithoutNotify", testChangesCatchUpWithoutNotify},
+		{"ChangesPrune", testChangesPrune},
 		{"ConcurrentWriters", testConcurrentWriters},
 		{"ConcurrentCreate", testConcurrentCreate},
 		{"OpenConcurrently", testOpenConcurrently},
