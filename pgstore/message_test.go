@@ -49,6 +49,15 @@ func testMessages(t *testing.T, e *env) {
 		!metas[0].InternalDate.Equal(date) || metas[0].InternalDate.Format(time.RFC3339) != date.Format(time.RFC3339) {
 		t.Errorf("meta %+v (date %v, want %v)", metas, metas[0].InternalDate, date)
 	}
+	// A node without a metadata cache reads the same.
+	nocache, err := Open(ctx, e.dsn, Options{NodeName: "b", MetaCacheEntries: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nocache.Close()
+	if m2, err := nocache.Meta(ctx, u, inbox.ID, []store.UID{ent.UID}); err != nil || !reflect.DeepEqual(m2, metas) {
+		t.Errorf("meta without cache %+v, %v; with %+v", m2, err, metas)
+	}
 	if metas[0].Structure == nil || metas[0].Structure.Type != "text" || metas[0].Structure.Lines != 2 {
 		t.Errorf("structure %+v", metas[0].Structure)
 	}

@@ -50,6 +50,11 @@ type Options struct {
 	NodeName string
 	// MaxConns bounds the connection pool; 0 means 10.
 	MaxConns int32
+	// MetaCacheEntries bounds the per-node cache of decoded message
+	// metadata (envelope and structure) that Meta keeps: at most that
+	// many messages. Zero means DefaultMetaCacheEntries; a negative value
+	// disables the cache.
+	MetaCacheEntries int
 	// ChangeRetention is how long rows of the change feed are kept for
 	// catch-up after a lost notification or a reconnect; 0 means 24 hours.
 	ChangeRetention time.Duration
@@ -76,6 +81,9 @@ type Store struct {
 	closeMu sync.Mutex
 	feed    *feed
 	retries atomic.Int64
+	// metaCache holds decoded message metadata by MessageID; nil when
+	// disabled.
+	metaCache *metaCache
 }
 
 // defaultPort is PostgreSQL's port, for messages naming the server.
@@ -104,6 +112,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("open store: node name: the host name is unknown (%v); set one", err)
 		}
 	}
+	s.metaCache = newMetaCache(opts.MetaCacheEntries)
 	if s.writeTO <= 0 {
 		s.writeTO = 60 * time.Second
 	}
@@ -167,6 +176,11 @@ func (s *Store) Health() error {
 	}
 	return s.feed.health()
 }
+
+// ConflictRetries returns how many write transactions were tried again
+// since Open after a conflict with a concurrent one (a figure for
+// metrics: a steadily high rate means contended mailboxes).
+func (s *Store) ConflictRetries() int64 { return s.retries.Load() }
 
 // querier is what both a transaction and the pool offer.
 type querier interface {
