@@ -126,3 +126,74 @@ func testChangesPrune(t *testing.T, e *env) {
 		t.Errorf("%s changes left, want 7", left)
 	}
 }
+
+// testMailboxChanges checks the changes that mailbox operations publish,
+// as the SQLite store publishes them, and that a cancelled subscription
+// receives nothing more.
+func testMailboxChanges(t *testing.T, e *env) {
+	ctx := context.Background()
+	s := e.open(t, "a")
+	u := mustUser(t, s, "bob").ID
+	// Everything before the mark is older than this test's operations.
+	mark := mustAppend(t, s, u, mustMailbox(t, s, u, "Junk").ID, msg("mark", "x"))
+	rec, cancel := record(s)
+	rec.waitFor(t, 10*time.Second, "the mark", func(cs []store.Change) bool {
+		return len(cs) > 0 && cs[len(cs)-1].Kind == store.ChangeAdd && cs[len(cs)-1].ModSeq == mark.ModSeq
+	})
+	rec.mu.Lock()
+	rec.changes = nil
+	rec.mu.Unlock()
+
+	if _, err := s.CreateMailbox(ctx, u, "p/q", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RenameMailbox(ctx, u, "p", "r"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetSubscribed(ctx, u, "r/q", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetSubscribed(ctx, u, "r/q", true); err != nil { // no change: nothing published
+		t.Fatal(err)
+	}
+	if err := s.DeleteMailbox(ctx, u, "r/q"); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"created p", "created p/q", "renamed p->r", "renamed p/q->r/q", "subscription r/q", "deleted r/q"}
+	cs := rec.waitFor(t, 10*time.Second, "the mailbox changes", func(cs []store.Change) bool { return len(cs) >= len(want) })
+	var got []string
+	for _, c := range cs {
+		switch c.Kind {
+		case store.ChangeMailboxCreated:
+			got = append(got, "created "+c.MailboxName)
+		case store.ChangeMailboxRenamed:
+			got = append(got, "renamed "+c.OldName+"->"+c.MailboxName)
+		case store.ChangeSubscription:
+			got = append(got, "subscription "+c.MailboxName)
+		case store.ChangeMailboxDeleted:
+			got = append(got, "deleted "+c.MailboxName)
+		default:
+			got = append(got, fmt.Sprint("kind ", c.Kind))
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("changes %v, want %v", got, want)
+	}
+	rq := cs[3]
+	if cs[4].Mailbox != rq.Mailbox || cs[4].ModSeq != rq.ModSeq+1 || cs[5].ModSeq != cs[4].ModSeq+1 {
+		t.Errorf("modseqs of r/q's changes: renamed %d, subscription %d, deleted %d", rq.ModSeq, cs[4].ModSeq, cs[5].ModSeq)
+	}
+
+	// After cancel, nothing more arrives (a second subscriber, still
+	// registered, shows the change was published).
+	cancel()
+	rec2, cancel2 := record(s)
+	defer cancel2()
+	mustAppend(t, s, u, mustMailbox(t, s, u, store.Inbox).ID, msg("late", "x"))
+	rec2.waitFor(t, 10*time.Second, "the late append", func(cs []store.Change) bool {
+		return len(cs) > 0 && cs[len(cs)-1].Kind == store.ChangeAdd
+	})
+	if n := len(rec.snapshot()); n != len(want) {
+		t.Errorf("cancelled subscriber has %d changes, want %d", n, len(want))
+	}
+}

@@ -26,6 +26,7 @@ func TestStore(t *testing.T) {
 		{"ChangesAcrossNodes", testChangesAcrossNodes},
 		{"ChangesCatchUpWithoutNotify", testChangesCatchUpWithoutNotify},
 		{"ChangesPrune", testChangesPrune},
+		{"MailboxChanges", testMailboxChanges},
 		{"ConcurrentWriters", testConcurrentWriters},
 		{"ConcurrentCreate", testConcurrentCreate},
 		{"OpenConcurrently", testOpenConcurrently},
