@@ -177,3 +177,38 @@ func testConcurrentCreate(t *testing.T, e *env) {
 }
 
 func errorsIsExists(err error) bool { return errors.Is(err, store.ErrExists) }
+
+// testConcurrentSameDelivery has two nodes deliver the same upstream
+// messages at the same moment (as two pollers would without a lease):
+// each message is stored once, and both nodes report the same one.
+func testConcurrentSameDelivery(t *testing.T, e *env) {
+	ctx := context.Background()
+	nodes := []*Store{e.open(t, "a"), e.open(t, "b")}
+	mustUser(t, nodes[0], "bob")
+	const rounds, per = 5, 8
+	for r := range rounds {
+		var ds []store.Delivery
+		for i := range per {
+			ds = append(ds, delivery("acct", fmt.Sprint(r, "-", i), "bob", "", "same"))
+		}
+		got := make([][]store.Delivered, 2)
+		errs := make([]error, 2)
+		var wg sync.WaitGroup
+		for n, s := range nodes {
+			wg.Go(func() { got[n], errs[n] = s.Deliver(ctx, ds) })
+		}
+		wg.Wait()
+		if errs[0] != nil || errs[1] != nil {
+			t.Fatalf("round %d: %v", r, errs)
+		}
+		if !slices.Equal(got[0], got[1]) {
+			t.Errorf("round %d: nodes report %+v and %+v", r, got[0], got[1])
+		}
+	}
+	if n := e.srv.Psql(t, e.db, "SELECT count(*) FROM messages"); n != fmt.Sprint(rounds*per) {
+		t.Errorf("%s messages stored, want %d", n, rounds*per)
+	}
+	if n := e.srv.Psql(t, e.db, "SELECT count(*) FROM pop_ledger"); n != fmt.Sprint(rounds*per) {
+		t.Errorf("%s ledger rows, want %d", n, rounds*per)
+	}
+}

@@ -29,6 +29,7 @@ func TestStore(t *testing.T) {
 		{"MailboxChanges", testMailboxChanges},
 		{"ConcurrentWriters", testConcurrentWriters},
 		{"ConcurrentCreate", testConcurrentCreate},
+		{"ConcurrentSameDelivery", testConcurrentSameDelivery},
 		{"OpenConcurrently", testOpenConcurrently},
 		{"OpenErrors", testOpenErrors},
 		{"Leases", testLeases},
