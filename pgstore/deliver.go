@@ -119,7 +119,11 @@ func (b *staged) Commit(ctx context.Context) ([]store.Delivered, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.done {
-		return nil, errors.New("deliver: batch already committed or released")
+		return nil, fmt.Errorf("deliver: %w", ErrStagedDone)
+	}
+	if len(b.ds) == 0 {
+		b.done = true
+		return nil, nil
 	}
 	s := b.s
 	out := make([]store.Delivered, len(b.ds))

@@ -101,8 +101,15 @@ func testDeliver(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	st.Release()
-	if _, err := st.Commit(ctx); err == nil {
-		t.Errorf("Commit after Release succeeded")
+	if _, err := st.Commit(ctx); !errors.Is(err, ErrStagedDone) {
+		t.Errorf("Commit after Release: err = %v, want ErrStagedDone", err)
+	}
+	empty, err := s.Stage(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dl, err := empty.Commit(ctx); err != nil || dl != nil {
+		t.Errorf("empty batch: %v, %v", dl, err)
 	}
 	st, err = s.Stage(ctx, []store.Delivery{delivery("acct", "u6", "bob", "", "six"), delivery("acct", "u7", "bob", "", "seven")})
 	if err != nil {

@@ -22,8 +22,10 @@ import (
 )
 
 // Staged is a batch of deliveries prepared by [Store.Stage] and not yet
-// committed. It is declared identically to the interface that package
-// store introduces for its stage-then-commit delivery API.
+// committed. It is declared identically to the interface store.Staged
+// that package store introduces for its stage-then-commit delivery API
+// (in a parallel change); once both are merged this becomes an alias of
+// it.
 type Staged interface {
 	// Commit runs the batch's one transaction and returns one Delivered
 	// per Delivery, in order.
@@ -31,6 +33,11 @@ type Staged interface {
 	// Release gives up an uncommitted batch; it is a no-op after Commit.
 	Release()
 }
+
+// ErrStagedDone is returned by Staged.Commit called after a successful
+// Commit or after Release (the counterpart of the SQLite store's
+// sentinel of the same name).
+var ErrStagedDone = errors.New("pgstore: staged batch already committed or released")
 
 // ErrUnavailable is wrapped by the errors of calls that failed because the
 // database could not be reached or the connection to it was lost; the
