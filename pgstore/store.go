@@ -41,8 +41,9 @@ var ErrStagedDone = errors.New("pgstore: staged batch already committed or relea
 
 // ErrUnavailable is wrapped by the errors of calls that failed because the
 // database could not be reached or the connection to it was lost; the
-// call may be retried once it is back.
-var ErrUnavailable = errors.New("pgstore: database unavailable")
+// call may be retried once it is back. It is store.ErrUnavailable, so
+// front ends can test for it without knowing the backend.
+var ErrUnavailable = store.ErrUnavailable
 
 // Options configures a Store. The zero value is valid but for the DSN,
 // which [Open] takes separately.

@@ -2,8 +2,16 @@ package store
 
 import (
 	"context"
+	"errors"
 	"strings"
 )
+
+// ErrUnavailable is wrapped by the errors of a store whose database
+// server cannot be reached or whose connection to it was lost during the
+// call (package pgstore); the call may succeed once the server is back.
+// Front ends answer it as a temporary failure (IMAP NO [UNAVAILABLE]).
+// The SQLite store, embedded, never returns it.
+var ErrUnavailable = errors.New("store: database unavailable")
 
 // Thin exported wrappers over the store's parser, metadata codec, flag
 // rules and text search, for other store backends (package pgstore) that
