@@ -56,7 +56,9 @@ type Options struct {
 	Now func() time.Time
 	// NodeName names this node in leases; "" means the host name.
 	NodeName string
-	// MaxConns bounds the connection pool; 0 means 10.
+	// MaxConns bounds the connection pool; 0 means the DSN's
+	// pool_max_conns, or 10. The change feed's listener uses one more
+	// connection.
 	MaxConns int32
 	// MetaCacheEntries bounds the per-node cache of decoded message
 	// metadata (envelope and structure) that Meta keeps: at most that
@@ -124,8 +126,10 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if s.writeTO <= 0 {
 		s.writeTO = 60 * time.Second
 	}
-	cfg.MaxConns = opts.MaxConns
-	if cfg.MaxConns <= 0 {
+	switch {
+	case opts.MaxConns > 0:
+		cfg.MaxConns = opts.MaxConns
+	case !strings.Contains(dsn, "pool_max_conns"):
 		cfg.MaxConns = 10
 	}
 	port := cfg.ConnConfig.Port
