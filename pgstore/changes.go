@@ -95,12 +95,33 @@ func startFeed(ctx context.Context, s *Store, cfg *pgx.ConnConfig, retention, in
 	if err := s.pool.QueryRow(ctx, `SELECT coalesce(max(seq), 0) FROM changes`).Scan(&f.last); err != nil {
 		return nil, fmt.Errorf("read change feed position: %w", err)
 	}
+	// The first connection is made here, so that Open fails on a
+	// database where LISTEN is impossible (e.g. behind a pooler in
+	// transaction mode) and Health is good once Open returns.
+	conn, err := f.connect(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("change feed: %w", err)
+	}
 	fctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
 	f.wg.Add(2)
-	go f.listen(fctx)
+	go f.listen(fctx, conn)
 	go f.dispatch(fctx)
 	return f, nil
+}
+
+// connect opens the listening connection and LISTENs.
+func (f *feed) connect(ctx context.Context) (*pgx.Conn, error) {
+	conn, err := pgx.ConnectConfig(ctx, f.cfg)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.Exec(ctx, `LISTEN `+notifyChannel); err != nil {
+		conn.Close(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	f.setListenErr(nil)
+	return conn, nil
 }
 
 func (f *feed) close() {
@@ -218,37 +239,40 @@ func (s *Store) Subscribe(fn func(store.Change)) (cancel func()) {
 
 // listen keeps one connection LISTENing, reconnecting with backoff, and
 // wakes the dispatcher for every notification and after every connect.
-func (f *feed) listen(ctx context.Context) {
+// conn is the first connection, already listening.
+func (f *feed) listen(ctx context.Context, conn *pgx.Conn) {
 	defer f.wg.Done()
 	backoff := 50 * time.Millisecond
-	for ctx.Err() == nil {
-		err := f.listenOnce(ctx, func() { backoff = 50 * time.Millisecond })
+	for {
+		err := f.wait(ctx, conn)
+		conn.Close(context.WithoutCancel(ctx))
 		if ctx.Err() != nil {
 			return
 		}
 		f.setListenErr(err)
-		f.s.log.Warn("change listener lost its connection; reconnecting", "err", err, "retry_in", backoff)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff):
+		f.s.log.Warn("change listener lost its connection; reconnecting", "err", err)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			if conn, err = f.connect(ctx); err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			f.setListenErr(err)
 		}
-		backoff = min(2*backoff, 5*time.Second)
+		backoff = 50 * time.Millisecond
 	}
 }
 
-func (f *feed) listenOnce(ctx context.Context, connected func()) error {
-	conn, err := pgx.ConnectConfig(ctx, f.cfg)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, `LISTEN `+notifyChannel); err != nil {
-		return err
-	}
-	f.setListenErr(nil)
-	connected()
-	// Whatever was committed while the listener was away is read now.
+// wait wakes the dispatcher once (for what was committed while no
+// connection listened) and then for every notification, until conn fails.
+func (f *feed) wait(ctx context.Context, conn *pgx.Conn) error {
 	f.poke()
 	for {
 		if _, err := conn.WaitForNotification(ctx); err != nil {

@@ -12,6 +12,9 @@ import (
 func testUsers(t *testing.T, e *env) {
 	ctx := context.Background()
 	s := e.open(t, "a")
+	if err := s.Health(); err != nil {
+		t.Errorf("health right after Open: %v", err)
+	}
 	if _, err := s.UserByName(ctx, "bob"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("unknown user: err = %v, want ErrNotFound", err)
 	}
