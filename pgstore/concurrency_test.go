@@ -212,3 +212,60 @@ func testConcurrentSameDelivery(t *testing.T, e *env) {
 		t.Errorf("%s ledger rows, want %d", n, rounds*per)
 	}
 }
+
+// testOpposingMoves has two nodes move messages between two mailboxes in
+// opposite directions at once: the locks are taken in one order, so no
+// call fails, and no message is lost or doubled.
+func testOpposingMoves(t *testing.T, e *env) {
+	ctx := context.Background()
+	nodes := []*Store{e.open(t, "a"), e.open(t, "b")}
+	u := mustUser(t, nodes[0], "bob").ID
+	boxes := []store.Mailbox{mustMailbox(t, nodes[0], u, store.Inbox), mustMailbox(t, nodes[0], u, "Archive")}
+	const each = 6
+	for _, mb := range boxes {
+		for i := range each {
+			mustAppend(t, nodes[0], u, mb.ID, msg(fmt.Sprint(mb.Name, i), "x"))
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for n, s := range nodes {
+		src, dst := boxes[n], boxes[1-n]
+		wg.Go(func() {
+			for range 10 {
+				snap, err := s.Snapshot(ctx, u, src.ID)
+				if err != nil {
+					errs[n] = err
+					return
+				}
+				if len(snap.Entries) == 0 {
+					continue
+				}
+				if _, err := s.Move(ctx, u, src.ID, uidsOf(snap.Entries[:1]), dst.ID); err != nil {
+					errs[n] = err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	total := 0
+	for _, mb := range boxes {
+		c, err := nodes[1].Counts(ctx, u, mb.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += int(c.Messages)
+	}
+	if total != 2*each {
+		t.Errorf("%d messages after the moves, want %d", total, 2*each)
+	}
+	if n := e.srv.Psql(t, e.db, "SELECT count(*) FROM messages"); n != fmt.Sprint(2*each) {
+		t.Errorf("%s message rows, want %d", n, 2*each)
+	}
+}

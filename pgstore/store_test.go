@@ -30,6 +30,8 @@ func TestStore(t *testing.T) {
 		{"ConcurrentWriters", testConcurrentWriters},
 		{"ConcurrentCreate", testConcurrentCreate},
 		{"ConcurrentSameDelivery", testConcurrentSameDelivery},
+		{"OpposingMoves", testOpposingMoves},
+		{"Isolation", testIsolation},
 		{"OpenConcurrently", testOpenConcurrently},
 		{"OpenErrors", testOpenErrors},
 		{"Leases", testLeases},
