@@ -197,3 +197,38 @@ func testMailboxChanges(t *testing.T, e *env) {
 		t.Errorf("cancelled subscriber has %d changes, want %d", n, len(want))
 	}
 }
+
+// testChangesGlobalOrder alternates writes of two nodes into two
+// mailboxes, each after the previous one returned: a third node's
+// subscriber sees them in exactly that order.
+func testChangesGlobalOrder(t *testing.T, e *env) {
+	a, b, c := e.open(t, "a"), e.open(t, "b"), e.open(t, "c")
+	u := mustUser(t, a, "bob").ID
+	boxes := []store.Mailbox{mustMailbox(t, a, u, store.Inbox), mustMailbox(t, a, u, "Sent")}
+	rec, cancel := record(c)
+	defer cancel()
+	var want []string
+	for i := range 12 {
+		s, mb := []*Store{a, b}[i%2], boxes[(i/2)%2]
+		ent := mustAppend(t, s, u, mb.ID, msg(fmt.Sprint(i), "x"))
+		want = append(want, fmt.Sprint(mb.ID, ":", ent.UID))
+	}
+	cs := rec.waitFor(t, 10*time.Second, "12 adds", func(cs []store.Change) bool {
+		n := 0
+		for _, c := range cs {
+			if c.Kind == store.ChangeAdd {
+				n++
+			}
+		}
+		return n >= 12
+	})
+	var got []string
+	for _, c := range cs {
+		if c.Kind == store.ChangeAdd {
+			got = append(got, fmt.Sprint(c.Mailbox, ":", c.Entries[0].UID))
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("node c saw %v, want commit order %v", got, want)
+	}
+}

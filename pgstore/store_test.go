@@ -27,6 +27,7 @@ func TestStore(t *testing.T) {
 		{"ChangesCatchUpWithoutNotify", testChangesCatchUpWithoutNotify},
 		{"ChangesPrune", testChangesPrune},
 		{"MailboxChanges", testMailboxChanges},
+		{"ChangesGlobalOrder", testChangesGlobalOrder},
 		{"ConcurrentWriters", testConcurrentWriters},
 		{"ConcurrentCreate", testConcurrentCreate},
 		{"ConcurrentSameDelivery", testConcurrentSameDelivery},
