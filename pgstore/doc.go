@@ -61,7 +61,17 @@
 // named leases to one node at a time, judged by the database's clock, with
 // a fencing token; a lease that lapses can be taken by another node.
 //
-// Not here (SQLite-specific): read-only opens, pack files and their
-// verification and repair (Verify, RawBytes, ReplaceMessage, Quarantine,
-// DamageStats, PackProblems).
+// # Verify and repair
+//
+// [Store.Verify] reads every message in full on the server and reports
+// messages whose bytes, texts or metadata are missing, unreadable or
+// wrong, with the store.VerifyReport of the SQLite store;
+// [Store.RawBytes], [Store.ReplaceMessage] and [Store.Quarantine] are the
+// repair steps of `popbridge verify -repair`. ReplaceMessage gives the
+// content a new MessageID (entries and ledger rows follow it), so that
+// messages stay immutable for every node's metadata cache.
+//
+// Not here (SQLite-specific): read-only opens (any node may read), pack
+// files (PackProblems, the Packs and Unpacked of a VerifyReport) and
+// DamageStats' counters of damaged pack reads.
 package pgstore

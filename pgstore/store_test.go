@@ -33,6 +33,7 @@ func TestStore(t *testing.T) {
 		{"ConcurrentSameDelivery", testConcurrentSameDelivery},
 		{"OpposingMoves", testOpposingMoves},
 		{"Isolation", testIsolation},
+		{"VerifyRepair", testVerifyRepair},
 		{"OpenConcurrently", testOpenConcurrently},
 		{"OpenErrors", testOpenErrors},
 		{"Leases", testLeases},
