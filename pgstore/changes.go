@@ -289,20 +289,33 @@ func (f *feed) dispatch(ctx context.Context) {
 	defer tick.Stop()
 	lastPrune := time.Time{}
 	var lastLog time.Time
+	// After a failed read (the database restarting, a pooled connection
+	// that died with it), the feed is read again soon, backing off, not
+	// only at the next notification or tick.
+	var retry <-chan time.Time
+	backoff := 50 * time.Millisecond
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-f.wake:
 		case <-tick.C:
+		case <-retry:
 		}
-		if err := f.catchUp(ctx); err != nil && ctx.Err() == nil {
+		retry = nil
+		if err := f.catchUp(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
 			if time.Since(lastLog) > 10*time.Second {
 				f.s.log.Warn("read change feed", "err", err)
 				lastLog = time.Now()
 			}
+			retry = time.After(backoff)
+			backoff = min(2*backoff, f.interval)
 			continue
 		}
+		backoff = 50 * time.Millisecond
 		if time.Since(lastPrune) > pruneEvery {
 			lastPrune = time.Now()
 			if _, err := f.prune(ctx); err != nil && ctx.Err() == nil {
