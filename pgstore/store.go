@@ -91,6 +91,7 @@ type Store struct {
 	closeMu sync.Mutex
 	feed    *feed
 	retries atomic.Int64
+	damaged atomic.Int64
 	// metaCache holds decoded message metadata by MessageID; nil when
 	// disabled.
 	metaCache *metaCache
@@ -189,6 +190,13 @@ func (s *Store) Health() error {
 	return s.feed.health()
 }
 
+// DamageStats returns, in Messages, how many reads since Open failed
+// because the database reported damaged data (SQLSTATE class XX, e.g. a
+// page failing its checksum); Texts is always zero (the SQLite store's
+// search-text records). Such a read fails as a whole: `popbridge verify`
+// finds the messages concerned.
+func (s *Store) DamageStats() store.DamageStats { return store.DamageStats{Messages: s.damaged.Load()} }
+
 // ConflictRetries returns how many write transactions were tried again
 // since Open after a conflict with a concurrent one (a figure for
 // metrics: a steadily high rate means contended mailboxes).
@@ -281,6 +289,10 @@ func (s *Store) read(ctx context.Context, op string, fn func(tx pgx.Tx) error) e
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	if err := fn(tx); err != nil {
+		if isDataCorrupt(err) {
+			s.damaged.Add(1)
+			s.log.Error("the database reported damaged data (run popbridge verify)", "op", op, "err", err)
+		}
 		return fmt.Errorf("%s: %w", op, s.classify(err))
 	}
 	if err := tx.Commit(ctx); err != nil {

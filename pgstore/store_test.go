@@ -34,6 +34,7 @@ func TestStore(t *testing.T) {
 		{"OpposingMoves", testOpposingMoves},
 		{"Isolation", testIsolation},
 		{"VerifyRepair", testVerifyRepair},
+		{"DamageStats", testDamageStats},
 		{"OpenConcurrently", testOpenConcurrently},
 		{"OpenErrors", testOpenErrors},
 		{"Leases", testLeases},

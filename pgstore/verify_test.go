@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/popbridge/popbridge/store"
 )
@@ -112,5 +115,25 @@ func testVerifyRepair(t *testing.T, e *env) {
 	}
 	if got := e.srv.Psql(t, e.db, "SELECT count(*) FROM messages"); got != "4" {
 		t.Errorf("%s messages, want 4", got)
+	}
+}
+
+// testDamageStats has the server report damaged data (as a page failing
+// its checksum does) during a read: counted, and the read fails.
+func testDamageStats(t *testing.T, e *env) {
+	ctx := context.Background()
+	s := e.open(t, "a")
+	if d := s.DamageStats(); d.Messages != 0 {
+		t.Fatalf("fresh store: %+v", d)
+	}
+	err := s.read(ctx, "test read", func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `DO $$BEGIN RAISE EXCEPTION 'invalid page in block 7' USING ERRCODE = 'data_corrupted'; END$$`)
+		return err
+	})
+	if !isDataCorrupt(err) || !strings.Contains(err.Error(), "test read") {
+		t.Errorf("read: err = %v", err)
+	}
+	if d := s.DamageStats(); d.Messages != 1 {
+		t.Errorf("after a damaged read: %+v", d)
 	}
 }
