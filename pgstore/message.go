@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -62,6 +63,10 @@ func selectEntries(ctx context.Context, q querier, mb store.MailboxID, uids []st
 	if err != nil {
 		return nil, fmt.Errorf("query entries: %w", err)
 	}
+	// Entries with identical flags share one slice (a mailbox of 100,000
+	// messages has a handful of distinct sets): callers treat Flags as
+	// read-only and replace, never modify, it.
+	shared := map[string][]string{}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (entryRow, error) {
 		var (
 			e           entryRow
@@ -69,8 +74,14 @@ func selectEntries(ctx context.Context, q querier, mb store.MailboxID, uids []st
 		)
 		err := r.Scan(&uid, &e.msg, &e.flags, &modseq)
 		e.uid, e.modseq = store.UID(uid), uint64(modseq)
-		if e.flags == nil {
-			e.flags = []string{}
+		key := strings.Join(e.flags, "\x00")
+		if f, ok := shared[key]; ok {
+			e.flags = f
+		} else {
+			if e.flags == nil {
+				e.flags = []string{}
+			}
+			shared[key] = e.flags
 		}
 		return e, err
 	})
@@ -209,7 +220,8 @@ func insertMessage(w *wtx, pm *store.ParsedMessage, date time.Time) (store.Messa
 }
 
 // Snapshot returns the mailbox and all its entries, ascending by UID, read
-// in one transaction.
+// in one transaction. Entries with identical flags share their Flags
+// slice: callers must not modify it.
 func (s *Store) Snapshot(ctx context.Context, u store.UserID, id store.MailboxID) (store.Snapshot, error) {
 	var snap store.Snapshot
 	err := s.read(ctx, "snapshot", func(tx pgx.Tx) error {
