@@ -11,12 +11,19 @@ import (
 	"github.com/popbridge/popbridge/store"
 )
 
-// TestServerRestart kills the database server under two nodes: calls fail
+// TestServerOutage stops or kills the database server under the store:
+// one server for both subtests (each restarts it), a database each.
+func TestServerOutage(t *testing.T) {
+	srv := pgtest.Start(t, pgtest.Options{NoFsync: true})
+	t.Run("KillAndRestart", func(t *testing.T) { testKillAndRestart(t, newEnv(t, srv)) })
+	t.Run("CommitRetryAfterOutage", func(t *testing.T) { testCommitRetryAfterOutage(t, newEnv(t, srv)) })
+}
+
+// testKillAndRestart kills the database server under two nodes: calls fail
 // with ErrUnavailable while it is down, and after the restart the nodes
 // work again without being reopened, and the change feed catches up.
-func TestServerRestart(t *testing.T) {
-	srv := pgtest.Start(t, pgtest.Options{NoFsync: true})
-	e := &env{srv: srv, db: srv.Database, dsn: srv.DSN()}
+func testKillAndRestart(t *testing.T, e *env) {
+	srv := e.srv
 	ctx := context.Background()
 	a := e.open(t, "a")
 	b := e.open(t, "b")
@@ -79,11 +86,10 @@ func TestServerRestart(t *testing.T) {
 	}
 }
 
-// TestCommitRetryAfterOutage stages a batch, fails its Commit with the
+// testCommitRetryAfterOutage stages a batch, fails its Commit with the
 // server down, and commits it once the server is back: stored once.
-func TestCommitRetryAfterOutage(t *testing.T) {
-	srv := pgtest.Start(t, pgtest.Options{NoFsync: true})
-	e := &env{srv: srv, db: srv.Database, dsn: srv.DSN()}
+func testCommitRetryAfterOutage(t *testing.T, e *env) {
+	srv := e.srv
 	ctx := context.Background()
 	s := e.open(t, "a")
 	mustUser(t, s, "bob")
@@ -109,7 +115,7 @@ func TestCommitRetryAfterOutage(t *testing.T) {
 	if _, err := st.Commit(ctx); !errors.Is(err, ErrStagedDone) {
 		t.Errorf("a committed batch committed again: err = %v", err)
 	}
-	if n := srv.Psql(t, srv.Database, "SELECT count(*) FROM pop_ledger"); n != "2" {
+	if n := srv.Psql(t, e.db, "SELECT count(*) FROM pop_ledger"); n != "2" {
 		t.Errorf("ledger rows %s, want 2", n)
 	}
 }
