@@ -73,7 +73,7 @@ func testChangesAcrossNodes(t *testing.T, e *env) {
 	// The listener of node b loses its connection: the changes made
 	// meanwhile are caught up, none twice.
 	before := len(recB.snapshot())
-	out := e.srv.Psql(t, e.db, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'popbridge-listen b'`)
+	out := e.srv.Psql(t, e.db, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'popbridge-listen b' AND datname = current_database()`)
 	if out != "1" {
 		t.Fatalf("terminated %s listeners of node b, want 1", out)
 	}

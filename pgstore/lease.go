@@ -36,11 +36,13 @@ func (s *Store) AcquireLease(ctx context.Context, name string, ttl time.Duration
 		return Lease{}, false, fmt.Errorf("acquire lease %q: ttl must be positive, not %v", name, ttl)
 	}
 	err = s.write(ctx, "acquire lease", func(w *wtx) error {
+		// One instant, the new expiry less the ttl, is both when the
+		// lease is taken and what "expired" is judged against.
 		err := w.QueryRow(w.ctx, `INSERT INTO leases AS l (name, holder, expires, token)
 			VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3), 1)
 			ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires = excluded.expires,
 				token = l.token + CASE WHEN l.holder = excluded.holder THEN 0 ELSE 1 END
-			WHERE l.holder = excluded.holder OR l.expires <= clock_timestamp()
+			WHERE l.holder = excluded.holder OR l.expires <= excluded.expires - make_interval(secs => $3)
 			RETURNING name, holder, expires, token`, name, s.node, ttl.Seconds()).Scan(&l.Name, &l.Holder, &l.Expires, &l.Token)
 		if err == nil {
 			ok = true
