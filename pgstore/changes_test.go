@@ -46,7 +46,7 @@ func testChangesAcrossNodes(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	isFlags := func(cs []store.Change) bool { return len(cs) > 0 && cs[len(cs)-1].Kind == store.ChangeFlags }
-	cs := recB.waitFor(t, 10*time.Second, "node b to see the flag change", isFlags)
+	cs := recB.waitFor(t, feedTimeout, "node b to see the flag change", isFlags)
 	if got := addsOf(cs, inbox.ID); fmt.Sprint(got) != "[1 2 3 4 5]" {
 		t.Errorf("node b saw adds %v, want [1 2 3 4 5] in order", got)
 	}
@@ -65,7 +65,7 @@ func testChangesAcrossNodes(t *testing.T, e *env) {
 	if f := cs[len(cs)-1]; f.Entries[0].UID != 2 || f.Entries[0].Flags[0] != store.FlagSeen {
 		t.Errorf("flag change %+v", f)
 	}
-	csA := recA.waitFor(t, 10*time.Second, "node a to see its own flag change", isFlags)
+	csA := recA.waitFor(t, feedTimeout, "node a to see its own flag change", isFlags)
 	if csA[len(csA)-1].Origin != origin {
 		t.Errorf("node a: origin %v, want %v", csA[len(csA)-1].Origin, origin)
 	}
@@ -80,7 +80,7 @@ func testChangesAcrossNodes(t *testing.T, e *env) {
 	for i := 5; i < 10; i++ {
 		mustAppend(t, a, u, inbox.ID, msg(fmt.Sprint(i), "x"))
 	}
-	cs = recB.waitFor(t, 20*time.Second, "node b to catch up", func(cs []store.Change) bool {
+	cs = recB.waitFor(t, feedTimeout, "node b to catch up", func(cs []store.Change) bool {
 		return len(addsOf(cs, inbox.ID)) >= 10
 	})
 	if got := addsOf(cs, inbox.ID); fmt.Sprint(got) != "[1 2 3 4 5 6 7 8 9 10]" {
@@ -106,7 +106,7 @@ func testChangesCatchUpWithoutNotify(t *testing.T, e *env) {
 	rec, cancel := record(s)
 	defer cancel()
 	e.srv.Psql(t, e.db, `SELECT pg_advisory_xact_lock(`+fmt.Sprint(feedLockKey)+`); INSERT INTO changes (payload) VALUES ('{"k":7,"u":42,"n":"X"}')`)
-	cs := rec.waitFor(t, 10*time.Second, "the change without a notification", func(cs []store.Change) bool { return len(cs) == 1 })
+	cs := rec.waitFor(t, feedTimeout, "the change without a notification", func(cs []store.Change) bool { return len(cs) == 1 })
 	if cs[0].Kind != store.ChangeSubscription || cs[0].User != 42 || cs[0].MailboxName != "X" {
 		t.Errorf("change %+v", cs[0])
 	}
@@ -137,7 +137,7 @@ func testMailboxChanges(t *testing.T, e *env) {
 	// Everything before the mark is older than this test's operations.
 	mark := mustAppend(t, s, u, mustMailbox(t, s, u, "Junk").ID, msg("mark", "x"))
 	rec, cancel := record(s)
-	rec.waitFor(t, 10*time.Second, "the mark", func(cs []store.Change) bool {
+	rec.waitFor(t, feedTimeout, "the mark", func(cs []store.Change) bool {
 		return len(cs) > 0 && cs[len(cs)-1].Kind == store.ChangeAdd && cs[len(cs)-1].ModSeq == mark.ModSeq
 	})
 	rec.mu.Lock()
@@ -160,7 +160,7 @@ func testMailboxChanges(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	want := []string{"created p", "created p/q", "renamed p->r", "renamed p/q->r/q", "subscription r/q", "deleted r/q"}
-	cs := rec.waitFor(t, 10*time.Second, "the mailbox changes", func(cs []store.Change) bool { return len(cs) >= len(want) })
+	cs := rec.waitFor(t, feedTimeout, "the mailbox changes", func(cs []store.Change) bool { return len(cs) >= len(want) })
 	var got []string
 	for _, c := range cs {
 		switch c.Kind {
@@ -190,7 +190,7 @@ func testMailboxChanges(t *testing.T, e *env) {
 	rec2, cancel2 := record(s)
 	defer cancel2()
 	mustAppend(t, s, u, mustMailbox(t, s, u, store.Inbox).ID, msg("late", "x"))
-	rec2.waitFor(t, 10*time.Second, "the late append", func(cs []store.Change) bool {
+	rec2.waitFor(t, feedTimeout, "the late append", func(cs []store.Change) bool {
 		return len(cs) > 0 && cs[len(cs)-1].Kind == store.ChangeAdd
 	})
 	if n := len(rec.snapshot()); n != len(want) {
@@ -213,7 +213,7 @@ func testChangesGlobalOrder(t *testing.T, e *env) {
 		ent := mustAppend(t, s, u, mb.ID, msg(fmt.Sprint(i), "x"))
 		want = append(want, fmt.Sprint(mb.ID, ":", ent.UID))
 	}
-	cs := rec.waitFor(t, 10*time.Second, "12 adds", func(cs []store.Change) bool {
+	cs := rec.waitFor(t, feedTimeout, "12 adds", func(cs []store.Change) bool {
 		n := 0
 		for _, c := range cs {
 			if c.Kind == store.ChangeAdd {

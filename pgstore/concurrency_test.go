@@ -107,7 +107,7 @@ func testConcurrentWriters(t *testing.T, e *env) {
 	}
 	// The feed on node b: every mailbox change of INBOX, modseqs strictly
 	// increasing, and the adds in UID order.
-	cs := rec.waitFor(t, 20*time.Second, "every change of INBOX on node b", func(cs []store.Change) bool {
+	cs := rec.waitFor(t, feedTimeout, "every change of INBOX on node b", func(cs []store.Change) bool {
 		var last uint64
 		for _, c := range cs {
 			if c.Mailbox == inbox.ID {

@@ -127,3 +127,8 @@ func (r *recorder) waitFor(t *testing.T, timeout time.Duration, what string, con
 		}
 	}
 }
+
+// feedTimeout is how long a test waits for a change to reach a
+// subscriber before it fails: a guard against a hang, generous for a
+// loaded machine (changes normally arrive within milliseconds).
+const feedTimeout = 60 * time.Second

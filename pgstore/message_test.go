@@ -186,7 +186,7 @@ func testMoveWithinMailbox(t *testing.T, e *env) {
 	}
 	// The subscriber may also get the changes committed just before it
 	// subscribed (delivery is asynchronous): the MOVE's are the last two.
-	cs := rec.waitFor(t, 10*time.Second, "the MOVE's changes", func(cs []store.Change) bool {
+	cs := rec.waitFor(t, feedTimeout, "the MOVE's changes", func(cs []store.Change) bool {
 		return len(cs) >= 2 && cs[len(cs)-1].ModSeq > 2 && cs[len(cs)-2].ModSeq > 2
 	})
 	cs = cs[len(cs)-2:]

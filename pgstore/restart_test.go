@@ -68,7 +68,7 @@ func testKillAndRestart(t *testing.T, e *env) {
 	if ent.UID != 2 {
 		t.Errorf("UID after restart %d, want 2 (the failed append took none)", ent.UID)
 	}
-	cs := rec.waitFor(t, 30*time.Second, "node b's feed to resume", func(cs []store.Change) bool {
+	cs := rec.waitFor(t, feedTimeout, "node b's feed to resume", func(cs []store.Change) bool {
 		return len(addsOf(cs, inbox.ID)) > 0 && addsOf(cs, inbox.ID)[len(addsOf(cs, inbox.ID))-1] == 2
 	})
 	if got := fmt.Sprint(addsOf(cs, inbox.ID)); got != "[1 2]" && got != "[2]" {
