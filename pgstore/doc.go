@@ -32,6 +32,8 @@
 //   - [Store.Deliver] stores messages, entries and ledger rows in one
 //     transaction; an (account, UIDL, digest) already in the ledger is
 //     never stored a second time (a unique key, on every node).
+//   - Times are kept to the microsecond (timestamptz); INTERNALDATE keeps
+//     its zone offset.
 //   - A transaction that conflicts with a concurrent one (deadlock,
 //     serialization failure, a unique or foreign key violation caused by
 //     a concurrent insert) is retried from the start, up to 10 times.
@@ -39,7 +41,11 @@
 // # Change feed
 //
 // Every committed change is a row of the changes table, numbered in
-// commit order, and a NOTIFY carrying its number. [Store.Subscribe]
+// commit order, and a NOTIFY carrying its number: a transaction that
+// publishes changes takes an advisory transaction lock just before it
+// inserts them, held to its commit, so numbers follow commits (PostgreSQL
+// serialises the commits of notifying transactions anyway). Rows are kept
+// for Options.ChangeRetention. [Store.Subscribe]
 // callbacks receive the changes of every node, in commit order, on the
 // feed's goroutine (never on the writer's); after a lost notification or
 // a reconnect of the listening connection, the feed catches up from the
