@@ -1,0 +1,339 @@
+package pgstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/popbridge/popbridge/store"
+)
+
+// staged is a batch prepared by Stage: validated and parsed, waiting for
+// its transaction.
+type staged struct {
+	s       *Store
+	ds      []store.Delivery
+	folders []string
+	dates   []time.Time
+	pms     []store.ParsedMessage
+	mu      sync.Mutex
+	done    bool
+}
+
+// Stage prepares ds for delivery: it checks the folder names and parses
+// every message (in parallel), outside any transaction. Nothing is stored
+// until Commit. Stage then Commit is what Deliver does; a caller that
+// runs several batches at once commits them in its own order (local UIDs
+// follow it) while their preparation overlaps.
+func (s *Store) Stage(ctx context.Context, ds []store.Delivery) (Staged, error) {
+	if s.closed.Load() {
+		return nil, fmt.Errorf("deliver: %w", store.ErrClosed)
+	}
+	b := &staged{s: s, ds: ds, folders: make([]string, len(ds)), dates: make([]time.Time, len(ds)), pms: make([]store.ParsedMessage, len(ds))}
+	now := s.now()
+	for i, d := range ds {
+		folder := d.Folder
+		if folder == "" {
+			folder = store.Inbox
+		}
+		canon, err := store.ValidateMailboxName(folder)
+		if err != nil {
+			return nil, fmt.Errorf("deliver: %w", err)
+		}
+		b.folders[i] = canon
+		b.dates[i] = d.InternalDate
+		if b.dates[i].IsZero() {
+			b.dates[i] = now
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("deliver: %w", err)
+	}
+	var (
+		wg   sync.WaitGroup
+		next = make(chan int)
+	)
+	for range min(len(ds), runtime.GOMAXPROCS(0)) {
+		wg.Go(func() {
+			for i := range next {
+				b.pms[i] = s.parse(ds[i].Raw)
+			}
+		})
+	}
+	for i := range ds {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return b, nil
+}
+
+// Release gives up the batch; it is a no-op after Commit.
+func (b *staged) Release() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.done {
+		b.done = true
+		b.pms = nil
+	}
+}
+
+// Deliver stores every delivery and its ledger row in one durable
+// transaction and returns one Delivered per Delivery, in order: it is
+// Stage followed by Commit. A missing Folder ("" means INBOX) is created.
+// If any Delivery names an unknown user the whole batch fails with
+// store.ErrNotFound and nothing is stored.
+//
+// The ledger key (Account, UIDL, Digest) guards against duplicates, on
+// every node: a delivery whose key is already in the ledger with a stored
+// message is not stored again and reports the existing message; one whose
+// message has since been expunged locally is not stored again either and
+// reports a zero Delivered. A key previously recorded as skipped is
+// stored now and the ledger row updated.
+func (s *Store) Deliver(ctx context.Context, ds []store.Delivery) ([]store.Delivered, error) {
+	if s.closed.Load() {
+		return nil, fmt.Errorf("deliver: %w", store.ErrClosed)
+	}
+	if len(ds) == 0 {
+		return nil, nil
+	}
+	b, err := s.Stage(ctx, ds)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Release()
+	return b.Commit(ctx)
+}
+
+// Commit runs the batch's transaction (see Deliver). A batch commits once:
+// a second Commit, or a Commit after Release, fails. A Commit that failed
+// (e.g. with ErrUnavailable) may be tried again, or the batch released.
+func (b *staged) Commit(ctx context.Context) ([]store.Delivered, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.done {
+		return nil, fmt.Errorf("deliver: %w", ErrStagedDone)
+	}
+	if len(b.ds) == 0 {
+		b.done = true
+		return nil, nil
+	}
+	s := b.s
+	out := make([]store.Delivered, len(b.ds))
+	now := micro(s.now())
+	err := s.write(ctx, "deliver", func(w *wtx) error {
+		clear(out)
+		return b.commit(w, out, now)
+	})
+	if err != nil {
+		// Nothing was stored (or, if the connection was lost during
+		// COMMIT, perhaps everything: the ledger then makes a second
+		// Commit report the messages instead of storing them again).
+		return nil, err
+	}
+	b.done, b.pms = true, nil
+	return out, nil
+}
+
+// existingDelivered finds an entry of msg in the user's mailboxes,
+// preferring folder.
+func existingDelivered(w *wtx, u store.UserID, msg store.MessageID, folder string) (store.Delivered, error) {
+	var (
+		dl  store.Delivered
+		uid int64
+	)
+	err := w.QueryRow(w.ctx, `SELECT mm.mailbox_id, mm.uid FROM mailbox_messages mm JOIN mailboxes m ON m.id = mm.mailbox_id
+		WHERE mm.message_id = $1 AND m.user_id = $2 ORDER BY (m.name = $3) DESC, mm.mailbox_id, mm.uid LIMIT 1`,
+		msg, u, folder).Scan(&dl.Mailbox, &uid)
+	if errors.Is(err, pgx.ErrNoRows) {
+		// The message lives on only in another user's mailbox (the
+		// account was reassigned): report it as not stored.
+		return store.Delivered{}, nil
+	}
+	if err != nil {
+		return store.Delivered{}, fmt.Errorf("find delivered entry: %w", err)
+	}
+	dl.UID, dl.Message = store.UID(uid), msg
+	return dl, nil
+}
+
+// commit is the transaction of Commit, in two passes. The first checks
+// the ledger (locking the rows it finds) and stores the new messages and
+// their ledger rows; the second locks the target mailboxes, in ascending
+// id order (so concurrent batches cannot deadlock on them, and the locks
+// are held only for the end of the transaction), and adds the entries:
+// one ChangeAdd per mailbox, UIDs in delivery order.
+func (b *staged) commit(w *wtx, out []store.Delivered, now time.Time) error {
+	s := b.s
+	type mbKey struct {
+		u    store.UserID
+		name string
+	}
+	type pending struct {
+		rows []entryRow
+		idx  []int // indexes into out
+	}
+	users := map[string]store.UserID{}
+	var order []mbKey
+	adds := map[mbKey]*pending{}
+	// A key delivered twice in the batch is stored once: the later ones
+	// report the first one's message.
+	type ledgerKey struct{ account, uidl, digest string }
+	firstOf := map[ledgerKey]int{}
+	dups := map[int]int{}
+	type ledgerRow struct {
+		id      int64
+		msg     *int64
+		skipped string
+	}
+	var (
+		accts, uidls, digests []string
+		firsts                []int
+	)
+	for i, d := range b.ds {
+		lk := ledgerKey{d.Account, d.UIDL, d.Digest}
+		if j, ok := firstOf[lk]; ok {
+			dups[i] = j
+			continue
+		}
+		firstOf[lk] = i
+		if _, ok := users[d.User]; !ok {
+			u, err := userByName(w.ctx, w, d.User)
+			if err != nil {
+				return err
+			}
+			users[d.User] = u.ID
+		}
+		accts, uidls, digests = append(accts, d.Account), append(uidls, d.UIDL), append(digests, d.Digest)
+		firsts = append(firsts, i)
+	}
+	// The batch's known keys, in one query, locked until commit.
+	rows, err := w.Query(w.ctx, `SELECT t.i, l.id, l.message_id, l.skipped
+		FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS t(a, u, d, i)
+		JOIN pop_ledger l ON l.account = t.a AND l.uidl = t.u AND l.digest = t.d FOR UPDATE OF l`, accts, uidls, digests)
+	if err != nil {
+		return fmt.Errorf("query ledger: %w", err)
+	}
+	known := map[int]ledgerRow{}
+	for rows.Next() {
+		var (
+			ord int64
+			r   ledgerRow
+		)
+		if err := rows.Scan(&ord, &r.id, &r.msg, &r.skipped); err != nil {
+			rows.Close()
+			return fmt.Errorf("query ledger: %w", err)
+		}
+		known[firsts[ord-1]] = r
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("query ledger: %w", err)
+	}
+	// The new messages and their ledger rows: one statement each,
+	// pipelined in one round trip.
+	var (
+		batch  pgx.Batch
+		stored []int
+	)
+	for _, i := range firsts {
+		d, uid := b.ds[i], users[b.ds[i].User]
+		r, isKnown := known[i]
+		if isKnown && r.msg != nil {
+			dl, err := existingDelivered(w, uid, store.MessageID(*r.msg), b.folders[i])
+			if err != nil {
+				return err
+			}
+			out[i] = dl
+			continue
+		}
+		if isKnown && r.skipped == "" {
+			continue // stored before and expunged locally since
+		}
+		pm := &b.pms[i]
+		env, st := store.EncodeMeta(pm.Envelope, pm.Structure)
+		_, off := b.dates[i].Zone()
+		args := []any{int64(len(pm.Raw)), micro(b.dates[i]), off, env, st, pm.Raw, []byte(pm.HeaderText), []byte(pm.BodyText),
+			len(d.Raw), now}
+		if isKnown {
+			batch.Queue(insertMessageSQL(`UPDATE pop_ledger SET message_id = m.id, skipped = '', size = $9, stored_at = $10
+				FROM m WHERE pop_ledger.id = $11`), append(args, r.id)...)
+		} else {
+			// A concurrent insert of the same key fails this one on the
+			// unique key; write then retries and finds the row.
+			batch.Queue(insertMessageSQL(`INSERT INTO pop_ledger (account, uidl, digest, size, stored_at, message_id, last_seen)
+				SELECT $11, $12, $13, $9, $10, id, $10 FROM m`), append(args, d.Account, d.UIDL, d.Digest)...)
+		}
+		stored = append(stored, i)
+	}
+	msgs := make([]store.MessageID, len(stored))
+	if len(stored) > 0 {
+		br := w.SendBatch(w.ctx, &batch)
+		for j := range stored {
+			if err := br.QueryRow().Scan(&msgs[j]); err != nil {
+				br.Close()
+				return fmt.Errorf("store message: %w", err)
+			}
+		}
+		if err := br.Close(); err != nil {
+			return fmt.Errorf("store messages: %w", err)
+		}
+	}
+	for j, i := range stored {
+		key := mbKey{users[b.ds[i].User], b.folders[i]}
+		p := adds[key]
+		if p == nil {
+			p = &pending{}
+			adds[key] = p
+			order = append(order, key)
+		}
+		p.rows = append(p.rows, entryRow{msg: msgs[j], flags: []string{}})
+		p.idx = append(p.idx, i)
+	}
+	// Find or create the target mailboxes, then lock them in id order.
+	ids := make(map[mbKey]store.MailboxID, len(order))
+	owner := map[store.MailboxID]store.UserID{}
+	for _, k := range order {
+		m, err := mailboxByName(w.ctx, w, k.u, k.name, false)
+		if err != nil || m.NoSelect {
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+			if m, err = s.createMailbox(w, k.u, k.name, ""); err != nil {
+				return err
+			}
+		}
+		ids[k], owner[m.ID] = m.ID, k.u
+	}
+	locked := make(map[store.MailboxID]*store.Mailbox, len(order))
+	for _, id := range slices.Sorted(maps.Keys(owner)) {
+		m, err := mailboxByID(w.ctx, w, owner[id], id, true)
+		if err != nil {
+			return err
+		}
+		if m.NoSelect { // made a placeholder since the lookup
+			return fmt.Errorf("mailbox %q: %w", m.Name, store.ErrNoSelect)
+		}
+		locked[id] = &m
+	}
+	for _, k := range order {
+		p, mb := adds[k], locked[ids[k]]
+		ents, err := addEntries(w, mb, p.rows)
+		if err != nil {
+			return err
+		}
+		for j, e := range ents {
+			out[p.idx[j]] = store.Delivered{Mailbox: mb.ID, UID: e.UID, Message: e.Message}
+		}
+	}
+	for i, j := range dups {
+		out[i] = out[j]
+	}
+	return nil
+}

@@ -1,0 +1,605 @@
+package pgstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/popbridge/popbridge/store"
+)
+
+// entryRow is one mailbox_messages row.
+type entryRow struct {
+	uid    store.UID
+	msg    store.MessageID
+	flags  []string
+	modseq uint64
+}
+
+func (e entryRow) entry() store.Entry {
+	return store.Entry{UID: e.uid, Message: e.msg, Flags: e.flags, ModSeq: e.modseq}
+}
+
+// uidArray returns the UIDs of a set for "uid = ANY($n)", or nil for
+// "all" (uids nil). ok is false for an explicit empty set.
+func uidArray(uids []store.UID) (arr []int64, all, ok bool) {
+	if uids == nil {
+		return nil, true, true
+	}
+	arr = make([]int64, 0, len(uids))
+	for _, u := range uids {
+		if u != 0 {
+			arr = append(arr, int64(u))
+		}
+	}
+	return arr, false, len(arr) > 0
+}
+
+// selectEntries returns the mailbox's entries among uids (nil: all),
+// ascending; with deletedOnly, only those flagged \Deleted.
+func selectEntries(ctx context.Context, q querier, mb store.MailboxID, uids []store.UID, deletedOnly bool) ([]entryRow, error) {
+	arr, all, ok := uidArray(uids)
+	if !ok {
+		return nil, nil
+	}
+	query := `SELECT uid, message_id, flags, modseq FROM mailbox_messages WHERE mailbox_id = $1`
+	args := []any{mb}
+	if !all {
+		// Two forms, not "($2 OR uid = ANY ($3))": a generic plan of
+		// that would read the whole mailbox for a few UIDs.
+		query += ` AND uid = ANY ($2)`
+		args = append(args, arr)
+	}
+	if deletedOnly {
+		query += ` AND '\Deleted' = ANY (flags)`
+	}
+	rows, err := q.Query(ctx, query+` ORDER BY uid`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("query entries: %w", err)
+	}
+	// Entries with identical flags share one slice (a mailbox of 100,000
+	// messages has a handful of distinct sets): callers treat Flags as
+	// read-only and replace, never modify, it.
+	shared := map[string][]string{}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (entryRow, error) {
+		var (
+			e           entryRow
+			uid, modseq int64
+		)
+		err := r.Scan(&uid, &e.msg, &e.flags, &modseq)
+		e.uid, e.modseq = store.UID(uid), uint64(modseq)
+		key := strings.Join(e.flags, "\x00")
+		if f, ok := shared[key]; ok {
+			e.flags = f
+		} else {
+			if e.flags == nil {
+				e.flags = []string{}
+			}
+			shared[key] = e.flags
+		}
+		return e, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("query entries: %w", err)
+	}
+	return out, nil
+}
+
+// saveCounters writes back UIDNEXT and HIGHESTMODSEQ of a locked mailbox.
+func saveCounters(w *wtx, mb *store.Mailbox) error {
+	if _, err := w.Exec(w.ctx, `UPDATE mailboxes SET uid_next = $1, highest_modseq = $2 WHERE id = $3`,
+		int64(mb.UIDNext), int64(mb.HighestModSeq), mb.ID); err != nil {
+		return fmt.Errorf("update mailbox counters: %w", err)
+	}
+	return nil
+}
+
+// addEntries appends entries for rows (message and flags taken from each
+// row) to mb, which the transaction has locked, with new UIDs and one new
+// modseq, and emits one ChangeAdd.
+func addEntries(w *wtx, mb *store.Mailbox, rows []entryRow) ([]store.Entry, error) {
+	first := uint64(mb.UIDNext)
+	if first+uint64(len(rows)) > math.MaxUint32 {
+		return nil, fmt.Errorf("mailbox %q: UIDs exhausted", mb.Name)
+	}
+	mb.UIDNext = store.UID(first + uint64(len(rows)))
+	mb.HighestModSeq++
+	uids := make([]int64, len(rows))
+	msgs := make([]int64, len(rows))
+	flags := make([]string, len(rows)) // each a text[] literal
+	out := make([]store.Entry, len(rows))
+	for i, r := range rows {
+		uid := store.UID(first) + store.UID(i)
+		uids[i], msgs[i], flags[i] = int64(uid), int64(r.msg), arrayLiteral(r.flags)
+		r.uid, r.modseq = uid, mb.HighestModSeq
+		if r.flags == nil {
+			r.flags = []string{}
+		}
+		out[i] = r.entry()
+	}
+	if _, err := w.Exec(w.ctx, `INSERT INTO mailbox_messages (mailbox_id, uid, message_id, flags, modseq)
+		SELECT $1, u, m, f::text[], $5 FROM unnest($2::bigint[], $3::bigint[], $4::text[]) AS t(u, m, f)`,
+		mb.ID, uids, msgs, flags, int64(mb.HighestModSeq)); err != nil {
+		return nil, fmt.Errorf("insert entries: %w", err)
+	}
+	if err := saveCounters(w, mb); err != nil {
+		return nil, err
+	}
+	w.emit(store.Change{Kind: store.ChangeAdd, User: mb.User, Mailbox: mb.ID, MailboxName: mb.Name, ModSeq: mb.HighestModSeq, Entries: out})
+	return out, nil
+}
+
+// arrayLiteral renders flags as a PostgreSQL array literal. Flags are
+// canonical (system flags and IMAP atoms: no space, quote, backslash but
+// the system flags' leading one, braces or commas... atoms exclude
+// '(){%*"\]' and controls), and every element is quoted with its
+// backslashes and quotes escaped anyway.
+func arrayLiteral(flags []string) string {
+	b := []byte{'{'}
+	for i, f := range flags {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '"')
+		for j := 0; j < len(f); j++ {
+			if f[j] == '"' || f[j] == '\\' {
+				b = append(b, '\\')
+			}
+			b = append(b, f[j])
+		}
+		b = append(b, '"')
+	}
+	return string(append(b, '}'))
+}
+
+// expungeEntries removes ents from mb (locked), emits one ChangeExpunge and
+// deletes the messages no entry refers to any more.
+func expungeEntries(w *wtx, mb *store.Mailbox, ents []entryRow) error {
+	uids := make([]store.UID, len(ents))
+	arr := make([]int64, len(ents))
+	msgs := make([]int64, 0, len(ents))
+	for i, e := range ents {
+		uids[i], arr[i] = e.uid, int64(e.uid)
+		msgs = append(msgs, int64(e.msg))
+	}
+	if _, err := w.Exec(w.ctx, `DELETE FROM mailbox_messages WHERE mailbox_id = $1 AND uid = ANY ($2)`, mb.ID, arr); err != nil {
+		return fmt.Errorf("expunge entries: %w", err)
+	}
+	mb.HighestModSeq++
+	if err := saveCounters(w, mb); err != nil {
+		return err
+	}
+	slices.Sort(msgs)
+	msgs = slices.Compact(msgs)
+	// The ledger rows pointing at deleted messages are set to NULL by the
+	// foreign key. A concurrent COPY of one of these messages from another
+	// mailbox makes this fail on the foreign key; write then retries.
+	if _, err := w.Exec(w.ctx, `DELETE FROM messages m WHERE m.id = ANY ($1)
+		AND NOT EXISTS (SELECT 1 FROM mailbox_messages mm WHERE mm.message_id = m.id)`, msgs); err != nil {
+		return fmt.Errorf("delete messages: %w", err)
+	}
+	w.emit(store.Change{Kind: store.ChangeExpunge, User: mb.User, Mailbox: mb.ID, MailboxName: mb.Name, ModSeq: mb.HighestModSeq, UIDs: uids})
+	return nil
+}
+
+// insertMessageSQL returns the statement that stores a message (its
+// row, bytes and texts) from $1..$8 and returns its id: size, internal
+// date, zone offset, envelope, structure, bytes, header text, body text.
+// more, if not "", is one more data-modifying statement run with it, which
+// can read the new id from the CTE m.
+func insertMessageSQL(more string) string {
+	q := `WITH m AS (
+			INSERT INTO messages (size, internal_date, internal_zone, envelope, structure) VALUES ($1, $2, $3, $4, $5) RETURNING id
+		), d AS (
+			INSERT INTO message_data (message_id, data) SELECT id, $6 FROM m
+		), t AS (
+			INSERT INTO message_text (message_id, header_text, body_text) SELECT id, $7, $8 FROM m
+		)`
+	if more != "" {
+		q += `, x AS (` + more + `)`
+	}
+	return q + ` SELECT id FROM m`
+}
+
+// insertMessage stores a parsed message: its row, bytes and texts.
+func insertMessage(w *wtx, pm *store.ParsedMessage, date time.Time) (store.MessageID, error) {
+	env, st := store.EncodeMeta(pm.Envelope, pm.Structure)
+	_, off := date.Zone()
+	var id store.MessageID
+	if err := w.QueryRow(w.ctx, insertMessageSQL(""),
+		int64(len(pm.Raw)), micro(date), off, env, st, pm.Raw, []byte(pm.HeaderText), []byte(pm.BodyText)).Scan(&id); err != nil {
+		return 0, fmt.Errorf("insert message: %w", err)
+	}
+	return id, nil
+}
+
+// Snapshot returns the mailbox and all its entries, ascending by UID, read
+// in one transaction. Entries with identical flags share their Flags
+// slice: callers must not modify it.
+func (s *Store) Snapshot(ctx context.Context, u store.UserID, id store.MailboxID) (store.Snapshot, error) {
+	var snap store.Snapshot
+	err := s.read(ctx, "snapshot", func(tx pgx.Tx) error {
+		mb, err := mailboxByID(ctx, tx, u, id, false)
+		if err != nil {
+			return err
+		}
+		snap.Mailbox = mb
+		ents, err := selectEntries(ctx, tx, id, nil, false)
+		if err != nil {
+			return err
+		}
+		snap.Entries = make([]store.Entry, len(ents))
+		for i, e := range ents {
+			snap.Entries[i] = e.entry()
+		}
+		return nil
+	})
+	if err != nil {
+		return store.Snapshot{}, err
+	}
+	return snap, nil
+}
+
+// Body returns the raw bytes of the message uid as stored (CRLF line
+// ends), or store.ErrNotFound.
+func (s *Store) Body(ctx context.Context, u store.UserID, id store.MailboxID, uid store.UID) ([]byte, error) {
+	var data []byte
+	err := s.read(ctx, "message body", func(tx pgx.Tx) error {
+		if _, err := mailboxByID(ctx, tx, u, id, false); err != nil {
+			return err
+		}
+		err := tx.QueryRow(ctx, `SELECT d.data FROM mailbox_messages mm JOIN message_data d ON d.message_id = mm.message_id
+			WHERE mm.mailbox_id = $1 AND mm.uid = $2`, id, int64(uid)).Scan(&data)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("uid %d: %w", uid, store.ErrNotFound)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return data, nil
+}
+
+// Bodies calls fn with the raw bytes (as stored, CRLF line ends) of each
+// message of the mailbox id among uids, in ascending UID order; absent
+// UIDs are skipped and duplicates visited once. Every body is read in one
+// read transaction. raw is only valid during the call to fn. Iteration
+// stops at the first error fn returns, and Bodies returns it (wrapped).
+// fn's damaged argument is always nil: the database checks its own pages.
+func (s *Store) Bodies(ctx context.Context, u store.UserID, id store.MailboxID, uids []store.UID, fn func(uid store.UID, raw []byte, damaged error) error) error {
+	arr, _, ok := uidArray(uids)
+	return s.read(ctx, "message bodies", func(tx pgx.Tx) error {
+		if _, err := mailboxByID(ctx, tx, u, id, false); err != nil {
+			return err
+		}
+		if !ok || uids == nil {
+			return nil
+		}
+		rows, err := tx.Query(ctx, `SELECT mm.uid, d.data FROM mailbox_messages mm JOIN message_data d ON d.message_id = mm.message_id
+			WHERE mm.mailbox_id = $1 AND mm.uid = ANY ($2) ORDER BY mm.uid`, id, arr)
+		if err != nil {
+			return fmt.Errorf("query bodies: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var uid int64
+			var raw []byte
+			if err := rows.Scan(&uid, &raw); err != nil {
+				return fmt.Errorf("scan body: %w", err)
+			}
+			if err := fn(store.UID(uid), raw, nil); err != nil {
+				return err
+			}
+		}
+		return rows.Err()
+	})
+}
+
+// Append stores raw in the mailbox with flags and internal date (zero
+// means now). Bare LF is normalised to CRLF; NUL and bare CR are kept. It
+// returns the new entry and the mailbox's UIDVALIDITY.
+func (s *Store) Append(ctx context.Context, u store.UserID, id store.MailboxID, raw []byte, flags []string, date time.Time) (store.Entry, uint32, error) {
+	pm := s.parse(raw)
+	if date.IsZero() {
+		date = s.now()
+	}
+	fl := store.CanonicalFlags(flags)
+	var (
+		ent  store.Entry
+		uidv uint32
+	)
+	err := s.write(ctx, "append", func(w *wtx) error {
+		mb, err := selectableByID(w.ctx, w, u, id, true)
+		if err != nil {
+			return err
+		}
+		msg, err := insertMessage(w, &pm, date)
+		if err != nil {
+			return err
+		}
+		ents, err := addEntries(w, &mb, []entryRow{{msg: msg, flags: fl}})
+		if err != nil {
+			return err
+		}
+		ent, uidv = ents[0], mb.UIDValidity
+		return nil
+	})
+	return ent, uidv, err
+}
+
+// parse normalises and parses raw, logging a parser panic (a bug).
+func (s *Store) parse(raw []byte) store.ParsedMessage {
+	pm := store.ParseMessage(raw)
+	if pm.Panicked != nil {
+		s.log.Error("message parser panicked; stored as text/plain", "panic", fmt.Sprint(pm.Panicked), "size", len(raw))
+	}
+	return pm
+}
+
+// UpdateFlags applies op with flags to the entries of uids (nil or empty:
+// none) and returns every existing targeted entry with its resulting
+// flags, ascending. Only entries whose flags changed get the new modseq and
+// appear in the ChangeFlags. Flags are normalised as store.CanonicalFlags
+// says.
+func (s *Store) UpdateFlags(ctx context.Context, u store.UserID, id store.MailboxID, uids []store.UID, op store.FlagOp, flags []string) ([]store.Entry, error) {
+	if op != store.FlagsAdd && op != store.FlagsRemove && op != store.FlagsReplace {
+		return nil, fmt.Errorf("update flags: unknown operation %d", op)
+	}
+	if uids == nil {
+		uids = []store.UID{}
+	}
+	var out []store.Entry
+	err := s.write(ctx, "update flags", func(w *wtx) error {
+		mb, err := selectableByID(w.ctx, w, u, id, true)
+		if err != nil {
+			return err
+		}
+		ents, err := selectEntries(w.ctx, w, id, uids, false)
+		if err != nil {
+			return err
+		}
+		out = make([]store.Entry, 0, len(ents))
+		var (
+			changed []store.Entry
+			cuids   []int64
+			cflags  []string
+		)
+		modseq := mb.HighestModSeq + 1
+		for _, e := range ents {
+			nf := store.ApplyFlags(e.flags, op, flags)
+			if !slices.Equal(nf, e.flags) {
+				e.flags, e.modseq = nf, modseq
+				changed = append(changed, e.entry())
+				cuids = append(cuids, int64(e.uid))
+				cflags = append(cflags, arrayLiteral(nf))
+			}
+			out = append(out, e.entry())
+		}
+		if len(changed) == 0 {
+			return nil
+		}
+		if _, err := w.Exec(w.ctx, `UPDATE mailbox_messages mm SET flags = t.f::text[], modseq = $4
+			FROM unnest($2::bigint[], $3::text[]) AS t(u, f) WHERE mm.mailbox_id = $1 AND mm.uid = t.u`,
+			id, cuids, cflags, int64(modseq)); err != nil {
+			return fmt.Errorf("update flags: %w", err)
+		}
+		mb.HighestModSeq = modseq
+		if err := saveCounters(w, &mb); err != nil {
+			return err
+		}
+		w.emit(store.Change{Kind: store.ChangeFlags, User: u, Mailbox: id, MailboxName: mb.Name, ModSeq: modseq, Entries: changed})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Copy copies the entries of uids (nil or empty: none) from src to dst
+// (which may be src): the message bytes are shared and the flags copied.
+func (s *Store) Copy(ctx context.Context, u store.UserID, src store.MailboxID, uids []store.UID, dst store.MailboxID) (store.CopyResult, error) {
+	return s.copyMove(ctx, "copy", u, src, uids, dst, false)
+}
+
+// Move moves the entries of uids from src to dst in one transaction: they
+// are added to dst (ChangeAdd) and expunged from src (ChangeExpunge).
+func (s *Store) Move(ctx context.Context, u store.UserID, src store.MailboxID, uids []store.UID, dst store.MailboxID) (store.CopyResult, error) {
+	return s.copyMove(ctx, "move", u, src, uids, dst, true)
+}
+
+func (s *Store) copyMove(ctx context.Context, op string, u store.UserID, src store.MailboxID, uids []store.UID, dst store.MailboxID, move bool) (store.CopyResult, error) {
+	if uids == nil {
+		uids = []store.UID{}
+	}
+	var res store.CopyResult
+	err := s.write(ctx, op, func(w *wtx) error {
+		res = store.CopyResult{}
+		// Both mailboxes are locked in ascending id order, so two
+		// opposite copies cannot deadlock.
+		var smb, dmb *store.Mailbox
+		for _, id := range sortedPair(src, dst) {
+			mb, err := selectableByID(w.ctx, w, u, id, true)
+			if err != nil {
+				return err
+			}
+			if id == src {
+				smb = &mb
+			}
+			if id == dst {
+				dmb = &mb
+			}
+		}
+		if src == dst {
+			dmb = smb
+		}
+		res.UIDValidity = dmb.UIDValidity
+		ents, err := selectEntries(w.ctx, w, src, uids, false)
+		if err != nil || len(ents) == 0 {
+			return err
+		}
+		added, err := addEntries(w, dmb, ents)
+		if err != nil {
+			return err
+		}
+		res.Source = make([]store.UID, len(ents))
+		res.Dest = make([]store.UID, len(ents))
+		for i := range ents {
+			res.Source[i], res.Dest[i] = ents[i].uid, added[i].UID
+		}
+		if move {
+			if err := expungeEntries(w, smb, ents); err != nil {
+				return err
+			}
+			if dst == src {
+				announceExpungeFirst(w)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return store.CopyResult{}, err
+	}
+	return res, nil
+}
+
+func sortedPair(a, b store.MailboxID) []store.MailboxID {
+	switch {
+	case a == b:
+		return []store.MailboxID{a}
+	case a < b:
+		return []store.MailboxID{a, b}
+	}
+	return []store.MailboxID{b, a}
+}
+
+// announceExpungeFirst reorders the ChangeAdd and ChangeExpunge of a MOVE
+// within one mailbox, as the SQLite store does, so that sessions report
+// the EXPUNGE before the EXISTS (RFC 6851 section 4.3); the modseqs are
+// exchanged too, to stay ascending.
+func announceExpungeFirst(w *wtx) {
+	n := len(w.changes)
+	if n < 2 || w.changes[n-2].Kind != store.ChangeAdd || w.changes[n-1].Kind != store.ChangeExpunge {
+		return
+	}
+	add, exp := w.changes[n-2], w.changes[n-1]
+	add.ModSeq, exp.ModSeq = exp.ModSeq, add.ModSeq
+	w.changes[n-2], w.changes[n-1] = exp, add
+}
+
+// Expunge removes the entries of uids (nil: all) that carry \Deleted and
+// returns their UIDs, ascending.
+func (s *Store) Expunge(ctx context.Context, u store.UserID, id store.MailboxID, uids []store.UID) ([]store.UID, error) {
+	var out []store.UID
+	err := s.write(ctx, "expunge", func(w *wtx) error {
+		out = nil
+		mb, err := selectableByID(w.ctx, w, u, id, true)
+		if err != nil {
+			return err
+		}
+		ents, err := selectEntries(w.ctx, w, id, uids, true)
+		if err != nil || len(ents) == 0 {
+			return err
+		}
+		if err := expungeEntries(w, &mb, ents); err != nil {
+			return err
+		}
+		out = make([]store.UID, len(ents))
+		for i, e := range ents {
+			out[i] = e.uid
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Meta returns what FETCH needs without reading bodies for the entries of
+// uids (nil: all; ascending; absent UIDs are skipped), read in one
+// transaction: the entries, then the metadata of the messages this node
+// has not cached yet. The returned Envelope and Structure values are
+// shared with the cache and other callers: they are read-only.
+func (s *Store) Meta(ctx context.Context, u store.UserID, id store.MailboxID, uids []store.UID) ([]store.MessageMeta, error) {
+	var out []store.MessageMeta
+	err := s.read(ctx, "message meta", func(tx pgx.Tx) error {
+		if _, err := mailboxByID(ctx, tx, u, id, false); err != nil {
+			return err
+		}
+		ents, err := selectEntries(ctx, tx, id, uids, false)
+		if err != nil || len(ents) == 0 {
+			return err
+		}
+		ids := make([]store.MessageID, len(ents))
+		for i, e := range ents {
+			ids[i] = e.msg
+		}
+		infos := make([]*metaInfo, len(ents))
+		if s.metaCache.get(ids, infos) < len(ids) {
+			if err := s.loadInfos(ctx, tx, ids, infos); err != nil {
+				return err
+			}
+		}
+		out = make([]store.MessageMeta, len(ents))
+		for i, e := range ents {
+			m := infos[i]
+			out[i] = store.MessageMeta{Entry: e.entry(), InternalDate: m.date, Size: m.size, Envelope: m.envelope, Structure: m.structure}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// loadInfos reads and decodes the metadata of every ids[i] whose infos[i]
+// is nil, fills infos and caches what it decoded.
+func (s *Store) loadInfos(ctx context.Context, tx pgx.Tx, ids []store.MessageID, infos []*metaInfo) error {
+	var miss []int64
+	for i, id := range ids {
+		if infos[i] == nil {
+			miss = append(miss, int64(id))
+		}
+	}
+	rows, err := tx.Query(ctx, `SELECT id, size, internal_date, internal_zone, envelope, structure FROM messages WHERE id = ANY ($1)`, miss)
+	if err != nil {
+		return fmt.Errorf("query message metadata: %w", err)
+	}
+	defer rows.Close()
+	got := make(map[store.MessageID]*metaInfo, len(miss))
+	for rows.Next() {
+		var (
+			mid     store.MessageID
+			m       metaInfo
+			date    time.Time
+			zone    int32
+			env, st []byte
+		)
+		if err := rows.Scan(&mid, &m.size, &date, &zone, &env, &st); err != nil {
+			return fmt.Errorf("scan message metadata: %w", err)
+		}
+		m.date = date.In(time.FixedZone("", int(zone)))
+		if m.envelope, m.structure, err = store.DecodeMeta(string(env), string(st)); err != nil {
+			return fmt.Errorf("message %d: %w", mid, err)
+		}
+		got[mid] = &m
+		s.metaCache.add(mid, &m)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("query message metadata: %w", err)
+	}
+	for i, id := range ids {
+		if infos[i] == nil {
+			if infos[i] = got[id]; infos[i] == nil {
+				return fmt.Errorf("message %d has no metadata row", id)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,44 @@
+package pgstore
+
+import (
+	"testing"
+
+	"github.com/popbridge/popbridge/internal/testkit/pgtest"
+)
+
+// TestStore runs the store's behaviour tests against one private
+// PostgreSQL, each in its own database. They are written as functions of
+// an *env so that a contract suite shared with the SQLite store can run
+// them later.
+func TestStore(t *testing.T) {
+	srv := pgtest.Start(t, pgtest.Options{NoFsync: true})
+	for _, tc := range []struct {
+		name string
+		fn   func(*testing.T, *env)
+	}{
+		{"Users", testUsers},
+		{"Mailboxes", testMailboxes},
+		{"Messages", testMessages},
+		{"MoveWithinMailbox", testMoveWithinMailbox},
+		{"Parity", testParity},
+		{"Deliver", testDeliver},
+		{"Ledger", testLedger},
+		{"ChangesAcrossNodes", testChangesAcrossNodes},
+		{"ChangesCatchUpWithoutNotify", testChangesCatchUpWithoutNotify},
+		{"ChangesPrune", testChangesPrune},
+		{"MailboxChanges", testMailboxChanges},
+		{"ChangesGlobalOrder", testChangesGlobalOrder},
+		{"ConcurrentWriters", testConcurrentWriters},
+		{"ConcurrentCreate", testConcurrentCreate},
+		{"ConcurrentSameDelivery", testConcurrentSameDelivery},
+		{"OpposingMoves", testOpposingMoves},
+		{"Isolation", testIsolation},
+		{"VerifyRepair", testVerifyRepair},
+		{"DamageStats", testDamageStats},
+		{"OpenConcurrently", testOpenConcurrently},
+		{"OpenErrors", testOpenErrors},
+		{"Leases", testLeases},
+	} {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newEnv(t, srv)) })
+	}
+}
