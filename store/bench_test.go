@@ -464,7 +464,7 @@ func BenchmarkDeliverRealistic(b *testing.B) {
 // BenchmarkParse measures parsing alone (envelope, structure, search texts),
 // one message per op, single-threaded: on realisticMessage mail, or on
 // every file of the Maildir named by POPBRIDGE_BENCH_MAILDIR (e.g. the
-// shared/bench corpus: …/seed1-n10000/Maildir).
+// 10,000-message corpus of docs/BENCHMARKS.md, exported as a Maildir).
 func BenchmarkParse(b *testing.B) {
 	var raws [][]byte
 	if dir := os.Getenv("POPBRIDGE_BENCH_MAILDIR"); dir != "" {
