@@ -16,7 +16,7 @@ import (
 )
 
 // fetchBatch is how many messages one store.Meta call loads.
-const fetchBatch = 256
+const fetchBatch = 1024
 
 // fetched is what one FETCH response carries, computed before the response
 // is started, so that an error never leaves a response half written.
@@ -345,7 +345,7 @@ func (l *fetchLoader) unseeDamaged(out []fetched, seenChanged map[store.UID]bool
 // messages, and no more once bodyChunkBytes of response data have been
 // collected (a single larger message is still read alone).
 const (
-	bodyChunk      = 64
+	bodyChunk      = 1024
 	bodyChunkBytes = 16 << 20
 )
 

@@ -345,7 +345,25 @@ func (b *blobStore) startPack() error {
 type blobReader struct {
 	b   *blobStore
 	buf []byte
+	// ahead, when set (readAhead), makes small reads fill win with the
+	// pack bytes from the record on, so that the next records of a
+	// sequential scan come from memory instead of one pread each.
+	ahead   bool
+	win     []byte // pack winPack's bytes from winOff on
+	winPack int64
+	winOff  int64
 }
+
+// readAheadBytes is the window a reading-ahead blobReader fills: records
+// are written in delivery order, so a mailbox scan ascending by UID mostly
+// reads them back to back.
+const readAheadBytes = 256 << 10
+
+// readAhead makes r read ahead (see blobReader.ahead). Only for a reader
+// used within one read transaction: every record it then reads is named by
+// a row committed before the transaction began, so its bytes were written
+// (and never change again) before any window that holds them was read.
+func (r *blobReader) readAhead() { r.ahead = true }
 
 // begin starts a read. The caller must call end.
 func (b *blobStore) begin() *blobReader {
@@ -400,9 +418,23 @@ func (r *blobReader) read(id, off, n int64, crc uint32, what string) ([]byte, er
 	if n == 0 {
 		return nil, nil
 	}
+	if id == r.winPack && off >= r.winOff && off+n <= r.winOff+int64(len(r.win)) {
+		return r.check(r.win[off-r.winOff:off-r.winOff+n], id, off, crc, what)
+	}
 	f, err := r.b.file(id)
 	if err != nil {
 		return nil, err
+	}
+	if r.ahead && n <= readAheadBytes/4 {
+		if cap(r.win) < readAheadBytes {
+			r.win = make([]byte, readAheadBytes)
+		}
+		m, err := f.ReadAt(r.win[:readAheadBytes], off)
+		if int64(m) >= n && (err == nil || errors.Is(err, io.EOF)) {
+			r.win, r.winPack, r.winOff = r.win[:m], id, off
+			return r.check(r.win[:n], id, off, crc, what)
+		}
+		r.win = r.win[:0]
 	}
 	if int64(cap(r.buf)) < n {
 		r.buf = make([]byte, n)
@@ -418,6 +450,11 @@ func (r *blobReader) read(id, off, n int64, crc uint32, what string) ([]byte, er
 		}
 		return nil, fmt.Errorf("read pack %d: %w", id, err)
 	}
+	return r.check(buf, id, off, crc, what)
+}
+
+// check returns buf, the record at off of pack id, if it matches crc.
+func (r *blobReader) check(buf []byte, id, off int64, crc uint32, what string) ([]byte, error) {
 	if got := crc32.Checksum(buf, crcTable); got != crc {
 		return nil, fmt.Errorf("%s: checksum %08x, want %08x (pack %d, offset %d): %w", what, got, crc, id, off, ErrCorrupt)
 	}

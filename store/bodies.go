@@ -36,6 +36,7 @@ func (s *Store) Bodies(ctx context.Context, u UserID, id MailboxID, uids []UID, 
 	}
 	r := s.blobs.begin()
 	defer r.end()
+	r.readAhead() // one read transaction, records mostly in UID order
 	return s.read(ctx, "message bodies", func(tx *sql.Tx) error {
 		if _, err := mailboxByID(ctx, tx, u, id); err != nil {
 			return err

@@ -27,6 +27,7 @@ func (s *Store) SearchText(ctx context.Context, u UserID, id MailboxID, q TextQu
 	}
 	r := s.blobs.begin()
 	defer r.end()
+	r.readAhead() // one read transaction, records mostly in UID order
 	var out []UID
 	err := s.read(ctx, "search text", func(tx *sql.Tx) error {
 		if _, err := mailboxByID(ctx, tx, u, id); err != nil {
