@@ -79,6 +79,10 @@ type blobLoc struct {
 	textOff          int64
 	headLen, textLen int64
 	headCRC, textCRC uint32
+	// textDerived: the body text is not stored (textLen is 0) but
+	// derived from the message's bytes from textFrom on (textform.go).
+	textDerived bool
+	textFrom    int64
 }
 
 // blobRec is one record to append: up to two parts, written back to back.
@@ -96,7 +100,7 @@ func rawRecord(raw []byte) blobRec { return blobRec{raw} }
 // textRecord is the record of a parsed message's texts. They are viewed in
 // place (no copy): writes only read them.
 func textRecord(pm *parsedMessage) blobRec {
-	return blobRec{stringBytes(pm.headerText), stringBytes(pm.bodyText)}
+	return blobRec{stringBytes(pm.headerText), stringBytes(pm.storedBodyText())}
 }
 
 // stringBytes returns the bytes of s without copying; they must not be
@@ -348,6 +352,8 @@ type blobReader struct {
 	// ahead, when set (readAhead), makes small reads fill win with the
 	// pack bytes from the record on, so that the next records of a
 	// sequential scan come from memory instead of one pread each.
+	// derived holds the last body text derived from a message's bytes.
+	derived textSink
 	ahead   bool
 	win     []byte // pack winPack's bytes from winOff on
 	winPack int64
@@ -471,9 +477,23 @@ func (r *blobReader) head(l blobLoc) ([]byte, error) {
 	return r.read(l.textPack, l.textOff, l.headLen, l.headCRC, "header text")
 }
 
-// text returns the decoded body text of an indexed loc.
+// text returns the decoded body text of an indexed loc: stored, or
+// derived from the message's bytes (textform.go).
 func (r *blobReader) text(l blobLoc) ([]byte, error) {
-	return r.read(l.textPack, l.textOff+l.headLen, l.textLen, l.textCRC, "body text")
+	if !l.textDerived {
+		return r.read(l.textPack, l.textOff+l.headLen, l.textLen, l.textCRC, "body text")
+	}
+	raw, err := r.body(l)
+	if err != nil {
+		return nil, err
+	}
+	if l.textFrom > int64(len(raw)) {
+		return nil, fmt.Errorf("body text from offset %d of a %d-byte message: %w", l.textFrom, len(raw), ErrCorrupt)
+	}
+	r.derived.b = r.derived.b[:0]
+	r.derived.space = false
+	deriveBodyText(&r.derived, raw[l.textFrom:])
+	return r.derived.b, nil
 }
 
 // syncDir fsyncs a directory, making its entries durable.
@@ -499,7 +519,7 @@ const compactBatchBytes = 8 << 20
 // locColumns returns the messages columns scanLoc reads, in its order,
 // each qualified with prefix ("" or "m.").
 func locColumns(prefix string) string {
-	cols := []string{"pack", "pack_off", "size", "body_crc", "indexed", "text_pack", "text_off", "head_len", "text_len", "head_crc", "text_crc"}
+	cols := []string{"pack", "pack_off", "size", "body_crc", "indexed", "text_pack", "text_off", "head_len", "text_len", "head_crc", "text_crc", "text_from"}
 	for i, c := range cols {
 		cols[i] = prefix + c
 	}
@@ -510,13 +530,14 @@ func locColumns(prefix string) string {
 // id, its UID…) and then locColumns into l.
 func scanLoc(rows interface{ Scan(...any) error }, l *blobLoc, keys ...any) error {
 	var (
-		bc, hc, tc int64
-		textPack   sql.NullInt64
+		bc, hc, tc         int64
+		textPack, textFrom sql.NullInt64
 	)
-	if err := rows.Scan(append(keys, &l.pack, &l.off, &l.size, &bc, &l.indexed, &textPack, &l.textOff, &l.headLen, &l.textLen, &hc, &tc)...); err != nil {
+	if err := rows.Scan(append(keys, &l.pack, &l.off, &l.size, &bc, &l.indexed, &textPack, &l.textOff, &l.headLen, &l.textLen, &hc, &tc, &textFrom)...); err != nil {
 		return err
 	}
 	l.bodyCRC, l.headCRC, l.textCRC = uint32(bc), uint32(hc), uint32(tc)
 	l.textPack = textPack.Int64
+	l.textDerived, l.textFrom = textFrom.Valid, textFrom.Int64
 	return nil
 }

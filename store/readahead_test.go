@@ -82,10 +82,11 @@ func TestReadAheadScan(t *testing.T) {
 			t.Errorf("SearchText %s: %v, %v; want %v", tt.needle, hits, err, tt.want)
 		}
 	}
-	hits, err := s.SearchText(ctx, u.ID, mb.ID, TextQuery{Kind: TextAll, Needle: "filler line"}, nil)
-	if err != nil || len(hits) != 300 {
-		// The flipped byte is in the raw bytes, not in the text record.
-		t.Errorf("SearchText over all: %d hits, %v; want 300", len(hits), err)
+	// The body texts are derived from the bytes: the damaged message's
+	// cannot be, and only it is skipped.
+	hits, err := s.SearchText(ctx, u.ID, mb.ID, TextQuery{Kind: TextBody, Needle: "filler line"}, nil)
+	if err != nil || len(hits) != 299 || slices.Contains(hits, 151) {
+		t.Errorf("SearchText over all: %d hits, %v; want 299 without 151", len(hits), err)
 	}
 }
 
