@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -475,6 +476,25 @@ func (r *blobReader) body(l blobLoc) ([]byte, error) {
 // head returns the decoded header text of an indexed loc.
 func (r *blobReader) head(l blobLoc) ([]byte, error) {
 	return r.read(l.textPack, l.textOff, l.headLen, l.headCRC, "header text")
+}
+
+// textContains reports whether the body text of an indexed loc contains
+// needle (lower-cased and white-space-collapsed, as the texts are), as
+// bytes.Contains(r.text(l)) would, without deriving a derived text where
+// it can tell otherwise (textform.go).
+func (r *blobReader) textContains(l blobLoc, needle []byte) (bool, error) {
+	if !l.textDerived {
+		t, err := r.text(l)
+		return bytes.Contains(t, needle), err
+	}
+	raw, err := r.body(l)
+	if err != nil {
+		return false, err
+	}
+	if l.textFrom > int64(len(raw)) {
+		return false, fmt.Errorf("body text from offset %d of a %d-byte message: %w", l.textFrom, len(raw), ErrCorrupt)
+	}
+	return derivedContains(&r.derived, raw[l.textFrom:], needle), nil
 }
 
 // text returns the decoded body text of an indexed loc: stored, or

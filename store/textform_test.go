@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
@@ -207,5 +208,33 @@ func TestTextFormOldRows(t *testing.T) {
 	}
 	if rep, err := s.Verify(ctx, nil); err != nil || !rep.OK() {
 		t.Errorf("Verify: %+v, %v", rep, err)
+	}
+}
+
+// TestDerivedContains: derivedContains answers exactly as bytes.Contains
+// over the derived text, whether it takes the ASCII shortcut or not.
+func TestDerivedContains(t *testing.T) {
+	bodies := []string{
+		"Hello   World\r\nSecond LINE\tend\r\n",
+		"\u212Aelvin and K\u212A", // the Kelvin sign lower-cases to ASCII k
+		"Stra\u00dfe in K\u00f6ln",
+		"Gr\xfc\xdfe \xc4rger", // Latin-1, not UTF-8
+		"",
+		"a\x00b\x7fC\vD\fE",
+		"QUARTERLY update, quarterly REVIEW",
+	}
+	needles := []string{"", "hello", "hello world", "world second", "o w", "kelvin", "k", "kk", "and kk",
+		"straße", "köln", "in köln", "grüße", "ärger", "a\x00b\x7fc", "c d e", "quarterly", "quarterly review",
+		"update, quarterly", "zzz", "hello  world", "end"}
+	var sink textSink
+	for _, body := range bodies {
+		var want textSink
+		deriveBodyText(&want, []byte(body))
+		for _, needle := range needles {
+			n := []byte(collapseSpace(strings.ToLower(needle)))
+			if got, exp := derivedContains(&sink, []byte(body), n), bytes.Contains(want.b, n); got != exp {
+				t.Errorf("body %q needle %q: %v, want %v (text %q)", body, n, got, exp, want.b)
+			}
+		}
 	}
 }
