@@ -71,3 +71,30 @@ func BenchmarkStoreAll(b *testing.B) {
 		c.ok("UID STORE 1:* %sFLAGS.SILENT (\\Flagged)", op)
 	}
 }
+
+// BenchmarkFetchFlagsSync is every client's resync of a 10,000-message
+// mailbox: UID FETCH 1:* (FLAGS), answered from the mailbox state.
+func BenchmarkFetchFlagsSync(b *testing.B) {
+	const n = 10_000
+	c := benchSelected(b, n)
+	for i := 0; i < b.N; i++ {
+		if u := c.ok("UID FETCH 1:* (FLAGS)"); len(u) != n {
+			b.Fatalf("%d responses", len(u))
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*n), "µs/msg")
+}
+
+// BenchmarkFetchHeaderFields is a Thunderbird-style header sync of a
+// 10,000-message mailbox: UID FETCH 1:* (RFC822.SIZE FLAGS
+// BODY.PEEK[HEADER.FIELDS (…)]), which reads every message's bytes.
+func BenchmarkFetchHeaderFields(b *testing.B) {
+	const n = 10_000
+	c := benchSelected(b, n)
+	for i := 0; i < b.N; i++ {
+		if u := c.ok("UID FETCH 1:* (RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (FROM TO CC SUBJECT DATE MESSAGE-ID)])"); len(u) != n {
+			b.Fatalf("%d responses", len(u))
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*n), "µs/msg")
+}

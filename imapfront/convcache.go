@@ -10,8 +10,11 @@ import (
 
 // convCacheEntries is the number of messages whose ENVELOPE and
 // BODYSTRUCTURE, converted to go-imap's types, a server keeps (a few KiB
-// each at most, shared with the store's metadata cache).
-const convCacheEntries = 32768
+// each at most, and each keeps the store metadata it was made from alive,
+// even once the store's cache has let it go). Kept under the store's
+// cache (32,768 messages by default): at 32,768 an ENVELOPE sync of
+// 100,000 messages peaked at 179 MB of RSS.
+const convCacheEntries = 8192
 
 // converted is the go-imap form of one message's stored metadata. Its
 // values are shared by every session writing that message and are never

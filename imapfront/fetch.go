@@ -16,7 +16,7 @@ import (
 )
 
 // fetchBatch is how many messages one store.Meta call loads.
-const fetchBatch = 256
+const fetchBatch = 1024
 
 // fetched is what one FETCH response carries, computed before the response
 // is started, so that an error never leaves a response half written.
@@ -62,7 +62,69 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 			markSeen = markSeen || !bs.Peek
 		}
 	}
+	if flagsOnly(options) {
+		return s.fetchFlags(w, v, targets, options.Flags)
+	}
 	return s.fetchPipelined(w, v, targets, options, needBody, markSeen)
+}
+
+// flagsOnly reports whether options ask for nothing beyond UID and FLAGS,
+// which the mailbox's shared state holds.
+func flagsOnly(o *imap.FetchOptions) bool {
+	return o.BodyStructure == nil && !o.Envelope && !o.InternalDate && !o.RFC822Size &&
+		len(o.BodySection) == 0 && len(o.BinarySection) == 0 && len(o.BinarySectionSize) == 0
+}
+
+// flagsChunk is how many messages fetchFlags copies out of the mailbox
+// state under one hold of its lock.
+const flagsChunk = 1024
+
+// fetchFlags answers a FETCH of UID and (withFlags) FLAGS only (the resync every
+// client repeats, `UID FETCH 1:* (FLAGS)`) from the mailbox's shared state,
+// which the feed keeps equal to the store's committed flags: no store read,
+// no message metadata, and memory bounded by one chunk. Messages expunged
+// meanwhile are skipped, as in the store's answer.
+func (s *session) fetchFlags(w *imapserver.FetchWriter, v *view, targets []target, withFlags bool) error {
+	type current struct {
+		t     target
+		flags []string
+	}
+	out := make([]current, 0, min(len(targets), flagsChunk))
+	for len(targets) > 0 {
+		chunk := targets[:min(len(targets), flagsChunk)]
+		targets = targets[len(chunk):]
+		out = out[:0]
+		v.mbox.mu.Lock()
+		// Both are ascending by UID: find the first, then walk.
+		i, _ := v.mbox.indexLocked(chunk[0].uid)
+		for _, t := range chunk {
+			for i < len(v.mbox.entries) && v.mbox.entries[i].uid < t.uid {
+				i++
+			}
+			if i < len(v.mbox.entries) && v.mbox.entries[i].uid == t.uid {
+				// Flag slices are replaced, never modified: safe
+				// to use after the lock is released.
+				out = append(out, current{t: t, flags: v.mbox.entries[i].flags})
+			}
+		}
+		v.mbox.mu.Unlock()
+		for _, c := range out {
+			resp := w.CreateMessage(c.t.seq)
+			// Until closed, a panic leaves it to session.end to
+			// release the response and drop the connection.
+			s.openResp = resp
+			resp.WriteUID(imap.UID(c.t.uid))
+			s.fault("fetch-response")
+			if withFlags {
+				resp.WriteFlags(toIMAPFlags(v.replyFlags(c.t.uid, c.flags)))
+			}
+			s.openResp = nil
+			if err := resp.Close(); err != nil {
+				return wrapErr("write fetch response", err)
+			}
+		}
+	}
+	return nil
 }
 
 // fetchPiece is a run of FETCH responses ready to be written, or the error
@@ -283,7 +345,7 @@ func (l *fetchLoader) unseeDamaged(out []fetched, seenChanged map[store.UID]bool
 // messages, and no more once bodyChunkBytes of response data have been
 // collected (a single larger message is still read alone).
 const (
-	bodyChunk      = 64
+	bodyChunk      = 1024
 	bodyChunkBytes = 16 << 20
 )
 

@@ -93,36 +93,47 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 		return nil
 	}
 	targets := v.resolve(numSet, s.searchRes)
-	seqOf := make(map[store.UID]uint32, len(targets))
-	for _, t := range targets {
-		seqOf[t.uid] = t.seq
-	}
-	var results []store.Entry
+	// Batch by batch: the store changes a batch, then its FETCH responses
+	// are written, so memory is bounded by the batch, not the range.
 	for len(targets) > 0 {
-		n := min(len(targets), storeBatch)
-		entries, err := s.srv.opts.Store.UpdateFlags(s.origin(flags.Silent), s.user.id, v.mbox.id, targetUIDs(targets[:n]), op, fl)
+		batch := targets[:min(len(targets), storeBatch)]
+		targets = targets[len(batch):]
+		entries, err := s.srv.opts.Store.UpdateFlags(s.origin(flags.Silent), s.user.id, v.mbox.id, targetUIDs(batch), op, fl)
 		if err != nil {
 			return s.storeErr("STORE", targetMailbox, err)
 		}
-		results = append(results, entries...)
-		targets = targets[n:]
+		v.mbox.mu.Lock()
+		queued := v.ownQueued
+		if len(queued) > 0 {
+			v.ownQueued = make(map[store.UID]struct{})
+		}
+		v.mbox.mu.Unlock()
+		if flags.Silent {
+			continue
+		}
+		if err := s.writeStored(w, batch, entries, queued); err != nil {
+			return err
+		}
 	}
-	v.mbox.mu.Lock()
-	queued := v.ownQueued
-	v.ownQueued = make(map[store.UID]struct{})
-	v.mbox.mu.Unlock()
-	if flags.Silent {
-		return nil
-	}
-	for _, e := range results {
+	return nil
+}
+
+// writeStored writes the FETCH FLAGS responses of one STORE batch: entries
+// (ascending by UID) are the changed messages among batch, except those
+// whose change the feed queued to this session itself (queued).
+func (s *session) writeStored(w *imapserver.FetchWriter, batch []target, entries []store.Entry, queued map[store.UID]struct{}) error {
+	i := 0
+	for _, e := range entries {
 		if _, ok := queued[e.UID]; ok {
 			continue
 		}
-		seq := seqOf[e.UID]
-		if seq == 0 {
+		for i < len(batch) && batch[i].uid < e.UID {
+			i++
+		}
+		if i == len(batch) || batch[i].uid != e.UID {
 			continue
 		}
-		resp := w.CreateMessage(seq)
+		resp := w.CreateMessage(batch[i].seq)
 		resp.WriteUID(imap.UID(e.UID))
 		resp.WriteFlags(toIMAPFlags(s.view.replyFlags(e.UID, e.Flags)))
 		if err := resp.Close(); err != nil {

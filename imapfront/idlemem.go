@@ -13,8 +13,9 @@ import (
 // stayed at its peak long after the last client left. So when the last
 // connection closes and none opens for idleMemoryRelease, the server
 // empties convCache (bounded by entries, not bytes; cheap to rebuild from
-// the store's metadata cache, which is bounded by bytes), collects and
-// returns free memory to the system at once.
+// the store's metadata cache, which is bounded by bytes) and the store's
+// caches (Store.ReleaseMemory), collects and returns free memory to the
+// system at once.
 
 // idleMemoryRelease is how long the server must have no connection before
 // it returns free memory to the system.
@@ -40,6 +41,7 @@ func (s *Server) noteConnsLocked() {
 			return
 		}
 		s.conv.reset() // rebuilt from the store's cache on the next FETCH
+		s.opts.Store.ReleaseMemory()
 		if s.freeMemory != nil {
 			s.freeMemory()
 			return

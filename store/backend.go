@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"strings"
@@ -116,7 +117,7 @@ func (m TextMatcher) Needle() string { return string(m.needle) }
 // bodyText (ParsedMessage.HeaderText and BodyText) matches, with the
 // semantics of [Store.SearchText].
 func (m TextMatcher) Match(headerText, bodyText []byte) bool {
-	ok, _ := textMatches(func() ([]byte, error) { return headerText, nil }, func() ([]byte, error) { return bodyText, nil },
+	ok, _ := textMatches(func() ([]byte, error) { return headerText, nil }, func(needle []byte) (bool, error) { return bytes.Contains(bodyText, needle), nil },
 		m.kind, m.byField, m.prefix, m.needle)
 	return ok
 }

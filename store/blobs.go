@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -79,6 +80,10 @@ type blobLoc struct {
 	textOff          int64
 	headLen, textLen int64
 	headCRC, textCRC uint32
+	// textDerived: the body text is not stored (textLen is 0) but
+	// derived from the message's bytes from textFrom on (textform.go).
+	textDerived bool
+	textFrom    int64
 }
 
 // blobRec is one record to append: up to two parts, written back to back.
@@ -96,7 +101,7 @@ func rawRecord(raw []byte) blobRec { return blobRec{raw} }
 // textRecord is the record of a parsed message's texts. They are viewed in
 // place (no copy): writes only read them.
 func textRecord(pm *parsedMessage) blobRec {
-	return blobRec{stringBytes(pm.headerText), stringBytes(pm.bodyText)}
+	return blobRec{stringBytes(pm.headerText), stringBytes(pm.storedBodyText())}
 }
 
 // stringBytes returns the bytes of s without copying; they must not be
@@ -345,7 +350,27 @@ func (b *blobStore) startPack() error {
 type blobReader struct {
 	b   *blobStore
 	buf []byte
+	// ahead, when set (readAhead), makes small reads fill win with the
+	// pack bytes from the record on, so that the next records of a
+	// sequential scan come from memory instead of one pread each.
+	// derived holds the last body text derived from a message's bytes.
+	derived textSink
+	ahead   bool
+	win     []byte // pack winPack's bytes from winOff on
+	winPack int64
+	winOff  int64
 }
+
+// readAheadBytes is the window a reading-ahead blobReader fills: records
+// are written in delivery order, so a mailbox scan ascending by UID mostly
+// reads them back to back.
+const readAheadBytes = 256 << 10
+
+// readAhead makes r read ahead (see blobReader.ahead). Only for a reader
+// used within one read transaction: every record it then reads is named by
+// a row committed before the transaction began, so its bytes were written
+// (and never change again) before any window that holds them was read.
+func (r *blobReader) readAhead() { r.ahead = true }
 
 // begin starts a read. The caller must call end.
 func (b *blobStore) begin() *blobReader {
@@ -400,9 +425,23 @@ func (r *blobReader) read(id, off, n int64, crc uint32, what string) ([]byte, er
 	if n == 0 {
 		return nil, nil
 	}
+	if id == r.winPack && off >= r.winOff && off+n <= r.winOff+int64(len(r.win)) {
+		return r.check(r.win[off-r.winOff:off-r.winOff+n], id, off, crc, what)
+	}
 	f, err := r.b.file(id)
 	if err != nil {
 		return nil, err
+	}
+	if r.ahead && n <= readAheadBytes/4 {
+		if cap(r.win) < readAheadBytes {
+			r.win = make([]byte, readAheadBytes)
+		}
+		m, err := f.ReadAt(r.win[:readAheadBytes], off)
+		if int64(m) >= n && (err == nil || errors.Is(err, io.EOF)) {
+			r.win, r.winPack, r.winOff = r.win[:m], id, off
+			return r.check(r.win[:n], id, off, crc, what)
+		}
+		r.win = r.win[:0]
 	}
 	if int64(cap(r.buf)) < n {
 		r.buf = make([]byte, n)
@@ -418,6 +457,11 @@ func (r *blobReader) read(id, off, n int64, crc uint32, what string) ([]byte, er
 		}
 		return nil, fmt.Errorf("read pack %d: %w", id, err)
 	}
+	return r.check(buf, id, off, crc, what)
+}
+
+// check returns buf, the record at off of pack id, if it matches crc.
+func (r *blobReader) check(buf []byte, id, off int64, crc uint32, what string) ([]byte, error) {
 	if got := crc32.Checksum(buf, crcTable); got != crc {
 		return nil, fmt.Errorf("%s: checksum %08x, want %08x (pack %d, offset %d): %w", what, got, crc, id, off, ErrCorrupt)
 	}
@@ -434,9 +478,42 @@ func (r *blobReader) head(l blobLoc) ([]byte, error) {
 	return r.read(l.textPack, l.textOff, l.headLen, l.headCRC, "header text")
 }
 
-// text returns the decoded body text of an indexed loc.
+// textContains reports whether the body text of an indexed loc contains
+// needle (lower-cased and white-space-collapsed, as the texts are), as
+// bytes.Contains(r.text(l)) would, without deriving a derived text where
+// it can tell otherwise (textform.go).
+func (r *blobReader) textContains(l blobLoc, needle []byte) (bool, error) {
+	if !l.textDerived {
+		t, err := r.text(l)
+		return bytes.Contains(t, needle), err
+	}
+	raw, err := r.body(l)
+	if err != nil {
+		return false, err
+	}
+	if l.textFrom > int64(len(raw)) {
+		return false, fmt.Errorf("body text from offset %d of a %d-byte message: %w", l.textFrom, len(raw), ErrCorrupt)
+	}
+	return derivedContains(&r.derived, raw[l.textFrom:], needle), nil
+}
+
+// text returns the decoded body text of an indexed loc: stored, or
+// derived from the message's bytes (textform.go).
 func (r *blobReader) text(l blobLoc) ([]byte, error) {
-	return r.read(l.textPack, l.textOff+l.headLen, l.textLen, l.textCRC, "body text")
+	if !l.textDerived {
+		return r.read(l.textPack, l.textOff+l.headLen, l.textLen, l.textCRC, "body text")
+	}
+	raw, err := r.body(l)
+	if err != nil {
+		return nil, err
+	}
+	if l.textFrom > int64(len(raw)) {
+		return nil, fmt.Errorf("body text from offset %d of a %d-byte message: %w", l.textFrom, len(raw), ErrCorrupt)
+	}
+	r.derived.b = r.derived.b[:0]
+	r.derived.space = false
+	deriveBodyText(&r.derived, raw[l.textFrom:])
+	return r.derived.b, nil
 }
 
 // syncDir fsyncs a directory, making its entries durable.
@@ -462,7 +539,7 @@ const compactBatchBytes = 8 << 20
 // locColumns returns the messages columns scanLoc reads, in its order,
 // each qualified with prefix ("" or "m.").
 func locColumns(prefix string) string {
-	cols := []string{"pack", "pack_off", "size", "body_crc", "indexed", "text_pack", "text_off", "head_len", "text_len", "head_crc", "text_crc"}
+	cols := []string{"pack", "pack_off", "size", "body_crc", "indexed", "text_pack", "text_off", "head_len", "text_len", "head_crc", "text_crc", "text_from"}
 	for i, c := range cols {
 		cols[i] = prefix + c
 	}
@@ -473,13 +550,14 @@ func locColumns(prefix string) string {
 // id, its UID…) and then locColumns into l.
 func scanLoc(rows interface{ Scan(...any) error }, l *blobLoc, keys ...any) error {
 	var (
-		bc, hc, tc int64
-		textPack   sql.NullInt64
+		bc, hc, tc         int64
+		textPack, textFrom sql.NullInt64
 	)
-	if err := rows.Scan(append(keys, &l.pack, &l.off, &l.size, &bc, &l.indexed, &textPack, &l.textOff, &l.headLen, &l.textLen, &hc, &tc)...); err != nil {
+	if err := rows.Scan(append(keys, &l.pack, &l.off, &l.size, &bc, &l.indexed, &textPack, &l.textOff, &l.headLen, &l.textLen, &hc, &tc, &textFrom)...); err != nil {
 		return err
 	}
 	l.bodyCRC, l.headCRC, l.textCRC = uint32(bc), uint32(hc), uint32(tc)
 	l.textPack = textPack.Int64
+	l.textDerived, l.textFrom = textFrom.Valid, textFrom.Int64
 	return nil
 }

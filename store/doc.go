@@ -15,7 +15,9 @@
 // and parsed once into its envelope, structure and search text: at APPEND,
 // or by the background indexer after [Store.Deliver]; until then reads
 // parse on demand with the same parser. Bytes and texts live in
-// append-only, checksummed pack files beside one SQLite database.
+// append-only, checksummed pack files beside one SQLite database; a body
+// text that is just the body read as text is derived from the bytes
+// instead of being stored twice.
 //
 // The POP ledger records, per upstream account, every message seen, keyed
 // by (account, UIDL, content digest): when and as which message it was

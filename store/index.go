@@ -72,14 +72,14 @@ func insertMessage(w *writeTx, raw recordLoc, size int64, date time.Time, pm *pa
 		return 0, err
 	}
 	ins, err := w.stmt(`INSERT INTO messages (size, internal_date, envelope, structure, indexed, pack, pack_off, body_crc,
-		text_pack, text_off, head_len, text_len, head_crc, text_crc)
-		VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`)
+		text_pack, text_off, head_len, text_len, head_crc, text_crc, text_from)
+		VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`)
 	if err != nil {
 		return 0, err
 	}
 	var id MessageID
 	if err := ins.QueryRowContext(w.ctx, size, stored, em.env, em.st, raw.pack, raw.off, int64(raw.crc[0]),
-		text.pack, text.off, len(pm.headerText), len(pm.bodyText), int64(text.crc[0]), int64(text.crc[1])).Scan(&id); err != nil {
+		text.pack, text.off, len(pm.headerText), len(pm.storedBodyText()), int64(text.crc[0]), int64(text.crc[1]), pm.textFromArg()).Scan(&id); err != nil {
 		return 0, fmt.Errorf("insert message: %w", err)
 	}
 	w.newMsgs = append(w.newMsgs, id)
@@ -207,13 +207,13 @@ func (s *Store) indexPending(ctx context.Context) (int, error) {
 		}
 		err = s.writeRecords(ctx, "index messages", recs, func(w *writeTx, locs []recordLoc) error {
 			upd, err := w.stmt(`UPDATE messages SET envelope = ?, structure = ?, text_pack = ?, text_off = ?, head_len = ?, text_len = ?,
-				head_crc = ?, text_crc = ?, indexed = 1 WHERE id = ? AND indexed = 0`)
+				head_crc = ?, text_crc = ?, text_from = ?, indexed = 1 WHERE id = ? AND indexed = 0`)
 			if err != nil {
 				return err
 			}
 			for i, p := range batch {
 				res, err := upd.ExecContext(w.ctx, metas[i].env, metas[i].st, locs[i].pack, locs[i].off,
-					len(pms[i].headerText), len(pms[i].bodyText), int64(locs[i].crc[0]), int64(locs[i].crc[1]), p.id)
+					len(pms[i].headerText), len(pms[i].storedBodyText()), int64(locs[i].crc[0]), int64(locs[i].crc[1]), pms[i].textFromArg(), p.id)
 				if err != nil {
 					return fmt.Errorf("index message %d: %w", p.id, err)
 				}

@@ -24,6 +24,7 @@ func (s *Store) parseStoredForm(raw []byte) parsedMessage {
 	if pm.panicked != nil {
 		s.log.Error("message parser panicked; stored as text/plain", "panic", fmt.Sprint(pm.panicked), "size", len(raw))
 	}
+	pm.textFrom, pm.textDerived = derivableFrom(&pm)
 	return pm
 }
 

@@ -31,6 +31,10 @@ type parsedMessage struct {
 	// panicked is set when the parser panicked and the message was
 	// described as a single text/plain part instead.
 	panicked any
+	// textDerived is set when the body text can be derived from raw,
+	// from textFrom on, so the text record does not hold it (textform.go).
+	textDerived bool
+	textFrom    int64
 }
 
 // normalizeCRLF turns every bare LF into CRLF. NUL and bare CR are kept; a

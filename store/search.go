@@ -27,6 +27,7 @@ func (s *Store) SearchText(ctx context.Context, u UserID, id MailboxID, q TextQu
 	}
 	r := s.blobs.begin()
 	defer r.end()
+	r.readAhead() // one read transaction, records mostly in UID order
 	var out []UID
 	err := s.read(ctx, "search text", func(tx *sql.Tx) error {
 		if _, err := mailboxByID(ctx, tx, u, id); err != nil {
@@ -56,7 +57,7 @@ func (s *Store) SearchText(ctx context.Context, u UserID, id MailboxID, q TextQu
 				continue
 			}
 			head := func() ([]byte, error) { return r.head(loc) }
-			body := func() ([]byte, error) { return r.text(loc) }
+			body := func(needle []byte) (bool, error) { return r.textContains(loc, needle) }
 			if !loc.indexed {
 				// Not indexed yet (index.go): the texts come from
 				// parsing the message, as the indexer will.
@@ -69,7 +70,7 @@ func (s *Store) SearchText(ctx context.Context, u UserID, id MailboxID, q TextQu
 					return fmt.Errorf("uid %d: %w", uid, err)
 				}
 				head = func() ([]byte, error) { return stringBytes(pm.headerText), nil }
-				body = func() ([]byte, error) { return stringBytes(pm.bodyText), nil }
+				body = func(needle []byte) (bool, error) { return bytes.Contains(stringBytes(pm.bodyText), needle), nil }
 			}
 			ok, err := textMatches(head, body, q.Kind, q.Kind == TextHeader && field != "", prefix, needle)
 			if isCorruptRead(err) {
@@ -93,9 +94,9 @@ func (s *Store) SearchText(ctx context.Context, u UserID, id MailboxID, q TextQu
 // textMatches reports whether a message's texts match: for TextHeader
 // with a field, a line of that field (prefix "name: ") containing needle;
 // otherwise the header text, the body text or either containing needle.
-// head and body return the texts; the result of one may be invalidated by
-// a call of the other.
-func textMatches(head, body func() ([]byte, error), kind TextKind, byField bool, prefix, needle []byte) (bool, error) {
+// head returns the header text, body reports whether the body text
+// contains a needle; a call of body may invalidate what head returned.
+func textMatches(head func() ([]byte, error), body func(needle []byte) (bool, error), kind TextKind, byField bool, prefix, needle []byte) (bool, error) {
 	if kind == TextHeader || kind == TextAll {
 		ht, err := head()
 		if err != nil {
@@ -111,11 +112,7 @@ func textMatches(head, body func() ([]byte, error), kind TextKind, byField bool,
 			return false, nil
 		}
 	}
-	bt, err := body()
-	if err != nil {
-		return false, err
-	}
-	return bytes.Contains(bt, needle), nil
+	return body(needle)
 }
 
 // headerFieldContains reports whether a field line starting with prefix

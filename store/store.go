@@ -207,6 +207,14 @@ func (s *Store) startCompactor() {
 	})
 }
 
+// ReleaseMemory empties the store's in-memory caches (the decoded message
+// metadata), which refill as reads need them. For a server that has no
+// client left: what a client's sync cached is of no use to the next one
+// soon enough to be worth its memory.
+func (s *Store) ReleaseMemory() {
+	s.metaCache.reset()
+}
+
 // Close waits for the write in progress, if any, closes the database and
 // releases the data directory's lock. Every method called after Close
 // returns ErrClosed.

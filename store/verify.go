@@ -308,9 +308,9 @@ func (s *Store) ReplaceMessage(ctx context.Context, id MessageID, raw []byte) er
 	}
 	return s.writeRecords(ctx, "replace message", []blobRec{rawRecord(raw), textRecord(&pm)}, func(w *writeTx, locs []recordLoc) error {
 		res, err := w.ExecContext(w.ctx, `UPDATE messages SET size = ?, envelope = ?, structure = ?, indexed = 1,
-			pack = ?, pack_off = ?, body_crc = ?, text_pack = ?, text_off = ?, head_len = ?, text_len = ?, head_crc = ?, text_crc = ?
+			pack = ?, pack_off = ?, body_crc = ?, text_pack = ?, text_off = ?, head_len = ?, text_len = ?, head_crc = ?, text_crc = ?, text_from = ?
 			WHERE id = ?`, size, em.env, em.st, locs[0].pack, locs[0].off, int64(locs[0].crc[0]),
-			locs[1].pack, locs[1].off, len(pm.headerText), len(pm.bodyText), int64(locs[1].crc[0]), int64(locs[1].crc[1]), id)
+			locs[1].pack, locs[1].off, len(pm.headerText), len(pm.storedBodyText()), int64(locs[1].crc[0]), int64(locs[1].crc[1]), pm.textFromArg(), id)
 		if err != nil {
 			return fmt.Errorf("update message %d: %w", id, err)
 		}

@@ -65,7 +65,9 @@ func TestVerifyFindsDamage(t *testing.T) {
 		{"corrupted bytes", func(dir string) { flipInPacks(t, dir, "mark-2-end") }, []UID{3}, true, 0},
 		{"corrupted text", func(dir string) { flipInPacks(t, dir, "pack 4\n") }, []UID{5}, false, 0},
 		{"truncated pack", func(dir string) {
-			if err := os.Truncate(filepath.Join(dir, blobDirName, packName(1)), 4000); err != nil {
+			// Inside uid 2's bytes: each message is ~1,000 bytes and
+			// its text record (header text only) ~80.
+			if err := os.Truncate(filepath.Join(dir, blobDirName, packName(1)), 1500); err != nil {
 				t.Fatal(err)
 			}
 		}, []UID{2, 3, 4, 5, 6}, true, 1},
