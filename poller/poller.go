@@ -100,6 +100,10 @@ type Options struct {
 	// server (host and port as configured); 0 means
 	// DefaultMaxConnectionsPerHost, a negative value no cap.
 	MaxConnectionsPerHost int
+	// AfterPoll, when set, is called by an account's worker after each
+	// scheduled poll (not PollOnce) with its result and error, from the
+	// worker's goroutine; it must not block for long. nil: none.
+	AfterPoll func(a Account, res Result, err error)
 }
 
 // connCap turns an Options cap into a connLimiter one (0: none).
@@ -199,6 +203,8 @@ type Poller struct {
 	sessCfg sessionConfig
 	// connect opens a session without taking a connection slot.
 	connect dialFunc
+	// afterPoll is Options.AfterPoll.
+	afterPoll func(a Account, res Result, err error)
 
 	mu         sync.Mutex
 	accounts   []Account
@@ -220,6 +226,8 @@ func New(opts Options) *Poller {
 		timer: newRealTimer,
 		rand:  rand.Float64,
 		state: make(map[string]*acctState),
+
+		afterPoll: opts.AfterPoll,
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -504,6 +512,8 @@ func (p *Poller) CheckLogin(ctx context.Context, a Account, timeout time.Duratio
 	if err != nil {
 		return err
 	}
+	// A login counts for the server's LOGIN-DELAY like a poll's.
+	p.noteLogin(a.Name, p.now(), s.Caps())
 	if err := s.Quit(ctx); err != nil {
 		return accountErr(a, "quit", err)
 	}

@@ -109,9 +109,12 @@ func (w *worker) run(ctx context.Context) {
 			return
 		}
 		a := w.account()
-		_, err := p.pass(ctx, a, nil)
+		res, err := p.pass(ctx, a, nil)
 		if ctx.Err() != nil {
 			return
+		}
+		if p.afterPoll != nil {
+			p.afterPoll(a, res, err)
 		}
 		w.setHold(err != nil && isPermanent(err))
 		now := p.now()
