@@ -57,6 +57,9 @@ type Bridge struct {
 	http    *http.Server
 	metrics *metrics
 	addrs   Addrs
+	// provider is provider mode's login checker and poller; nil when
+	// [provider] is off.
+	provider *provider
 
 	reloadMu     sync.Mutex // serialises Reload
 	running      atomic.Bool
@@ -196,6 +199,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 		{name: "store", start: b.startStore, stop: b.stopStore},
 		{name: "imap", start: b.startIMAP, stop: b.stopIMAP},
 		{name: "poller", start: b.startPoller, stop: b.stopPoller},
+		{name: "provider", start: b.startProvider, stop: b.stopProvider},
 		{name: "http", start: b.startHTTP, stop: b.stopHTTP},
 	}
 	started, err := startAll(ctx, comps, b.log, stopCtx)
@@ -273,8 +277,16 @@ func (b *Bridge) startStore(ctx context.Context) error {
 		MaxConnections:        maxConns,
 		MaxConnectionsPerHost: perHost,
 	})
+	var prov *provider
+	if cfg.Provider.Enabled() {
+		prov = newProvider(cfg, st, b.Dialer, newProviderMetrics(m.reg, b), b.log.With(LogKeyComponent, "provider"))
+		if err := prov.prepare(ctx, cfg.Path(cfg.Provider.KeyFile)); err != nil {
+			st.Close()
+			return err
+		}
+	}
 	b.mu.Lock()
-	b.store, b.metrics, b.poller = st, m, p
+	b.store, b.metrics, b.poller, b.provider = st, m, p, prov
 	b.mu.Unlock()
 	return nil
 }
@@ -341,18 +353,25 @@ func (b *Bridge) startIMAP(ctx context.Context) error {
 	}
 	logAutoCert(b.log, autoInfo)
 	b.mu.Lock()
-	st, p, m := b.store, b.poller, b.metrics
+	st, p, m, prov := b.store, b.poller, b.metrics, b.provider
 	b.mu.Unlock()
+	var hinter imapfront.Hinter = p
+	if prov != nil {
+		hinter = hinters{p, prov}
+	}
 	opts := imapfront.Options{
 		Store:              st,
 		Users:              cfg.imapUsers(),
 		TLSConfig:          tlsConf,
 		AllowPlaintextAuth: cfg.IMAP.AllowPlaintextAuth,
-		Hinter:             p,
+		Hinter:             hinter,
 		Logger:             b.log.With(LogKeyComponent, "imap"),
 		OnCommand:          m.observeCommand,
 		Alert:              m.notices.alert,
 		OnServerBug:        m.imapServerBugs.Inc,
+	}
+	if prov != nil {
+		opts.External = prov
 	}
 	cfg.imapLimits(&opts)
 	srv, err := imapfront.New(opts)
