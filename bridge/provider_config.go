@@ -174,9 +174,6 @@ func (v *validator) provider() {
 		if p.KeyFile == "" {
 			add("key_file", ErrMissing, "required with credentials = \"encrypted\" (default %q, created at the first start)", DefaultProviderKeyFile)
 		}
-		if v.c.pos.has("provider.poll_after_logout") {
-			add("poll_after_logout", ErrConflict, "only with credentials = \"session\" (with \"encrypted\", users are polled whether logged in or not)")
-		}
 	case CredentialsSession:
 	default:
 		add("credentials", ErrInvalidValue, "%q is not one of %s, %s", p.Credentials, CredentialsEncrypted, CredentialsSession)
