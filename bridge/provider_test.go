@@ -384,4 +384,14 @@ func TestProviderSession(t *testing.T) {
 	e.mustLogin(hal, "hal-pw-1")
 	e.waitInbox(hal, 4)
 	grepTree(t, e.dir, "hal-pw-1")
+
+	// `popbridge users` beside the running serve.
+	rep, err := ProviderUsers(context.Background(), e.cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep) != 1 || rep[0].Name != hal || rep[0].State != store.ProviderActive || rep[0].Messages != 4 ||
+		rep[0].Bytes == 0 || rep[0].LastLogin.IsZero() || rep[0].LastPoll.IsZero() || rep[0].LastError != "" {
+		t.Errorf("ProviderUsers = %+v", rep)
+	}
 }
