@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/popbridge/popbridge/imapfront"
 	"github.com/popbridge/popbridge/internal/lib/passhash"
@@ -29,6 +30,10 @@ import (
 // in memory only while the user has a session and for poll_after_logout.
 // A background poll whose login is refused stops polling that user
 // ("needs_login", credential dropped) until their next IMAP login.
+
+// maxProviderLogin is the longest login accepted as a provider login, in
+// bytes (a store user name may be longer; a POP user name rarely is).
+const maxProviderLogin = 255
 
 // providerCheckTimeout bounds one login check against the POP server once
 // it has a connection slot.
@@ -175,9 +180,17 @@ func (p *provider) prepare(ctx context.Context, keyFile string) error {
 		return fmt.Errorf("provider: %w", err)
 	}
 	var accts []poller.Account
+	unreadable := 0
 	p.mu.Lock()
 	for _, su := range users {
 		u := &provUser{needsLogin: su.State == store.ProviderNeedsLogin, sealed: su.Credential}
+		if p.aead != nil && u.sealed != nil {
+			if _, err := openCredential(p.aead, su.Name, u.sealed); err != nil {
+				// Another key_file: polled again after the next login.
+				u.sealed = nil
+				unreadable++
+			}
+		}
 		if p.aead != nil && !u.needsLogin && u.sealed != nil {
 			u.active = true
 			accts = append(accts, p.account(su.Name, p.keptSecret(su.Name)))
@@ -185,6 +198,10 @@ func (p *provider) prepare(ctx context.Context, keyFile string) error {
 		p.users[su.Name] = u
 	}
 	p.mu.Unlock()
+	if unreadable > 0 {
+		p.log.Warn("kept provider passwords do not open with key_file (was it replaced?): those users are polled again after their next login",
+			"users", unreadable)
+	}
 	p.poller.SetAccounts(accts)
 	if p.cfg.TLSSkipVerify {
 		p.log.Warn("tls_skip_verify is set: the provider's POP certificate is not verified")
@@ -231,8 +248,13 @@ func (p *provider) stop(ctx context.Context) error {
 // serves reports whether login is a provider login: domains, when set,
 // must hold its domain.
 func (p *provider) serves(login string) bool {
-	if login == "" || strings.ContainsAny(login, "\r\n\x00") {
+	if login == "" || len(login) > maxProviderLogin || !utf8.ValidString(login) {
 		return false
+	}
+	for _, r := range login {
+		if r < 0x20 || r == 0x7f || r == ' ' {
+			return false
+		}
 	}
 	if len(p.cfg.Domains) == 0 {
 		return true

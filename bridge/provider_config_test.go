@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -30,6 +31,8 @@ func TestProviderServes(t *testing.T) {
 	for login, want := range map[string]bool{
 		"bob@example.net": true, "bob@EXAMPLE.net": true, "bob@example.org": false,
 		"bob": false, "bob@sub.example.net": false, "": false, "bob\r\n@example.net": false,
+		"bob\t@example.net": false, "b ob@example.net": false, "\xff@example.net": false,
+		strings.Repeat("b", 300) + "@example.net": false,
 	} {
 		if got := p.serves(login); got != want {
 			t.Errorf("serves(%q) = %v, want %v", login, got, want)
