@@ -85,3 +85,36 @@ func ProviderUsers(ctx context.Context, cfg *Config, logger *slog.Logger) ([]Pro
 	}
 	return out, nil
 }
+
+// RemoveProviderUser deletes provider user name's local data: their mail
+// and mailboxes, the ledger and status of their account, and their kept
+// password. Nothing changes upstream; a later login creates the user
+// afresh and fetches what the POP server still holds. It needs the data
+// directory to itself (serve stopped): the store's lock says so otherwise.
+// A [[user]] name is refused.
+func RemoveProviderUser(ctx context.Context, cfg *Config, name string, logger *slog.Logger) error {
+	for _, u := range cfg.Users {
+		if u.Name == name {
+			return fmt.Errorf("%q is a [[user]] in %s, not a provider user: remove it from the file instead", name, cfg.File)
+		}
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	st, err := store.Open(ctx, cfg.Path(cfg.DataDir), store.Options{Logger: logger.With(LogKeyComponent, "store")})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if _, err := st.ProviderUserByName(ctx, name); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("%q is not a provider user (see popbridge users)", name)
+		}
+		return err
+	}
+	if err := st.DeleteUser(ctx, name, []string{accountName(name)}); err != nil {
+		return fmt.Errorf("remove provider user %q: %w", name, err)
+	}
+	logger.Info("provider user removed", LogKeyUser, name)
+	return st.Close()
+}

@@ -167,3 +167,92 @@ func scanProviderUser(row interface{ Scan(...any) error }) (ProviderUser, error)
 	}
 	return u, nil
 }
+
+// DeleteUser deletes the user called name with all their mail (every
+// mailbox, message and subscription), the ledger and status of accounts
+// (the accounts that delivered to them) and their provider_users row. It
+// changes nothing upstream. It returns ErrNotFound when neither the user
+// nor a provider_users row exists.
+func (s *Store) DeleteUser(ctx context.Context, name string, accounts []string) error {
+	if err := s.writable("delete user"); err != nil {
+		return err
+	}
+	return s.write(ctx, "delete user", func(w *writeTx) error {
+		found := false
+		u, err := userByName(w.ctx, w, name)
+		switch {
+		case err == nil:
+			found = true
+			if err := s.deleteUserMail(w, u.ID); err != nil {
+				return err
+			}
+			if _, err := w.ExecContext(w.ctx, `DELETE FROM users WHERE id = ?`, u.ID); err != nil {
+				return fmt.Errorf("delete user row: %w", err)
+			}
+		case !errors.Is(err, ErrNotFound):
+			return err
+		}
+		res, err := w.ExecContext(w.ctx, `DELETE FROM provider_users WHERE name = ?`, name)
+		if err != nil {
+			return fmt.Errorf("delete provider user: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n > 0 {
+			found = true
+		}
+		if !found {
+			return fmt.Errorf("user %q: %w", name, ErrNotFound)
+		}
+		for _, a := range accounts {
+			if _, err := w.ExecContext(w.ctx, `DELETE FROM pop_ledger WHERE account = ?`, a); err != nil {
+				return fmt.Errorf("delete ledger of %q: %w", a, err)
+			}
+			if _, err := w.ExecContext(w.ctx, `DELETE FROM account_status WHERE account = ?`, a); err != nil {
+				return fmt.Errorf("delete status of %q: %w", a, err)
+			}
+		}
+		return nil
+	})
+}
+
+// deleteUserMail expunges every message of user u's mailboxes (their
+// bytes go when no other mailbox refers to them) and deletes the
+// mailboxes.
+func (s *Store) deleteUserMail(w *writeTx, u UserID) error {
+	rows, err := w.QueryContext(w.ctx, `SELECT name FROM mailboxes WHERE user_id = ?`, u)
+	if err != nil {
+		return fmt.Errorf("list mailboxes: %w", err)
+	}
+	var names []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			rows.Close()
+			return err
+		}
+		names = append(names, n)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, n := range names {
+		mb, err := mailboxByName(w.ctx, w, u, n)
+		if err != nil {
+			return err
+		}
+		ents, err := selectEntries(w.ctx, w, mb.ID, nil, false)
+		if err != nil {
+			return err
+		}
+		if len(ents) > 0 {
+			if err := s.expungeEntries(w, &mb, ents); err != nil {
+				return err
+			}
+		}
+		if _, err := w.ExecContext(w.ctx, `DELETE FROM mailboxes WHERE id = ?`, mb.ID); err != nil {
+			return fmt.Errorf("delete mailbox row: %w", err)
+		}
+		w.emit(Change{Kind: ChangeMailboxDeleted, User: u, Mailbox: mb.ID, MailboxName: mb.Name, ModSeq: mb.HighestModSeq + 1})
+	}
+	return nil
+}

@@ -61,3 +61,59 @@ func TestProviderUsers(t *testing.T) {
 		t.Errorf("amy kept %q", amy.Credential)
 	}
 }
+
+// TestDeleteUser: a user's mail, mailboxes, provider row, and the ledger
+// and status of their accounts go; another user's mail and ledger stay
+// (even a message with the same content); an unknown name is ErrNotFound.
+func TestDeleteUser(t *testing.T) {
+	s := mustOpen(t)
+	ctx := context.Background()
+	raw := []byte("Subject: x\r\n\r\nsame body\r\n")
+	mustUser(t, s, "bob")
+	mustUser(t, s, "amy")
+	if _, err := s.Deliver(ctx, []Delivery{
+		{Account: "provider:bob", UIDL: "1", Digest: "d1", User: "bob", Folder: "INBOX", Raw: raw},
+		{Account: "provider:bob", UIDL: "2", Digest: "d2", User: "bob", Folder: "Work", Raw: []byte("Subject: y\r\n\r\nother\r\n")},
+		{Account: "provider:amy", UIDL: "1", Digest: "d1", User: "amy", Folder: "INBOX", Raw: raw},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetAccountStatus(ctx, AccountStatus{Account: "provider:bob", LastAttempt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutProviderUser(ctx, ProviderUser{Name: "bob", Credential: []byte{1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteUser(ctx, "bob", []string{"provider:bob"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UserByName(ctx, "bob"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("user still there: %v", err)
+	}
+	if _, err := s.ProviderUserByName(ctx, "bob"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("provider row still there: %v", err)
+	}
+	if l, err := s.Ledger(ctx, "provider:bob"); err != nil || len(l) != 0 {
+		t.Errorf("ledger of bob = %v, %v", l, err)
+	}
+	sts, err := s.AccountStatuses(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range sts {
+		if st.Account == "provider:bob" {
+			t.Error("status of bob's account still there")
+		}
+	}
+	amy := mustUser(t, s, "amy")
+	if l, err := s.Ledger(ctx, "provider:amy"); err != nil || len(l) != 1 {
+		t.Errorf("ledger of amy = %v, %v", l, err)
+	}
+	body, err := s.Body(ctx, amy.ID, mustMailbox(t, s, amy.ID, "INBOX").ID, 1)
+	if err != nil || !bytes.Equal(body, raw) {
+		t.Errorf("amy's message = %q, %v", body, err)
+	}
+	if err := s.DeleteUser(ctx, "bob", nil); !errors.Is(err, ErrNotFound) {
+		t.Errorf("second delete: %v", err)
+	}
+}

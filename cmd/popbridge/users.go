@@ -13,9 +13,11 @@ import (
 )
 
 func (a *app) users(ctx context.Context, args []string) int {
-	f := a.newFlags("users", "-config FILE [-json]", "List the provider users ([provider]): created, last login, last poll, state, message count, bytes")
+	f := a.newFlags("users", "-config FILE [-json] [-remove NAME -yes]", "List the provider users ([provider]): created, last login, last poll, state, message count, bytes; or remove one user's local data")
 	config := f.String("config", "", "configuration `file` (required)")
 	asJSON := f.Bool("json", false, "print JSON instead of a table")
+	remove := f.String("remove", "", "delete this provider `user`'s local data (mail, ledger, kept password; nothing upstream); serve must be stopped")
+	yes := f.Bool("yes", false, "confirm -remove")
 	log, code, ok := a.setup(f, args)
 	if !ok {
 		return code
@@ -23,6 +25,18 @@ func (a *app) users(ctx context.Context, args []string) int {
 	cfg, ok := a.loadConfig("users", *config, log)
 	if !ok {
 		return exitFailure
+	}
+	if *remove != "" {
+		if !*yes {
+			fmt.Fprintf(a.stderr, "popbridge users: -remove %s deletes that user's local mail, ledger and kept password (nothing on the POP server); add -yes to do it\n", *remove)
+			return exitUsage
+		}
+		if err := bridge.RemoveProviderUser(ctx, cfg, *remove, log); err != nil {
+			fmt.Fprintf(a.stderr, "popbridge users: %v\n", err)
+			return exitFailure
+		}
+		fmt.Fprintf(a.stdout, "removed provider user %s (local data only; a new login creates the user again)\n", *remove)
+		return exitOK
 	}
 	users, err := bridge.ProviderUsers(ctx, cfg, log)
 	if err != nil {
