@@ -32,6 +32,7 @@ var (
 	provLogged   = flag.Int("provider.logged", 1000, "TestProviderLoad: users logged in over IMAP at once")
 	provIdle     = flag.Int("provider.idle", 500, "TestProviderLoad: of those, users in IDLE")
 	provInterval = flag.Duration("provider.interval", 5*time.Minute, "TestProviderLoad: poll_interval")
+	provCycle    = flag.Duration("provider.cyclewait", 30*time.Minute, "TestProviderLoad: longest wait for the first full polling cycle")
 )
 
 // loadChildEnv names the config file a re-executed test binary serves
@@ -221,6 +222,9 @@ max_upstream_connections = 20
 			case <-tick.C:
 			}
 			m := scrape()
+			if m == "" {
+				continue
+			}
 			if o := int64(metricSum(m, "popbridge_provider_connections_open")); o > maxOpen.Load() {
 				maxOpen.Store(o)
 			}
@@ -325,7 +329,7 @@ max_upstream_connections = 20
 		}
 	}()
 
-	waitCycle := *provInterval + time.Minute
+	waitCycle := *provCycle
 	deadline := start.Add(waitCycle)
 	for cycleDone.Load() == 0 && time.Now().Before(deadline) {
 		time.Sleep(time.Second)

@@ -278,7 +278,7 @@ func (p *Poller) limited(dial dialFunc) dialFunc {
 // gives it back.
 func (p *Poller) acquireSlot(ctx context.Context, a Account) (release func(), err error) {
 	host := net.JoinHostPort(a.Host, strconv.Itoa(a.Port))
-	release, err = p.limits.acquire(ctx, host, func(waiting bool) {
+	release, err = p.limits.acquireUrgent(ctx, host, isUrgent(ctx), func(waiting bool) {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		p.stateLocked(a.Name).status.Waiting = waiting
@@ -498,7 +498,8 @@ func (p *Poller) SetAccounts(accts []Account) {
 // never contains the secret. It waits for a connection slot first, like a
 // poll; timeout (> 0) bounds the check once it has its slot.
 func (p *Poller) CheckLogin(ctx context.Context, a Account, timeout time.Duration) error {
-	release, err := p.acquireSlot(ctx, a)
+	// Someone waits for the answer: ahead of background polls.
+	release, err := p.acquireSlot(withUrgent(ctx), a)
 	if err != nil {
 		return err
 	}
