@@ -279,10 +279,25 @@ func (p *provider) Verify(ctx context.Context, login, password string) error {
 	}
 	p.mu.Lock()
 	var verifier string
-	if u := p.users[login]; u != nil && !u.needsLogin && u.verifier != "" && p.now().Sub(u.verifiedAt) < p.cfg.AuthCache.Value {
+	u := p.users[login]
+	known := u != nil
+	if known && !u.needsLogin && u.verifier != "" && p.now().Sub(u.verifiedAt) < p.cfg.AuthCache.Value {
 		verifier = u.verifier
 	}
 	p.mu.Unlock()
+	if !known {
+		// A local user of that name that provider mode did not create (a
+		// former [[user]]) is not handed to whoever holds the POP account.
+		_, err := p.st.UserByName(ctx, login)
+		if err == nil {
+			p.m.logins.WithLabelValues("rejected").Inc()
+			p.log.Warn("provider login refused: a local user of that name exists that is not a provider user", LogKeyUser, login)
+			return fmt.Errorf("%w: local user %q is not a provider user", imapfront.ErrLoginRejected, login)
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("provider login: %w", err)
+		}
+	}
 	if verifier != "" {
 		ok, err := p.verifyHash(ctx, verifier, password)
 		if err != nil {

@@ -203,6 +203,7 @@ func TestProviderEncrypted(t *testing.T) {
 		"erin@example.net":  "erin-pop-pw",
 		"frank@other.org":   "frank-pw-1",
 		"gina@example.net":  "gina-pw-1",
+		"old@example.net":   "old-pw-1",
 	}
 	e := newProviderEnv(t, users, func(c *Config) {
 		c.Users = []UserConfig{{Name: "erin@example.net", PasswordHash: realHash(t)}}
@@ -266,6 +267,12 @@ func TestProviderEncrypted(t *testing.T) {
 	e.refused("erin@example.net", "erin-pop-pw", imap.ResponseCodeAuthenticationFailed)
 	e.mustLogin("erin@example.net", "pw")
 	e.refused("frank@other.org", "frank-pw-1", imap.ResponseCodeAuthenticationFailed)
+	// A local user provider mode did not create (a former [[user]]) is
+	// not handed to the holder of the POP account of that name.
+	if _, err := e.b.store.EnsureUser(ctx, "old@example.net"); err != nil {
+		t.Fatal(err)
+	}
+	e.refused("old@example.net", "old-pw-1", imap.ResponseCodeAuthenticationFailed)
 
 	// Fetched after logout, with the sealed password.
 	if err := carol.Logout().Wait(); err != nil {
