@@ -260,6 +260,9 @@ func New(opts Options) *Poller {
 // so.
 func (p *Poller) limited(dial dialFunc) dialFunc {
 	return func(ctx context.Context, a Account) (popSession, error) {
+		if ctx.Value(heldSlotKey{}) != nil {
+			return dial(ctx, a) // runPass holds the slot
+		}
 		release, err := p.acquireSlot(ctx, a)
 		if err != nil {
 			return nil, err
@@ -272,6 +275,10 @@ func (p *Poller) limited(dial dialFunc) dialFunc {
 		return &limitedSession{popSession: s, release: release}, nil
 	}
 }
+
+// heldSlotKey marks the context of a pass that already holds its
+// connection slot (runPass takes it before it reads the ledger).
+type heldSlotKey struct{}
 
 // acquireSlot waits for a connection slot for a session of a, with the
 // account's status saying so meanwhile, and returns the function that
