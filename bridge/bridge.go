@@ -54,6 +54,9 @@ type Bridge struct {
 	http    *http.Server
 	metrics *metrics
 	addrs   Addrs
+	// provider is provider mode's login checker and poller; nil when
+	// [provider] is off.
+	provider *provider
 
 	reloadMu     sync.Mutex // serialises Reload
 	running      atomic.Bool
@@ -198,6 +201,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 		{name: "store", build: b.buildStore, unbuild: b.closeStore, stop: func(context.Context) error { return b.closeStore() }},
 		{name: "imap", build: b.buildIMAP, unbuild: b.unbuildIMAP, start: b.serveIMAP, stop: b.stopIMAP},
 		{name: "poller", start: func() { b.startPoller(ctx) }, stop: b.stopPoller},
+		{name: "provider", start: func() { b.startProvider(ctx) }, stop: b.stopProvider},
 		{name: "http", build: b.buildHTTP, unbuild: b.unbuildHTTP, start: b.serveHTTP, stop: b.stopHTTP},
 	}
 	if err := buildAll(ctx, parts, b.log); err != nil {
@@ -273,8 +277,16 @@ func (b *Bridge) buildStore(ctx context.Context) error {
 		MaxConnections:        maxConns,
 		MaxConnectionsPerHost: perHost,
 	})
+	var prov *provider
+	if cfg.Provider.Enabled() {
+		prov = newProvider(cfg, st, newProviderMetrics(m.reg, b), b.log.With(LogKeyComponent, "provider"))
+		if err := prov.prepare(ctx, cfg.Path(cfg.Provider.KeyFile)); err != nil {
+			st.Close()
+			return err
+		}
+	}
 	b.mu.Lock()
-	b.store, b.metrics, b.poller = st, m, p
+	b.store, b.metrics, b.poller, b.provider = st, m, p, prov
 	b.mu.Unlock()
 	return nil
 }
@@ -350,18 +362,25 @@ func (b *Bridge) buildIMAP(ctx context.Context) error {
 	}
 	logAutoCert(b.log, autoInfo)
 	b.mu.Lock()
-	st, p, m := b.store, b.poller, b.metrics
+	st, p, m, prov := b.store, b.poller, b.metrics, b.provider
 	b.mu.Unlock()
+	var hinter imapfront.Hinter = p
+	if prov != nil {
+		hinter = hinters{p, prov}
+	}
 	opts := imapfront.Options{
 		Store:              st,
 		Users:              cfg.imapUsers(),
 		TLSConfig:          tlsConf,
 		AllowPlaintextAuth: cfg.IMAP.AllowPlaintextAuth,
-		Hinter:             p,
+		Hinter:             hinter,
 		Logger:             b.log.With(LogKeyComponent, "imap"),
 		OnCommand:          m.observeCommand,
 		Alert:              m.notices.alert,
 		OnServerBug:        m.imapServerBugs.Inc,
+	}
+	if prov != nil {
+		opts.External = prov
 	}
 	cfg.imapLimits(&opts)
 	srv, err := imapfront.New(opts)

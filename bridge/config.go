@@ -29,6 +29,9 @@ type Config struct {
 	Users []UserConfig `toml:"user"`
 	// Accounts are the upstream POP3 accounts.
 	Accounts []AccountConfig `toml:"account"`
+	// Provider turns on provider mode (Host set): IMAP logins that are
+	// not Users are checked against one POP3 service.
+	Provider ProviderConfig `toml:"provider"`
 
 	// File is the path the configuration was read from; "" when it was
 	// built in code. It names the file in error messages.
@@ -241,6 +244,7 @@ func DefaultConfig() *Config {
 			MaxConnections:        DefaultPollerMaxConnections,
 			MaxConnectionsPerHost: DefaultPollerMaxConnectionsPerHost,
 		},
+		Provider: DefaultProvider(),
 	}
 }
 

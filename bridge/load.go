@@ -92,6 +92,7 @@ type rawConfig struct {
 	Poller   toml.Primitive   `toml:"poller"`
 	Users    []toml.Primitive `toml:"user"`
 	Accounts []toml.Primitive `toml:"account"`
+	Provider toml.Primitive   `toml:"provider"`
 }
 
 // Parse reads a TOML configuration from r, starting from [DefaultConfig]
@@ -147,6 +148,13 @@ func Parse(r io.Reader, filename string) (*Config, error) {
 	if md.IsDefined("poller") {
 		decode(raw.Poller, &c.Poller, "poller", -1, func() string { return "poller" })
 	}
+	if md.IsDefined("provider") {
+		c.Provider.Port = 0
+		decode(raw.Provider, &c.Provider, "provider", -1, func() string { return "provider" })
+	}
+	if c.Provider.Port == 0 {
+		c.Provider.Port = DefaultPort(c.Provider.TLS)
+	}
 	for i, p := range raw.Users {
 		var u UserConfig
 		name := nameOf(p)
@@ -183,7 +191,7 @@ func (c *Config) section(top string, index int) string {
 		return sectionName("user", index, c.Users[index].Name)
 	case top == "account" && index >= 0 && index < len(c.Accounts):
 		return sectionName("account", index, c.Accounts[index].Name)
-	case top == "imap" || top == "http" || top == "poller":
+	case top == "imap" || top == "http" || top == "poller" || top == "provider":
 		return top
 	}
 	return ""
@@ -228,6 +236,8 @@ func (c *Config) unknownKeys(md toml.MetaData, failed map[string]bool) []error {
 			name, valid = k[1:], tomlKeys(reflect.TypeFor[HTTPConfig]())
 		case top == "poller":
 			name, valid = k[1:], tomlKeys(reflect.TypeFor[PollerConfig]())
+		case top == "provider":
+			name, valid = k[1:], tomlKeys(reflect.TypeFor[ProviderConfig]())
 		case top == "user":
 			name, valid = k[1:], tomlKeys(reflect.TypeFor[UserConfig]())
 		case top == "account":

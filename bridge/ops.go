@@ -169,6 +169,9 @@ func ReadStatus(ctx context.Context, cfg *Config, logger *slog.Logger) (*StatusR
 		rep.Accounts = append(rep.Accounts, AccountReport{Name: a.Name, User: a.User, Status: s, Polled: ok})
 	}
 	for _, s := range sts {
+		if cfg.Provider.Enabled() && strings.HasPrefix(s.Account, ProviderAccountPrefix) {
+			continue // listed by `popbridge users`
+		}
 		if _, left := byName[s.Account]; left {
 			rep.Accounts = append(rep.Accounts, AccountReport{Name: s.Account, Status: s, Polled: true})
 		}

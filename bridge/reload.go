@@ -172,11 +172,7 @@ func diffNames(prev, next []string) (added, removed []string) {
 // reload reports them: how to tell one changed, and how to keep its running
 // value. It is the one list of them: docs/OPERATIONS.md (SIGHUP) and
 // config.toml.example say the same, which TestRestartOnlyDocumented checks.
-var restartOnly = []struct {
-	key     string
-	changed func(old, cfg *Config) bool
-	keep    func(next, old *Config)
-}{
+var restartOnly = append([]restartKey{
 	// Compared as absolute paths: the running config holds an absolute
 	// data_dir, the file a relative one when -config is.
 	{"data_dir", func(o, c *Config) bool { return absPath(c.Path(c.DataDir)) != absPath(o.Path(o.DataDir)) },
@@ -207,4 +203,12 @@ var restartOnly = []struct {
 		func(n, o *Config) { n.IMAP.AuthPenaltyMax = o.IMAP.AuthPenaltyMax }},
 	{"imap.trusted_networks", func(o, c *Config) bool { return !slices.Equal(c.IMAP.TrustedNetworks, o.IMAP.TrustedNetworks) },
 		func(n, o *Config) { n.IMAP.TrustedNetworks = o.IMAP.TrustedNetworks }},
+}, providerRestartOnly()...)
+
+// restartKey is one setting a reload cannot change: how to tell it changed,
+// and how to keep its running value.
+type restartKey struct {
+	key     string
+	changed func(old, cfg *Config) bool
+	keep    func(next, old *Config)
 }

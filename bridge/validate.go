@@ -34,6 +34,7 @@ func (c *Config) Validate() error {
 	v.poller()
 	v.users()
 	v.accounts()
+	v.provider()
 	return errors.Join(v.errs...)
 }
 

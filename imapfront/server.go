@@ -156,6 +156,10 @@ type Options struct {
 	// where they cannot be rewritten, they are neither rewritten nor
 	// counted. It must not block. nil: none.
 	OnServerBug func()
+	// External checks the logins of names that are not in Users (see
+	// ExternalLogin and external.go); it may also implement
+	// ExternalPresence. nil: only Users may log in.
+	External ExternalLogin
 }
 
 // Server is an IMAP server over a store. Create it with New; it serves

@@ -131,8 +131,10 @@ func (s *session) Close() error {
 // too). Every attempt first waits for the other attempts from its client
 // address to be answered (authlimit.Limiter.Acquire), then waits out the penalty of its address and user
 // name (Options.AuthLimiter), then verifies the password, against the dummy
-// hash when the user is unknown; a failure is recorded and its penalty
-// waited out before the NO, a success clears both penalties.
+// hash when the user is unknown (or asks Options.External, whose
+// unavailability is answered NO [UNAVAILABLE] without a penalty); a failure
+// is recorded and its penalty waited out before the NO, a success clears
+// both penalties.
 func (s *session) Login(username, password string) (err error) {
 	if err := s.begin(); err != nil {
 		return err
@@ -159,6 +161,10 @@ func (s *session) Login(username, password string) (err error) {
 	ok, reason, verr := s.srv.checkPassword(ctx, username, password)
 	if verr != nil && ctx.Err() != nil {
 		return errLoginAborted
+	}
+	if errors.Is(verr, ErrLoginUnavailable) {
+		s.log.Warn("imap login unavailable", "user", username, "reason", reason)
+		return errUnavailableLogin
 	}
 	if !ok {
 		lim.Failure(addr, username, s.srv.fingerprint.Fingerprint(password))
@@ -191,6 +197,11 @@ var errLoginAborted = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.Re
 // Verifications run at most cap(verifySem) at a time (argon2id may take 64
 // MiB each); the error is ctx's when ctx ended while waiting for a turn.
 func (s *Server) checkPassword(ctx context.Context, username, password string) (ok bool, reason string, err error) {
+	if _, known := s.lookupUser(username); !known && s.opts.External != nil {
+		// Not under verifySem: the check may wait on a remote server;
+		// ExternalLogin bounds its own work.
+		return s.checkExternal(ctx, username, password)
+	}
 	select {
 	case s.verifySem <- struct{}{}:
 	case <-ctx.Done():

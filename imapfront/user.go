@@ -47,6 +47,9 @@ func (s *Server) acquireUser(ctx context.Context, name string) (*userState, erro
 		s.users[u.ID] = us
 	}
 	us.refs++
+	if us.refs == 1 {
+		s.notePresence(us.name, true)
+	}
 	return us, nil
 }
 
@@ -57,6 +60,7 @@ func (s *Server) releaseUser(us *userState) {
 	us.refs--
 	if us.refs <= 0 && s.users[us.id] == us {
 		delete(s.users, us.id)
+		s.notePresence(us.name, false)
 	}
 }
 

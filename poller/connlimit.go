@@ -2,8 +2,24 @@ package poller
 
 import (
 	"context"
+	"slices"
 	"sync"
 )
+
+// urgentKey marks a context whose session someone waits for (see
+// withUrgent).
+type urgentKey struct{}
+
+// withUrgent marks ctx so that its session's connection slot is granted
+// before those of background polls.
+func withUrgent(ctx context.Context) context.Context {
+	return context.WithValue(ctx, urgentKey{}, true)
+}
+
+// isUrgent reports whether ctx was marked by withUrgent.
+func isUrgent(ctx context.Context) bool {
+	return ctx.Value(urgentKey{}) != nil
+}
 
 // Default caps on upstream POP3 sessions (Options.MaxConnections and
 // Options.MaxConnectionsPerHost).
@@ -15,8 +31,10 @@ const (
 // connLimiter caps the POP3 sessions open at once, in total and per
 // upstream host (host:port as configured). A session holds its slot from
 // before it dials until it has QUIT or was aborted, so logins count.
-// Waiters are served in arrival order, except that a waiter whose host is
-// at its cap does not hold up waiters for other hosts. Limits may change
+// Waiters are served in arrival order, urgent ones (someone waits for the
+// answer: an IMAP login's check, an early poll asked for) before the
+// others, except that a waiter whose host is at its cap does not hold up
+// waiters for other hosts. Limits may change
 // at any time (a reload); lowering them closes nothing, new sessions wait
 // until the count is under the new cap.
 type connLimiter struct {
@@ -31,8 +49,9 @@ type connLimiter struct {
 // connWaiter is a session waiting for a slot; ready is closed when the
 // slot is granted.
 type connWaiter struct {
-	host  string
-	ready chan struct{}
+	host   string
+	urgent bool
+	ready  chan struct{}
 }
 
 func newConnLimiter(max, perHost int) *connLimiter {
@@ -69,14 +88,27 @@ func (l *connLimiter) grantLocked() {
 // (slot granted or ctx done). It returns the function that gives the slot
 // back (idempotent), or ctx's error.
 func (l *connLimiter) acquire(ctx context.Context, host string, waiting func(bool)) (release func(), err error) {
+	return l.acquireUrgent(ctx, host, false, waiting)
+}
+
+// acquireUrgent is acquire, queued ahead of every waiter that is not
+// urgent when urgent is set.
+func (l *connLimiter) acquireUrgent(ctx context.Context, host string, urgent bool, waiting func(bool)) (release func(), err error) {
 	l.mu.Lock()
 	if len(l.queue) == 0 && l.roomLocked(host) {
 		l.takeLocked(host)
 		l.mu.Unlock()
 		return l.releaser(host), nil
 	}
-	w := &connWaiter{host: host, ready: make(chan struct{})}
-	l.queue = append(l.queue, w)
+	w := &connWaiter{host: host, urgent: urgent, ready: make(chan struct{})}
+	i := len(l.queue)
+	if urgent {
+		i = 0
+		for i < len(l.queue) && l.queue[i].urgent {
+			i++
+		}
+	}
+	l.queue = slices.Insert(l.queue, i, w)
 	l.grantLocked() // the queue may hold only waiters for full hosts
 	l.mu.Unlock()
 	select {

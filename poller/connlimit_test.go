@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -286,5 +288,58 @@ func TestConnectionCapsManyAccounts(t *testing.T) {
 	}
 	if maxWaiting < accounts/2 {
 		t.Errorf("at most %d polls waited for a slot, want most of the %d due at once", maxWaiting, accounts)
+	}
+}
+
+// TestConnLimiterUrgentFirst: with the cap reached, an urgent waiter gets
+// the next free slot before background waiters that queued earlier, and
+// urgent waiters keep their own order.
+func TestConnLimiterUrgentFirst(t *testing.T) {
+	l := newConnLimiter(1, 0)
+	ctx := context.Background()
+	hold, err := l.acquire(ctx, "h", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	order := make(chan string, 4)
+	queued := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			if _, w := l.stats(); w == n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d waiters never queued", n)
+			}
+			runtime.Gosched()
+		}
+	}
+	start := func(name string, urgent bool) {
+		go func() {
+			rel, err := l.acquireUrgent(ctx, "h", urgent, nil)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			order <- name
+			rel()
+		}()
+	}
+	start("background-1", false)
+	queued(1)
+	start("background-2", false)
+	queued(2)
+	start("urgent-1", true)
+	queued(3)
+	start("urgent-2", true)
+	queued(4)
+	hold()
+	var got []string
+	for range 4 {
+		got = append(got, <-order)
+	}
+	if want := "urgent-1 urgent-2 background-1 background-2"; strings.Join(got, " ") != want {
+		t.Errorf("order %v, want %s", got, want)
 	}
 }

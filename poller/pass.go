@@ -68,6 +68,14 @@ func (p *Poller) pass(ctx context.Context, a Account, progress func(done, total 
 func (p *Poller) runPass(ctx context.Context, a Account, st *acctState, progress func(done, total int), listed *bool) (Result, error) {
 	res := Result{Account: a.Name}
 	log := p.log.With("account", a.Name)
+	// The connection slot first: with thousands of accounts queued for
+	// slots, none holds a ledger read (memory, store readers) meanwhile.
+	release, err := p.acquireSlot(ctx, a)
+	if err != nil {
+		return res, err
+	}
+	defer release()
+	ctx = context.WithValue(ctx, heldSlotKey{}, true)
 	// The ledger read does not depend on the listing: it runs while the
 	// session logs in and lists, and the plan waits for it.
 	now := p.now()

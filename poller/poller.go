@@ -100,6 +100,10 @@ type Options struct {
 	// server (host and port as configured); 0 means
 	// DefaultMaxConnectionsPerHost, a negative value no cap.
 	MaxConnectionsPerHost int
+	// AfterPoll, when set, is called by an account's worker after each
+	// scheduled poll (not PollOnce) with its result and error, from the
+	// worker's goroutine; it must not block for long. nil: none.
+	AfterPoll func(a Account, res Result, err error)
 }
 
 // connCap turns an Options cap into a connLimiter one (0: none).
@@ -199,6 +203,8 @@ type Poller struct {
 	sessCfg sessionConfig
 	// connect opens a session without taking a connection slot.
 	connect dialFunc
+	// afterPoll is Options.AfterPoll.
+	afterPoll func(a Account, res Result, err error)
 
 	mu         sync.Mutex
 	accounts   []Account
@@ -220,6 +226,8 @@ func New(opts Options) *Poller {
 		timer: newRealTimer,
 		rand:  rand.Float64,
 		state: make(map[string]*acctState),
+
+		afterPoll: opts.AfterPoll,
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -252,6 +260,9 @@ func New(opts Options) *Poller {
 // so.
 func (p *Poller) limited(dial dialFunc) dialFunc {
 	return func(ctx context.Context, a Account) (popSession, error) {
+		if ctx.Value(heldSlotKey{}) != nil {
+			return dial(ctx, a) // runPass holds the slot
+		}
 		release, err := p.acquireSlot(ctx, a)
 		if err != nil {
 			return nil, err
@@ -265,12 +276,16 @@ func (p *Poller) limited(dial dialFunc) dialFunc {
 	}
 }
 
+// heldSlotKey marks the context of a pass that already holds its
+// connection slot (runPass takes it before it reads the ledger).
+type heldSlotKey struct{}
+
 // acquireSlot waits for a connection slot for a session of a, with the
 // account's status saying so meanwhile, and returns the function that
 // gives it back.
 func (p *Poller) acquireSlot(ctx context.Context, a Account) (release func(), err error) {
 	host := net.JoinHostPort(a.Host, strconv.Itoa(a.Port))
-	release, err = p.limits.acquire(ctx, host, func(waiting bool) {
+	release, err = p.limits.acquireUrgent(ctx, host, isUrgent(ctx), func(waiting bool) {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		p.stateLocked(a.Name).status.Waiting = waiting
@@ -490,7 +505,8 @@ func (p *Poller) SetAccounts(accts []Account) {
 // never contains the secret. It waits for a connection slot first, like a
 // poll; timeout (> 0) bounds the check once it has its slot.
 func (p *Poller) CheckLogin(ctx context.Context, a Account, timeout time.Duration) error {
-	release, err := p.acquireSlot(ctx, a)
+	// Someone waits for the answer: ahead of background polls.
+	release, err := p.acquireSlot(withUrgent(ctx), a)
 	if err != nil {
 		return err
 	}
@@ -504,6 +520,8 @@ func (p *Poller) CheckLogin(ctx context.Context, a Account, timeout time.Duratio
 	if err != nil {
 		return err
 	}
+	// A login counts for the server's LOGIN-DELAY like a poll's.
+	p.noteLogin(a.Name, p.now(), s.Caps())
 	if err := s.Quit(ctx); err != nil {
 		return accountErr(a, "quit", err)
 	}

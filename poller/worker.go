@@ -29,6 +29,10 @@ type worker struct {
 	// refreshing the mailbox cannot make popbridge retry a wrong password
 	// sooner than the backoff allows. Operator requests still poll.
 	hold bool
+	// early is set by wait when the poll it lets start was asked for
+	// (PollNow, PollAll, Hint): someone waits for it, so its connection
+	// slot comes before those of scheduled polls.
+	early bool
 }
 
 // startWorkerLocked starts a worker for a under the Run context. p.mu held,
@@ -106,9 +110,18 @@ func (w *worker) run(ctx context.Context) {
 			return
 		}
 		a := w.account()
-		_, err := p.pass(ctx, a, nil)
+		pctx := ctx
+		w.mu.Lock()
+		if w.early {
+			pctx = withUrgent(ctx)
+		}
+		w.mu.Unlock()
+		res, err := p.pass(pctx, a, nil)
 		if ctx.Err() != nil {
 			return
+		}
+		if p.afterPoll != nil {
+			p.afterPoll(a, res, err)
 		}
 		w.setHold(err != nil && isPermanent(err))
 		now := p.now()
@@ -159,6 +172,7 @@ func (w *worker) wait(ctx context.Context, st *acctState, next time.Time) bool {
 		now := p.now()
 		if !at.After(now) {
 			w.mu.Lock()
+			w.early = (!w.forceAt.IsZero() && !w.forceAt.After(now)) || (!w.hintAt.IsZero() && !w.hintAt.After(now))
 			w.forceAt, w.hintAt = time.Time{}, time.Time{}
 			w.mu.Unlock()
 			return ctx.Err() == nil

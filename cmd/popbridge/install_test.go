@@ -143,7 +143,7 @@ func TestInstallAsDocumented(t *testing.T) {
 	for _, r := range []struct{ re, repl string }{
 		{`(?m)^listen = "127\.0\.0\.1:1143"$`, `listen = "127.0.0.1:0"`},
 		{`(?m)^listen = "127\.0\.0\.1:9143"$`, `listen = "127.0.0.1:0"`},
-		{`(?m)^host = .*$`, fmt.Sprintf("host = %q", up.Host())},
+		{`(?m)^host = "pop\.example\.com"$`, fmt.Sprintf("host = %q", up.Host())}, // [[account]]; [provider] stays off
 		{`(?m)^port = 995$`, fmt.Sprintf("port = %d", up.Port())},
 		{`(?m)^tls = "implicit"$`, `tls = "none"`},
 		{`(?m)^poll_interval = .*$`, `poll_interval = "1h"`},

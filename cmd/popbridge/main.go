@@ -88,6 +88,7 @@ var commands = []command{
 	{"check", "-config FILE", "validate the config and try every upstream login", (*app).check},
 	{"poll", "-config FILE [-account NAME]", "one fetch pass over all or one account", (*app).poll},
 	{"status", "-config FILE [-json]", "per account: what it does now (when serve runs), last poll, result, counts; mailbox counts per user", (*app).status},
+	{"users", "-config FILE [-json] [-remove NAME -yes]", "list provider users ([provider]), or remove one's local data", (*app).users},
 	{"verify", "-config FILE [-repair]", "check the store; -repair re-fetches or quarantines damaged mail", (*app).verify},
 	{"hash-password", "[-bcrypt] [-stdin]", "read a password, print an argon2id (or bcrypt) hash for password_hash", (*app).hashPassword},
 	{"import", "-config FILE -user NAME [-folder F] PATH", "import a Maildir or an mbox into a user's mailboxes", (*app).importMail},

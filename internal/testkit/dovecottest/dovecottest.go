@@ -74,6 +74,9 @@ type Server struct {
 
 	cmd      *exec.Cmd
 	done     chan struct{}
+	usersMu  sync.Mutex
+	users    map[string]string
+	usersAt  time.Time // mtime of the last users file written
 	waitErr  error
 	uid, gid int
 	seq      atomic.Int64
@@ -166,21 +169,19 @@ func start(tb testing.TB, opts Options) (*Server, error) {
 	if len(users) == 0 {
 		users = map[string]string{DefaultUser: DefaultPassword}
 	}
-	var passwd bytes.Buffer
+	s.users = make(map[string]string, len(users))
 	names := make([]string, 0, len(users))
-	for u := range users {
+	for u, pw := range users {
 		names = append(names, u)
+		s.users[u] = pw
 	}
 	sort.Strings(names)
-	for _, u := range names {
-		fmt.Fprintf(&passwd, "%s:{PLAIN}%s\n", u, users[u])
-	}
 	for _, d := range []string{"run", "state", "log", "mail"} {
 		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
 			return nil, err
 		}
 	}
-	if err := os.WriteFile(filepath.Join(dir, "users"), passwd.Bytes(), 0o644); err != nil {
+	if err := s.writeUsers(); err != nil {
 		return nil, err
 	}
 	for _, u := range names {
@@ -271,6 +272,69 @@ service anvil {
 	})
 	return s, nil
 }
+
+// writeUsers writes the passwd-file from s.users (s.usersMu held or not yet
+// shared): to a temporary file renamed over the old one, with an mtime
+// later than the last one's, so that Dovecot, which re-reads the file when
+// its mtime changes, sees every change.
+func (s *Server) writeUsers() error {
+	var passwd bytes.Buffer
+	names := make([]string, 0, len(s.users))
+	for u := range s.users {
+		names = append(names, u)
+	}
+	sort.Strings(names)
+	for _, u := range names {
+		fmt.Fprintf(&passwd, "%s:{PLAIN}%s\n", u, s.users[u])
+	}
+	path := filepath.Join(s.Dir, "users")
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, passwd.Bytes(), 0o644); err != nil {
+		return err
+	}
+	at := time.Now().Truncate(time.Second)
+	if !at.After(s.usersAt) {
+		at = s.usersAt.Add(time.Second)
+	}
+	s.usersAt = at
+	if err := os.Chtimes(tmp, at, at); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// SetPassword changes (or sets, creating the user's Maildir) the password
+// of user while Dovecot runs; the next login sees it. Dovecot looks at the
+// passwd-file at most once per second of its clock, so SetPassword returns
+// only once the second it wrote in has passed (up to a second).
+func (s *Server) SetPassword(tb testing.TB, user, password string) {
+	tb.Helper()
+	s.usersMu.Lock()
+	defer s.usersMu.Unlock()
+	if _, ok := s.users[user]; !ok {
+		for _, sub := range []string{"", "Maildir", "Maildir/new", "Maildir/cur", "Maildir/tmp"} {
+			p := filepath.Join(s.Dir, "mail", user, sub)
+			if err := os.MkdirAll(p, 0o755); err != nil {
+				tb.Fatalf("dovecottest: %v", err)
+			}
+			if err := os.Lchown(p, s.uid, s.gid); err != nil {
+				tb.Fatalf("dovecottest: %v", err)
+			}
+		}
+	}
+	s.users[user] = password
+	if err := s.writeUsers(); err != nil {
+		tb.Fatalf("dovecottest: set password: %v", err)
+	}
+	// Not a stand-in for an event: Dovecot's passwd-file check is keyed
+	// on the wall-clock second (last_sync_time == ioloop_time), and a
+	// lookup in the same second as the previous one reuses the old file.
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
+}
+
+// Stop stops Dovecot now (it is also stopped at cleanup): for tests of an
+// upstream that went away.
+func (s *Server) Stop() { s.stop() }
 
 // waitReady waits for a POP3 greeting on POP3Port.
 func (s *Server) waitReady(timeout time.Duration) error {

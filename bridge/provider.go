@@ -1,0 +1,541 @@
+package bridge
+
+import (
+	"context"
+	"crypto/cipher"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/popbridge/popbridge/imapfront"
+	"github.com/popbridge/popbridge/internal/lib/passhash"
+	"github.com/popbridge/popbridge/poller"
+	"github.com/popbridge/popbridge/store"
+)
+
+// Provider mode ([provider]): IMAP logins that are not [[user]] entries
+// are checked against one POP3 service. The first success creates the
+// local user (INBOX and the special-use mailboxes) and an account
+// "provider:LOGIN" polled by a poller of its own, whose connection cap is
+// max_upstream_connections and whose metrics are aggregated (no series
+// per provider user). Passwords are never stored in clear: the login
+// cache keeps an argon2id verifier in memory; credentials = "encrypted"
+// keeps the POP password sealed in the store (provider_users), "session"
+// in memory only while the user has a session and for poll_after_logout.
+// A background poll whose login is refused stops polling that user
+// ("needs_login", credential dropped) until their next IMAP login.
+
+// maxProviderLogin is the longest login accepted as a provider login, in
+// bytes (a store user name may be longer; a POP user name rarely is).
+const maxProviderLogin = 255
+
+// providerCheckTimeout bounds one login check against the POP server once
+// it has a connection slot.
+const providerCheckTimeout = 30 * time.Second
+
+// provider implements imapfront.ExternalLogin and ExternalPresence, and
+// imapfront.Hinter for provider users.
+type provider struct {
+	cfg    ProviderConfig
+	caFile string // tls_ca_file resolved against the config file
+	log    *slog.Logger
+	st     *store.Store
+	poller *poller.Poller
+	aead   cipher.AEAD // nil with credentials = "session"
+	m      *providerMetrics
+	now    func() time.Time
+	// hashSem bounds concurrent argon2id computations (19 MiB each).
+	hashSem chan struct{}
+
+	mu    sync.Mutex
+	users map[string]*provUser // by login
+	// afterLogout replaces time.AfterFunc (tests).
+	afterLogout func(d time.Duration, f func()) interface{ Stop() bool }
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// provUser is what the provider keeps in memory of one user.
+type provUser struct {
+	// active: the account is in the poller.
+	active     bool
+	needsLogin bool
+	// secret is the POP password with credentials = "session" while the
+	// user is polled; sealed the credential kept in the store otherwise.
+	secret string
+	sealed []byte
+	// verifier is an argon2id hash of the password the POP server last
+	// accepted, at verifiedAt; "" when none.
+	verifier   string
+	verifiedAt time.Time
+	// present: the user has IMAP sessions; logout ends polling later
+	// (credentials = "session").
+	present     bool
+	logoutTimer interface{ Stop() bool }
+}
+
+// newProvider makes the provider of cfg (which must be enabled) over st.
+// Nothing connects until start.
+func newProvider(cfg *Config, st *store.Store, m *providerMetrics, log *slog.Logger) *provider {
+	pc := cfg.Provider
+	p := &provider{
+		cfg:     pc,
+		caFile:  cfg.Path(pc.TLSCAFile),
+		log:     log,
+		st:      st,
+		m:       m,
+		now:     time.Now,
+		hashSem: make(chan struct{}, max(2, runtime.GOMAXPROCS(0))),
+		users:   make(map[string]*provUser),
+		afterLogout: func(d time.Duration, f func()) interface{ Stop() bool } {
+			return time.AfterFunc(d, f)
+		},
+	}
+	limit := pc.MaxUpstreamConnections
+	if limit == 0 {
+		limit = -1
+	}
+	p.poller = poller.New(poller.Options{
+		Sink:                  &providerSink{Store: st, m: m},
+		Logger:                log,
+		MaxConnections:        limit,
+		MaxConnectionsPerHost: -1,
+		AfterPoll:             p.afterPoll,
+	})
+	return p
+}
+
+// accountName is the account of provider user login.
+func accountName(login string) string { return ProviderAccountPrefix + login }
+
+// account is the poller account of provider user login.
+func (p *provider) account(login string, secret func(context.Context) (string, error)) poller.Account {
+	c := p.cfg
+	return poller.Account{
+		Name:            accountName(login),
+		User:            login,
+		Host:            c.Host,
+		Port:            c.Port,
+		TLS:             c.TLS,
+		TLSCAFile:       p.caFile,
+		TLSSkipVerify:   c.TLSSkipVerify,
+		Username:        expandUsername(c.Username, login),
+		Secret:          secret,
+		Auth:            c.Auth,
+		MaxMessageSize:  c.MaxMessageSize.Bytes,
+		PollInterval:    c.PollInterval.Value,
+		Folder:          c.Folder,
+		LeaveOnServer:   c.LeaveOnServer,
+		DeleteAfter:     c.DeleteAfter.Value,
+		DeleteOnExpunge: c.DeleteOnExpunge,
+	}
+}
+
+// keptSecret returns the Secret of a polled provider user: the password in
+// memory (session) or the sealed one, opened at each poll (encrypted).
+func (p *provider) keptSecret(login string) func(context.Context) (string, error) {
+	return func(context.Context) (string, error) {
+		p.mu.Lock()
+		u := p.users[login]
+		var secret string
+		var sealed []byte
+		if u != nil {
+			secret, sealed = u.secret, u.sealed
+		}
+		p.mu.Unlock()
+		switch {
+		case p.aead == nil && secret != "":
+			return secret, nil
+		case p.aead != nil && sealed != nil:
+			return openCredential(p.aead, login, sealed)
+		}
+		return "", errors.New("no password kept for this provider user: it is polled again after its next login")
+	}
+}
+
+// prepare loads the key (creating it) and the provider users, before the
+// IMAP server takes logins.
+func (p *provider) prepare(ctx context.Context, keyFile string) error {
+	if p.cfg.Credentials == CredentialsEncrypted {
+		aead, err := loadProviderKey(keyFile, p.log)
+		if err != nil {
+			return err
+		}
+		p.aead = aead
+	} else if n, err := p.st.DropProviderCredentials(ctx); err != nil {
+		return fmt.Errorf("provider: %w", err)
+	} else if n > 0 {
+		p.log.Info("credentials = \"session\": dropped the passwords kept sealed for provider users; they are polled again after their next login", "users", n)
+	}
+	users, err := p.st.ProviderUsers(ctx)
+	if err != nil {
+		return fmt.Errorf("provider: %w", err)
+	}
+	var accts []poller.Account
+	unreadable := 0
+	p.mu.Lock()
+	for _, su := range users {
+		u := &provUser{needsLogin: su.State == store.ProviderNeedsLogin, sealed: su.Credential}
+		if p.aead != nil && u.sealed != nil {
+			if _, err := openCredential(p.aead, su.Name, u.sealed); err != nil {
+				// Another key_file: polled again after the next login.
+				u.sealed = nil
+				unreadable++
+			}
+		}
+		if p.aead != nil && !u.needsLogin && u.sealed != nil {
+			u.active = true
+			accts = append(accts, p.account(su.Name, p.keptSecret(su.Name)))
+		}
+		p.users[su.Name] = u
+	}
+	p.mu.Unlock()
+	if unreadable > 0 {
+		p.log.Warn("kept provider passwords do not open with key_file (was it replaced?): those users are polled again after their next login",
+			"users", unreadable)
+	}
+	p.poller.SetAccounts(accts)
+	if p.cfg.TLSSkipVerify {
+		p.log.Warn("tls_skip_verify is set: the provider's POP certificate is not verified")
+	}
+	p.log.Info("provider mode", "host", p.cfg.Host, "port", p.cfg.Port, "credentials", p.cfg.Credentials,
+		"users", len(users), "polled", len(accts))
+	return nil
+}
+
+// start starts the provider users' poller.
+func (p *provider) start(ctx context.Context) {
+	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	p.cancel, p.done = cancel, make(chan struct{})
+	go func() {
+		defer close(p.done)
+		p.poller.Run(pctx)
+	}()
+}
+
+// stop stops the provider's poller (in-flight deliveries finish) and its
+// logout timers.
+func (p *provider) stop(ctx context.Context) error {
+	p.mu.Lock()
+	for _, u := range p.users {
+		if u.logoutTimer != nil {
+			u.logoutTimer.Stop()
+			u.logoutTimer = nil
+		}
+	}
+	p.mu.Unlock()
+	if p.cancel == nil {
+		return nil
+	}
+	p.cancel()
+	select {
+	case <-p.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("provider poller still busy at the shutdown deadline: %w", ctx.Err())
+	}
+}
+
+// serves reports whether login is a provider login: domains, when set,
+// must hold its domain.
+func (p *provider) serves(login string) bool {
+	if login == "" || len(login) > maxProviderLogin || !utf8.ValidString(login) {
+		return false
+	}
+	for _, r := range login {
+		if r < 0x20 || r == 0x7f || r == ' ' {
+			return false
+		}
+	}
+	if len(p.cfg.Domains) == 0 {
+		return true
+	}
+	i := strings.LastIndexByte(login, '@')
+	if i < 0 {
+		return false
+	}
+	for _, d := range p.cfg.Domains {
+		if strings.EqualFold(login[i+1:], d) {
+			return true
+		}
+	}
+	return false
+}
+
+// Verify implements imapfront.ExternalLogin.
+func (p *provider) Verify(ctx context.Context, login, password string) error {
+	if !p.serves(login) || password == "" {
+		p.m.logins.WithLabelValues("rejected").Inc()
+		return fmt.Errorf("%w: not a provider login", imapfront.ErrLoginRejected)
+	}
+	p.mu.Lock()
+	var verifier string
+	u := p.users[login]
+	known := u != nil
+	if known && !u.needsLogin && u.verifier != "" && p.now().Sub(u.verifiedAt) < p.cfg.AuthCache.Value {
+		verifier = u.verifier
+	}
+	p.mu.Unlock()
+	if !known {
+		// A local user of that name that provider mode did not create (a
+		// former [[user]]) is not handed to whoever holds the POP account.
+		_, err := p.st.UserByName(ctx, login)
+		if err == nil {
+			p.m.logins.WithLabelValues("rejected").Inc()
+			p.log.Warn("provider login refused: a local user of that name exists that is not a provider user", LogKeyUser, login)
+			return fmt.Errorf("%w: local user %q is not a provider user", imapfront.ErrLoginRejected, login)
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("provider login: %w", err)
+		}
+	}
+	if verifier != "" {
+		ok, err := p.verifyHash(ctx, verifier, password)
+		if err != nil {
+			return err
+		}
+		if ok {
+			p.m.logins.WithLabelValues("cached").Inc()
+			return p.loggedIn(ctx, login, password, "")
+		}
+	}
+	err := p.poller.CheckLogin(ctx, p.account(login, func(context.Context) (string, error) { return password, nil }), providerCheckTimeout)
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case poller.IsLoginRefused(err):
+		p.m.logins.WithLabelValues("rejected").Inc()
+		p.mu.Lock()
+		if u := p.users[login]; u != nil {
+			u.verifier = ""
+		}
+		p.mu.Unlock()
+		return fmt.Errorf("%w: %v", imapfront.ErrLoginRejected, err)
+	default:
+		p.m.logins.WithLabelValues("unavailable").Inc()
+		p.log.Warn("provider login cannot be checked", LogKeyUser, login, "err", err)
+		return fmt.Errorf("%w: %v", imapfront.ErrLoginUnavailable, err)
+	}
+	p.m.logins.WithLabelValues("ok").Inc()
+	verifier, err = p.makeVerifier(ctx, password)
+	if err != nil {
+		return err
+	}
+	return p.loggedIn(ctx, login, password, verifier)
+}
+
+// verifyHash checks password against an argon2id verifier, at most
+// cap(hashSem) at a time.
+func (p *provider) verifyHash(ctx context.Context, verifier, password string) (bool, error) {
+	select {
+	case p.hashSem <- struct{}{}:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	defer func() { <-p.hashSem }()
+	return passhash.Verify(verifier, password)
+}
+
+// makeVerifier hashes password with argon2id, at most cap(hashSem) at a time.
+func (p *provider) makeVerifier(ctx context.Context, password string) (string, error) {
+	select {
+	case p.hashSem <- struct{}{}:
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+	defer func() { <-p.hashSem }()
+	h, err := passhash.Hash(password, passhash.Argon2id)
+	if err != nil {
+		return "", fmt.Errorf("provider login cache: %w", err)
+	}
+	return h, nil
+}
+
+// loggedIn records a successful login of login: the store user (created
+// with its mailboxes at the first one), the provider_users row with the
+// sealed password, the verifier when the POP server was asked (verifier
+// not ""), and the account in the poller, polled at once for a new user or
+// one that was not polled.
+func (p *provider) loggedIn(ctx context.Context, login, password, verifier string) error {
+	_, err := p.st.UserByName(ctx, login)
+	created := errors.Is(err, store.ErrNotFound)
+	if err != nil && !created {
+		return fmt.Errorf("provider login: %w", err)
+	}
+	if _, err := p.st.EnsureUser(ctx, login); err != nil {
+		return fmt.Errorf("provider login: %w", err)
+	}
+	var sealed []byte
+	if p.aead != nil {
+		sealed = sealCredential(p.aead, login, password)
+	}
+	now := p.now()
+	if err := p.st.PutProviderUser(ctx, store.ProviderUser{Name: login, Credential: sealed, State: store.ProviderActive, LastLogin: now}); err != nil {
+		return fmt.Errorf("provider login: %w", err)
+	}
+	p.mu.Lock()
+	u := p.users[login]
+	if u == nil {
+		u = &provUser{}
+		p.users[login] = u
+	}
+	wasPolled := u.active
+	resumed := u.needsLogin
+	u.needsLogin, u.active, u.sealed = false, true, sealed
+	if p.aead == nil {
+		u.secret = password
+	}
+	if verifier != "" {
+		u.verifier, u.verifiedAt = verifier, now
+	}
+	p.mu.Unlock()
+	if created {
+		p.log.Info("provider user created", LogKeyUser, login)
+	} else if resumed {
+		p.log.Info("provider user logged in again: polling resumes", LogKeyUser, login)
+	}
+	p.poller.AddAccount(p.account(login, p.keptSecret(login)))
+	if !wasPolled {
+		p.poller.PollNow(accountName(login))
+	}
+	return nil
+}
+
+// Present implements imapfront.ExternalPresence: with credentials =
+// "session", a provider user is polled while they have a session and for
+// poll_after_logout after the last one ends.
+func (p *provider) Present(user string, present bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	u := p.users[user]
+	if u == nil {
+		return // a [[user]]
+	}
+	u.present = present
+	if u.logoutTimer != nil {
+		u.logoutTimer.Stop()
+		u.logoutTimer = nil
+	}
+	if present || p.aead != nil {
+		return
+	}
+	u.logoutTimer = p.afterLogout(p.cfg.PollAfterLogout.Value, func() { p.logoutExpired(user) })
+}
+
+// logoutExpired ends the polling of a session-mode user whose last session
+// ended poll_after_logout ago, forgetting the password.
+func (p *provider) logoutExpired(user string) {
+	p.mu.Lock()
+	u := p.users[user]
+	if u == nil || u.present || !u.active {
+		p.mu.Unlock()
+		return
+	}
+	u.active, u.secret, u.logoutTimer = false, "", nil
+	p.mu.Unlock()
+	p.poller.RemoveAccount(accountName(user))
+	p.log.Info("provider user logged out for poll_after_logout: polling stops until the next login", LogKeyUser, user)
+}
+
+// afterPoll is the provider poller's AfterPoll: counts, and a refused login
+// stops the user's polling until their next IMAP login.
+func (p *provider) afterPoll(a poller.Account, res poller.Result, err error) {
+	switch {
+	case err == nil:
+		p.m.polls.WithLabelValues("ok").Inc()
+		return
+	case !poller.IsLoginRefused(err):
+		p.m.polls.WithLabelValues("error").Inc()
+		return
+	}
+	p.m.polls.WithLabelValues("login_refused").Inc()
+	user := a.User
+	p.mu.Lock()
+	if u := p.users[user]; u != nil {
+		u.active, u.needsLogin, u.secret, u.sealed, u.verifier = false, true, "", nil, ""
+	}
+	p.mu.Unlock()
+	p.poller.RemoveAccount(a.Name)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if serr := p.st.SetProviderUserState(ctx, user, store.ProviderNeedsLogin, true); serr != nil {
+		p.log.Error("provider user needs login: recording it failed", LogKeyUser, user, "err", serr)
+	}
+	p.log.Warn("provider user's POP login was refused: polling stops until the user logs in again with the current password",
+		LogKeyUser, user, "err", err)
+}
+
+// Hint implements imapfront.Hinter for provider users: a client looking at
+// the folder their mail lands in asks for an early poll.
+func (p *provider) Hint(user, mailbox string) {
+	p.mu.Lock()
+	u := p.users[user]
+	active := u != nil && u.active
+	p.mu.Unlock()
+	if !active || !sameFolder(p.cfg.Folder, mailbox) {
+		return
+	}
+	p.poller.HintAccount(accountName(user))
+}
+
+// sameFolder compares mailbox names, INBOX case-insensitively.
+func sameFolder(a, b string) bool {
+	if strings.EqualFold(a, "INBOX") && strings.EqualFold(b, "INBOX") {
+		return true
+	}
+	return a == b
+}
+
+// counts returns how many provider users are active (polled) and how many
+// need a login.
+func (p *provider) counts() (active, needsLogin, idle int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, u := range p.users {
+		switch {
+		case u.needsLogin:
+			needsLogin++
+		case u.active:
+			active++
+		default:
+			idle++
+		}
+	}
+	return active, needsLogin, idle
+}
+
+// hinters tells every Hinter of the list.
+type hinters []imapfront.Hinter
+
+// Hint implements imapfront.Hinter.
+func (h hinters) Hint(user, mailbox string) {
+	for _, x := range h {
+		x.Hint(user, mailbox)
+	}
+}
+
+func (b *Bridge) startProvider(ctx context.Context) {
+	b.mu.Lock()
+	prov := b.provider
+	b.mu.Unlock()
+	if prov != nil {
+		prov.start(ctx)
+	}
+}
+
+func (b *Bridge) stopProvider(ctx context.Context) error {
+	b.mu.Lock()
+	prov := b.provider
+	b.mu.Unlock()
+	if prov == nil {
+		return nil
+	}
+	return prov.stop(ctx)
+}
