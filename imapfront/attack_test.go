@@ -163,8 +163,8 @@ func TestReadTimeoutIsFinal(t *testing.T) {
 func TestIdleMemoryRelease(t *testing.T) {
 	released := make(chan struct{}, 4)
 	env := newEnvHook(t, func(s *Server) {
-		s.releaseAfter = 50 * time.Millisecond
-		s.freeMemory = func() { released <- struct{}{} }
+		hooksOf(t, s).releaseAfter = 50 * time.Millisecond
+		hooksOf(t, s).freeMemory = func() { released <- struct{}{} }
 	})
 	env.deliver("alice", "INBOX", msg("one"))
 	c := env.rawSelected("alice", "INBOX")

@@ -22,7 +22,7 @@ type backendLogger struct{ s *Server }
 // Printf implements imapserver.Logger.
 func (l backendLogger) Printf(format string, args ...any) {
 	if strings.HasPrefix(format, "panic") {
-		l.s.panics.Add(1)
+		l.s.countPanic()
 	}
 	level := slog.LevelError
 	for _, a := range args {

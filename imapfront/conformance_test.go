@@ -183,7 +183,7 @@ func TestSyntaxErrorsAreBad(t *testing.T) {
 
 	fail := make(chan struct{}, 1)
 	fail <- struct{}{}
-	env.srv.faultHook = func(p string) {
+	hooksOf(t, env.srv).fault = func(p string) {
 		if p != "fetch" {
 			return
 		}

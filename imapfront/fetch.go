@@ -159,7 +159,7 @@ func (s *session) fetchPipelined(w *imapserver.FetchWriter, v *view, targets []t
 		defer close(pieces)
 		defer func() {
 			if p := recover(); p != nil {
-				s.srv.panics.Add(1)
+				s.srv.countPanic()
 				s.log.Error("panic in imap session", "op", "FETCH", "panic", p, "stack", string(debug.Stack()))
 				select {
 				case pieces <- fetchPiece{err: errInternal}:

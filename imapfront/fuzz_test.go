@@ -70,7 +70,7 @@ func FuzzIMAPSession(f *testing.F) {
 		conn.Close()
 		<-writeErr
 
-		if n := env.srv.panics.Load(); n != 0 {
+		if n := hooksOf(t, env.srv).panics.Load(); n != 0 {
 			t.Fatalf("server recovered %d panic(s) for input %q:\n%s", n, input, env.logs.String())
 		}
 		if !freshClientWorks(t, env.addr) {

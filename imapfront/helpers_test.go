@@ -179,6 +179,7 @@ func newEnvDir(t testing.TB, dir string, hook func(*Server), opts ...envOption) 
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	hooksOf(t, srv) // counts panics from the start
 	if hook != nil {
 		hook(srv)
 	}

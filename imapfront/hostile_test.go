@@ -130,7 +130,7 @@ func TestHostileInput(t *testing.T) {
 			if tt.after != nil {
 				tt.after(t, env)
 			}
-			if n := env.srv.panics.Load(); n != 0 {
+			if n := hooksOf(t, env.srv).panics.Load(); n != 0 {
 				t.Fatalf("server recovered %d panic(s)", n)
 			}
 			if !freshClientWorks(t, env.addr) {

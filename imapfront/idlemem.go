@@ -29,9 +29,14 @@ func (s *Server) noteConnsLocked() {
 	}
 	s.idleGen++
 	gen := s.idleGen
-	after := s.releaseAfter
-	if after == 0 {
-		after = idleMemoryRelease
+	after, free := idleMemoryRelease, debug.FreeOSMemory
+	if h := s.hooks(); h != nil {
+		if h.releaseAfter != 0 {
+			after = h.releaseAfter
+		}
+		if h.freeMemory != nil {
+			free = h.freeMemory
+		}
 	}
 	time.AfterFunc(after, func() {
 		s.mu.Lock()
@@ -42,10 +47,6 @@ func (s *Server) noteConnsLocked() {
 		}
 		s.conv.reset() // rebuilt from the store's cache on the next FETCH
 		s.opts.Store.ReleaseMemory()
-		if s.freeMemory != nil {
-			s.freeMemory()
-			return
-		}
-		debug.FreeOSMemory()
+		free()
 	})
 }

@@ -201,7 +201,7 @@ func TestLoginUnknownUserCostsTheSame(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			v0, d0 := env.srv.verifies.Load(), env.srv.dummyVerifies.Load()
+			v0, d0 := hooksOf(t, env.srv).verifies.Load(), hooksOf(t, env.srv).dummyVerifies.Load()
 			c := env.dialFrom(t, tt.src)
 			cmd := "LOGIN " + tt.user + " wrong-password"
 			if tt.sasl {
@@ -210,10 +210,10 @@ func TestLoginUnknownUserCostsTheSame(t *testing.T) {
 			if _, st := c.cmd("%s", cmd); !strings.HasPrefix(st, "NO [AUTHENTICATIONFAILED]") {
 				t.Fatalf("LOGIN: %s", st)
 			}
-			if v := env.srv.verifies.Load() - v0; v != 1 {
+			if v := hooksOf(t, env.srv).verifies.Load() - v0; v != 1 {
 				t.Errorf("verifications = %d, want 1", v)
 			}
-			if d := env.srv.dummyVerifies.Load() - d0; d != tt.dummy {
+			if d := hooksOf(t, env.srv).dummyVerifies.Load() - d0; d != tt.dummy {
 				t.Errorf("dummy-hash verifications = %d, want %d", d, tt.dummy)
 			}
 			if got := env.clock.take(); !slices.Equal(got, []time.Duration{2 * time.Second}) {

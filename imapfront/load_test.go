@@ -298,7 +298,7 @@ func TestLoad(t *testing.T) {
 	t.Logf("load: %d conns, %d s, %d deliveries, %d commands (%.0f/s), %d protocol errors, %d/%d IDLE sessions saw every EXISTS",
 		len(sessions), *loadSecs, totalDelivered, cmds.Load(), float64(cmds.Load())/float64(*loadSecs), protoErrs.Load(), idleOK, idleSessions)
 	t.Logf("latency p50 %v p99 %v max %v; peak goroutines %d; peak RSS %s (client and server in one process); panics %d",
-		pct(0.50).Round(time.Microsecond), pct(0.99).Round(time.Microsecond), pct(1).Round(time.Microsecond), peakG.Load(), procStatus("VmHWM"), env.srv.panics.Load())
+		pct(0.50).Round(time.Microsecond), pct(0.99).Round(time.Microsecond), pct(1).Round(time.Microsecond), peakG.Load(), procStatus("VmHWM"), hooksOf(t, env.srv).panics.Load())
 	if protoErrs.Load() != 0 || idleOK != idleSessions {
 		t.Fatalf("%d protocol errors, %d/%d IDLE sessions complete", protoErrs.Load(), idleOK, idleSessions)
 	}

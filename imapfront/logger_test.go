@@ -35,6 +35,7 @@ func TestBackendLoggerLevels(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var buf bytes.Buffer
 			s := &Server{log: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+			h := hooksOf(t, s)
 			args := []any{tt.err}
 			if strings.Count(tt.format, "%v") == 2 {
 				args = []any{"127.0.0.1:1", tt.err}
@@ -47,7 +48,7 @@ func TestBackendLoggerLevels(t *testing.T) {
 			if tt.name == "panic" {
 				wantPanics = 1
 			}
-			if got := s.panics.Load(); got != wantPanics {
+			if got := h.panics.Load(); got != wantPanics {
 				t.Errorf("panics = %d, want %d", got, wantPanics)
 			}
 		})

@@ -86,16 +86,23 @@ func (s *Server) checkPassword(ctx context.Context, username, password string) (
 		return false, "aborted", ctx.Err()
 	}
 	defer func() { <-s.verifySem }()
-	s.verifies.Add(1)
+	h := s.hooks()
+	if h != nil {
+		h.verifies.Add(1)
+	}
 	hash, known := s.lookupUser(username)
 	if !known {
-		s.dummyVerifies.Add(1)
+		if h != nil {
+			h.dummyVerifies.Add(1)
+		}
 		s.verifyPassword(dummyHash(), password)
 		return false, "unknown user", nil
 	}
 	ok, err = s.verifyPassword(hash, password)
 	if err != nil {
-		s.dummyVerifies.Add(1)
+		if h != nil {
+			h.dummyVerifies.Add(1)
+		}
 		s.verifyPassword(dummyHash(), password)
 		return false, "bad password hash in configuration", err
 	}

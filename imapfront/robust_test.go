@@ -12,7 +12,7 @@ func TestPanicRecovered(t *testing.T) {
 	env := newEnv(t)
 	env.deliver("alice", "INBOX", msg("one"))
 	point := make(chan string, 1)
-	env.srv.faultHook = func(p string) {
+	hooksOf(t, env.srv).fault = func(p string) {
 		select {
 		case want := <-point:
 			if want == p {

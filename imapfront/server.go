@@ -207,24 +207,10 @@ type Server struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	// Counters for tests: panics recovered (in session methods or by
-	// imapserver), password verifications, and verifications against the
-	// dummy hash.
-	panics        atomic.Int64
-	verifies      atomic.Int64
-	dummyVerifies atomic.Int64
-
-	// faultHook, when set by tests, is called at named points of session
-	// methods, so that a test can make them panic.
-	faultHook func(point string)
 	// idleGen counts connection arrivals and departures (guarded by mu),
 	// so that an idle memory release armed when the last connection
 	// closed is dropped if another came meanwhile (idlemem.go).
 	idleGen uint64
-	// releaseAfter and freeMemory, set by tests, replace
-	// idleMemoryRelease and debug.FreeOSMemory.
-	releaseAfter time.Duration
-	freeMemory   func()
 
 	acceptWG  sync.WaitGroup // accept loops
 	connWG    sync.WaitGroup // connections handed to imapserver, until closed

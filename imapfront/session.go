@@ -75,7 +75,7 @@ func (s *session) begin() error {
 // error that is not an *imap.Error into errInternal.
 func (s *session) end(op string, errp *error) {
 	if v := recover(); v != nil {
-		s.srv.panics.Add(1)
+		s.srv.countPanic()
 		s.log.Error("panic in imap session", "op", op, "panic", v, "stack", string(debug.Stack()))
 		if s.openResp != nil {
 			s.openResp.Close()
@@ -102,13 +102,6 @@ func (s *session) end(op string, errp *error) {
 func (s *session) uncork(errp *error) {
 	if err := s.conn.uncork(); err != nil && *errp == nil {
 		*errp = err
-	}
-}
-
-// fault calls the test fault hook at point, if one is set.
-func (s *session) fault(point string) {
-	if h := s.srv.faultHook; h != nil {
-		h(point)
 	}
 }
 
