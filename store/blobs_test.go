@@ -217,7 +217,7 @@ func TestPackCorruptionIsReported(t *testing.T) {
 
 func TestCompactionReclaimsExpungedSpace(t *testing.T) {
 	dir := t.TempDir()
-	s := openPacked(t, dir, Options{packMaxBytes: 16 << 10})
+	s := openPacked(t, hooked(t, dir, testHooks{packMaxBytes: 16 << 10}), Options{})
 	u, mb, raws := appendN(t, s, 60, 3000)
 	ctx := context.Background()
 	before := packFiles(t, dir)
@@ -262,19 +262,19 @@ func TestCompactionReclaimsExpungedSpace(t *testing.T) {
 	}
 	checkBodies(t, s, u.ID, mb.ID, raws)
 	s.Close()
-	s = openPacked(t, dir, Options{packMaxBytes: 16 << 10})
+	s = openPacked(t, hooked(t, dir, testHooks{packMaxBytes: 16 << 10}), Options{})
 	checkBodies(t, s, u.ID, mb.ID, raws)
 }
 
 func TestCompactionRunsInBackgroundAfterExpunge(t *testing.T) {
 	runs := make(chan int, 16)
 	dir := t.TempDir()
-	s := openPacked(t, dir, Options{packMaxBytes: 8 << 10, onCompacted: func(n int, err error) {
+	s := openPacked(t, hooked(t, dir, testHooks{packMaxBytes: 8 << 10, onCompacted: func(n int, err error) {
 		if err != nil {
 			t.Errorf("background compaction: %v", err)
 		}
 		runs <- n
-	}})
+	}}), Options{})
 	if n := <-runs; n != 0 { // the run at Open, on an empty store
 		t.Fatalf("compaction at open retired %d packs", n)
 	}
@@ -302,7 +302,7 @@ func TestCompactionRunsInBackgroundAfterExpunge(t *testing.T) {
 
 func TestReadsDuringCompaction(t *testing.T) {
 	dir := t.TempDir()
-	s := openPacked(t, dir, Options{packMaxBytes: 16 << 10})
+	s := openPacked(t, hooked(t, dir, testHooks{packMaxBytes: 16 << 10}), Options{})
 	u, mb, raws := appendN(t, s, 80, 2500)
 	ctx := context.Background()
 	keep := map[UID][]byte{}
@@ -433,7 +433,7 @@ func TestLegacyBodiesMoveIntoPacks(t *testing.T) {
 func TestCompactionWaitsForWritesInFlight(t *testing.T) {
 	const packMax = 16 << 10
 	dir := t.TempDir()
-	s := openPacked(t, dir, Options{packMaxBytes: packMax, noIndexer: true})
+	s := openPacked(t, hooked(t, dir, testHooks{packMaxBytes: packMax, noIndexer: true}), Options{})
 	u, mb, raws := appendN(t, s, 3, 2000)
 	ctx := context.Background()
 	expungeUIDs(t, s, u.ID, mb.ID, slices.Sorted(maps.Keys(raws)))
@@ -489,6 +489,6 @@ func TestCompactionWaitsForWritesInFlight(t *testing.T) {
 	}
 	check()
 	s.Close()
-	s = openPacked(t, dir, Options{packMaxBytes: packMax, noIndexer: true})
+	s = openPacked(t, hooked(t, dir, testHooks{packMaxBytes: packMax, noIndexer: true}), Options{})
 	check()
 }

@@ -60,7 +60,7 @@ func deliverTagged(tb testing.TB, s *Store, user string, tags ...string) []UID {
 func TestDamagedUnindexedMessage(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	s := openPacked(t, dir, Options{noIndexer: true})
+	s := openPacked(t, hooked(t, dir, testHooks{noIndexer: true}), Options{})
 	uids := deliverTagged(t, s, "dmg", "one", "two", "three")
 	u := mustUser(t, s, "dmg")
 	mb := mustMailbox(t, s, u.ID, Inbox)
@@ -122,10 +122,10 @@ func copyStore(tb testing.TB, src string) string {
 func twoPackStore(t *testing.T) (string, map[UID][]byte) {
 	t.Helper()
 	dir := t.TempDir()
-	s := openPacked(t, dir, Options{noIndexer: true})
+	s := openPacked(t, hooked(t, dir, testHooks{noIndexer: true}), Options{})
 	_, _, raws := appendN(t, s, 3, 1000)
 	s.Close()
-	s = openPacked(t, dir, Options{noIndexer: true}) // a restart starts pack 2
+	s = openPacked(t, hooked(t, dir, testHooks{noIndexer: true}), Options{}) // a restart starts pack 2
 	u := mustUser(t, s, "packs")
 	mb := mustMailbox(t, s, u.ID, Inbox)
 	for i := range 3 {
@@ -183,7 +183,7 @@ func TestOpenChecksPacks(t *testing.T) {
 			if err := tt.damage(filepath.Join(dir, blobDirName, packName(2))); err != nil {
 				t.Fatal(err)
 			}
-			s := openPacked(t, dir, Options{noIndexer: true})
+			s := openPacked(t, hooked(t, dir, testHooks{noIndexer: true}), Options{})
 			probs := s.PackProblems()
 			if len(probs) != 1 || probs[0].Pack != tt.problem.Pack || probs[0].Missing != tt.problem.Missing || probs[0].Size != tt.problem.Size || probs[0].Want == 0 {
 				t.Errorf("PackProblems = %+v, want %+v", probs, tt.problem)
@@ -214,7 +214,7 @@ func TestOpenChecksPacks(t *testing.T) {
 func TestPackNumbersNeverReused(t *testing.T) {
 	orig, _ := twoPackStore(t)
 	dir := copyStore(t, orig)
-	s := openPacked(t, dir, Options{noIndexer: true})
+	s := openPacked(t, hooked(t, dir, testHooks{noIndexer: true}), Options{})
 	u := mustUser(t, s, "packs")
 	mb := mustMailbox(t, s, u.ID, Inbox)
 	expungeUIDs(t, s, u.ID, mb.ID, []UID{4, 5, 6}) // pack 2 is now dead
@@ -225,7 +225,7 @@ func TestPackNumbersNeverReused(t *testing.T) {
 	if files := packFiles(t, dir); slices.Contains(files, packName(2)) {
 		t.Fatalf("pack 2 was not compacted away: %v", files)
 	}
-	s = openPacked(t, dir, Options{noIndexer: true})
+	s = openPacked(t, hooked(t, dir, testHooks{noIndexer: true}), Options{})
 	if _, _, err := s.Append(context.Background(), u.ID, mb.ID, packMessage("after", 100), nil, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
@@ -246,10 +246,10 @@ func TestRestartsLeaveNoEmptyPacks(t *testing.T) {
 		}
 	}
 	for range 3 {
-		s := openPacked(t, dir, Options{noIndexer: true})
+		s := openPacked(t, hooked(t, dir, testHooks{noIndexer: true}), Options{})
 		s.Close()
 	}
-	s := openPacked(t, dir, Options{noIndexer: true})
+	s := openPacked(t, hooked(t, dir, testHooks{noIndexer: true}), Options{})
 	u := mustUser(t, s, "packs")
 	mb := mustMailbox(t, s, u.ID, Inbox)
 	if _, _, err := s.Append(context.Background(), u.ID, mb.ID, packMessage("after", 100), nil, time.Time{}); err != nil {

@@ -17,7 +17,7 @@ import (
 func TestDiskFullRestarts(t *testing.T) {
 	disk := testenv.SmallDisk(t, "4m")
 	dir := filepath.Join(disk, "data")
-	s, err := Open(context.Background(), dir, Options{noIndexer: true})
+	s, err := Open(context.Background(), hooked(t, dir, testHooks{noIndexer: true}), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func TestDiskFullRestarts(t *testing.T) {
 	f.Close()
 	before := packFiles(t, dir)
 	for range 3 {
-		s, err := Open(context.Background(), dir, Options{noIndexer: true})
+		s, err := Open(context.Background(), hooked(t, dir, testHooks{noIndexer: true}), Options{})
 		if err != nil {
 			t.Fatalf("Open on a full disk: %v", err)
 		}
@@ -67,7 +67,7 @@ func TestDiskFullRestarts(t *testing.T) {
 		}
 	}
 	f.Close()
-	if s, err := Open(context.Background(), dir, Options{noIndexer: true}); err == nil {
+	if s, err := Open(context.Background(), hooked(t, dir, testHooks{noIndexer: true}), Options{}); err == nil {
 		s.Close()
 		t.Error("Open on a disk full to the last byte succeeded")
 	} else if !errors.Is(err, ErrNoSpace) {
@@ -79,7 +79,7 @@ func TestDiskFullRestarts(t *testing.T) {
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
-	s = openPacked(t, dir, Options{noIndexer: true})
+	s = openPacked(t, hooked(t, dir, testHooks{noIndexer: true}), Options{})
 	if _, _, err := s.Append(context.Background(), u.ID, mb.ID, packMessage("after", 64<<10), nil, time.Time{}); err != nil {
 		t.Fatalf("Append once space is back: %v", err)
 	}

@@ -125,7 +125,7 @@ func (s *Store) parseAll(raws [][]byte) []parsedMessage {
 
 // startIndexer starts the background indexer: it runs at Open and
 // indexQuiet after the last of a series of deliveries.
-func (s *Store) startIndexer() {
+func (s *Store) startIndexer(hooks *testHooks) {
 	s.indexer = startWorker(indexQuiet, func(ctx context.Context) {
 		start := time.Now()
 		n, err := s.indexPending(ctx)
@@ -135,8 +135,8 @@ func (s *Store) startIndexer() {
 		if n > 0 {
 			s.log.Info("indexed messages", "messages", n, "took", time.Since(start).Round(time.Millisecond))
 		}
-		if s.onIndexed != nil {
-			s.onIndexed(n, err)
+		if hooks != nil && hooks.onIndexed != nil {
+			hooks.onIndexed(n, err)
 		}
 	})
 }

@@ -63,7 +63,7 @@ var searchProbe = []TextQuery{
 func TestUnindexedAnswersLikeIndexed(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	s := openPacked(t, dir, Options{noIndexer: true})
+	s := openPacked(t, hooked(t, dir, testHooks{noIndexer: true}), Options{})
 	uids := deliverGolden(t, s)
 	u := mustUser(t, s, "ix")
 	mb := mustMailbox(t, s, u.ID, Inbox)
@@ -102,7 +102,7 @@ func TestUnindexedAnswersLikeIndexed(t *testing.T) {
 	s.Close()
 	// A new Store, so the metadata cache is cold: everything comes from
 	// the stored index.
-	s = openPacked(t, dir, Options{noIndexer: true, MetaCacheEntries: -1})
+	s = openPacked(t, hooked(t, dir, testHooks{noIndexer: true}), Options{MetaCacheEntries: -1})
 	after, err := s.Meta(ctx, u.ID, mb.ID, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -128,12 +128,12 @@ func TestUnindexedAnswersLikeIndexed(t *testing.T) {
 // then cached.
 func TestIndexerRunsAfterDeliveries(t *testing.T) {
 	runs := make(chan int, 64)
-	s := openPacked(t, t.TempDir(), Options{onIndexed: func(n int, err error) {
+	s := openPacked(t, hooked(t, t.TempDir(), testHooks{onIndexed: func(n int, err error) {
 		if err != nil {
 			t.Errorf("background indexing: %v", err)
 		}
 		runs <- n
-	}})
+	}}), Options{})
 	uids := deliverGolden(t, s)
 	total := 0
 	deadline := time.After(60 * time.Second)

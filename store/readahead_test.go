@@ -16,7 +16,7 @@ import (
 func TestReadAheadScan(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	s := openPacked(t, dir, Options{packMaxBytes: 200 << 10})
+	s := openPacked(t, hooked(t, dir, testHooks{packMaxBytes: 200 << 10}), Options{})
 	var tags []string
 	for i := range 300 {
 		tags = append(tags, fmt.Sprintf("ra%03d", i))

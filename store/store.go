@@ -37,15 +37,6 @@ type Options struct {
 	// error wrapping ErrReadOnly, and Subscribe never delivers a Change
 	// (changes are published only by the Store that writes them).
 	ReadOnly bool
-
-	// For tests: packMaxBytes overrides the size at which a pack is
-	// sealed; onCompacted is called after each background compaction run.
-	packMaxBytes int64
-	onCompacted  func(retired int, err error)
-	// onIndexed is called after each background indexer run; noIndexer
-	// starts no background indexer (tests then call indexPending).
-	onIndexed func(indexed int, err error)
-	noIndexer bool
 }
 
 // Store is the durable multi-user mail store. It is safe for concurrent use.
@@ -80,14 +71,10 @@ type Store struct {
 	// blobs holds the message bytes and texts (see blobs.go).
 	blobs *blobStore
 	// compactMu serialises compaction runs. compactor and indexer are
-	// the background jobs (nil when not started: read-only, or tests);
-	// onCompacted and onIndexed, set by tests, are called after each of
-	// their runs.
-	compactMu   sync.Mutex
-	compactor   *worker
-	indexer     *worker
-	onCompacted func(retired int, err error)
-	onIndexed   func(indexed int, err error)
+	// the background jobs (nil when not started: read-only, or tests).
+	compactMu sync.Mutex
+	compactor *worker
+	indexer   *worker
 
 	// damage records damaged reads, database corruption and the pack
 	// check's findings (damage.go).
@@ -114,9 +101,6 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		now:      opts.Now,
 		subs:     make(map[int]func(Change)),
 		readOnly: opts.ReadOnly,
-
-		onCompacted: opts.onCompacted,
-		onIndexed:   opts.onIndexed,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -174,7 +158,12 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	if err := s.migrate(ctx); err != nil {
 		return fail(err)
 	}
-	if s.blobs, err = openBlobs(dir, false, opts.packMaxBytes, s.log); err != nil {
+	hooks := hooksFor(dir)
+	var packMax int64
+	if hooks != nil {
+		packMax = hooks.packMaxBytes
+	}
+	if s.blobs, err = openBlobs(dir, false, packMax, s.log); err != nil {
 		return fail(err)
 	}
 	if err := s.notePackProblems(ctx); err != nil {
@@ -183,9 +172,9 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	if err := s.migrateLegacyBodies(ctx); err != nil {
 		return fail(err)
 	}
-	s.startCompactor()
-	if !opts.noIndexer {
-		s.startIndexer()
+	s.startCompactor(hooks)
+	if hooks == nil || !hooks.noIndexer {
+		s.startIndexer(hooks)
 	}
 	return s, nil
 }
@@ -195,14 +184,14 @@ const compactQuiet = 2 * time.Second
 
 // startCompactor starts the background compactor: it runs at Open and
 // after commits that deleted messages.
-func (s *Store) startCompactor() {
+func (s *Store) startCompactor(hooks *testHooks) {
 	s.compactor = startWorker(compactQuiet, func(ctx context.Context) {
 		n, err := s.compact(ctx)
 		if err != nil && ctx.Err() == nil {
 			s.log.Error("compact packs", "err", err)
 		}
-		if s.onCompacted != nil {
-			s.onCompacted(n, err)
+		if hooks != nil && hooks.onCompacted != nil {
+			hooks.onCompacted(n, err)
 		}
 	})
 }

@@ -102,7 +102,7 @@ func TestTextFormRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	for _, how := range []string{"append", "indexer"} {
 		t.Run(how, func(t *testing.T) {
-			s := openPacked(t, t.TempDir(), Options{noIndexer: true})
+			s := openPacked(t, hooked(t, t.TempDir(), testHooks{noIndexer: true}), Options{})
 			u := mustUser(t, s, "tf")
 			mb := mustMailbox(t, s, u.ID, Inbox)
 			var wantDerived []UID

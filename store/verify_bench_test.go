@@ -9,7 +9,7 @@ import (
 // the database refers to, for presence and length) over 10,000 messages.
 func BenchmarkCheckPacks10k(b *testing.B) {
 	dir := fixture(b, 10000, message8K)
-	s, _, _ := openFixtureOpts(b, dir, Options{noIndexer: true})
+	s, _, _ := openFixtureOpts(b, hooked(b, dir, testHooks{noIndexer: true}), Options{})
 	ctx := context.Background()
 	for b.Loop() {
 		if probs, err := s.checkPacks(ctx, false); err != nil || len(probs) != 0 {

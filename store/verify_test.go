@@ -16,7 +16,7 @@ import (
 func indexedStore(t *testing.T, n int) string {
 	t.Helper()
 	dir := t.TempDir()
-	s := openPacked(t, dir, Options{noIndexer: true})
+	s := openPacked(t, hooked(t, dir, testHooks{noIndexer: true}), Options{})
 	appendN(t, s, n, 1000)
 	s.Close()
 	return dir
@@ -134,7 +134,7 @@ func TestMalformedDatabasePage(t *testing.T) {
 	orig := indexedStore(t, 6)
 	dir := copyStore(t, orig)
 	corruptRootPage(t, dir, "mailbox_messages_message")
-	s := openPacked(t, dir, Options{noIndexer: true})
+	s := openPacked(t, hooked(t, dir, testHooks{noIndexer: true}), Options{})
 	if err := s.Health(); err != nil {
 		t.Fatalf("Health before anything read the bad page: %v", err)
 	}
