@@ -33,15 +33,7 @@ func (p *Poller) AddAccount(a Account) {
 	if !p.running {
 		return
 	}
-	switch w := p.workers[a.Name]; {
-	case w == nil:
-		p.startWorkerLocked(a)
-	case sameConfig(w.account(), a):
-		w.setAccount(a)
-	default:
-		w.cancel()
-		p.startWorkerLocked(a)
-	}
+	p.applyAccountLocked(a)
 }
 
 // RemoveAccount removes the account called name and stops its worker (a

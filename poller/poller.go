@@ -481,16 +481,7 @@ func (p *Poller) SetAccounts(accts []Account) {
 		if !p.running {
 			continue
 		}
-		w := p.workers[a.Name]
-		switch {
-		case w == nil:
-			p.startWorkerLocked(a)
-		case sameConfig(w.account(), a):
-			w.setAccount(a)
-		default:
-			w.cancel()
-			p.startWorkerLocked(a)
-		}
+		p.applyAccountLocked(a)
 	}
 	for name, w := range p.workers {
 		if !keep[name] {
@@ -553,4 +544,20 @@ func (p *Poller) Status() []Status {
 		out = append(out, st)
 	}
 	return out
+}
+
+// applyAccountLocked gives the running poller account a: a worker is
+// started for a new account; one whose configuration is unchanged keeps
+// its worker and schedule and only takes the new Secret; a changed one is
+// restarted. Must be called with p.mu held while p.running.
+func (p *Poller) applyAccountLocked(a Account) {
+	switch w := p.workers[a.Name]; {
+	case w == nil:
+		p.startWorkerLocked(a)
+	case sameConfig(w.account(), a):
+		w.setAccount(a)
+	default:
+		w.cancel()
+		p.startWorkerLocked(a)
+	}
 }
