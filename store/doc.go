@@ -36,9 +36,9 @@
 //     change touches get that modseq.
 //   - Every call that names a mailbox also names its user, and every query
 //     is constrained by that user: another user's mailbox is [ErrNotFound].
-//   - [Store.Deliver] stores messages, entries and ledger rows in one
-//     transaction; an (account, UIDL, digest) already in the ledger is
-//     never stored a second time.
+//   - [Store.Deliver] ([Store.Stage] then [Staged.Commit]) stores
+//     messages, entries and ledger rows in one transaction; an (account,
+//     UIDL, digest) already in the ledger is never stored a second time.
 //   - A committed row never points at bytes that are not on disk: records
 //     are written and fdatasync'd before the transaction that refers to
 //     them. Damaged bytes are reported as [ErrCorrupt] for that message
