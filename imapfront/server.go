@@ -82,7 +82,7 @@ type Hinter interface {
 // has the default documented on its field.
 type Options struct {
 	// Store holds the mail served. Required.
-	Store *store.Store
+	Store Store
 	// Users may log in; SetUsers replaces them.
 	Users []User
 	// TLSConfig enables STARTTLS on Serve and is required by ServeTLS. nil:

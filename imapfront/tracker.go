@@ -90,7 +90,7 @@ func newMailboxState(id store.MailboxID) *mailboxState {
 // load fills the state from a store snapshot and replays the changes the
 // feed delivered meanwhile. Caller must have registered the state (so the
 // feed buffers into backlog) before calling load.
-func (m *mailboxState) load(ctx context.Context, st *store.Store, u store.UserID) error {
+func (m *mailboxState) load(ctx context.Context, st Store, u store.UserID) error {
 	snap, err := st.Snapshot(ctx, u, m.id)
 	if err != nil {
 		return fmt.Errorf("snapshot mailbox: %w", err)
