@@ -107,6 +107,7 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 		results = append(results, entries...)
 		targets = targets[n:]
 	}
+	s.srv.syncFeed(s.ctx) // ownQueued is complete once the feed has the change
 	v.mbox.mu.Lock()
 	queued := v.ownQueued
 	v.ownQueued = make(map[store.UID]struct{})

@@ -174,9 +174,9 @@ type Server struct {
 	// passwords remembers successful password verifications (auth.go).
 	passwords *verifyCache
 
-	feedOnce   sync.Once
-	feedMu     sync.Mutex
-	feedCancel func()
+	feedOnce sync.Once
+	feedMu   sync.Mutex
+	feedSub  *store.Subscription // the store's change feed, once subscribed
 
 	mu        sync.Mutex
 	closed    bool
@@ -442,9 +442,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.backendWG.Wait()
 
 	s.feedMu.Lock()
-	if s.feedCancel != nil {
-		s.feedCancel()
-		s.feedCancel = nil
+	if s.feedSub != nil {
+		s.feedSub.Cancel()
+		s.feedSub = nil
 	}
 	s.feedMu.Unlock()
 	return err

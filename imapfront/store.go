@@ -35,7 +35,7 @@ type Store interface {
 	Copy(ctx context.Context, u store.UserID, src store.MailboxID, uids []store.UID, dst store.MailboxID) (store.CopyResult, error)
 	Move(ctx context.Context, u store.UserID, src store.MailboxID, uids []store.UID, dst store.MailboxID) (store.CopyResult, error)
 
-	Subscribe(fn func(store.Change)) (cancel func())
+	Subscribe(fn func(store.Change)) *store.Subscription
 }
 
 var _ Store = (*store.Store)(nil)

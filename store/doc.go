@@ -56,8 +56,11 @@
 // directory that a running service holds.
 //
 // [Store.Subscribe] callbacks receive every committed [Change] in commit
-// order, synchronously, with the writer mutex held: they must be quick and
-// must not write. Every change of a mailbox carries its HIGHESTMODSEQ after
-// the change, so a [Snapshot] holds exactly the changes up to its
+// order, each subscription on its own goroutine ([Feed]): the writer only
+// queues the changes, so a slow subscriber delays no write, and one that
+// falls too far behind gets a [ChangeResync] instead of unbounded memory.
+// [Subscription.Sync] waits until a subscriber has seen every commit so
+// far. Every change of a mailbox carries its HIGHESTMODSEQ after the
+// change, so a [Snapshot] holds exactly the changes up to its
 // Mailbox.HighestModSeq.
 package store
