@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -448,5 +450,66 @@ func TestStagedNeverCommitted(t *testing.T) {
 	}
 	if files := packFiles(t, dir); slices.Contains(files, staged[len(staged)-1]) {
 		t.Errorf("pack %s of the uncommitted batch survived compaction: %v", staged[len(staged)-1], files)
+	}
+}
+
+// stagedChildEnv names the data directory of TestStagedCrashChild.
+const stagedChildEnv = "POPBRIDGE_STORE_STAGED_CHILD_DIR"
+
+// TestStagedCrashChild is the child of TestStagedCrash: it stages a batch,
+// says STAGED and waits, never committing, until it is killed. It does
+// nothing unless started by the parent.
+func TestStagedCrashChild(t *testing.T) {
+	dir := os.Getenv(stagedChildEnv)
+	if dir == "" {
+		t.Skip("child of TestStagedCrash only")
+	}
+	ctx := context.Background()
+	s, err := Open(ctx, dir, Options{})
+	if err != nil {
+		fmt.Println("ERROR open:", err)
+		os.Exit(2)
+	}
+	if _, err := s.Stage(ctx, []Delivery{{Account: "acct", UIDL: "1", Digest: "d1", User: "bob", Raw: testMessage("crash")}}); err != nil {
+		fmt.Println("ERROR stage:", err)
+		os.Exit(2)
+	}
+	fmt.Println("STAGED")
+	io.Copy(io.Discard, os.Stdin) // the parent keeps stdin open and kills the child
+	os.Exit(3)
+}
+
+// TestStagedCrash SIGKILLs a process holding a staged, uncommitted batch:
+// after the crash nothing of it is visible, the ledger does not know its
+// key, the database is intact, and the key is delivered normally later.
+func TestStagedCrash(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s, err := Open(ctx, dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := mustUser(t, s, "bob")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	child := startChild(t, "TestStagedCrashChild", stagedChildEnv, dir)
+	child.expect("STAGED")
+	child.kill()
+	s = openPacked(t, dir, Options{})
+	mb := mustMailbox(t, s, u.ID, Inbox)
+	if snap, err := s.Snapshot(ctx, u.ID, mb.ID); err != nil || len(snap.Entries) != 0 {
+		t.Fatalf("after the crash: %d entries, %v", len(snap.Entries), err)
+	}
+	if keys, err := s.LedgerKeys(ctx, "acct", LedgerKeyQuery{}); err != nil || len(keys) != 0 {
+		t.Fatalf("after the crash: ledger %v, %v", keys, err)
+	}
+	var res string
+	if err := s.rdb.QueryRowContext(ctx, "PRAGMA integrity_check").Scan(&res); err != nil || res != "ok" {
+		t.Fatalf("integrity_check = %q, %v", res, err)
+	}
+	out, err := s.Deliver(ctx, []Delivery{{Account: "acct", UIDL: "1", Digest: "d1", User: "bob", Raw: testMessage("crash")}})
+	if err != nil || len(out) != 1 || out[0].UID == 0 {
+		t.Fatalf("Deliver after the crash = %+v, %v", out, err)
 	}
 }
