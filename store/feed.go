@@ -52,6 +52,10 @@ func (f *Feed) Publish(origin any, changes []Change) {
 	if f.closed {
 		return
 	}
+	if len(f.subs) == 0 {
+		f.seq.Add(uint64(len(changes)))
+		return
+	}
 	items := make([]queued, len(changes))
 	seq := f.seq.Load()
 	for i, c := range changes {
