@@ -40,7 +40,7 @@ func TestImportGraph(t *testing.T) {
 			}
 		}
 	}
-	for _, must := range []string{"store", "poller", "imapfront", "bridge", "cmd/popbridge", "internal/demo", "internal/lib/pop3mem", "internal/testkit/pgtest"} {
+	for _, must := range []string{"store", "poller", "imapfront", "bridge", "cmd/popbridge", "internal/demo", "internal/lib/pop3mem", "internal/testkit/pgtest", "internal/testkit/storetest"} {
 		if _, ok := imports[must]; !ok {
 			t.Fatalf("go list did not list %s", must)
 		}
@@ -59,6 +59,8 @@ func TestImportGraph(t *testing.T) {
 		forbid(p, func(imp string) bool { return imp == "poller" || imp == "imapfront" || imp == "bridge" },
 			"poller and imapfront meet only in the store; bridge wires them")
 	}
+	forbid("internal/testkit/storetest", func(imp string) bool { return imp != "store" },
+		"the backend contract suite knows the store's types, not its users")
 	forbid("cmd/popbridge", func(imp string) bool { return imp != "bridge" && imp != "internal/demo" },
 		"cmd/popbridge parses flags and calls bridge (and launches the demo)")
 	for pkg := range imports {

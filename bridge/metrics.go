@@ -134,18 +134,37 @@ type meteredSink struct {
 
 var _ poller.Sink = (*meteredSink)(nil)
 
-// Deliver implements poller.Sink.
-func (s *meteredSink) Deliver(ctx context.Context, ds []store.Delivery) ([]store.Delivered, error) {
+// Stage implements poller.Sink: the batch's Commit is observed.
+func (s *meteredSink) Stage(ctx context.Context, ds []store.Delivery) (store.Staged, error) {
 	start := time.Now()
-	out, err := s.Store.Deliver(ctx, ds)
+	st, err := s.Store.Stage(ctx, ds)
+	if err != nil {
+		s.m.sinkErrors.WithLabelValues("deliver").Inc()
+		return nil, err
+	}
+	return &meteredStaged{Staged: st, m: s.m, ds: ds, start: start}, nil
+}
+
+// meteredStaged is a staged batch whose Commit is observed: its duration
+// counts from Stage, as a whole Deliver's did.
+type meteredStaged struct {
+	store.Staged
+	m     *metrics
+	ds    []store.Delivery
+	start time.Time
+}
+
+// Commit implements store.Staged.
+func (s *meteredStaged) Commit(ctx context.Context) ([]store.Delivered, error) {
+	out, err := s.Staged.Commit(ctx)
 	if err != nil {
 		s.m.sinkErrors.WithLabelValues("deliver").Inc()
 		return out, err
 	}
-	if len(ds) > 0 {
-		acct := ds[0].Account
-		s.m.deliverSeconds.WithLabelValues(acct).Observe(time.Since(start).Seconds())
-		for _, d := range ds {
+	if len(s.ds) > 0 {
+		acct := s.ds[0].Account
+		s.m.deliverSeconds.WithLabelValues(acct).Observe(time.Since(s.start).Seconds())
+		for _, d := range s.ds {
 			s.m.delivered.WithLabelValues(d.Account).Inc()
 			s.m.deliveredBytes.WithLabelValues(d.Account).Add(float64(len(d.Raw)))
 		}

@@ -37,7 +37,7 @@ const (
 // notices watches the poller's status writes and delivers the notices.
 type notices struct {
 	b   *Bridge
-	st  *store.Store
+	st  noticeStore
 	log *slog.Logger
 
 	mu    sync.Mutex
@@ -46,7 +46,13 @@ type notices struct {
 	sent  map[string]string              // account -> key of the down notice delivered
 }
 
-func newNotices(b *Bridge, st *store.Store, seed []store.AccountStatus) *notices {
+// noticeStore is what notices need of the store (*store.Store has it).
+type noticeStore interface {
+	Deliver(ctx context.Context, ds []store.Delivery) ([]store.Delivered, error)
+	Ledger(ctx context.Context, account string) ([]store.LedgerEntry, error)
+}
+
+func newNotices(b *Bridge, st noticeStore, seed []store.AccountStatus) *notices {
 	n := &notices{b: b, st: st, log: b.log.With(LogKeyComponent, "notice"),
 		prev: map[string]store.AccountStatus{}, fails: map[string]int{}, sent: map[string]string{}}
 	for _, s := range seed {

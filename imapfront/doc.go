@@ -13,9 +13,12 @@
 // one with InsecureAuth, the others to one that answers LOGINDISABLED
 // until STARTTLS. Every session of a user shares one userState; every
 // selected mailbox has one mailboxState, the tracker shared by all its
-// sessions. The store's change feed (synchronous, in commit order) is
-// applied to the mailboxState and queued to each session's view; a session
-// drains its queue after each command and at once in IDLE.
+// sessions. The store's change feed (in commit order, on the feed's own
+// goroutine) is applied to the mailboxState and queued to each session's
+// view; a session waits for the feed to catch up with every commit when a
+// command begins and before it writes its updates (so its own changes
+// come before its tagged reply), drains its queue after each command and
+// at once in IDLE.
 //
 // # Invariants
 //
@@ -40,8 +43,8 @@
 // # Locking
 //
 // Lock order: userState.createMu (CREATE and RENAME only, held across store
-// calls), Server.usersMu, userState.mu, mailboxState.mu. The feed runs with
-// the store's writer lock held, so no store method is called while holding
-// any of these, and no lock is held while writing to a socket: a slow
+// calls), Server.usersMu, userState.mu, mailboxState.mu. The feed takes
+// them, so no session waits for the feed (or calls a store method) while
+// holding one, and no lock is held while writing to a socket: a slow
 // client stalls nobody else.
 package imapfront

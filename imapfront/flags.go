@@ -102,6 +102,7 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 		if err != nil {
 			return s.storeErr("STORE", targetMailbox, err)
 		}
+		s.srv.syncFeed(s.ctx) // ownQueued is complete once the feed has the batch's changes
 		v.mbox.mu.Lock()
 		queued := v.ownQueued
 		if len(queued) > 0 {

@@ -66,13 +66,13 @@ const (
 // keys or searchMaxTextKeys text keys are refused with NO [LIMIT], a
 // leftover "$" and MODSEQ (CONDSTORE is not offered) with BAD, all as
 // *imap.Error.
-func searchMailbox(ctx context.Context, st *store.Store, user store.UserID, mbox store.MailboxID, view []store.UID, criteria *imap.SearchCriteria, now time.Time) ([]store.UID, error) {
+func searchMailbox(ctx context.Context, st Store, user store.UserID, mbox store.MailboxID, view []store.UID, criteria *imap.SearchCriteria, now time.Time) ([]store.UID, error) {
 	return searchView(ctx, st, user, mbox, view, nil, criteria, now)
 }
 
 // searchView is searchMailbox for a session's view, whose \Recent
 // messages are recent (RECENT, NEW, OLD).
-func searchView(ctx context.Context, st *store.Store, user store.UserID, mbox store.MailboxID, view []store.UID, recent map[store.UID]struct{}, criteria *imap.SearchCriteria, now time.Time) ([]store.UID, error) {
+func searchView(ctx context.Context, st Store, user store.UserID, mbox store.MailboxID, view []store.UID, recent map[store.UID]struct{}, criteria *imap.SearchCriteria, now time.Time) ([]store.UID, error) {
 	if criteria == nil {
 		criteria = &imap.SearchCriteria{}
 	}
@@ -135,7 +135,7 @@ func searchView(ctx context.Context, st *store.Store, user store.UserID, mbox st
 // ascending indexes into view.
 type searcher struct {
 	ctx  context.Context
-	st   *store.Store
+	st   Store
 	user store.UserID
 	mbox store.MailboxID
 	view []store.UID

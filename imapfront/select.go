@@ -75,6 +75,7 @@ func (s *session) Select(name string, options *imap.SelectOptions) (data *imap.S
 		UIDNext:           imap.UID(m.uidNext),
 		UIDValidity:       m.uidValidity,
 	}
+	v.overflow = m.stale
 	m.views[v] = struct{}{}
 	m.mu.Unlock()
 

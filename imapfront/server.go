@@ -82,7 +82,7 @@ type Hinter interface {
 // has the default documented on its field.
 type Options struct {
 	// Store holds the mail served. Required.
-	Store *store.Store
+	Store Store
 	// Users may log in; SetUsers replaces them.
 	Users []User
 	// TLSConfig enables STARTTLS on Serve and is required by ServeTLS. nil:
@@ -178,9 +178,9 @@ type Server struct {
 	// passwords remembers successful password verifications (auth.go).
 	passwords *verifyCache
 
-	feedOnce   sync.Once
-	feedMu     sync.Mutex
-	feedCancel func()
+	feedOnce sync.Once
+	feedMu   sync.Mutex
+	feedSub  *store.Subscription // the store's change feed, once subscribed
 
 	mu        sync.Mutex
 	closed    bool
@@ -430,9 +430,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.backendWG.Wait()
 
 	s.feedMu.Lock()
-	if s.feedCancel != nil {
-		s.feedCancel()
-		s.feedCancel = nil
+	if s.feedSub != nil {
+		s.feedSub.Cancel()
+		s.feedSub = nil
 	}
 	s.feedMu.Unlock()
 	return err

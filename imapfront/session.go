@@ -67,6 +67,7 @@ func newSession(s *Server, cs *connState) *session {
 // begin starts a session method: it refuses on a poisoned or draining
 // connection. Every method that begins must `defer s.end(op, &err)`.
 func (s *session) begin() error {
+	s.srv.syncFeed(s.ctx) // start from the committed state (user.go)
 	return s.conn.enter()
 }
 
@@ -170,6 +171,7 @@ func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 		return nil
 	}
 	s.hint(false)
+	s.srv.syncFeed(s.ctx) // the command's own changes are queued first
 	res, err := s.view.drain(allowExpunge)
 	if err != nil {
 		s.log.Warn("imap session disconnected", "reason", err)

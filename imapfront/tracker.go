@@ -58,8 +58,8 @@ type stateEntry struct {
 
 // mailboxState is the shared state of one mailbox that at least one session
 // has selected. Fields after mu are guarded by it. Lock order: Server.usersMu,
-// then userState.mu, then mailboxState.mu; no store method is ever called
-// with one of them held (the feed calls in with the store's writer lock held).
+// then userState.mu, then mailboxState.mu; no store method is ever called,
+// and the feed never waited for, with one of them held.
 type mailboxState struct {
 	id    store.MailboxID
 	ready chan struct{} // closed once loaded (or failed: loadErr)
@@ -67,8 +67,11 @@ type mailboxState struct {
 
 	loadErr error // set before ready is closed
 
-	mu          sync.Mutex
-	loaded      bool
+	mu     sync.Mutex
+	loaded bool
+	// stale is set when the feed dropped changes (Server.resync): a view
+	// added afterwards starts overflowed.
+	stale       bool
 	backlog     []store.Change // changes seen while loading
 	uidValidity uint32
 	uidNext     store.UID
@@ -90,7 +93,7 @@ func newMailboxState(id store.MailboxID) *mailboxState {
 // load fills the state from a store snapshot and replays the changes the
 // feed delivered meanwhile. Caller must have registered the state (so the
 // feed buffers into backlog) before calling load.
-func (m *mailboxState) load(ctx context.Context, st *store.Store, u store.UserID) error {
+func (m *mailboxState) load(ctx context.Context, st Store, u store.UserID) error {
 	snap, err := st.Snapshot(ctx, u, m.id)
 	if err != nil {
 		return fmt.Errorf("snapshot mailbox: %w", err)
@@ -225,8 +228,8 @@ func (m *mailboxState) applyLocked(c store.Change) (claimed bool) {
 		for _, uid := range c.UIDs {
 			gone[uid] = true
 		}
-		// One pass over the entries, so a mass expunge stays linear while
-		// the store's writer lock is held.
+		// One pass over the entries, so a mass expunge stays linear
+		// (sessions may be waiting for the feed).
 		m.entries = slices.DeleteFunc(m.entries, func(e stateEntry) bool {
 			if !gone[e.uid] {
 				return false

@@ -108,17 +108,37 @@ func (s *Server) releaseMailbox(us *userState, m *mailboxState) {
 // ensureFeed subscribes to the store's change feed once.
 func (s *Server) ensureFeed() {
 	s.feedOnce.Do(func() {
-		cancel := s.opts.Store.Subscribe(s.onChange)
+		sub := s.opts.Store.Subscribe(s.onChange)
 		s.feedMu.Lock()
-		s.feedCancel = cancel
+		s.feedSub = sub
 		s.feedMu.Unlock()
 	})
 }
 
-// onChange is the store's change feed. It runs synchronously in the
-// writer's goroutine with the store's writer lock held, so it only takes
-// in-memory locks and appends to queues.
+// syncFeed waits until onChange has applied every change committed before
+// the call (store.Subscription.Sync): a session calls it when a command
+// begins and before it writes its updates, so it sees the committed state,
+// its own changes included, before its tagged reply, exactly as if the
+// feed were synchronous. It must not be called with a lock of the package
+// held (onChange takes them). It gives up when ctx ends (the session is
+// closing).
+func (s *Server) syncFeed(ctx context.Context) {
+	s.feedMu.Lock()
+	sub := s.feedSub
+	s.feedMu.Unlock()
+	if sub != nil {
+		_ = sub.Sync(ctx) // fails only when ctx ends, which the session sees on its own
+	}
+}
+
+// onChange is the store's change feed. It runs on the feed's goroutine
+// (one change at a time, in commit order) and only takes in-memory locks
+// and appends to queues, so sessions waiting in syncFeed wait little.
 func (s *Server) onChange(c store.Change) {
+	if c.Kind == store.ChangeResync {
+		s.resync()
+		return
+	}
 	switch c.Kind {
 	case store.ChangeAdd, store.ChangeFlags, store.ChangeExpunge:
 	default:
@@ -154,4 +174,39 @@ func (s *Server) onChange(c store.Change) {
 	m.mu.Lock()
 	claimed = m.applyLocked(c)
 	m.mu.Unlock()
+}
+
+// resync handles a store.ChangeResync: the feed dropped changes because
+// this server fell too far behind, so the state of every selected mailbox
+// may be stale. As when one session's queue overflows (maxPending), every
+// session with a mailbox selected is disconnected at its next command (or
+// at once in IDLE), so its client resynchronises, and the states are
+// dropped, so the next SELECT loads a fresh snapshot. Unclaimed \Recent
+// marks of the dropped additions are lost.
+func (s *Server) resync() {
+	s.log.Warn("imap change feed fell behind; sessions with a mailbox selected must reconnect")
+	s.usersMu.Lock()
+	users := make([]*userState, 0, len(s.users))
+	for _, us := range s.users {
+		users = append(users, us)
+	}
+	s.usersMu.Unlock()
+	for _, us := range users {
+		us.mu.Lock()
+		states := make([]*mailboxState, 0, len(us.mboxes))
+		for _, m := range us.mboxes {
+			states = append(states, m)
+		}
+		clear(us.mboxes)
+		us.mu.Unlock()
+		for _, m := range states {
+			m.mu.Lock()
+			m.stale = true
+			for v := range m.views {
+				v.overflow, v.pending = true, nil
+				v.wake()
+			}
+			m.mu.Unlock()
+		}
+	}
 }

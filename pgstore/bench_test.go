@@ -111,12 +111,12 @@ func BenchmarkCrossNodePush(b *testing.B) {
 		b.Fatal(err)
 	}
 	got := make(chan uint64, 16)
-	cancel := nb.Subscribe(func(c store.Change) {
+	sub := nb.Subscribe(func(c store.Change) {
 		if c.Kind == store.ChangeFlags {
 			got <- c.ModSeq
 		}
 	})
-	defer cancel()
+	defer sub.Cancel()
 	var lat []time.Duration
 	ops := []store.FlagOp{store.FlagsAdd, store.FlagsRemove}
 	i := 0

@@ -58,9 +58,9 @@ type feed struct {
 	retention time.Duration
 	interval  time.Duration
 
-	subMu   sync.Mutex
-	subs    map[int]func(store.Change)
-	nextSub int
+	// pub fans the changes out to subscribers, each on its own
+	// goroutine (the same Feed the SQLite store publishes through).
+	pub *store.Feed
 
 	originMu sync.Mutex
 	origins  map[int64]any
@@ -69,6 +69,14 @@ type feed struct {
 	// last is the sequence of the last change delivered; only the
 	// dispatcher goroutine touches it once started.
 	last int64
+
+	// published is last as the writers see it: a write returns once the
+	// feed has published its changes (waitPublished), so that a
+	// subscriber's Sync after a write covers it, as with the SQLite
+	// store. advanced is closed and replaced whenever published grows.
+	pubMu     sync.Mutex
+	published int64
+	advanced  chan struct{}
 
 	errMu     sync.Mutex
 	listenErr error
@@ -90,11 +98,12 @@ func startFeed(ctx context.Context, s *Store, cfg *pgx.ConnConfig, retention, in
 	}
 	lc.RuntimeParams["application_name"] = "popbridge-listen " + s.node
 	f := &feed{s: s, cfg: lc, retention: retention, interval: interval,
-		subs: map[int]func(store.Change){}, origins: map[int64]any{}, wake: make(chan struct{}, 1),
+		pub: store.NewFeed(), origins: map[int64]any{}, wake: make(chan struct{}, 1),
 		listenErr: errors.New("listener not connected yet")}
 	if err := s.pool.QueryRow(ctx, `SELECT coalesce(max(seq), 0) FROM changes`).Scan(&f.last); err != nil {
 		return nil, fmt.Errorf("read change feed position: %w", err)
 	}
+	f.published, f.advanced = f.last, make(chan struct{})
 	// The first connection is made here, so that Open fails on a
 	// database where LISTEN is impossible (e.g. behind a pooler in
 	// transaction mode) and Health is good once Open returns.
@@ -127,6 +136,46 @@ func (f *feed) connect(ctx context.Context) (*pgx.Conn, error) {
 func (f *feed) close() {
 	f.cancel()
 	f.wg.Wait()
+	f.pub.Close()
+}
+
+// setPublished records that every change up to seq has been published,
+// waking the writers waiting for it.
+func (f *feed) setPublished(seq int64) {
+	f.pubMu.Lock()
+	defer f.pubMu.Unlock()
+	if seq > f.published {
+		f.published = seq
+		close(f.advanced)
+		f.advanced = make(chan struct{})
+	}
+}
+
+// publishWait bounds how long a write waits for the feed to publish its
+// changes: when the feed cannot read the table, the write (committed)
+// returns anyway, and the feed publishes the changes once it can.
+const publishWait = 5 * time.Second
+
+// waitPublished waits until the feed has published the change seq (or
+// ctx ends, or publishWait passes).
+func (f *feed) waitPublished(ctx context.Context, seq int64) {
+	timeout := time.NewTimer(publishWait)
+	defer timeout.Stop()
+	for {
+		f.pubMu.Lock()
+		done, ch := f.published >= seq, f.advanced
+		f.pubMu.Unlock()
+		if done {
+			return
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		case <-timeout.C:
+			return
+		}
+	}
 }
 
 func (f *feed) poke() {
@@ -215,26 +264,13 @@ func (f *feed) takeOrigin(seq int64) any {
 
 // Subscribe registers fn to receive the changes that the feed delivers
 // from then on (every change committed by any node on the database after
-// this Store was opened), in commit order, each once. fn is called on the feed's goroutine, never by the writer and
-// never with a lock of the store held; it must not block for long (it
-// delays the changes after it) and may call the store. The returned cancel
-// unregisters fn; after cancel returns fn is not called again unless a
-// call is already running.
-func (s *Store) Subscribe(fn func(store.Change)) (cancel func()) {
-	f := s.feed
-	f.subMu.Lock()
-	id := f.nextSub
-	f.nextSub++
-	f.subs[id] = fn
-	f.subMu.Unlock()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			f.subMu.Lock()
-			delete(f.subs, id)
-			f.subMu.Unlock()
-		})
-	}
+// this Store was opened), in commit order, each once, on the
+// subscription's own goroutine (see store.Feed.Subscribe: fn may take its
+// time and may call the store). A change committed on this node reaches
+// fn once the feed has read it back from the changes table, shortly after
+// the write returned.
+func (s *Store) Subscribe(fn func(store.Change)) *store.Subscription {
+	return s.feed.pub.Subscribe(fn)
 }
 
 // listen keeps one connection LISTENing, reconnecting with backoff, and
@@ -361,6 +397,7 @@ func (f *feed) catchUp(ctx context.Context) error {
 			}
 			f.last = r.seq
 		}
+		f.setPublished(f.last)
 		if len(batch) < catchUpBatch {
 			return nil
 		}
@@ -368,18 +405,5 @@ func (f *feed) catchUp(ctx context.Context) error {
 }
 
 func (f *feed) deliver(c store.Change) {
-	f.subMu.Lock()
-	ids := make([]int, 0, len(f.subs))
-	for id := range f.subs {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	fns := make([]func(store.Change), len(ids))
-	for i, id := range ids {
-		fns[i] = f.subs[id]
-	}
-	f.subMu.Unlock()
-	for _, fn := range fns {
-		fn(c)
-	}
+	f.pub.Publish(c.Origin, []store.Change{c})
 }

@@ -92,7 +92,7 @@ type recorder struct {
 
 func record(s *Store) (*recorder, func()) {
 	r := &recorder{wake: make(chan struct{}, 1)}
-	cancel := s.Subscribe(func(c store.Change) {
+	sub := s.Subscribe(func(c store.Change) {
 		r.mu.Lock()
 		r.changes = append(r.changes, c)
 		r.mu.Unlock()
@@ -101,7 +101,7 @@ func record(s *Store) (*recorder, func()) {
 		default:
 		}
 	})
-	return r, cancel
+	return r, sub.Cancel
 }
 
 func (r *recorder) snapshot() []store.Change {

@@ -80,3 +80,14 @@ func (c *metaCache) add(id store.MessageID, m *metaInfo) {
 	}
 	c.index[id] = m
 }
+
+// reset empties the cache.
+func (c *metaCache) reset() {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.index = make(map[store.MessageID]*metaInfo)
+	c.ring, c.next = nil, 0
+}

@@ -22,22 +22,12 @@ import (
 )
 
 // Staged is a batch of deliveries prepared by [Store.Stage] and not yet
-// committed. It is declared identically to the interface store.Staged
-// that package store introduces for its stage-then-commit delivery API
-// (in a parallel change); once both are merged this becomes an alias of
-// it.
-type Staged interface {
-	// Commit runs the batch's one transaction and returns one Delivered
-	// per Delivery, in order.
-	Commit(ctx context.Context) ([]store.Delivered, error)
-	// Release gives up an uncommitted batch; it is a no-op after Commit.
-	Release()
-}
+// committed: store.Staged, the stage-then-commit API both backends share.
+type Staged = store.Staged
 
 // ErrStagedDone is returned by Staged.Commit called after a successful
-// Commit or after Release (the counterpart of the SQLite store's
-// sentinel of the same name).
-var ErrStagedDone = errors.New("pgstore: staged batch already committed or released")
+// Commit or after Release: store.ErrStagedDone.
+var ErrStagedDone = store.ErrStagedDone
 
 // ErrUnavailable is wrapped by the errors of calls that failed because the
 // database could not be reached or the connection to it was lost; the
@@ -273,6 +263,7 @@ func (s *Store) writeOnce(ctx context.Context, origin any, fn func(w *wtx) error
 	}
 	if len(seqs) > 0 {
 		s.feed.poke()
+		s.feed.waitPublished(ctx, seqs[len(seqs)-1])
 	}
 	return nil
 }
@@ -381,3 +372,7 @@ func fromNull(t *time.Time) time.Time {
 	}
 	return t.UTC()
 }
+
+// ReleaseMemory empties the node's metadata cache (it refills from the
+// database on demand); the IMAP server calls it when its clients are gone.
+func (s *Store) ReleaseMemory() { s.metaCache.reset() }

@@ -4,12 +4,14 @@ import (
 	"testing"
 
 	"github.com/popbridge/popbridge/internal/testkit/pgtest"
+	"github.com/popbridge/popbridge/internal/testkit/storetest"
 )
 
 // TestStore runs the store's behaviour tests against one private
 // PostgreSQL, each in its own database. They are written as functions of
 // an *env so that a contract suite shared with the SQLite store can run
-// them later.
+// them later. The shared contract suite (internal/testkit/storetest) runs
+// as its last subtest.
 func TestStore(t *testing.T) {
 	srv := pgtest.Start(t, pgtest.Options{NoFsync: true})
 	for _, tc := range []struct {
@@ -41,4 +43,9 @@ func TestStore(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newEnv(t, srv)) })
 	}
+	// The contract every backend passes (the SQLite store runs it too),
+	// each case on a database of its own.
+	t.Run("Contract", func(t *testing.T) {
+		storetest.Run(t, func(t *testing.T) storetest.Backend { return newEnv(t, srv).open(t, "contract") })
+	})
 }

@@ -3,6 +3,7 @@ package poller
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -27,9 +28,9 @@ const (
 	// commitGrace is how long commits of already retrieved messages may
 	// continue after the pass's context is canceled (shutdown).
 	commitGrace = 30 * time.Second
-	// commitWorkers is how many batches may be in Deliver at once: the
-	// store writes and fsyncs a batch's bytes before taking its writer
-	// lock, so one batch's pack write overlaps the other's transaction.
+	// commitWorkers is how many batches may be in flight at once: a
+	// batch's bytes are staged (written and fsynced) before its turn to
+	// commit, so one batch's pack write overlaps the other's transaction.
 	commitWorkers = 2
 )
 
@@ -37,9 +38,9 @@ const (
 // goroutines, so that the network, the digests and the store's writes and
 // fsyncs overlap. Each of its commitWorkers batches whatever has arrived
 // while the previous commit ran, up to the commit limits. The batches'
-// bytes are written in parallel, but their transactions commit in the
-// order the messages were retrieved (store.WithCommitTurn), so local UIDs
-// follow the upstream order.
+// bytes are staged in parallel (Sink.Stage), but their transactions
+// commit in the order the messages were retrieved (each batch waits for
+// its turn before Staged.Commit), so local UIDs follow the upstream order.
 type committer struct {
 	p        *Poller
 	a        Account
@@ -56,8 +57,8 @@ type committer struct {
 	cl *classifier
 
 	// takeMu serialises taking batches from in, so that nextTicket
-	// numbers them in message order. The store waits (awaitTurn) before a
-	// batch's transaction until every earlier batch has finished: turn is
+	// numbers them in message order. A staged batch waits (awaitTurn)
+	// before its Commit until every earlier batch has finished: turn is
 	// the lowest unfinished ticket, doneTickets the finished ones above
 	// it, turnChanged closed at every change.
 	takeMu      sync.Mutex
@@ -219,8 +220,8 @@ drain:
 }
 
 // awaitTurn waits until every batch numbered before ticket has finished
-// (committed or failed). The store calls it between writing a batch's
-// bytes and beginning its transaction.
+// (committed or failed). commit calls it between staging a batch and
+// committing it.
 func (c *committer) awaitTurn(ticket uint64) error {
 	for {
 		c.turnMu.Lock()
@@ -251,8 +252,8 @@ func (c *committer) finished(ticket uint64) {
 	c.turnChanged = make(chan struct{})
 }
 
-// commit makes one batch durable: new messages are delivered with their
-// ledger rows in one transaction (in the batch's commit turn), then
+// commit makes one batch durable: new messages are staged, then, in the
+// batch's turn, committed with their ledger rows in one transaction; then
 // messages whose content is already durable are recorded as duplicates.
 // Twins are kept for recordTwins.
 func (c *committer) commit(batch []*fetchedMsg, ticket uint64) error {
@@ -290,8 +291,15 @@ func (c *committer) commit(batch []*fetchedMsg, ticket uint64) error {
 		bytes += int64(len(f.raw))
 	}
 	if len(ds) > 0 {
-		ctx := store.WithCommitTurn(c.ctx, func(context.Context) error { return c.awaitTurn(ticket) })
-		if _, err := c.p.sink.Deliver(ctx, ds); err != nil {
+		staged, err := c.p.sink.Stage(c.ctx, ds)
+		if err != nil {
+			return accountErr(c.a, "deliver", err)
+		}
+		defer staged.Release()
+		if err := c.awaitTurn(ticket); err != nil {
+			return accountErr(c.a, "deliver", fmt.Errorf("waiting for its turn: %w", err))
+		}
+		if _, err := staged.Commit(c.ctx); err != nil {
 			return accountErr(c.a, "deliver", err)
 		}
 		c.cl.committedClaims(batch)

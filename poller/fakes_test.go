@@ -343,9 +343,10 @@ type storedMsg struct {
 	raw                                 []byte
 }
 
-// fakeSink mirrors the store's ledger semantics in memory. Deliver refuses
-// a (account, uidl, digest) already in the ledger, as the store's UNIQUE
-// constraint does, so a duplicate delivery fails the test loudly.
+// fakeSink mirrors the store's ledger semantics in memory. A staged batch's
+// Commit refuses a (account, uidl, digest) already in the ledger, as the
+// store's UNIQUE constraint does, so a duplicate delivery fails the test
+// loudly. deliverErr fails every Commit.
 type fakeSink struct {
 	mu         sync.Mutex
 	now        func() time.Time
@@ -372,7 +373,28 @@ func (s *fakeSink) find(account, uidl, digest string) int {
 	return -1
 }
 
-func (s *fakeSink) Deliver(ctx context.Context, ds []store.Delivery) ([]store.Delivered, error) {
+// fakeStaged is a fakeSink batch: Commit delivers it.
+type fakeStaged struct {
+	s    *fakeSink
+	ds   []store.Delivery
+	done bool
+}
+
+func (f *fakeStaged) Commit(ctx context.Context) ([]store.Delivered, error) {
+	if f.done {
+		return nil, store.ErrStagedDone
+	}
+	f.done = true
+	return f.s.deliver(f.ds)
+}
+
+func (f *fakeStaged) Release() { f.done = true }
+
+func (s *fakeSink) Stage(ctx context.Context, ds []store.Delivery) (store.Staged, error) {
+	return &fakeStaged{s: s, ds: ds}, nil
+}
+
+func (s *fakeSink) deliver(ds []store.Delivery) ([]store.Delivered, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.deliverErr != nil {

@@ -75,11 +75,27 @@ func (c *crashSink) spend() error {
 	return nil
 }
 
-func (c *crashSink) Deliver(ctx context.Context, ds []store.Delivery) ([]store.Delivered, error) {
-	if err := c.spend(); err != nil {
+// Stage stages for real; the crash, if any, comes at Commit, so a batch
+// staged and never committed is part of the model.
+func (c *crashSink) Stage(ctx context.Context, ds []store.Delivery) (store.Staged, error) {
+	st, err := c.Sink.Stage(ctx, ds)
+	if err != nil {
 		return nil, err
 	}
-	return c.Sink.Deliver(ctx, ds)
+	return &crashStaged{Staged: st, c: c}, nil
+}
+
+// crashStaged is a Staged whose Commit may crash first.
+type crashStaged struct {
+	store.Staged
+	c *crashSink
+}
+
+func (s *crashStaged) Commit(ctx context.Context) ([]store.Delivered, error) {
+	if err := s.c.spend(); err != nil {
+		return nil, err
+	}
+	return s.Staged.Commit(ctx)
 }
 
 func (c *crashSink) RecordSkipped(ctx context.Context, account, uidl, digest string, size int64, reason string) error {

@@ -219,8 +219,8 @@ func msgRange(from, to int) []string {
 
 var _ = fmt.Sprintf
 
-// heldFirstSink holds the Deliver of the batch holding the first message
-// until a later batch has entered Deliver, so that without ordering the
+// heldFirstSink holds the Stage of the batch holding the first message
+// until a later batch has entered Stage, so that without ordering the
 // later batch would commit first.
 type heldFirstSink struct {
 	*store.Store
@@ -230,17 +230,17 @@ type heldFirstSink struct {
 	t      *testing.T
 }
 
-func (s *heldFirstSink) Deliver(ctx context.Context, ds []store.Delivery) ([]store.Delivered, error) {
+func (s *heldFirstSink) Stage(ctx context.Context, ds []store.Delivery) (store.Staged, error) {
 	if slices.ContainsFunc(ds, func(d store.Delivery) bool { return d.UIDL == s.first }) {
 		select {
 		case <-s.second:
 		case <-time.After(30 * time.Second):
-			s.t.Error("no second batch reached Deliver while the first was held")
+			s.t.Error("no second batch reached Stage while the first was held")
 		}
 	} else {
 		s.once.Do(func() { close(s.second) })
 	}
-	return s.Store.Deliver(ctx, ds)
+	return s.Store.Stage(ctx, ds)
 }
 
 // TestUIDsFollowUpstreamOrder holds the first batch back until a later one

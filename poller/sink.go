@@ -13,12 +13,15 @@ import (
 // ledger once, with LedgerKeys (the fields its plan needs, not the whole
 // LedgerEntry), while it logs in and lists the upstream.
 //
-// The poller relies on these guarantees: Deliver stores every delivery and
-// its ledger row in one durable transaction (all or nothing), and
-// MarkDeletePending is durable when it returns. Everything else may be
-// retried.
+// The poller relies on these guarantees: Stage makes a batch's bytes
+// durable without making anything visible; the Staged's Commit stores every
+// delivery and its ledger row in one durable transaction (all or nothing),
+// with the duplicate guard of store.Store.Stage; a batch released without
+// Commit leaves nothing visible; MarkDeletePending is durable when it
+// returns. Everything else may be retried. The poller stages several
+// batches at once and commits them in retrieval order.
 type Sink interface {
-	Deliver(ctx context.Context, ds []store.Delivery) ([]store.Delivered, error)
+	Stage(ctx context.Context, ds []store.Delivery) (store.Staged, error)
 	LedgerKeys(ctx context.Context, account string, q store.LedgerKeyQuery) ([]store.LedgerKey, error)
 	RecordSkipped(ctx context.Context, account, uidl, digest string, size int64, reason string) error
 	MarkDeletePending(ctx context.Context, account string, uidls []string) error

@@ -268,22 +268,24 @@ func (b *blobStore) put(recs []blobRec) (locs []recordLoc, done func(), err erro
 }
 
 // writeRecords stores recs and the rows that name them: it writes and
-// syncs the records (put), waits for the turn in ctx if there is one
-// (WithCommitTurn), runs fn in one write transaction with their
-// locations, and then lets compaction see the pack again. Every write of
-// message bytes goes through it, so no caller can commit rows naming
-// bytes that are not durable or forget to release its pack.
+// syncs the records (put), runs fn in one write transaction with their
+// locations (commitRecords), and then lets compaction see the pack again.
+// Every write of message bytes goes through put and commitRecords, so no
+// caller can commit rows naming bytes that are not durable; Stage splits
+// the two steps and keeps the pack from compaction until its Commit or
+// Release.
 func (s *Store) writeRecords(ctx context.Context, op string, recs []blobRec, fn func(w *writeTx, locs []recordLoc) error) error {
 	locs, done, err := s.blobs.put(recs)
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, s.classify(err))
 	}
 	defer done()
-	if turn, ok := ctx.Value(turnKey{}).(func(context.Context) error); ok {
-		if err := turn(ctx); err != nil {
-			return fmt.Errorf("%s: waiting for its turn: %w", op, err)
-		}
-	}
+	return s.commitRecords(ctx, op, locs, fn)
+}
+
+// commitRecords runs fn in one write transaction with the locations of
+// records put has made durable, recording the packs they use.
+func (s *Store) commitRecords(ctx context.Context, op string, locs []recordLoc, fn func(w *writeTx, locs []recordLoc) error) error {
 	return s.write(ctx, op, func(w *writeTx) error {
 		if err := s.recordNextPack(w, locs); err != nil {
 			return err

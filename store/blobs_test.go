@@ -426,8 +426,7 @@ func TestLegacyBodiesMoveIntoPacks(t *testing.T) {
 }
 
 // TestCompactionWaitsForWritesInFlight seals a mostly dead pack while a
-// Deliver that wrote into it has not committed yet (held in its commit
-// turn), compacts, and checks that the delivered message is intact once
+// batch staged into it has not committed yet, compacts, and checks that the delivered message is intact once
 // it commits, also after a reopen: a pack is never retired under a write
 // whose rows are still to come.
 func TestCompactionWaitsForWritesInFlight(t *testing.T) {
@@ -442,22 +441,11 @@ func TestCompactionWaitsForWritesInFlight(t *testing.T) {
 	// A delivery big enough to fill the active pack, held between its
 	// pack write and its transaction.
 	big := packMessage("held", packMax)
-	entered, release := make(chan struct{}), make(chan struct{})
-	type result struct {
-		out []Delivered
-		err error
+	staged, err := s.Stage(ctx, []Delivery{{Account: "a", UIDL: "held", Digest: "d", User: "packs", Raw: big}})
+	if err != nil {
+		t.Fatal(err)
 	}
-	res := make(chan result, 1)
-	go func() {
-		turn := WithCommitTurn(ctx, func(context.Context) error {
-			close(entered)
-			<-release
-			return nil
-		})
-		out, err := s.Deliver(turn, []Delivery{{Account: "a", UIDL: "held", Digest: "d", User: "packs", Raw: big}})
-		res <- result{out, err}
-	}()
-	<-entered
+	defer staged.Release()
 	// The next write starts a new pack: the held one is sealed, and all
 	// that its committed rows name is dead.
 	mustAppend(t, s, u.ID, mb.ID, "next")
@@ -468,16 +456,15 @@ func TestCompactionWaitsForWritesInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !slices.Contains(packFiles(t, dir), held) {
-		t.Fatalf("%s was compacted away while a delivery into it was in flight", held)
+		t.Fatalf("%s was compacted away while a delivery into it was staged", held)
 	}
-	close(release)
-	r := <-res
-	if r.err != nil {
-		t.Fatal(r.err)
+	out, err := staged.Commit(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
 	check := func() {
 		t.Helper()
-		got, err := s.Body(ctx, u.ID, mb.ID, r.out[0].UID)
+		got, err := s.Body(ctx, u.ID, mb.ID, out[0].UID)
 		if err != nil || string(got) != string(big) {
 			t.Fatalf("held delivery reads back %d bytes, %v", len(got), err)
 		}

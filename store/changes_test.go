@@ -11,7 +11,7 @@ func TestChangeOriginAndCancel(t *testing.T) {
 	u := mustUser(t, s, "alice")
 	inbox := mustMailbox(t, s, u.ID, "INBOX")
 	var got []Change
-	cancel := s.Subscribe(func(c Change) { got = append(got, c) })
+	sub := s.Subscribe(func(c Change) { got = append(got, c) })
 	type session struct{ id int }
 	me := &session{1}
 	ctx := WithOrigin(context.Background(), me)
@@ -21,26 +21,31 @@ func TestChangeOriginAndCancel(t *testing.T) {
 	if _, err := s.UpdateFlags(context.Background(), u.ID, inbox.ID, []UID{1}, FlagsAdd, []string{FlagSeen}); err != nil {
 		t.Fatal(err)
 	}
+	if err := sub.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	if len(got) != 2 || got[0].Origin != me || got[1].Origin != nil {
 		t.Fatalf("changes = %+v; want origin %p then nil", got, me)
 	}
-	cancel()
-	cancel() // idempotent
+	sub.Cancel()
+	sub.Cancel() // idempotent
 	mustAppend(t, s, u.ID, inbox.ID, "b")
+	if err := sub.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	if len(got) != 2 {
 		t.Errorf("change delivered after cancel: %+v", got[2:])
 	}
 }
 
-// TestSubscriberMayRead checks that a subscriber can read the store (the
-// writer lock it runs under does not block readers) and sees the committed
-// state.
+// TestSubscriberMayRead checks that a subscriber can read the store and
+// sees the committed state.
 func TestSubscriberMayRead(t *testing.T) {
 	s := mustOpen(t)
 	u := mustUser(t, s, "alice")
 	inbox := mustMailbox(t, s, u.ID, "INBOX")
 	var seen []uint64
-	defer s.Subscribe(func(c Change) {
+	sub := s.Subscribe(func(c Change) {
 		snap, err := s.Snapshot(context.Background(), u.ID, inbox.ID)
 		if err != nil {
 			t.Errorf("Snapshot in subscriber: %v", err)
@@ -50,8 +55,12 @@ func TestSubscriberMayRead(t *testing.T) {
 		if snap.Mailbox.HighestModSeq != c.ModSeq {
 			t.Errorf("snapshot modseq %d in callback for change %d", snap.Mailbox.HighestModSeq, c.ModSeq)
 		}
-	})()
+	})
+	defer sub.Cancel()
 	mustAppend(t, s, u.ID, inbox.ID, "a")
+	if err := sub.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	if len(seen) != 1 {
 		t.Errorf("subscriber ran %d times", len(seen))
 	}

@@ -96,7 +96,8 @@ func TestConcurrentOperations(t *testing.T) {
 		mbs = append(mbs, mustMailbox(t, s, u.ID, n))
 	}
 	model := newFeedModel(t)
-	defer s.Subscribe(model.apply)()
+	sub := s.Subscribe(model.apply)
+	defer sub.Cancel()
 
 	// flagged[mailbox][uid] holds the keywords workers added (never removed).
 	var (
@@ -184,6 +185,9 @@ func TestConcurrentOperations(t *testing.T) {
 	wg.Wait()
 	for _, err := range errs {
 		t.Errorf("operation failed: %v", err)
+	}
+	if err := sub.Sync(ctx); err != nil {
+		t.Fatal(err)
 	}
 	model.mu.Lock()
 	defer model.mu.Unlock()

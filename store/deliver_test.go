@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"slices"
 	"testing"
 	"time"
 )
@@ -269,28 +272,244 @@ func TestMarkGoneAndListed(t *testing.T) {
 	}
 }
 
-// TestDeliverCommitTurn checks that Deliver calls the turn of its context
-// before its transaction, and that a failed turn stores nothing.
-func TestDeliverCommitTurn(t *testing.T) {
+// TestStageCommitsInCallersOrder stages two batches, commits the later one
+// first, and checks that nothing is visible before each Commit and that
+// UIDs follow the commit order, not the staging order.
+func TestStageCommitsInCallersOrder(t *testing.T) {
 	s := mustOpen(t)
 	u := mustUser(t, s, "bob")
 	ctx := context.Background()
-	d := Delivery{Account: "acct", UIDL: "1", Digest: "d1", User: "bob", Raw: testMessage("turn")}
-	refused := errors.New("not your turn")
-	calls := 0
-	_, err := s.Deliver(WithCommitTurn(ctx, func(context.Context) error { calls++; return refused }), []Delivery{d})
-	if !errors.Is(err, refused) || calls != 1 {
-		t.Fatalf("Deliver with a failing turn = %v after %d calls, want the turn's error after 1", err, calls)
+	rec := record(t, s)
+	first, err := s.Stage(ctx, []Delivery{{Account: "acct", UIDL: "1", Digest: "d1", User: "bob", Raw: testMessage("first")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Release()
+	second, err := s.Stage(ctx, []Delivery{{Account: "acct", UIDL: "2", Digest: "d2", User: "bob", Raw: testMessage("second")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Release()
+	mb := mustMailbox(t, s, u.ID, Inbox)
+	if snap, err := s.Snapshot(ctx, u.ID, mb.ID); err != nil || len(snap.Entries) != 0 {
+		t.Fatalf("staged only: %d entries, %v", len(snap.Entries), err)
+	}
+	if keys, err := s.LedgerKeys(ctx, "acct", LedgerKeyQuery{}); err != nil || len(keys) != 0 {
+		t.Fatalf("staged only: ledger %v, %v", keys, err)
+	}
+	if cs := rec.take(); len(cs) != 0 {
+		t.Fatalf("staged only: published %+v", cs)
+	}
+	out2, err := second.Commit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out1, err := first.Commit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out2[0].UID != 1 || out1[0].UID != 2 {
+		t.Fatalf("UIDs: second %d, first %d; want 1 and 2 (commit order)", out2[0].UID, out1[0].UID)
+	}
+	body, err := s.Body(ctx, u.ID, mb.ID, out1[0].UID)
+	if err != nil || string(body) != string(testMessage("first")) {
+		t.Fatalf("Body of first = %q, %v", body, err)
+	}
+	if _, err := first.Commit(ctx); !errors.Is(err, ErrStagedDone) {
+		t.Errorf("second Commit = %v, want ErrStagedDone", err)
+	}
+}
+
+// TestStageRelease checks that a released batch stores nothing, cannot be
+// committed afterwards, and that Release after Commit changes nothing.
+func TestStageRelease(t *testing.T) {
+	s := mustOpen(t)
+	u := mustUser(t, s, "bob")
+	ctx := context.Background()
+	d := Delivery{Account: "acct", UIDL: "1", Digest: "d1", User: "bob", Raw: testMessage("rel")}
+	st, err := s.Stage(ctx, []Delivery{d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Release()
+	st.Release()
+	if _, err := st.Commit(ctx); !errors.Is(err, ErrStagedDone) {
+		t.Fatalf("Commit after Release = %v, want ErrStagedDone", err)
 	}
 	mb := mustMailbox(t, s, u.ID, Inbox)
 	if snap, err := s.Snapshot(ctx, u.ID, mb.ID); err != nil || len(snap.Entries) != 0 {
-		t.Fatalf("after a failed turn: %d entries, %v", len(snap.Entries), err)
+		t.Fatalf("after Release: %d entries, %v", len(snap.Entries), err)
 	}
 	if keys, err := s.LedgerKeys(ctx, "acct", LedgerKeyQuery{}); err != nil || len(keys) != 0 {
-		t.Fatalf("after a failed turn: ledger %v, %v", keys, err)
+		t.Fatalf("after Release: ledger %v, %v", keys, err)
 	}
-	out, err := s.Deliver(WithCommitTurn(ctx, func(context.Context) error { calls++; return nil }), []Delivery{d})
-	if err != nil || calls != 2 || len(out) != 1 || out[0].UID == 0 {
-		t.Fatalf("Deliver with a granted turn = %+v, %v (turn calls %d)", out, err, calls)
+	// The same key can be delivered afterwards, once.
+	st, err = s.Stage(ctx, []Delivery{d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := st.Commit(ctx)
+	st.Release()
+	if err != nil || len(out) != 1 || out[0].UID != 1 {
+		t.Fatalf("Commit = %+v, %v", out, err)
+	}
+	if snap, err := s.Snapshot(ctx, u.ID, mb.ID); err != nil || len(snap.Entries) != 1 {
+		t.Fatalf("after Release following Commit: %d entries, %v", len(snap.Entries), err)
+	}
+}
+
+// TestStageDuplicateAcrossBatches stages the same ledger key in two batches
+// at once: the first Commit stores it, the second reports that message.
+func TestStageDuplicateAcrossBatches(t *testing.T) {
+	s := mustOpen(t)
+	u := mustUser(t, s, "bob")
+	ctx := context.Background()
+	d := Delivery{Account: "acct", UIDL: "1", Digest: "d1", User: "bob", Raw: testMessage("dup")}
+	a, err := s.Stage(ctx, []Delivery{d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Release()
+	b, err := s.Stage(ctx, []Delivery{d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Release()
+	outA, errA := a.Commit(ctx)
+	outB, errB := b.Commit(ctx)
+	if errA != nil || errB != nil || outA[0] != outB[0] || outA[0].UID != 1 {
+		t.Fatalf("Commits = %+v, %v and %+v, %v; want the same delivery twice", outA, errA, outB, errB)
+	}
+	mb := mustMailbox(t, s, u.ID, Inbox)
+	if snap, err := s.Snapshot(ctx, u.ID, mb.ID); err != nil || len(snap.Entries) != 1 {
+		t.Fatalf("%d entries, %v; want 1", len(snap.Entries), err)
+	}
+}
+
+// TestStageUnknownUser checks that a batch naming an unknown user fails at
+// Commit with ErrNotFound and stores nothing, not even for its known users.
+func TestStageUnknownUser(t *testing.T) {
+	s := mustOpen(t)
+	u := mustUser(t, s, "bob")
+	ctx := context.Background()
+	st, err := s.Stage(ctx, []Delivery{
+		{Account: "acct", UIDL: "1", Digest: "d1", User: "bob", Raw: testMessage("ok")},
+		{Account: "acct", UIDL: "2", Digest: "d2", User: "nobody", Raw: testMessage("lost")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Release()
+	if _, err := st.Commit(ctx); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Commit = %v, want ErrNotFound", err)
+	}
+	mb := mustMailbox(t, s, u.ID, Inbox)
+	if snap, err := s.Snapshot(ctx, u.ID, mb.ID); err != nil || len(snap.Entries) != 0 {
+		t.Fatalf("%d entries, %v; want none", len(snap.Entries), err)
+	}
+	if keys, err := s.LedgerKeys(ctx, "acct", LedgerKeyQuery{}); err != nil || len(keys) != 0 {
+		t.Fatalf("ledger %v, %v; want empty", keys, err)
+	}
+}
+
+// TestStagedNeverCommitted closes the store with a batch staged and not
+// committed (what a crash leaves): after a reopen nothing of it is
+// visible, the key is still new, and its bytes are dead space that
+// compaction reclaims.
+func TestStagedNeverCommitted(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	const packMax = 16 << 10
+	s := openPacked(t, hooked(t, dir, testHooks{packMaxBytes: packMax, noIndexer: true}), Options{})
+	u := mustUser(t, s, "bob")
+	big := packMessage("staged", packMax)
+	st, err := s.Stage(ctx, []Delivery{{Account: "acct", UIDL: "1", Digest: "d1", User: "bob", Raw: big}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	staged := packFiles(t, dir)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Commit(ctx); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Commit after Close = %v, want ErrClosed", err)
+	}
+	s = openPacked(t, hooked(t, dir, testHooks{packMaxBytes: packMax, noIndexer: true}), Options{})
+	mb := mustMailbox(t, s, u.ID, Inbox)
+	if snap, err := s.Snapshot(ctx, u.ID, mb.ID); err != nil || len(snap.Entries) != 0 {
+		t.Fatalf("after reopen: %d entries, %v", len(snap.Entries), err)
+	}
+	if keys, err := s.LedgerKeys(ctx, "acct", LedgerKeyQuery{}); err != nil || len(keys) != 0 {
+		t.Fatalf("after reopen: ledger %v, %v", keys, err)
+	}
+	// A new write seals the pack holding the dead record; compaction
+	// retires it.
+	mustAppend(t, s, u.ID, mb.ID, "next")
+	if _, err := s.compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if files := packFiles(t, dir); slices.Contains(files, staged[len(staged)-1]) {
+		t.Errorf("pack %s of the uncommitted batch survived compaction: %v", staged[len(staged)-1], files)
+	}
+}
+
+// stagedChildEnv names the data directory of TestStagedCrashChild.
+const stagedChildEnv = "POPBRIDGE_STORE_STAGED_CHILD_DIR"
+
+// TestStagedCrashChild is the child of TestStagedCrash: it stages a batch,
+// says STAGED and waits, never committing, until it is killed. It does
+// nothing unless started by the parent.
+func TestStagedCrashChild(t *testing.T) {
+	dir := os.Getenv(stagedChildEnv)
+	if dir == "" {
+		t.Skip("child of TestStagedCrash only")
+	}
+	ctx := context.Background()
+	s, err := Open(ctx, dir, Options{})
+	if err != nil {
+		fmt.Println("ERROR open:", err)
+		os.Exit(2)
+	}
+	if _, err := s.Stage(ctx, []Delivery{{Account: "acct", UIDL: "1", Digest: "d1", User: "bob", Raw: testMessage("crash")}}); err != nil {
+		fmt.Println("ERROR stage:", err)
+		os.Exit(2)
+	}
+	fmt.Println("STAGED")
+	io.Copy(io.Discard, os.Stdin) // the parent keeps stdin open and kills the child
+	os.Exit(3)
+}
+
+// TestStagedCrash SIGKILLs a process holding a staged, uncommitted batch:
+// after the crash nothing of it is visible, the ledger does not know its
+// key, the database is intact, and the key is delivered normally later.
+func TestStagedCrash(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s, err := Open(ctx, dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := mustUser(t, s, "bob")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	child := startChild(t, "TestStagedCrashChild", stagedChildEnv, dir)
+	child.expect("STAGED")
+	child.kill()
+	s = openPacked(t, dir, Options{})
+	mb := mustMailbox(t, s, u.ID, Inbox)
+	if snap, err := s.Snapshot(ctx, u.ID, mb.ID); err != nil || len(snap.Entries) != 0 {
+		t.Fatalf("after the crash: %d entries, %v", len(snap.Entries), err)
+	}
+	if keys, err := s.LedgerKeys(ctx, "acct", LedgerKeyQuery{}); err != nil || len(keys) != 0 {
+		t.Fatalf("after the crash: ledger %v, %v", keys, err)
+	}
+	var res string
+	if err := s.rdb.QueryRowContext(ctx, "PRAGMA integrity_check").Scan(&res); err != nil || res != "ok" {
+		t.Fatalf("integrity_check = %q, %v", res, err)
+	}
+	out, err := s.Deliver(ctx, []Delivery{{Account: "acct", UIDL: "1", Digest: "d1", User: "bob", Raw: testMessage("crash")}})
+	if err != nil || len(out) != 1 || out[0].UID == 0 {
+		t.Fatalf("Deliver after the crash = %+v, %v", out, err)
 	}
 }

@@ -38,9 +38,9 @@
 //     change touches get that modseq.
 //   - Every call that names a mailbox also names its user, and every query
 //     is constrained by that user: another user's mailbox is [ErrNotFound].
-//   - [Store.Deliver] stores messages, entries and ledger rows in one
-//     transaction; an (account, UIDL, digest) already in the ledger is
-//     never stored a second time.
+//   - [Store.Deliver] ([Store.Stage] then [Staged.Commit]) stores
+//     messages, entries and ledger rows in one transaction; an (account,
+//     UIDL, digest) already in the ledger is never stored a second time.
 //   - A committed row never points at bytes that are not on disk: records
 //     are written and fdatasync'd before the transaction that refers to
 //     them. Damaged bytes are reported as [ErrCorrupt] for that message
@@ -58,8 +58,11 @@
 // directory that a running service holds.
 //
 // [Store.Subscribe] callbacks receive every committed [Change] in commit
-// order, synchronously, with the writer mutex held: they must be quick and
-// must not write. Every change of a mailbox carries its HIGHESTMODSEQ after
-// the change, so a [Snapshot] holds exactly the changes up to its
+// order, each subscription on its own goroutine ([Feed]): the writer only
+// queues the changes, so a slow subscriber delays no write, and one that
+// falls too far behind gets a [ChangeResync] instead of unbounded memory.
+// [Subscription.Sync] waits until a subscriber has seen every commit so
+// far. Every change of a mailbox carries its HIGHESTMODSEQ after the
+// change, so a [Snapshot] holds exactly the changes up to its
 // Mailbox.HighestModSeq.
 package store

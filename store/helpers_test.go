@@ -58,22 +58,29 @@ func mustAppend(tb testing.TB, s *Store, u UserID, mb MailboxID, tag string, fla
 
 // recorder collects published changes.
 type recorder struct {
+	tb      testing.TB
+	sub     *Subscription
 	mu      sync.Mutex
 	changes []Change
 }
 
 func record(tb testing.TB, s *Store) *recorder {
-	r := &recorder{}
-	cancel := s.Subscribe(func(c Change) {
+	r := &recorder{tb: tb}
+	r.sub = s.Subscribe(func(c Change) {
 		r.mu.Lock()
 		r.changes = append(r.changes, c)
 		r.mu.Unlock()
 	})
-	tb.Cleanup(cancel)
+	tb.Cleanup(r.sub.Cancel)
 	return r
 }
 
+// take returns the changes published so far (it waits until the
+// subscriber has seen every committed change) and forgets them.
 func (r *recorder) take() []Change {
+	if err := r.sub.Sync(context.Background()); err != nil {
+		r.tb.Fatal(err)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	c := r.changes

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,14 +54,13 @@ type Store struct {
 	readOnly bool
 
 	// wmu serialises write transactions and the publication of their
-	// changes: a writer holds it from BEGIN until every subscriber has seen
-	// the transaction's changes.
+	// changes: a writer holds it from BEGIN until the transaction's changes
+	// are queued to every subscriber (publish never waits for one).
 	wmu    sync.Mutex
 	closed atomic.Bool
 
-	subMu   sync.Mutex
-	subs    map[int]func(Change)
-	nextSub int
+	// feed publishes committed changes to subscribers (feed.go).
+	feed *Feed
 
 	// metaCache holds decoded message metadata by MessageID; nil when
 	// disabled.
@@ -99,11 +97,15 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	s := &Store{
 		log:      opts.Logger,
 		now:      opts.Now,
-		subs:     make(map[int]func(Change)),
+		feed:     NewFeed(),
 		readOnly: opts.ReadOnly,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	hooks := hooksFor(dir)
+	if hooks != nil && hooks.feedQueue > 0 {
+		s.feed.maxQueue = hooks.feedQueue
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -158,7 +160,6 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	if err := s.migrate(ctx); err != nil {
 		return fail(err)
 	}
-	hooks := hooksFor(dir)
 	var packMax int64
 	if hooks != nil {
 		packMax = hooks.packMaxBytes
@@ -217,6 +218,7 @@ func (s *Store) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
+	s.feed.Close()
 	err := s.rdb.Close()
 	if s.wdb != nil {
 		err = errors.Join(err, s.wdb.Close())
@@ -259,51 +261,19 @@ func WithOrigin(ctx context.Context, origin any) context.Context {
 	return context.WithValue(ctx, originKey{}, origin)
 }
 
-// Subscribe registers fn to receive every committed Change. fn is called
-// synchronously after commit, in commit order, with the store's writer lock
-// held: it must be quick and must not call the store's write methods
-// (reads are allowed but see the snapshot rules in the package doc). The
-// returned cancel unregisters fn; after cancel returns fn is not called
-// again unless a call is already running.
-func (s *Store) Subscribe(fn func(Change)) (cancel func()) {
-	s.subMu.Lock()
-	id := s.nextSub
-	s.nextSub++
-	s.subs[id] = fn
-	s.subMu.Unlock()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			s.subMu.Lock()
-			delete(s.subs, id)
-			s.subMu.Unlock()
-		})
-	}
+// Subscribe registers fn to receive every Change committed from now on, in
+// commit order, on the subscription's own goroutine (see Feed.Subscribe):
+// a slow subscriber delays no write. Subscription.Sync waits until fn has
+// seen everything committed before the call; Subscription.Cancel ends the
+// subscription. A read-only Store never delivers a Change.
+func (s *Store) Subscribe(fn func(Change)) *Subscription {
+	return s.feed.Subscribe(fn)
 }
 
-// publish hands changes to every subscriber. Must be called with wmu held.
+// publish hands changes to the feed. Called with wmu held, so the feed
+// receives transactions in commit order; it only queues them.
 func (s *Store) publish(origin any, changes []Change) {
-	if len(changes) == 0 {
-		return
-	}
-	s.subMu.Lock()
-	ids := make([]int, 0, len(s.subs))
-	for id := range s.subs {
-		ids = append(ids, id)
-	}
-	fns := make([]func(Change), 0, len(ids))
-	// Subscribers are called in registration order.
-	slices.Sort(ids)
-	for _, id := range ids {
-		fns = append(fns, s.subs[id])
-	}
-	s.subMu.Unlock()
-	for _, c := range changes {
-		c.Origin = origin
-		for _, fn := range fns {
-			fn(c)
-		}
-	}
+	s.feed.Publish(origin, changes)
 }
 
 // writeTx is a write transaction plus the changes it will publish.

@@ -7,8 +7,8 @@ import (
 )
 
 // testHooks are the seams the package's tests use: a smaller pack size,
-// callbacks after each background compaction and indexing run, and no
-// background indexer. They live outside Options and Store, so that those
+// callbacks after each background compaction and indexing run, no
+// background indexer, and a shorter change-feed queue. They live outside Options and Store, so that those
 // hold only what a running store needs: tests register hooks for a
 // directory before Open (hooks_test.go), and Open looks them up. Outside
 // tests the lookup is one atomic load that finds none.
@@ -17,6 +17,7 @@ type testHooks struct {
 	onCompacted  func(retired int, err error)
 	onIndexed    func(indexed int, err error)
 	noIndexer    bool
+	feedQueue    int // overrides DefaultFeedQueue
 }
 
 // hookRegistry maps a cleaned directory to its *testHooks; any says

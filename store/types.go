@@ -252,6 +252,9 @@ const (
 	ChangeMailboxRenamed                       // renamed from OldName to MailboxName
 	ChangeMailboxDeleted                       // Mailbox was deleted
 	ChangeSubscription                         // subscription state changed
+	// ChangeResync replaces changes a subscriber fell too far behind to
+	// receive (Feed): it carries nothing; the subscriber re-reads its state.
+	ChangeResync
 )
 
 // Change is one committed change, published to subscribers in commit order.
