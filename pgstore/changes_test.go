@@ -134,9 +134,11 @@ func testMailboxChanges(t *testing.T, e *env) {
 	ctx := context.Background()
 	s := e.open(t, "a")
 	u := mustUser(t, s, "bob").ID
-	// Everything before the mark is older than this test's operations.
-	mark := mustAppend(t, s, u, mustMailbox(t, s, u, "Junk").ID, msg("mark", "x"))
+	// A write returns once the feed has published its changes, so the
+	// subscriber sees none of the user's creation; the mark shows where
+	// this test's operations begin.
 	rec, cancel := record(s)
+	mark := mustAppend(t, s, u, mustMailbox(t, s, u, "Junk").ID, msg("mark", "x"))
 	rec.waitFor(t, feedTimeout, "the mark", func(cs []store.Change) bool {
 		return len(cs) > 0 && cs[len(cs)-1].Kind == store.ChangeAdd && cs[len(cs)-1].ModSeq == mark.ModSeq
 	})
