@@ -78,6 +78,11 @@ type provUser struct {
 	// (credentials = "session").
 	present     bool
 	logoutTimer interface{ Stop() bool }
+	// gen counts the logins that gave the user a credential; usedGen is
+	// the gen of the credential the last poll took. A refusal of a poll
+	// that took an older credential than the newest says nothing about
+	// the newest (the user logged in with a new password meanwhile).
+	gen, usedGen uint64
 }
 
 // newProvider makes the provider of cfg (which must be enabled) over st.
@@ -147,6 +152,7 @@ func (p *provider) keptSecret(login string) func(context.Context) (string, error
 		var sealed []byte
 		if u != nil {
 			secret, sealed = u.secret, u.sealed
+			u.usedGen = u.gen
 		}
 		p.mu.Unlock()
 		switch {
@@ -389,6 +395,7 @@ func (p *provider) loggedIn(ctx context.Context, login, password, verifier strin
 	wasPolled := u.active
 	resumed := u.needsLogin
 	u.needsLogin, u.active, u.sealed = false, true, sealed
+	u.gen++
 	if p.aead == nil {
 		u.secret = password
 	}
@@ -458,7 +465,16 @@ func (p *provider) afterPoll(a poller.Account, res poller.Result, err error) {
 	p.m.polls.WithLabelValues("login_refused").Inc()
 	user := a.User
 	p.mu.Lock()
-	if u := p.users[user]; u != nil {
+	u := p.users[user]
+	if u != nil && u.usedGen != u.gen {
+		// The user logged in (maybe with a new password) after this poll
+		// took its password: poll again with the newest instead.
+		p.mu.Unlock()
+		p.log.Info("provider user's POP login was refused with an older password; polling with the newest", LogKeyUser, user)
+		p.poller.PollNow(a.Name)
+		return
+	}
+	if u != nil {
 		u.active, u.needsLogin, u.secret, u.sealed, u.verifier = false, true, "", nil, ""
 	}
 	p.mu.Unlock()
