@@ -31,9 +31,14 @@ type CheckResult struct {
 	Err     error // nil when connect, TLS and login succeeded
 }
 
+// ProviderCheckName names the result of Check for the [provider] server.
+const ProviderCheckName = "[provider]"
+
 // Check tries every account's upstream login (connect, TLS, authenticate,
 // QUIT) concurrently, within the [poller] connection caps, and returns one
-// result per account, in configuration order. CheckTimeout bounds each
+// result per account, in configuration order; with provider mode on, a
+// last result, named "[provider]", checks its server as far as it can be
+// without a user's password (connect, TLS, CAPA, QUIT). CheckTimeout bounds each
 // login once it has its connection slot. It does not open the store. cfg
 // must have passed Validate.
 func Check(ctx context.Context, cfg *Config, logger *slog.Logger) []CheckResult {
@@ -43,8 +48,18 @@ func Check(ctx context.Context, cfg *Config, logger *slog.Logger) []CheckResult 
 	maxConns, perHost := cfg.Poller.pollerLimits()
 	p := poller.New(poller.Options{Logger: logger.With(LogKeyComponent, "poller"),
 		MaxConnections: maxConns, MaxConnectionsPerHost: perHost})
-	results := make([]CheckResult, len(cfg.Accounts))
+	results := make([]CheckResult, len(cfg.Accounts), len(cfg.Accounts)+1)
 	var wg sync.WaitGroup
+	if pc := cfg.Provider; pc.Enabled() {
+		results = append(results, CheckResult{Account: ProviderCheckName, Server: net.JoinHostPort(pc.Host, strconv.Itoa(pc.Port)), TLS: pc.TLS})
+		r := &results[len(results)-1]
+		wg.Go(func() {
+			start := time.Now()
+			r.Err = p.CheckServer(ctx, poller.Account{Name: ProviderCheckName, Host: pc.Host, Port: pc.Port, TLS: pc.TLS,
+				TLSCAFile: cfg.Path(pc.TLSCAFile), TLSSkipVerify: pc.TLSSkipVerify}, CheckTimeout)
+			r.Elapsed = time.Since(start)
+		})
+	}
 	for i, a := range cfg.Accounts {
 		results[i] = CheckResult{Account: a.Name, Server: net.JoinHostPort(a.Host, strconv.Itoa(a.Port)), TLS: a.TLS}
 		wg.Go(func() {

@@ -519,6 +519,27 @@ func (p *Poller) CheckLogin(ctx context.Context, a Account, timeout time.Duratio
 	return nil
 }
 
+// CheckServer connects to a's server, negotiates TLS and reads CAPA,
+// without logging in, then QUITs: the check of a server whose users'
+// credentials are not configured (provider mode). Like CheckLogin it
+// waits for a connection slot first; timeout (> 0) bounds it once it has
+// one. The error names the account and carries the hints of a poll's.
+func (p *Poller) CheckServer(ctx context.Context, a Account, timeout time.Duration) error {
+	release, err := p.acquireSlot(withUrgent(ctx), a)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	cfg := p.sessCfg
+	cfg.Logger = p.log.With("account", a.Name)
+	return probeServer(ctx, a, cfg)
+}
+
 // accountErr wraps err so that it names the account, unless it already is
 // an *AccountError.
 func accountErr(a Account, op string, err error) error {

@@ -518,3 +518,28 @@ func serverReplied(err error) bool {
 	var ae *AccountError
 	return errors.As(err, &ae) && ae.Reply != ""
 }
+
+// probeServer connects to a's server, secures the connection as a.TLS
+// says, reads CAPA, and QUITs without logging in: what can be checked of
+// a server for which no credentials are known (provider mode). Every error
+// is an *AccountError with the same hints as a poll's.
+func probeServer(ctx context.Context, a Account, cfg sessionConfig) error {
+	cfg.setDefaults()
+	pc, mc, greeting, err := connect(ctx, a, &cfg)
+	if err != nil {
+		return err
+	}
+	s := &session{acct: a, cfg: cfg, log: cfg.Logger, pc: pc, mc: mc, greeting: greeting}
+	end, err := s.begin(ctx)
+	if err != nil {
+		mc.Close()
+		return err
+	}
+	err = s.readCapa(ctx, time.Now().Add(cfg.DialTimeout))
+	end()
+	if err != nil {
+		mc.Close()
+		return err
+	}
+	return s.Quit(ctx)
+}

@@ -66,10 +66,14 @@ func (a *app) check(ctx context.Context, args []string) int {
 			fmt.Fprintf(a.stdout, "FAIL  %-*s  %-*s  %v\n", nameW, r.Account, serverW, server, r.Err)
 			continue
 		}
-		fmt.Fprintf(a.stdout, "ok    %-*s  %-*s  login ok in %s\n", nameW, r.Account, serverW, server, r.Elapsed.Round(time.Millisecond))
+		what := "login ok"
+		if r.Account == bridge.ProviderCheckName {
+			what = "server ok (TLS and CAPA; users' logins are checked when they log in)"
+		}
+		fmt.Fprintf(a.stdout, "ok    %-*s  %-*s  %s in %s\n", nameW, r.Account, serverW, server, what, r.Elapsed.Round(time.Millisecond))
 	}
 	if failed > 0 {
-		fmt.Fprintf(a.stdout, "%d of %d accounts failed\n", failed, len(cfg.Accounts))
+		fmt.Fprintf(a.stdout, "%d of %d checks failed\n", failed, len(results))
 		return exitFailure
 	}
 	return exitOK
