@@ -32,6 +32,8 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 		{"StageCommitRelease", testStageCommitRelease},
 		{"StageUnknownUser", testStageUnknownUser},
 		{"SubscribeOrder", testSubscribeOrder},
+		{"ProviderUsers", testProviderUsers},
+		{"DeleteUser", testDeleteUser},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

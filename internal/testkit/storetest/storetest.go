@@ -21,7 +21,8 @@ import (
 )
 
 // Backend is what the suite exercises: the union of what the poller
-// (poller.Sink) and the IMAP server (imapfront.Store) need of a store, with
+// (poller.Sink), the IMAP server (imapfront.Store) and provider mode need
+// of a store, with
 // the store package's signatures and semantics. *store.Store satisfies it.
 type Backend interface {
 	// Users and mailboxes.
@@ -56,4 +57,12 @@ type Backend interface {
 
 	// The change feed.
 	Subscribe(fn func(store.Change)) *store.Subscription
+
+	// Provider mode's users (credentials are opaque bytes to a store).
+	PutProviderUser(ctx context.Context, u store.ProviderUser) error
+	SetProviderUserState(ctx context.Context, name, state string, dropCredential bool) error
+	DropProviderCredentials(ctx context.Context) (int, error)
+	ProviderUsers(ctx context.Context) ([]store.ProviderUser, error)
+	ProviderUserByName(ctx context.Context, name string) (store.ProviderUser, error)
+	DeleteUser(ctx context.Context, name string, accounts []string) error
 }
