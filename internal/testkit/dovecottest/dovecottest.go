@@ -115,9 +115,7 @@ func Start(tb testing.TB, opts Options) *Server {
 }
 
 func start(tb testing.TB, opts Options) (*Server, error) {
-	// Not t.TempDir: UNIX socket paths must stay short, and Dovecot's
-	// unprivileged processes must be able to traverse the directory.
-	dir, err := os.MkdirTemp("", "dct")
+	dir, err := testenv.ServerDir("dct")
 	if err != nil {
 		return nil, err
 	}
@@ -127,9 +125,6 @@ func start(tb testing.TB, opts Options) (*Server, error) {
 			os.RemoveAll(dir)
 		}
 	}()
-	if err := os.Chmod(dir, 0o755); err != nil {
-		return nil, err
-	}
 	pki, err := testpki.Generate(dir)
 	if err != nil {
 		return nil, err

@@ -190,9 +190,7 @@ func environ(extra ...string) []string {
 }
 
 func start(tb testing.TB, bin string, opts Options) (*Server, error) {
-	// Not t.TempDir: the UNIX socket path must stay short, and the server's
-	// user must be able to traverse the directory.
-	dir, err := os.MkdirTemp("", "pgt")
+	dir, err := testenv.ServerDir("pgt")
 	if err != nil {
 		return nil, err
 	}
@@ -202,9 +200,6 @@ func start(tb testing.TB, bin string, opts Options) (*Server, error) {
 			os.RemoveAll(dir)
 		}
 	}()
-	if err := os.Chmod(dir, 0o755); err != nil {
-		return nil, err
-	}
 	pw := make([]byte, 16)
 	rand.Read(pw)
 	s := &Server{
