@@ -250,7 +250,17 @@ func (l *fetchLoader) batch(batch []target) bool {
 	s, v := l.s, l.v
 	s.fault("fetch-load")
 	st := s.srv.opts.Store
-	metas, err := st.Meta(l.ctx, s.user.id, v.mbox.id, targetUIDs(batch))
+	var (
+		metas []store.MessageMeta
+		err   error
+	)
+	bs, brief := st.(briefMetaStore)
+	brief = brief && l.needBody && headerOnly(l.options)
+	if brief {
+		metas, err = bs.MetaBrief(l.ctx, s.user.id, v.mbox.id, targetUIDs(batch))
+	} else {
+		metas, err = st.Meta(l.ctx, s.user.id, v.mbox.id, targetUIDs(batch))
+	}
 	if err != nil {
 		return l.fail(err)
 	}
@@ -305,7 +315,7 @@ func (l *fetchLoader) batch(batch []target) bool {
 		chunk := present[:min(len(present), bodyChunk)]
 		// The chunk's bytes are copied out of the store's read
 		// transaction; they are written to the socket after it ended.
-		done, out, err := s.loadBodies(l.ctx, v, chunk, byUID, l.options, arena)
+		done, out, err := s.loadBodies(l.ctx, v, chunk, byUID, l.options, arena, brief)
 		if err != nil {
 			if l.ctx.Err() != nil {
 				return false
@@ -387,7 +397,10 @@ func (a *bodyArena) copy(b []byte) []byte {
 // copying every section out of the store's buffers into arena (which it
 // resets). It returns how many targets of chunk it consumed, and their
 // responses in chunk order, without those expunged meanwhile.
-func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID map[store.UID]*store.MessageMeta, options *imap.FetchOptions, arena *bodyArena) (int, []fetched, error) {
+//
+// brief says the metadata has no structure (briefMetaStore.MetaBrief, for
+// a headerOnly FETCH): the sections are found in the bytes.
+func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID map[store.UID]*store.MessageMeta, options *imap.FetchOptions, arena *bodyArena, brief bool) (int, []fetched, error) {
 	byChunkUID := make(map[store.UID]int, len(chunk))
 	var want int64
 	sections := int64(len(options.BodySection) + len(options.BinarySection))
@@ -396,6 +409,10 @@ func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID
 		want += byUID[t.uid].Size * sections
 	}
 	arena.reset(want)
+	var hs *headerSections
+	if brief {
+		hs = newHeaderSections(options.BodySection)
+	}
 	got := make([]*fetched, len(chunk))
 	var (
 		size    int
@@ -421,8 +438,14 @@ func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID
 			last = i
 			return nil
 		}
-		for _, sec := range options.BodySection {
-			b := arena.copy(partial(bodySection(raw, m.Structure, sec), sec.Partial))
+		for i, sec := range options.BodySection {
+			var b []byte
+			if hs != nil {
+				b = hs.section(raw, i)
+			} else {
+				b = bodySection(raw, m.Structure, sec)
+			}
+			b = arena.copy(partial(b, sec.Partial))
 			size += len(b)
 			f.bodies = append(f.bodies, b)
 		}

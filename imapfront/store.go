@@ -42,3 +42,13 @@ type Store interface {
 }
 
 var _ Store = (*store.Store)(nil)
+
+// briefMetaStore is a Store that can also list messages without their
+// envelope and structure (store.Store.MetaBrief: one query, nothing
+// decoded). A FETCH of only flags, sizes, dates and top-level headers (the
+// header sync most clients start with) uses it when the backend has it.
+type briefMetaStore interface {
+	MetaBrief(ctx context.Context, u store.UserID, mb store.MailboxID, uids []store.UID) ([]store.MessageMeta, error)
+}
+
+var _ briefMetaStore = (*store.Store)(nil)
