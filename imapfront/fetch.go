@@ -256,9 +256,14 @@ func (l *fetchLoader) batch(batch []target) bool {
 	)
 	bs, brief := st.(briefMetaStore)
 	brief = brief && l.needBody && headerOnly(l.options)
-	if brief {
+	switch {
+	case brief && !l.markSeen:
+		// Nothing to know before the bytes are read: the metadata
+		// comes with them (loadBodies, BodiesBrief).
+		return l.bodies(batch, nil, nil, brief)
+	case brief:
 		metas, err = bs.MetaBrief(l.ctx, s.user.id, v.mbox.id, targetUIDs(batch))
-	} else {
+	default:
 		metas, err = st.Meta(l.ctx, s.user.id, v.mbox.id, targetUIDs(batch))
 	}
 	if err != nil {
@@ -305,6 +310,14 @@ func (l *fetchLoader) batch(batch []target) bool {
 			present = append(present, t)
 		}
 	}
+	return l.bodies(present, byUID, seenChanged, brief)
+}
+
+// bodies loads the responses of present, which need message bytes, a
+// chunk at a time, and sends them; false when the loader must stop.
+// byUID nil: the metadata is read with the bytes (briefMetaStore).
+func (l *fetchLoader) bodies(present []target, byUID map[store.UID]*store.MessageMeta, seenChanged map[store.UID]bool, brief bool) bool {
+	s, v := l.s, l.v
 	for len(present) > 0 {
 		var arena *bodyArena
 		select {
@@ -359,6 +372,10 @@ const (
 	bodyChunkBytes = 16 << 20
 )
 
+// briefSectionGuess is the size a header section is guessed at when the
+// arena of a chunk is sized before the messages' sizes are known.
+const briefSectionGuess = 1 << 10
+
 // errChunkFull stops a store.Bodies call once a chunk holds bodyChunkBytes.
 var errChunkFull = errors.New("imapfront: fetch chunk full")
 
@@ -393,7 +410,8 @@ func (a *bodyArena) copy(b []byte) []byte {
 }
 
 // loadBodies computes the FETCH responses of the first messages of chunk
-// (ascending by UID, all with metadata in byUID) from one store.Bodies call,
+// (ascending by UID, all with metadata in byUID, or byUID nil: the metadata
+// is read with the bytes, briefMetaStore.BodiesBrief) from one store call,
 // copying every section out of the store's buffers into arena (which it
 // resets). It returns how many targets of chunk it consumed, and their
 // responses in chunk order, without those expunged meanwhile.
@@ -406,7 +424,11 @@ func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID
 	sections := int64(len(options.BodySection) + len(options.BinarySection))
 	for i, t := range chunk {
 		byChunkUID[t.uid] = i
-		want += byUID[t.uid].Size * sections
+		if byUID != nil {
+			want += byUID[t.uid].Size * sections
+		} else {
+			want += briefSectionGuess * sections
+		}
 	}
 	arena.reset(want)
 	var hs *headerSections
@@ -419,16 +441,11 @@ func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID
 		last    = -1
 		sectErr error
 	)
-	err := s.srv.opts.Store.Bodies(ctx, s.user.id, v.mbox.id, targetUIDs(chunk), func(uid store.UID, raw []byte, damaged error) error {
-		i, ok := byChunkUID[uid]
-		if !ok {
-			return nil
-		}
+	visit := func(i int, m *store.MessageMeta, raw []byte, damaged error) error {
 		if size >= bodyChunkBytes {
 			return errChunkFull
 		}
 		t := chunk[i]
-		m := byUID[t.uid]
 		f := &fetched{t: t, meta: m, flags: m.Flags}
 		if damaged != nil || m.Damaged {
 			// Answered for itself only (the store logged and
@@ -470,7 +487,26 @@ func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID
 		got[i] = f
 		last = i
 		return nil
-	})
+	}
+	var err error
+	if bs, ok := s.srv.opts.Store.(briefMetaStore); ok && byUID == nil {
+		err = bs.BodiesBrief(ctx, s.user.id, v.mbox.id, targetUIDs(chunk), func(m *store.MessageMeta, raw []byte, damaged error) error {
+			i, ok := byChunkUID[m.UID]
+			if !ok {
+				return nil
+			}
+			mc := *m
+			return visit(i, &mc, raw, damaged)
+		})
+	} else {
+		err = s.srv.opts.Store.Bodies(ctx, s.user.id, v.mbox.id, targetUIDs(chunk), func(uid store.UID, raw []byte, damaged error) error {
+			i, ok := byChunkUID[uid]
+			if !ok {
+				return nil
+			}
+			return visit(i, byUID[uid], raw, damaged)
+		})
+	}
 	done := len(chunk)
 	switch {
 	case sectErr != nil:

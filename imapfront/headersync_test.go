@@ -230,6 +230,14 @@ func TestHeaderSyncFetch(t *testing.T) {
 	if got := grep(untagged, " FETCH ("); len(got) != len(brief)-1 {
 		t.Errorf("%d FETCH responses, want %d: %q", len(got), len(brief)-1, untagged)
 	}
+	// The same with PEEK (metadata read with the bytes, BodiesBrief).
+	untagged, status = r.cmd("UID FETCH 1:* (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+	if !strings.HasPrefix(status, "NO [CORRUPTION]") || !strings.Contains(status, "UID "+beta+" ") {
+		t.Errorf("PEEK: tagged answer %q, want NO [CORRUPTION] naming UID %s", status, beta)
+	}
+	if got := grep(untagged, " FETCH ("); len(got) != len(brief)-1 || !strings.Contains(got[len(got)-1], "Subject: gamma") {
+		t.Errorf("PEEK: %d FETCH responses, want %d ending with gamma's: %q", len(got), len(brief)-1, untagged)
+	}
 	for _, l := range grep(r.ok("UID FETCH 1:* FLAGS"), " FETCH (") {
 		if seen := strings.Contains(l, `\Seen`); seen == strings.Contains(l, "UID "+beta+" ") {
 			t.Errorf("after BODY[HEADER.FIELDS] over 1:%s: %q", last, l)

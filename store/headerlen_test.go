@@ -43,7 +43,7 @@ func TestHeaderLenMatchesParser(t *testing.T) {
 
 // TestMetaBrief: MetaBrief lists what Meta does (UIDs, message ids, flags,
 // modseqs, dates, sizes) for every selection, without envelope or
-// structure.
+// structure, and BodiesBrief hands the same with Bodies' bytes.
 func TestMetaBrief(t *testing.T) {
 	ctx := context.Background()
 	s := openDir(t, t.TempDir(), Options{})
@@ -61,7 +61,7 @@ func TestMetaBrief(t *testing.T) {
 	if len(uids) < 4 {
 		t.Fatalf("corpus of %d messages", len(uids))
 	}
-	for _, sel := range [][]UID{nil, uids[1:3], {uids[0], uids[len(uids)-1], 99999}, {99999}} {
+	for _, sel := range [][]UID{nil, uids[1:3], {uids[0], uids[len(uids)-1], 99999}, {99999}, uids} {
 		full, err := s.Meta(ctx, u.ID, inbox.ID, sel)
 		if err != nil {
 			t.Fatal(err)
@@ -79,6 +79,36 @@ func TestMetaBrief(t *testing.T) {
 				!b.InternalDate.Equal(f.InternalDate) || b.Size != f.Size || b.Envelope != nil || b.Structure != nil || b.Damaged {
 				t.Errorf("selection %v, uid %d: MetaBrief %+v, Meta %+v", sel, f.UID, b, f)
 			}
+		}
+		// BodiesBrief: the same metadata, with the bytes Bodies reads.
+		var got []MessageMeta
+		raws := map[UID]string{}
+		err = s.BodiesBrief(ctx, u.ID, inbox.ID, sel, func(m *MessageMeta, raw []byte, damaged error) error {
+			if damaged != nil {
+				t.Errorf("uid %d: %v", m.UID, damaged)
+			}
+			got, raws[m.UID] = append(got, *m), string(raw)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		err = s.Bodies(ctx, u.ID, inbox.ID, sel, func(uid UID, raw []byte, damaged error) error {
+			if r, ok := raws[uid]; !ok || string(raw) != r {
+				t.Errorf("uid %d: BodiesBrief's bytes differ from Bodies'", uid)
+			}
+			n++
+			return nil
+		})
+		if err != nil || n != len(got) {
+			t.Fatalf("Bodies: %d messages, %v; BodiesBrief %d", n, err, len(got))
+		}
+		if sel != nil && !slices.EqualFunc(got, brief, func(a, b MessageMeta) bool {
+			return a.UID == b.UID && a.Message == b.Message && slices.Equal(a.Flags, b.Flags) && a.ModSeq == b.ModSeq &&
+				a.InternalDate.Equal(b.InternalDate) && a.Size == b.Size && a.Envelope == nil && a.Structure == nil
+		}) {
+			t.Errorf("selection %v: BodiesBrief %+v, MetaBrief %+v", sel, got, brief)
 		}
 	}
 }
