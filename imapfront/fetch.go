@@ -250,7 +250,22 @@ func (l *fetchLoader) batch(batch []target) bool {
 	s, v := l.s, l.v
 	s.fault("fetch-load")
 	st := s.srv.opts.Store
-	metas, err := st.Meta(l.ctx, s.user.id, v.mbox.id, targetUIDs(batch))
+	var (
+		metas []store.MessageMeta
+		err   error
+	)
+	bs, brief := st.(briefMetaStore)
+	brief = brief && l.needBody && headerOnly(l.options)
+	switch {
+	case brief && !l.markSeen:
+		// Nothing to know before the bytes are read: the metadata
+		// comes with them (loadBodies, BodiesBrief).
+		return l.bodies(batch, nil, nil, brief)
+	case brief:
+		metas, err = bs.MetaBrief(l.ctx, s.user.id, v.mbox.id, targetUIDs(batch))
+	default:
+		metas, err = st.Meta(l.ctx, s.user.id, v.mbox.id, targetUIDs(batch))
+	}
 	if err != nil {
 		return l.fail(err)
 	}
@@ -295,6 +310,14 @@ func (l *fetchLoader) batch(batch []target) bool {
 			present = append(present, t)
 		}
 	}
+	return l.bodies(present, byUID, seenChanged, brief)
+}
+
+// bodies loads the responses of present, which need message bytes, a
+// chunk at a time, and sends them; false when the loader must stop.
+// byUID nil: the metadata is read with the bytes (briefMetaStore).
+func (l *fetchLoader) bodies(present []target, byUID map[store.UID]*store.MessageMeta, seenChanged map[store.UID]bool, brief bool) bool {
+	s, v := l.s, l.v
 	for len(present) > 0 {
 		var arena *bodyArena
 		select {
@@ -305,7 +328,7 @@ func (l *fetchLoader) batch(batch []target) bool {
 		chunk := present[:min(len(present), bodyChunk)]
 		// The chunk's bytes are copied out of the store's read
 		// transaction; they are written to the socket after it ended.
-		done, out, err := s.loadBodies(l.ctx, v, chunk, byUID, l.options, arena)
+		done, out, err := s.loadBodies(l.ctx, v, chunk, byUID, l.options, arena, brief)
 		if err != nil {
 			if l.ctx.Err() != nil {
 				return false
@@ -349,6 +372,10 @@ const (
 	bodyChunkBytes = 16 << 20
 )
 
+// briefSectionGuess is the size a header section is guessed at when the
+// arena of a chunk is sized before the messages' sizes are known.
+const briefSectionGuess = 1 << 10
+
 // errChunkFull stops a store.Bodies call once a chunk holds bodyChunkBytes.
 var errChunkFull = errors.New("imapfront: fetch chunk full")
 
@@ -383,35 +410,42 @@ func (a *bodyArena) copy(b []byte) []byte {
 }
 
 // loadBodies computes the FETCH responses of the first messages of chunk
-// (ascending by UID, all with metadata in byUID) from one store.Bodies call,
+// (ascending by UID, all with metadata in byUID, or byUID nil: the metadata
+// is read with the bytes, briefMetaStore.BodiesBrief) from one store call,
 // copying every section out of the store's buffers into arena (which it
 // resets). It returns how many targets of chunk it consumed, and their
 // responses in chunk order, without those expunged meanwhile.
-func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID map[store.UID]*store.MessageMeta, options *imap.FetchOptions, arena *bodyArena) (int, []fetched, error) {
+//
+// brief says the metadata has no structure (briefMetaStore.MetaBrief, for
+// a headerOnly FETCH): the sections are found in the bytes.
+func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID map[store.UID]*store.MessageMeta, options *imap.FetchOptions, arena *bodyArena, brief bool) (int, []fetched, error) {
 	byChunkUID := make(map[store.UID]int, len(chunk))
 	var want int64
 	sections := int64(len(options.BodySection) + len(options.BinarySection))
 	for i, t := range chunk {
 		byChunkUID[t.uid] = i
-		want += byUID[t.uid].Size * sections
+		if byUID != nil {
+			want += byUID[t.uid].Size * sections
+		} else {
+			want += briefSectionGuess * sections
+		}
 	}
 	arena.reset(want)
+	var hs *headerSections
+	if brief {
+		hs = newHeaderSections(options.BodySection)
+	}
 	got := make([]*fetched, len(chunk))
 	var (
 		size    int
 		last    = -1
 		sectErr error
 	)
-	err := s.srv.opts.Store.Bodies(ctx, s.user.id, v.mbox.id, targetUIDs(chunk), func(uid store.UID, raw []byte, damaged error) error {
-		i, ok := byChunkUID[uid]
-		if !ok {
-			return nil
-		}
+	visit := func(i int, m *store.MessageMeta, raw []byte, damaged error) error {
 		if size >= bodyChunkBytes {
 			return errChunkFull
 		}
 		t := chunk[i]
-		m := byUID[t.uid]
 		f := &fetched{t: t, meta: m, flags: m.Flags}
 		if damaged != nil || m.Damaged {
 			// Answered for itself only (the store logged and
@@ -421,8 +455,14 @@ func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID
 			last = i
 			return nil
 		}
-		for _, sec := range options.BodySection {
-			b := arena.copy(partial(bodySection(raw, m.Structure, sec), sec.Partial))
+		for i, sec := range options.BodySection {
+			var b []byte
+			if hs != nil {
+				b = hs.section(raw, i)
+			} else {
+				b = bodySection(raw, m.Structure, sec)
+			}
+			b = arena.copy(partial(b, sec.Partial))
 			size += len(b)
 			f.bodies = append(f.bodies, b)
 		}
@@ -447,7 +487,26 @@ func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID
 		got[i] = f
 		last = i
 		return nil
-	})
+	}
+	var err error
+	if bs, ok := s.srv.opts.Store.(briefMetaStore); ok && byUID == nil {
+		err = bs.BodiesBrief(ctx, s.user.id, v.mbox.id, targetUIDs(chunk), func(m *store.MessageMeta, raw []byte, damaged error) error {
+			i, ok := byChunkUID[m.UID]
+			if !ok {
+				return nil
+			}
+			mc := *m
+			return visit(i, &mc, raw, damaged)
+		})
+	} else {
+		err = s.srv.opts.Store.Bodies(ctx, s.user.id, v.mbox.id, targetUIDs(chunk), func(uid store.UID, raw []byte, damaged error) error {
+			i, ok := byChunkUID[uid]
+			if !ok {
+				return nil
+			}
+			return visit(i, byUID[uid], raw, damaged)
+		})
+	}
 	done := len(chunk)
 	switch {
 	case sectErr != nil:

@@ -3,6 +3,7 @@ package imapfront
 import (
 	"bytes"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
@@ -117,6 +118,18 @@ func extractFallback(raw []byte, sec *imap.FetchItemBodySection) []byte {
 // filterHeader keeps (fields) or drops (not) the header fields named, in
 // their original order and folding, and ends with the blank line.
 func filterHeader(header []byte, fields, not []string) []byte {
+	return newHeaderFilter(fields, not).appendTo(nil, header)
+}
+
+// headerFilter is a HEADER.FIELDS or HEADER.FIELDS.NOT selection, prepared
+// once for every message a FETCH answers.
+type headerFilter struct {
+	want      map[string]bool // the lower-cased names
+	keepNamed bool            // HEADER.FIELDS: keep the named, else drop them
+	lower     []byte          // scratch for a lower-cased field name
+}
+
+func newHeaderFilter(fields, not []string) *headerFilter {
 	want := make(map[string]bool, len(fields)+len(not))
 	for _, f := range fields {
 		want[strings.ToLower(f)] = true
@@ -124,8 +137,29 @@ func filterHeader(header []byte, fields, not []string) []byte {
 	for _, f := range not {
 		want[strings.ToLower(f)] = true
 	}
-	keepNamed := len(fields) > 0
-	var out bytes.Buffer
+	return &headerFilter{want: want, keepNamed: len(fields) > 0}
+}
+
+// named reports whether a field name (as written, before trimming) is one
+// of the filter's, compared as strings.ToLower(strings.TrimSpace(name)).
+func (h *headerFilter) named(name []byte) bool {
+	name = bytes.TrimSpace(name)
+	h.lower = h.lower[:0]
+	for _, c := range name {
+		if c >= utf8.RuneSelf {
+			return h.want[strings.ToLower(string(name))]
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		h.lower = append(h.lower, c)
+	}
+	return h.want[string(h.lower)]
+}
+
+// appendTo appends the selected fields of header (and the blank line ending
+// them) to dst.
+func (h *headerFilter) appendTo(dst, header []byte) []byte {
 	keep := false
 	for len(header) > 0 {
 		line := header
@@ -139,16 +173,59 @@ func filterHeader(header []byte, fields, not []string) []byte {
 		}
 		if line[0] != ' ' && line[0] != '\t' {
 			name, _, found := bytes.Cut(trimmed, []byte(":"))
-			named := found && want[strings.ToLower(strings.TrimSpace(string(name)))]
-			keep = named == keepNamed
+			named := found && h.named(name)
+			keep = named == h.keepNamed
 		}
 		if keep {
-			out.Write(trimmed)
-			out.WriteString("\r\n")
+			dst = append(dst, trimmed...)
+			dst = append(dst, '\r', '\n')
 		}
 	}
-	out.WriteString("\r\n")
-	return out.Bytes()
+	return append(dst, '\r', '\n')
+}
+
+// headerOnly reports whether every section a FETCH asks for is the
+// top-level HEADER, HEADER.FIELDS or HEADER.FIELDS.NOT, and nothing needs
+// the decoded structure or envelope: then the bytes alone answer it
+// (headerSections).
+func headerOnly(o *imap.FetchOptions) bool {
+	if o.Envelope || o.BodyStructure != nil || len(o.BinarySection) > 0 || len(o.BinarySectionSize) > 0 || len(o.BodySection) == 0 {
+		return false
+	}
+	for _, sec := range o.BodySection {
+		if len(sec.Part) > 0 || sec.Specifier != imap.PartSpecifierHeader {
+			return false
+		}
+	}
+	return true
+}
+
+// headerSections answers the sections of a headerOnly FETCH: the same
+// bytes as bodySection with the parsed structure, the header's end being
+// found by store.HeaderLen, the parser's own rule.
+type headerSections struct {
+	filters []*headerFilter // per section; nil for HEADER
+	scratch []byte
+}
+
+func newHeaderSections(secs []*imap.FetchItemBodySection) *headerSections {
+	h := &headerSections{filters: make([]*headerFilter, len(secs))}
+	for i, sec := range secs {
+		if len(sec.HeaderFields) > 0 || len(sec.HeaderFieldsNot) > 0 {
+			h.filters[i] = newHeaderFilter(sec.HeaderFields, sec.HeaderFieldsNot)
+		}
+	}
+	return h
+}
+
+// section returns section i of raw; the result is valid until the next call.
+func (h *headerSections) section(raw []byte, i int) []byte {
+	header := raw[:store.HeaderLen(raw)]
+	if h.filters[i] == nil {
+		return header
+	}
+	h.scratch = h.filters[i].appendTo(h.scratch[:0], header)
+	return h.scratch
 }
 
 // partial cuts the <offset.size> range of a section (RFC 3501 section

@@ -42,3 +42,15 @@ type Store interface {
 }
 
 var _ Store = (*store.Store)(nil)
+
+// briefMetaStore is a Store that can also list messages without their
+// envelope and structure (store.Store.MetaBrief: one query, nothing
+// decoded), and read them with their bytes (store.Store.BodiesBrief). A
+// FETCH of only flags, sizes, dates and top-level headers (the header sync
+// most clients start with) uses it when the backend has it.
+type briefMetaStore interface {
+	MetaBrief(ctx context.Context, u store.UserID, mb store.MailboxID, uids []store.UID) ([]store.MessageMeta, error)
+	BodiesBrief(ctx context.Context, u store.UserID, mb store.MailboxID, uids []store.UID, fn func(m *store.MessageMeta, raw []byte, damaged error) error) error
+}
+
+var _ briefMetaStore = (*store.Store)(nil)

@@ -28,6 +28,23 @@ const bodiesMinRun = 8
 // messages are read as usual. Iteration stops at the first error fn
 // returns, and Bodies returns that error (wrapped; errors.Is finds it).
 func (s *Store) Bodies(ctx context.Context, u UserID, id MailboxID, uids []UID, fn func(uid UID, raw []byte, damaged error) error) error {
+	return s.bodies(ctx, u, id, uids, false, func(m *MessageMeta, raw []byte, damaged error) error {
+		return fn(m.UID, raw, damaged)
+	})
+}
+
+// BodiesBrief is Bodies that also hands fn each message's metadata as
+// MetaBrief lists it (no envelope or structure), read by the same query:
+// a header sync needs nothing more. m, like raw, is only valid during the
+// call (fn copies what it keeps; its Flags may be kept, they are not
+// reused).
+func (s *Store) BodiesBrief(ctx context.Context, u UserID, id MailboxID, uids []UID, fn func(m *MessageMeta, raw []byte, damaged error) error) error {
+	return s.bodies(ctx, u, id, uids, true, fn)
+}
+
+// bodies is Bodies and BodiesBrief; withMeta fills every field of the
+// metadata MetaBrief does, else only the UID.
+func (s *Store) bodies(ctx context.Context, u UserID, id MailboxID, uids []UID, withMeta bool, fn func(m *MessageMeta, raw []byte, damaged error) error) error {
 	set := slices.Clone(uids)
 	slices.Sort(set)
 	set = slices.Compact(set)
@@ -51,7 +68,7 @@ func (s *Store) Bodies(ctx context.Context, u UserID, id MailboxID, uids []UID, 
 					args = append(args, int64(uid))
 				}
 				sparse = sparse[n:]
-				if err := s.scanBodies(ctx, tx, r, id, ` AND mm.uid IN (?`+strings.Repeat(", ?", n-1)+`)`, args, fn); err != nil {
+				if err := s.scanBodies(ctx, tx, r, id, withMeta, ` AND mm.uid IN (?`+strings.Repeat(", ?", n-1)+`)`, args, fn); err != nil {
 					return err
 				}
 			}
@@ -70,7 +87,7 @@ func (s *Store) Bodies(ctx context.Context, u UserID, id MailboxID, uids []UID, 
 			if err := flush(); err != nil {
 				return err
 			}
-			if err := s.scanBodies(ctx, tx, r, id, ` AND mm.uid BETWEEN ? AND ?`, []any{id, int64(set[i]), int64(set[j-1])}, fn); err != nil {
+			if err := s.scanBodies(ctx, tx, r, id, withMeta, ` AND mm.uid BETWEEN ? AND ?`, []any{id, int64(set[i]), int64(set[j-1])}, fn); err != nil {
 				return err
 			}
 			i = j
@@ -81,31 +98,51 @@ func (s *Store) Bodies(ctx context.Context, u UserID, id MailboxID, uids []UID, 
 
 // scanBodies runs one query of the mailbox args[0] restricted by clause,
 // reads each message's bytes from its pack through r and hands them to fn,
-// ascending by UID.
-func (s *Store) scanBodies(ctx context.Context, tx *sql.Tx, r *blobReader, mbox MailboxID, clause string, args []any, fn func(uid UID, raw []byte, damaged error) error) error {
-	// Only the columns of the message's bytes: every column scanned costs
-	// a conversion per row, and a header sync scans 100,000 rows.
-	rows, err := tx.QueryContext(ctx, `SELECT mm.uid, m.pack, m.pack_off, m.size, m.body_crc FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id
+// ascending by UID, with the metadata MetaBrief reads when withMeta.
+func (s *Store) scanBodies(ctx context.Context, tx *sql.Tx, r *blobReader, mbox MailboxID, withMeta bool, clause string, args []any, fn func(m *MessageMeta, raw []byte, damaged error) error) error {
+	// Only the columns needed: every column scanned costs a conversion
+	// per row, and a header sync scans 100,000 rows.
+	cols := `mm.uid, m.pack, m.pack_off, m.size, m.body_crc`
+	if withMeta {
+		cols += `, mm.message_id, mm.flags, mm.keywords, mm.modseq, m.internal_date`
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT `+cols+` FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id
 		WHERE mm.mailbox_id = ?`+clause+` ORDER BY mm.uid`, args...)
 	if err != nil {
 		return fmt.Errorf("query bodies: %w", err)
 	}
 	defer rows.Close()
 	var (
-		uid UID
-		loc blobLoc
+		m            MessageMeta
+		loc          blobLoc
+		crc          int64
+		modseq, bits int64
+		kw           string
+		date         sql.RawBytes
 	)
+	fi := flagInterner{}
 	for rows.Next() {
-		var crc int64
-		if err := rows.Scan(&uid, &loc.pack, &loc.off, &loc.size, &crc); err != nil {
+		if withMeta {
+			err = rows.Scan(&m.UID, &loc.pack, &loc.off, &loc.size, &crc, &m.Message, &bits, &kw, &modseq, &date)
+		} else {
+			err = rows.Scan(&m.UID, &loc.pack, &loc.off, &loc.size, &crc)
+		}
+		if err != nil {
 			return fmt.Errorf("scan body: %w", err)
+		}
+		uid := m.UID
+		if withMeta {
+			m.Flags, m.ModSeq, m.Size = fi.get(bits, kw), uint64(modseq), loc.size
+			if m.InternalDate, err = parseTime(string(date)); err != nil {
+				return fmt.Errorf("uid %d: %w", uid, err)
+			}
 		}
 		loc.bodyCRC = uint32(crc)
 		raw, err := r.body(loc)
 		if isCorruptRead(err) {
 			err = fmt.Errorf("uid %d: %w", uid, err)
 			s.noteDamagedMessage("read message", mbox, uid, err)
-			if err := fn(uid, nil, err); err != nil {
+			if err := fn(&m, nil, err); err != nil {
 				return err
 			}
 			continue
@@ -113,7 +150,7 @@ func (s *Store) scanBodies(ctx context.Context, tx *sql.Tx, r *blobReader, mbox 
 		if err != nil {
 			return fmt.Errorf("uid %d: %w", uid, err)
 		}
-		if err := fn(uid, raw, nil); err != nil {
+		if err := fn(&m, raw, nil); err != nil {
 			return err
 		}
 	}

@@ -402,3 +402,57 @@ func decodeInfo(size int64, date, env, st string) (*messageInfo, error) {
 	}
 	return &messageInfo{size: size, date: t, envelope: e, structure: p, cost: ecost + pcost + cacheEntryOverhead}, nil
 }
+
+// MetaBrief is Meta without the envelope and structure (both nil), read
+// with one query and nothing decoded: for a FETCH that needs only flags,
+// dates, sizes and the top-level header (HeaderLen finds it in the bytes).
+// Damaged is not known from metadata alone here: the bytes, read with
+// Bodies, tell (a message that cannot be read is reported damaged there).
+func (s *Store) MetaBrief(ctx context.Context, u UserID, id MailboxID, uids []UID) ([]MessageMeta, error) {
+	var out []MessageMeta
+	err := s.read(ctx, "message meta", func(tx *sql.Tx) error {
+		if _, err := mailboxByID(ctx, tx, u, id); err != nil {
+			return err
+		}
+		f := newUIDFilter(uids)
+		if f.none {
+			return nil
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT mm.uid, mm.message_id, mm.flags, mm.keywords, mm.modseq, m.size, m.internal_date
+			FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id
+			WHERE mm.mailbox_id = ?`+f.clause+` ORDER BY mm.uid`, append([]any{id}, f.args...)...)
+		if err != nil {
+			return fmt.Errorf("query meta: %w", err)
+		}
+		defer rows.Close()
+		out = make([]MessageMeta, 0, f.size())
+		fi := flagInterner{}
+		var (
+			uid, modseq, bits, size int64
+			msg                     MessageID
+			kw                      string
+			date                    sql.RawBytes
+		)
+		for rows.Next() {
+			if err := rows.Scan(&uid, &msg, &bits, &kw, &modseq, &size, &date); err != nil {
+				return fmt.Errorf("scan meta: %w", err)
+			}
+			if !f.keep(UID(uid)) {
+				continue
+			}
+			t, err := parseTime(string(date))
+			if err != nil {
+				return fmt.Errorf("uid %d: %w", uid, err)
+			}
+			out = append(out, MessageMeta{Entry: Entry{UID: UID(uid), Message: msg, Flags: fi.get(bits, kw), ModSeq: uint64(modseq)}, InternalDate: t, Size: size})
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("query meta: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}

@@ -152,20 +152,29 @@ func isBlankLine(l []byte) bool {
 // fieldName returns the field name of a header line, or ok=false if the
 // line is not a "name: value" line.
 func fieldName(l []byte) (name string, rest []byte, ok bool) {
+	n, rest, ok := headerFieldName(l)
+	if !ok {
+		return "", nil, false
+	}
+	return string(n), rest, true
+}
+
+// headerFieldName is fieldName without the string conversion.
+func headerFieldName(l []byte) (name, rest []byte, ok bool) {
 	i := bytes.IndexByte(l, ':')
 	if i <= 0 {
-		return "", nil, false
+		return nil, nil, false
 	}
 	n := bytes.TrimRight(l[:i], " \t")
 	if len(n) == 0 {
-		return "", nil, false
+		return nil, nil, false
 	}
 	for _, c := range n {
 		if c < 33 || c > 126 {
-			return "", nil, false
+			return nil, nil, false
 		}
 	}
-	return string(n), l[i+1:], true
+	return n, l[i+1:], true
 }
 
 // splitHeader reads the header of the entity in raw[start:end]. It returns
@@ -435,4 +444,31 @@ func transferEncoding(v string) string {
 // String describes a part for debugging: "text/plain 12B".
 func (p *Part) String() string {
 	return fmt.Sprintf("%s/%s %dB", p.Type, p.Subtype, p.Size)
+}
+
+// HeaderLen returns the length of the top-level header of a stored
+// message (blank line included): where the parser puts the root part's
+// BodyStart, by splitHeader's rules, without building the fields. It lets
+// BODY[HEADER...] be answered from the bytes alone, without the decoded
+// structure.
+func HeaderLen(raw []byte) int {
+	pos, end := 0, len(raw)
+	fields := false
+	for pos < end {
+		le := lineEnd(raw, pos, end)
+		line := raw[pos:le]
+		if isBlankLine(line) {
+			return le
+		}
+		if (line[0] == ' ' || line[0] == '\t') && fields {
+			pos = le
+			continue
+		}
+		if _, _, ok := headerFieldName(line); !ok {
+			return pos
+		}
+		fields = true
+		pos = le
+	}
+	return end
 }

@@ -1,6 +1,7 @@
 # raw IMAP timing for docs/BENCHMARKS.md "IMAP at 100,000 messages": sends each command and reads until its tagged
 # reply without parsing (client cost ~0); prints wall time, the server process CPU time and peak VmRSS.
-# usage: imapraw.py PID(0 = newest Dovecot imap process) PORT USER PASS [REPS]; ENVSYNC=1: the ENVELOPE sync only
+# usage: imapraw.py PID(0 = newest Dovecot imap process) PORT USER PASS [REPS]; ENVSYNC=1: the ENVELOPE sync only;
+# HDRSYNC=1: the header sync only
 import socket, time, sys, threading
 PID=int(sys.argv[1]); PORT=int(sys.argv[2]); USER=sys.argv[3]; PASS=sys.argv[4]; REPS=int(sys.argv[5]) if len(sys.argv)>5 else 1
 peak=[0]; stop=[False]
@@ -44,7 +45,7 @@ def watch():
 threading.Thread(target=watch, daemon=True).start()
 cmd('SELECT INBOX')
 for rep in range(REPS):
-  for name,c in ([('envelope sync','UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE)')] if os.environ.get('ENVSYNC') else [('header sync','UID FETCH 1:* (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (FROM TO CC SUBJECT DATE MESSAGE-ID)])'),
+  for name,c in ([('header sync','UID FETCH 1:* (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (FROM TO CC SUBJECT DATE MESSAGE-ID)])')] if os.environ.get('HDRSYNC') else [('envelope sync','UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE)')] if os.environ.get('ENVSYNC') else [('header sync','UID FETCH 1:* (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (FROM TO CC SUBJECT DATE MESSAGE-ID)])'),
                ('flags sync','UID FETCH 1:* (UID FLAGS)'),
                ('store -seen','UID STORE 1:* -FLAGS.SILENT (\\Seen)'),
                ('store +seen','UID STORE 1:* +FLAGS.SILENT (\\Seen)'),
