@@ -1,0 +1,330 @@
+package imapfront
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"slices"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/popbridge/popbridge/store"
+)
+
+// Bounds on the bodies one store.Bodies call reads: at most bodyChunk
+// messages, and no more once bodyChunkBytes of response data have been
+// collected (a single larger message is still read alone).
+const (
+	bodyChunk      = 1024
+	bodyChunkBytes = 16 << 20
+)
+
+// fetchLoader is the loading side of fetchPipelined. It only reads the
+// session's immutable fields (store, user, logger) and the view's mailbox
+// id, which do not change while a command runs.
+type fetchLoader struct {
+	s        *session
+	ctx      context.Context
+	v        *view
+	options  *imap.FetchOptions
+	needBody bool
+	markSeen bool
+	pieces   chan<- fetchPiece
+	free     <-chan *bodyArena
+}
+
+// send hands a piece to the writer; false when the FETCH is being
+// abandoned (or p is an error): the loader must stop.
+func (l *fetchLoader) send(p fetchPiece) bool {
+	select {
+	case l.pieces <- p:
+		return p.err == nil
+	case <-l.ctx.Done():
+		return false
+	}
+}
+
+// fail reports a store error, unless the FETCH is being abandoned (the
+// error is then the cancellation's, not worth a log line).
+func (l *fetchLoader) fail(err error) bool {
+	if l.ctx.Err() != nil {
+		return false
+	}
+	return l.send(fetchPiece{err: l.s.storeErr("FETCH", targetMailbox, err)})
+}
+
+// batch loads one batch of targets (at most fetchBatch) and sends its
+// responses; false when the loader must stop.
+func (l *fetchLoader) batch(batch []target) bool {
+	s, v := l.s, l.v
+	s.fault("fetch-load")
+	st := s.srv.opts.Store
+	var (
+		metas []store.MessageMeta
+		err   error
+	)
+	bs, brief := st.(briefMetaStore)
+	brief = brief && l.needBody && headerOnly(l.options)
+	switch {
+	case brief && !l.markSeen:
+		// Nothing to know before the bytes are read: the metadata
+		// comes with them (loadBodies, BodiesBrief).
+		return l.bodies(batch, nil, nil, brief)
+	case brief:
+		metas, err = bs.MetaBrief(l.ctx, s.user.id, v.mbox.id, targetUIDs(batch))
+	default:
+		metas, err = st.Meta(l.ctx, s.user.id, v.mbox.id, targetUIDs(batch))
+	}
+	if err != nil {
+		return l.fail(err)
+	}
+	byUID := make(map[store.UID]*store.MessageMeta, len(metas))
+	for i := range metas {
+		byUID[metas[i].UID] = &metas[i]
+	}
+	seenChanged := map[store.UID]bool{}
+	if l.markSeen {
+		var unseen []store.UID
+		for _, t := range batch {
+			if m := byUID[t.uid]; m != nil && !slices.Contains(m.Flags, store.FlagSeen) {
+				unseen = append(unseen, t.uid)
+			}
+		}
+		if len(unseen) > 0 {
+			octx := store.WithOrigin(l.ctx, &opOrigin{view: v})
+			entries, err := st.UpdateFlags(octx, s.user.id, v.mbox.id, unseen, store.FlagsAdd, []string{store.FlagSeen})
+			if err != nil {
+				return l.fail(err)
+			}
+			for _, e := range entries {
+				if m := byUID[e.UID]; m != nil {
+					m.Flags = e.Flags
+					seenChanged[e.UID] = true
+				}
+			}
+		}
+	}
+	if !l.needBody {
+		out := make([]fetched, 0, len(batch))
+		for _, t := range batch {
+			if m := byUID[t.uid]; m != nil { // else expunged meanwhile
+				out = append(out, fetched{t: t, meta: m, flags: m.Flags, damaged: m.Damaged && needsData(l.options)})
+			}
+		}
+		return l.send(fetchPiece{out: out, seen: seenChanged})
+	}
+	var present []target
+	for _, t := range batch {
+		if byUID[t.uid] != nil {
+			present = append(present, t)
+		}
+	}
+	return l.bodies(present, byUID, seenChanged, brief)
+}
+
+// bodies loads the responses of present, which need message bytes, a
+// chunk at a time, and sends them; false when the loader must stop.
+// byUID nil: the metadata is read with the bytes (briefMetaStore).
+func (l *fetchLoader) bodies(present []target, byUID map[store.UID]*store.MessageMeta, seenChanged map[store.UID]bool, brief bool) bool {
+	s, v := l.s, l.v
+	for len(present) > 0 {
+		var arena *bodyArena
+		select {
+		case arena = <-l.free:
+		case <-l.ctx.Done():
+			return false
+		}
+		chunk := present[:min(len(present), bodyChunk)]
+		// The chunk's bytes are copied out of the store's read
+		// transaction; they are written to the socket after it ended.
+		done, out, err := s.loadBodies(l.ctx, v, chunk, byUID, l.options, arena, brief)
+		if err != nil {
+			if l.ctx.Err() != nil {
+				return false
+			}
+			return l.send(fetchPiece{err: err})
+		}
+		present = present[done:]
+		if err := l.unseeDamaged(out, seenChanged); err != nil {
+			return l.fail(err)
+		}
+		if !l.send(fetchPiece{out: out, seen: seenChanged, arena: arena}) {
+			return false
+		}
+	}
+	return true
+}
+
+// unseeDamaged takes back the \Seen this FETCH set on messages whose
+// bytes turned out to be unreadable: the user never saw them.
+func (l *fetchLoader) unseeDamaged(out []fetched, seenChanged map[store.UID]bool) error {
+	var uids []store.UID
+	for _, f := range out {
+		if f.damaged && seenChanged[f.t.uid] {
+			uids = append(uids, f.t.uid)
+		}
+	}
+	if len(uids) == 0 {
+		return nil
+	}
+	s, v := l.s, l.v
+	octx := store.WithOrigin(l.ctx, &opOrigin{view: v})
+	_, err := s.srv.opts.Store.UpdateFlags(octx, s.user.id, v.mbox.id, uids, store.FlagsRemove, []string{store.FlagSeen})
+	return err
+}
+
+// briefSectionGuess is the size a header section is guessed at when the
+// arena of a chunk is sized before the messages' sizes are known.
+const briefSectionGuess = 1 << 10
+
+// errChunkFull stops a store.Bodies call once a chunk holds bodyChunkBytes.
+var errChunkFull = errors.New("imapfront: fetch chunk full")
+
+// bodyArena holds the section bytes of one chunk of FETCH responses. It is
+// reused from chunk to chunk of one FETCH command (a chunk is written out
+// before the next is loaded), so copying bodies out of the store costs no
+// allocation per message and no garbage.
+type bodyArena struct {
+	buf []byte
+}
+
+// reset empties the arena for a chunk that needs up to want bytes (at
+// most bodyChunkBytes are kept ready; the rest are allocated as needed).
+func (a *bodyArena) reset(want int64) {
+	want = min(want, bodyChunkBytes)
+	if c := int64(cap(a.buf)); c < want {
+		// Grow by at least half, so chunks of varying size do not
+		// each allocate (and fault in) a fresh arena.
+		a.buf = make([]byte, 0, min(max(want, c+c/2), bodyChunkBytes))
+	}
+	a.buf = a.buf[:0]
+}
+
+// copy returns a copy of b, in the arena when it fits.
+func (a *bodyArena) copy(b []byte) []byte {
+	n := len(a.buf)
+	if cap(a.buf)-n < len(b) {
+		return bytes.Clone(b)
+	}
+	a.buf = append(a.buf, b...)
+	return a.buf[n : n+len(b) : n+len(b)]
+}
+
+// loadBodies computes the FETCH responses of the first messages of chunk
+// (ascending by UID, all with metadata in byUID, or byUID nil: the metadata
+// is read with the bytes, briefMetaStore.BodiesBrief) from one store call,
+// copying every section out of the store's buffers into arena (which it
+// resets). It returns how many targets of chunk it consumed, and their
+// responses in chunk order, without those expunged meanwhile.
+//
+// brief says the metadata has no structure (briefMetaStore.MetaBrief, for
+// a headerOnly FETCH): the sections are found in the bytes.
+func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID map[store.UID]*store.MessageMeta, options *imap.FetchOptions, arena *bodyArena, brief bool) (int, []fetched, error) {
+	byChunkUID := make(map[store.UID]int, len(chunk))
+	var want int64
+	sections := int64(len(options.BodySection) + len(options.BinarySection))
+	for i, t := range chunk {
+		byChunkUID[t.uid] = i
+		if byUID != nil {
+			want += byUID[t.uid].Size * sections
+		} else {
+			want += briefSectionGuess * sections
+		}
+	}
+	arena.reset(want)
+	var hs *headerSections
+	if brief {
+		hs = newHeaderSections(options.BodySection)
+	}
+	got := make([]*fetched, len(chunk))
+	var (
+		size    int
+		last    = -1
+		sectErr error
+	)
+	visit := func(i int, m *store.MessageMeta, raw []byte, damaged error) error {
+		if size >= bodyChunkBytes {
+			return errChunkFull
+		}
+		t := chunk[i]
+		f := &fetched{t: t, meta: m, flags: m.Flags}
+		if damaged != nil || m.Damaged {
+			// Answered for itself only (the store logged and
+			// counted it): by the tagged NO.
+			f.damaged = true
+			got[i] = f
+			last = i
+			return nil
+		}
+		for i, sec := range options.BodySection {
+			var b []byte
+			if hs != nil {
+				b = hs.section(raw, i)
+			} else {
+				b = bodySection(raw, m.Structure, sec)
+			}
+			b = arena.copy(partial(b, sec.Partial))
+			size += len(b)
+			f.bodies = append(f.bodies, b)
+		}
+		for _, sec := range options.BinarySection {
+			b, err := binarySection(raw, m.Structure, sec.Part)
+			if err != nil {
+				sectErr = err
+				return err
+			}
+			b = arena.copy(partial(b, sec.Partial))
+			size += len(b)
+			f.binaries = append(f.binaries, b)
+		}
+		for _, sec := range options.BinarySectionSize {
+			n, err := binarySize(raw, m.Structure, sec.Part)
+			if err != nil {
+				sectErr = err
+				return err
+			}
+			f.binSizes = append(f.binSizes, clampUint32(n))
+		}
+		got[i] = f
+		last = i
+		return nil
+	}
+	var err error
+	if bs, ok := s.srv.opts.Store.(briefMetaStore); ok && byUID == nil {
+		err = bs.BodiesBrief(ctx, s.user.id, v.mbox.id, targetUIDs(chunk), func(m *store.MessageMeta, raw []byte, damaged error) error {
+			i, ok := byChunkUID[m.UID]
+			if !ok {
+				return nil
+			}
+			mc := *m
+			return visit(i, &mc, raw, damaged)
+		})
+	} else {
+		err = s.srv.opts.Store.Bodies(ctx, s.user.id, v.mbox.id, targetUIDs(chunk), func(uid store.UID, raw []byte, damaged error) error {
+			i, ok := byChunkUID[uid]
+			if !ok {
+				return nil
+			}
+			return visit(i, byUID[uid], raw, damaged)
+		})
+	}
+	done := len(chunk)
+	switch {
+	case sectErr != nil:
+		return 0, nil, sectErr
+	case errors.Is(err, errChunkFull):
+		done = last + 1
+	case errors.Is(err, store.ErrNotFound):
+		return len(chunk), nil, nil // the mailbox is gone: nothing to answer
+	case err != nil && ctx.Err() != nil:
+		return 0, nil, ctx.Err()
+	case err != nil:
+		return 0, nil, s.storeErr("FETCH", targetMailbox, err)
+	}
+	out := make([]fetched, 0, done)
+	for _, f := range got[:done] {
+		if f != nil {
+			out = append(out, *f)
+		}
+	}
+	return done, out, nil
+}
