@@ -134,42 +134,49 @@ type meteredSink struct {
 
 var _ poller.Sink = (*meteredSink)(nil)
 
-// Stage implements poller.Sink: the batch's Commit is observed.
+// Stage implements poller.Sink: the batch's Commit is observed; its
+// duration counts from Stage, as a whole Deliver's did.
 func (s *meteredSink) Stage(ctx context.Context, ds []store.Delivery) (store.Staged, error) {
 	start := time.Now()
-	st, err := s.Store.Stage(ctx, ds)
-	if err != nil {
-		s.m.sinkErrors.WithLabelValues("deliver").Inc()
-		return nil, err
-	}
-	return &meteredStaged{Staged: st, m: s.m, ds: ds, start: start}, nil
-}
-
-// meteredStaged is a staged batch whose Commit is observed: its duration
-// counts from Stage, as a whole Deliver's did.
-type meteredStaged struct {
-	store.Staged
-	m     *metrics
-	ds    []store.Delivery
-	start time.Time
-}
-
-// Commit implements store.Staged.
-func (s *meteredStaged) Commit(ctx context.Context) ([]store.Delivered, error) {
-	out, err := s.Staged.Commit(ctx)
-	if err != nil {
-		s.m.sinkErrors.WithLabelValues("deliver").Inc()
-		return out, err
-	}
-	if len(s.ds) > 0 {
-		acct := s.ds[0].Account
-		s.m.deliverSeconds.WithLabelValues(acct).Observe(time.Since(s.start).Seconds())
-		for _, d := range s.ds {
+	failed := func() { s.m.sinkErrors.WithLabelValues("deliver").Inc() }
+	return stageObserved(ctx, s.Store, ds, failed, func() {
+		if len(ds) == 0 {
+			return
+		}
+		s.m.deliverSeconds.WithLabelValues(ds[0].Account).Observe(time.Since(start).Seconds())
+		for _, d := range ds {
 			s.m.delivered.WithLabelValues(d.Account).Inc()
 			s.m.deliveredBytes.WithLabelValues(d.Account).Add(float64(len(d.Raw)))
 		}
+	})
+}
+
+// stageObserved stages ds in st and reports the outcome: failed when the
+// Stage or the batch's Commit fails, committed when the Commit succeeds.
+func stageObserved(ctx context.Context, st *store.Store, ds []store.Delivery, failed, committed func()) (store.Staged, error) {
+	staged, err := st.Stage(ctx, ds)
+	if err != nil {
+		failed()
+		return nil, err
 	}
-	return out, nil
+	return &observedStaged{Staged: staged, failed: failed, committed: committed}, nil
+}
+
+// observedStaged is a staged batch whose Commit reports its outcome.
+type observedStaged struct {
+	store.Staged
+	failed, committed func()
+}
+
+// Commit implements store.Staged.
+func (s *observedStaged) Commit(ctx context.Context) ([]store.Delivered, error) {
+	out, err := s.Staged.Commit(ctx)
+	if err != nil {
+		s.failed()
+	} else {
+		s.committed()
+	}
+	return out, err
 }
 
 // SetAccountStatus implements poller.Sink.

@@ -104,34 +104,12 @@ var _ poller.Sink = (*providerSink)(nil)
 
 // Stage implements poller.Sink: the batch is counted when it commits.
 func (s *providerSink) Stage(ctx context.Context, ds []store.Delivery) (store.Staged, error) {
-	st, err := s.Store.Stage(ctx, ds)
-	if err != nil {
-		s.m.sinkErrors.Inc()
-		return nil, err
-	}
-	return &providerStaged{Staged: st, m: s.m, ds: ds}, nil
-}
-
-// providerStaged is a provider user's staged batch, counted in aggregate
-// once it commits.
-type providerStaged struct {
-	store.Staged
-	m  *providerMetrics
-	ds []store.Delivery
-}
-
-// Commit implements store.Staged.
-func (s *providerStaged) Commit(ctx context.Context) ([]store.Delivered, error) {
-	out, err := s.Staged.Commit(ctx)
-	if err != nil {
-		s.m.sinkErrors.Inc()
-		return out, err
-	}
-	var n int
-	for _, d := range s.ds {
-		n += len(d.Raw)
-	}
-	s.m.delivered.Add(float64(len(s.ds)))
-	s.m.deliveredBytes.Add(float64(n))
-	return out, nil
+	return stageObserved(ctx, s.Store, ds, s.m.sinkErrors.Inc, func() {
+		var n int
+		for _, d := range ds {
+			n += len(d.Raw)
+		}
+		s.m.delivered.Add(float64(len(ds)))
+		s.m.deliveredBytes.Add(float64(n))
+	})
 }

@@ -255,14 +255,8 @@ func (s *Store) DeleteMailbox(ctx context.Context, u store.UserID, name string) 
 		if children > 0 && mb.NoSelect {
 			return fmt.Errorf("mailbox %q: %w", canon, store.ErrHasChildren)
 		}
-		ents, err := selectEntries(w.ctx, w, mb.ID, nil, false)
-		if err != nil {
+		if err := expungeAll(w, &mb); err != nil {
 			return err
-		}
-		if len(ents) > 0 {
-			if err := expungeEntries(w, &mb, ents); err != nil {
-				return err
-			}
 		}
 		mb.HighestModSeq++
 		if children > 0 {

@@ -158,6 +158,15 @@ func arrayLiteral(flags []string) string {
 	return string(append(b, '}'))
 }
 
+// expungeAll expunges every entry of mb (before the mailbox is deleted).
+func expungeAll(w *wtx, mb *store.Mailbox) error {
+	ents, err := selectEntries(w.ctx, w, mb.ID, nil, false)
+	if err != nil || len(ents) == 0 {
+		return err
+	}
+	return expungeEntries(w, mb, ents)
+}
+
 // expungeEntries removes ents from mb (locked), emits one ChangeExpunge and
 // deletes the messages no entry refers to any more.
 func expungeEntries(w *wtx, mb *store.Mailbox, ents []entryRow) error {

@@ -174,14 +174,8 @@ func deleteUserMail(w *wtx, u store.UserID) error {
 		if err != nil {
 			return err
 		}
-		ents, err := selectEntries(w.ctx, w, mb.ID, nil, false)
-		if err != nil {
+		if err := expungeAll(w, &mb); err != nil {
 			return err
-		}
-		if len(ents) > 0 {
-			if err := expungeEntries(w, &mb, ents); err != nil {
-				return err
-			}
 		}
 		if _, err := w.Exec(w.ctx, `DELETE FROM mailboxes WHERE id = $1`, mb.ID); err != nil {
 			return fmt.Errorf("delete mailbox row: %w", err)

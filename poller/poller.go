@@ -496,17 +496,11 @@ func (p *Poller) SetAccounts(accts []Account) {
 // never contains the secret. It waits for a connection slot first, like a
 // poll; timeout (> 0) bounds the check once it has its slot.
 func (p *Poller) CheckLogin(ctx context.Context, a Account, timeout time.Duration) error {
-	// Someone waits for the answer: ahead of background polls.
-	release, err := p.acquireSlot(withUrgent(ctx), a)
+	ctx, done, err := p.checkSlot(ctx, a, timeout)
 	if err != nil {
 		return err
 	}
-	defer release()
-	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
+	defer done()
 	s, err := p.connect(ctx, a)
 	if err != nil {
 		return err
@@ -525,19 +519,29 @@ func (p *Poller) CheckLogin(ctx context.Context, a Account, timeout time.Duratio
 // waits for a connection slot first; timeout (> 0) bounds it once it has
 // one. The error names the account and carries the hints of a poll's.
 func (p *Poller) CheckServer(ctx context.Context, a Account, timeout time.Duration) error {
-	release, err := p.acquireSlot(withUrgent(ctx), a)
+	ctx, done, err := p.checkSlot(ctx, a, timeout)
 	if err != nil {
 		return err
 	}
-	defer release()
-	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
+	defer done()
 	cfg := p.sessCfg
 	cfg.Logger = p.log.With("account", a.Name)
 	return probeServer(ctx, a, cfg)
+}
+
+// checkSlot waits for a connection slot for a check of a (someone waits
+// for the answer: ahead of background polls) and bounds the check by
+// timeout (> 0) from then on. done releases both.
+func (p *Poller) checkSlot(ctx context.Context, a Account, timeout time.Duration) (context.Context, func(), error) {
+	release, err := p.acquireSlot(withUrgent(ctx), a)
+	if err != nil {
+		return ctx, nil, err
+	}
+	if timeout <= 0 {
+		return ctx, release, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	return ctx, func() { cancel(); release() }, nil
 }
 
 // accountErr wraps err so that it names the account, unless it already is

@@ -63,29 +63,7 @@ func (s *Store) compact(ctx context.Context) (int, error) {
 		return 0, nil
 	}
 	live := map[int64]int64{}
-	err = s.read(ctx, "pack usage", func(tx *sql.Tx) error {
-		for _, q := range []string{
-			`SELECT pack, SUM(size) FROM messages WHERE pack IS NOT NULL GROUP BY pack`,
-			`SELECT text_pack, SUM(head_len + text_len) FROM messages WHERE text_pack IS NOT NULL GROUP BY text_pack`,
-		} {
-			rows, err := tx.QueryContext(ctx, q)
-			if err != nil {
-				return err
-			}
-			for rows.Next() {
-				var id, n int64
-				if err := rows.Scan(&id, &n); err != nil {
-					rows.Close()
-					return err
-				}
-				live[id] += n
-			}
-			if err := rows.Close(); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	err = s.perPack(ctx, "SUM(size)", "SUM(head_len + text_len)", func(id, n int64) { live[id] += n })
 	if err != nil {
 		return 0, err
 	}

@@ -170,22 +170,32 @@ type packUse map[int64]int64
 // each pack the messages refer to.
 func (s *Store) packUsage(ctx context.Context) (packUse, error) {
 	use := packUse{}
-	err := s.read(ctx, "pack usage", func(tx *sql.Tx) error {
+	err := s.perPack(ctx, "MAX(pack_off + size)", "MAX(text_off + head_len + text_len)", func(id, end int64) {
+		use[id] = max(use[id], end)
+	})
+	return use, err
+}
+
+// perPack runs one aggregate over the message records of each pack (msg
+// over the message bytes, text over the text records; both grouped by
+// pack) and hands every (pack, value) row to fn.
+func (s *Store) perPack(ctx context.Context, msg, text string, fn func(pack, v int64)) error {
+	return s.read(ctx, "pack usage", func(tx *sql.Tx) error {
 		for _, q := range []string{
-			`SELECT pack, MAX(pack_off + size) FROM messages WHERE pack IS NOT NULL GROUP BY pack`,
-			`SELECT text_pack, MAX(text_off + head_len + text_len) FROM messages WHERE text_pack IS NOT NULL GROUP BY text_pack`,
+			`SELECT pack, ` + msg + ` FROM messages WHERE pack IS NOT NULL GROUP BY pack`,
+			`SELECT text_pack, ` + text + ` FROM messages WHERE text_pack IS NOT NULL GROUP BY text_pack`,
 		} {
 			rows, err := tx.QueryContext(ctx, q)
 			if err != nil {
 				return err
 			}
 			for rows.Next() {
-				var id, end int64
-				if err := rows.Scan(&id, &end); err != nil {
+				var id, v int64
+				if err := rows.Scan(&id, &v); err != nil {
 					rows.Close()
 					return err
 				}
-				use[id] = max(use[id], end)
+				fn(id, v)
 			}
 			if err := rows.Close(); err != nil {
 				return err
@@ -193,7 +203,6 @@ func (s *Store) packUsage(ctx context.Context) (packUse, error) {
 		}
 		return nil
 	})
-	return use, err
 }
 
 // checkPacks compares the pack files with what the database says of them.
