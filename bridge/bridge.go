@@ -14,7 +14,6 @@ import (
 
 	"github.com/popbridge/popbridge/imapfront"
 	"github.com/popbridge/popbridge/poller"
-	"github.com/popbridge/popbridge/store"
 )
 
 // DefaultShutdownTimeout bounds a graceful stop when
@@ -48,7 +47,7 @@ type Bridge struct {
 
 	mu      sync.Mutex // guards the fields below after Run started
 	cfg     *Config
-	store   *store.Store
+	store   Backend
 	poller  *poller.Poller
 	imap    *imapfront.Server
 	http    *http.Server
@@ -292,8 +291,8 @@ func (b *Bridge) buildStore(ctx context.Context) error {
 }
 
 // openStore opens the store of cfg and makes sure every user exists.
-func openStore(ctx context.Context, cfg *Config, log *slog.Logger) (*store.Store, error) {
-	st, err := store.Open(ctx, cfg.Path(cfg.DataDir), store.Options{Logger: log.With(LogKeyComponent, "store")})
+func openStore(ctx context.Context, cfg *Config, log *slog.Logger) (Backend, error) {
+	st, err := openBackend(ctx, cfg, log, openOptions{})
 	if err != nil {
 		return nil, err // store.Open's errors already start with "open store:"
 	}
@@ -311,7 +310,7 @@ func openStore(ctx context.Context, cfg *Config, log *slog.Logger) (*store.Store
 // carryLedgers moves the ledger of every account's previous_names to its
 // current name (see store.RenameAccount), logging what it moved. Run before
 // any poller starts; it is idempotent.
-func carryLedgers(ctx context.Context, st *store.Store, cfg *Config, log *slog.Logger) error {
+func carryLedgers(ctx context.Context, st Backend, cfg *Config, log *slog.Logger) error {
 	for _, a := range cfg.Accounts {
 		for _, old := range a.PreviousNames {
 			n, err := st.RenameAccount(ctx, old, a.Name)
@@ -326,7 +325,7 @@ func carryLedgers(ctx context.Context, st *store.Store, cfg *Config, log *slog.L
 	return nil
 }
 
-func ensureUsers(ctx context.Context, st *store.Store, cfg *Config) error {
+func ensureUsers(ctx context.Context, st Backend, cfg *Config) error {
 	for _, u := range cfg.Users {
 		if _, err := st.EnsureUser(ctx, u.Name); err != nil {
 			return fmt.Errorf("ensure user %q: %w", u.Name, err)

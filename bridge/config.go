@@ -17,8 +17,13 @@ import (
 // Relative paths in the file (data_dir, tls_cert, tls_key, tls_ca_file,
 // password_file) are relative to the directory holding the file.
 type Config struct {
-	// DataDir is the directory of the store. Required.
+	// DataDir is the directory of the store (with [store] backend =
+	// "postgres", of this node's own files: the automatic TLS certificate,
+	// the provider key). Required.
 	DataDir string `toml:"data_dir"`
+	// Store says where the mail store lives: embedded in DataDir (the
+	// default) or on PostgreSQL.
+	Store StoreConfig `toml:"store"`
 	// IMAP configures the IMAP listeners.
 	IMAP IMAPConfig `toml:"imap"`
 	// HTTP configures the health and metrics listener.

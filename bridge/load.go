@@ -87,6 +87,7 @@ func warnPlainPasswords(c *Config, f *os.File, logger *slog.Logger) {
 // decoded one by one so that an error names the right entry.
 type rawConfig struct {
 	DataDir  string           `toml:"data_dir"`
+	Store    toml.Primitive   `toml:"store"`
 	IMAP     toml.Primitive   `toml:"imap"`
 	HTTP     toml.Primitive   `toml:"http"`
 	Poller   toml.Primitive   `toml:"poller"`
@@ -138,6 +139,9 @@ func Parse(r io.Reader, filename string) (*Config, error) {
 			errs = append(errs, syntaxError(filename, err, c.pos, prefix, section()))
 			failed[top+"#"+strconv.Itoa(index)] = true
 		}
+	}
+	if md.IsDefined("store") {
+		decode(raw.Store, &c.Store, "store", -1, func() string { return "store" })
 	}
 	if md.IsDefined("imap") {
 		decode(raw.IMAP, &c.IMAP, "imap", -1, func() string { return "imap" })
@@ -191,7 +195,7 @@ func (c *Config) section(top string, index int) string {
 		return sectionName("user", index, c.Users[index].Name)
 	case top == "account" && index >= 0 && index < len(c.Accounts):
 		return sectionName("account", index, c.Accounts[index].Name)
-	case top == "imap" || top == "http" || top == "poller" || top == "provider":
+	case top == "store" || top == "imap" || top == "http" || top == "poller" || top == "provider":
 		return top
 	}
 	return ""
@@ -230,6 +234,8 @@ func (c *Config) unknownKeys(md toml.MetaData, failed map[string]bool) []error {
 		case len(k) == 1:
 			name = k
 			valid = tomlKeys(reflect.TypeFor[rawConfig]())
+		case top == "store":
+			name, valid = k[1:], tomlKeys(reflect.TypeFor[StoreConfig]())
 		case top == "imap":
 			name, valid = k[1:], tomlKeys(reflect.TypeFor[IMAPConfig]())
 		case top == "http":

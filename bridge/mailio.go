@@ -130,7 +130,7 @@ func configuredUser(cfg *Config, name string) bool {
 
 // importer adds messages to mailboxes, skipping those already there.
 type importer struct {
-	st    *store.Store
+	st    Backend
 	u     store.UserID
 	boxes map[string]*importBox
 	order []string
@@ -248,7 +248,7 @@ func Export(ctx context.Context, cfg *Config, logger *slog.Logger, user, dir str
 	if !configuredUser(cfg, user) {
 		return res, fmt.Errorf("no [[user]] %q in %s", user, cfg.File)
 	}
-	st, err := store.Open(ctx, cfg.Path(cfg.DataDir), store.Options{Logger: logger.With(LogKeyComponent, "store"), ReadOnly: true})
+	st, err := openBackend(ctx, cfg, logger, openOptions{readOnly: true})
 	if err != nil {
 		return res, err
 	}

@@ -95,7 +95,7 @@ func newMetrics(b *Bridge) *metrics {
 
 // seed loads the persisted account statuses, so that a restart does not
 // count the last poll before it again.
-func (m *metrics) seed(ctx context.Context, st *store.Store) error {
+func (m *metrics) seed(ctx context.Context, st Backend) error {
 	sts, err := st.AccountStatuses(ctx)
 	if err != nil {
 		return fmt.Errorf("read account statuses: %w", err)
@@ -124,11 +124,11 @@ func (m *metrics) observeStatus(st store.AccountStatus) {
 }
 
 // sink wraps the store for the poller, observing what passes through.
-func (m *metrics) sink(st *store.Store) poller.Sink { return &meteredSink{Store: st, m: m} }
+func (m *metrics) sink(st Backend) poller.Sink { return &meteredSink{Backend: st, m: m} }
 
-// meteredSink is *store.Store with the poller's writes observed.
+// meteredSink is the store with the poller's writes observed.
 type meteredSink struct {
-	*store.Store
+	Backend
 	m *metrics
 }
 
@@ -139,7 +139,7 @@ var _ poller.Sink = (*meteredSink)(nil)
 func (s *meteredSink) Stage(ctx context.Context, ds []store.Delivery) (store.Staged, error) {
 	start := time.Now()
 	failed := func() { s.m.sinkErrors.WithLabelValues("deliver").Inc() }
-	return stageObserved(ctx, s.Store, ds, failed, func() {
+	return stageObserved(ctx, s.Backend, ds, failed, func() {
 		if len(ds) == 0 {
 			return
 		}
@@ -153,7 +153,7 @@ func (s *meteredSink) Stage(ctx context.Context, ds []store.Delivery) (store.Sta
 
 // stageObserved stages ds in st and reports the outcome: failed when the
 // Stage or the batch's Commit fails, committed when the Commit succeeds.
-func stageObserved(ctx context.Context, st *store.Store, ds []store.Delivery, failed, committed func()) (store.Staged, error) {
+func stageObserved(ctx context.Context, st Backend, ds []store.Delivery, failed, committed func()) (store.Staged, error) {
 	staged, err := st.Stage(ctx, ds)
 	if err != nil {
 		failed()
@@ -181,7 +181,7 @@ func (s *observedStaged) Commit(ctx context.Context) ([]store.Delivered, error) 
 
 // SetAccountStatus implements poller.Sink.
 func (s *meteredSink) SetAccountStatus(ctx context.Context, st store.AccountStatus) error {
-	if err := s.Store.SetAccountStatus(ctx, st); err != nil {
+	if err := s.Backend.SetAccountStatus(ctx, st); err != nil {
 		s.m.sinkErrors.WithLabelValues("set_account_status").Inc()
 		return err
 	}

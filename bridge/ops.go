@@ -164,7 +164,7 @@ func ReadStatus(ctx context.Context, cfg *Config, logger *slog.Logger) (*StatusR
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	st, err := store.Open(ctx, cfg.Path(cfg.DataDir), store.Options{Logger: logger.With(LogKeyComponent, "store"), ReadOnly: true})
+	st, err := openBackend(ctx, cfg, logger, openOptions{readOnly: true})
 	if err != nil {
 		return nil, err // store.Open's error says "open store read-only: ..."
 	}

@@ -44,7 +44,7 @@ type provider struct {
 	cfg    ProviderConfig
 	caFile string // tls_ca_file resolved against the config file
 	log    *slog.Logger
-	st     *store.Store
+	st     Backend
 	poller *poller.Poller
 	aead   cipher.AEAD // nil with credentials = "session"
 	m      *providerMetrics
@@ -87,7 +87,7 @@ type provUser struct {
 
 // newProvider makes the provider of cfg (which must be enabled) over st.
 // Nothing connects until start.
-func newProvider(cfg *Config, st *store.Store, m *providerMetrics, log *slog.Logger) *provider {
+func newProvider(cfg *Config, st Backend, m *providerMetrics, log *slog.Logger) *provider {
 	pc := cfg.Provider
 	p := &provider{
 		cfg:     pc,
@@ -107,7 +107,7 @@ func newProvider(cfg *Config, st *store.Store, m *providerMetrics, log *slog.Log
 		limit = -1
 	}
 	p.poller = poller.New(poller.Options{
-		Sink:                  &providerSink{Store: st, m: m},
+		Sink:                  &providerSink{Backend: st, m: m},
 		Logger:                log,
 		MaxConnections:        limit,
 		MaxConnectionsPerHost: -1,

@@ -96,7 +96,7 @@ func (c *providerCollector) Collect(ch chan<- prometheus.Metric) {
 // providerSink is the store for the provider's poller, with deliveries
 // counted in aggregate.
 type providerSink struct {
-	*store.Store
+	Backend
 	m *providerMetrics
 }
 
@@ -104,7 +104,7 @@ var _ poller.Sink = (*providerSink)(nil)
 
 // Stage implements poller.Sink: the batch is counted when it commits.
 func (s *providerSink) Stage(ctx context.Context, ds []store.Delivery) (store.Staged, error) {
-	return stageObserved(ctx, s.Store, ds, s.m.sinkErrors.Inc, func() {
+	return stageObserved(ctx, s.Backend, ds, s.m.sinkErrors.Inc, func() {
 		var n int
 		for _, d := range ds {
 			n += len(d.Raw)

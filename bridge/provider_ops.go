@@ -34,7 +34,7 @@ func ProviderUsers(ctx context.Context, cfg *Config, logger *slog.Logger) ([]Pro
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	st, err := store.Open(ctx, cfg.Path(cfg.DataDir), store.Options{Logger: logger.With(LogKeyComponent, "store"), ReadOnly: true})
+	st, err := openBackend(ctx, cfg, logger, openOptions{readOnly: true})
 	if err != nil {
 		return nil, err
 	}
@@ -101,7 +101,7 @@ func RemoveProviderUser(ctx context.Context, cfg *Config, name string, logger *s
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	st, err := store.Open(ctx, cfg.Path(cfg.DataDir), store.Options{Logger: logger.With(LogKeyComponent, "store")})
+	st, err := openBackend(ctx, cfg, logger, openOptions{})
 	if err != nil {
 		return err
 	}

@@ -203,7 +203,7 @@ var restartOnly = append([]restartKey{
 		func(n, o *Config) { n.IMAP.AuthPenaltyMax = o.IMAP.AuthPenaltyMax }},
 	{"imap.trusted_networks", func(o, c *Config) bool { return !slices.Equal(c.IMAP.TrustedNetworks, o.IMAP.TrustedNetworks) },
 		func(n, o *Config) { n.IMAP.TrustedNetworks = o.IMAP.TrustedNetworks }},
-}, providerRestartOnly()...)
+}, append(storeRestartOnly(), providerRestartOnly()...)...)
 
 // restartKey is one setting a reload cannot change: how to tell it changed,
 // and how to keep its running value.

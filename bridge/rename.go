@@ -6,8 +6,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"slices"
-
-	"github.com/popbridge/popbridge/store"
 )
 
 // LedgerNote is what `popbridge check` says about the ledger of one
@@ -37,7 +35,7 @@ func LedgerNotes(ctx context.Context, cfg *Config, logger *slog.Logger) ([]Ledge
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	st, err := store.Open(ctx, cfg.Path(cfg.DataDir), store.Options{Logger: logger.With(LogKeyComponent, "store"), ReadOnly: true})
+	st, err := openBackend(ctx, cfg, logger, openOptions{readOnly: true})
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}

@@ -29,6 +29,7 @@ import (
 func (c *Config) Validate() error {
 	v := &validator{c: c}
 	v.top()
+	v.store()
 	v.imap()
 	v.http()
 	v.poller()

@@ -60,7 +60,7 @@ func Verify(ctx context.Context, cfg *Config, logger *slog.Logger, opts VerifyOp
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	st, err := store.Open(ctx, cfg.Path(cfg.DataDir), store.Options{Logger: logger.With(LogKeyComponent, "store"), ReadOnly: !opts.Repair})
+	st, err := openBackend(ctx, cfg, logger, openOptions{readOnly: !opts.Repair})
 	if err != nil {
 		if _, pid, ok := store.LockHolder(err); ok && opts.Repair {
 			return nil, fmt.Errorf("verify -repair needs the store to itself: stop popbridge serve (pid %d) first, or run verify without -repair: %w", pid, err)
@@ -87,7 +87,7 @@ func Verify(ctx context.Context, cfg *Config, logger *slog.Logger, opts VerifyOp
 
 // repair repairs each damaged message: texts rebuilt, bytes fetched again,
 // or a notice in its place and the message moved to Damaged.
-func repair(ctx context.Context, st *store.Store, cfg *Config, logger *slog.Logger, damaged []store.DamagedMessage) []RepairAction {
+func repair(ctx context.Context, st Backend, cfg *Config, logger *slog.Logger, damaged []store.DamagedMessage) []RepairAction {
 	acts := make([]RepairAction, len(damaged))
 	why := make([]string, len(damaged))
 	// Texts only: the bytes are intact.
