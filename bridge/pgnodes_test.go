@@ -1,0 +1,336 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/popbridge/popbridge/internal/lib/pop3mem"
+	"github.com/popbridge/popbridge/internal/testkit/pgtest"
+	"github.com/popbridge/popbridge/store"
+)
+
+// pgNode is one popbridge node of a test cluster: a Bridge on the shared
+// PostgreSQL database, with its own data_dir and listeners.
+type pgNode struct {
+	name string
+	b    *Bridge
+	stop func() error
+}
+
+// pgConfig is testConfig on the PostgreSQL database dsn, as node name.
+func pgConfig(t *testing.T, dsn, name string, ups ...*pop3mem.Server) *Config {
+	t.Helper()
+	c := testConfig(t, ups...)
+	c.Store = StoreConfig{Backend: BackendPostgres, DSN: dsn, NodeName: name}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func startNode(t *testing.T, cfg *Config) *pgNode {
+	t.Helper()
+	b := New(cfg, nil)
+	return &pgNode{name: cfg.Store.NodeName, b: b, stop: run(t, b)}
+}
+
+// login opens an IMAP session to the node as user u.
+func (n *pgNode) login(t *testing.T, h *imapclient.UnilateralDataHandler) *imapclient.Client {
+	t.Helper()
+	c, err := imapclient.DialInsecure(n.b.Addrs().IMAP.String(), &imapclient.Options{UnilateralDataHandler: h})
+	if err != nil {
+		t.Fatalf("node %s: dial: %v", n.name, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.Login("u", "pw").Wait(); err != nil {
+		t.Fatalf("node %s: login: %v", n.name, err)
+	}
+	return c
+}
+
+// TestPostgresNodes runs several popbridge nodes on one private PostgreSQL
+// (Debian's package, started by pgtest; each subtest has its own database).
+func TestPostgresNodes(t *testing.T) {
+	srv := pgtest.Start(t, pgtest.Options{NoFsync: true})
+	var dbs int
+	newDB := func(t *testing.T) string {
+		dbs++
+		return srv.CreateDatabase(t, fmt.Sprintf("nodes%d", dbs))
+	}
+
+	// A flag set on node A and a message appended on node A reach an IDLE
+	// session on node B.
+	t.Run("IdlePushAcrossNodes", func(t *testing.T) {
+		dsn := newDB(t)
+		a := startNode(t, pgConfig(t, dsn, "a"))
+		bn := startNode(t, pgConfig(t, dsn, "b"))
+		ca := a.login(t, nil)
+		appendMsg(t, ca, "INBOX", "first")
+
+		var mu sync.Mutex
+		var exists uint32
+		flagged := map[uint32]bool{}
+		cb := bn.login(t, &imapclient.UnilateralDataHandler{
+			Mailbox: func(d *imapclient.UnilateralDataMailbox) {
+				if d.NumMessages != nil {
+					mu.Lock()
+					exists = *d.NumMessages
+					mu.Unlock()
+				}
+			},
+			Fetch: func(m *imapclient.FetchMessageData) {
+				buf, err := m.Collect()
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				for _, f := range buf.Flags {
+					if f == imap.FlagFlagged {
+						flagged[buf.SeqNum] = true
+					}
+				}
+			},
+		})
+		if sel, err := cb.Select("INBOX", nil).Wait(); err != nil || sel.NumMessages != 1 {
+			t.Fatalf("node b: select: %v, %+v", err, sel)
+		}
+		idle, err := cb.Idle()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// STORE on a, seen by b's IDLE.
+		if _, err := ca.Select("INBOX", nil).Wait(); err != nil {
+			t.Fatal(err)
+		}
+		if err := ca.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagFlagged}}, nil).Close(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "\\Flagged pushed to node b", func() bool { mu.Lock(); defer mu.Unlock(); return flagged[1] })
+		// APPEND on a, EXISTS on b.
+		appendMsg(t, ca, "INBOX", "second")
+		waitFor(t, "EXISTS 2 pushed to node b", func() bool { mu.Lock(); defer mu.Unlock(); return exists == 2 })
+		if err := idle.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := idle.Wait(); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	// Clients on both nodes append into one mailbox at once: every APPENDUID
+	// is distinct, each node's are increasing, and the mailbox holds them
+	// all under exactly those UIDs.
+	t.Run("ConcurrentAppend", func(t *testing.T) {
+		dsn := newDB(t)
+		nodes := []*pgNode{startNode(t, pgConfig(t, dsn, "a")), startNode(t, pgConfig(t, dsn, "b"))}
+		const perClient, clientsPerNode = 25, 2
+		var mu sync.Mutex
+		all := map[imap.UID]string{}
+		var wg sync.WaitGroup
+		errc := make(chan error, len(nodes)*clientsPerNode)
+		for _, n := range nodes {
+			for k := range clientsPerNode {
+				c := n.login(t, nil)
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					var last imap.UID
+					for i := range perClient {
+						body := fmt.Sprintf("%s-%d-%d", n.name, k, i)
+						uid, err := appendUID(c, "INBOX", body)
+						if err != nil {
+							errc <- fmt.Errorf("node %s: %w", n.name, err)
+							return
+						}
+						if uid <= last {
+							errc <- fmt.Errorf("node %s client %d: UID %d after %d", n.name, k, uid, last)
+							return
+						}
+						last = uid
+						mu.Lock()
+						if prev, dup := all[uid]; dup {
+							errc <- fmt.Errorf("UID %d given to %s and %s", uid, prev, body)
+						}
+						all[uid] = body
+						mu.Unlock()
+					}
+				}()
+			}
+		}
+		wg.Wait()
+		close(errc)
+		for err := range errc {
+			t.Error(err)
+		}
+		want := len(nodes) * clientsPerNode * perClient
+		if len(all) != want {
+			t.Fatalf("%d distinct UIDs, want %d", len(all), want)
+		}
+		// Read back on node b: every UID holds the body appended under it.
+		c := nodes[1].login(t, nil)
+		if sel, err := c.Select("INBOX", nil).Wait(); err != nil || int(sel.NumMessages) != want {
+			t.Fatalf("select: %v, %+v", err, sel)
+		}
+		bodies, err := c.Fetch(uidRange(), &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{{Part: []int{1}, Peek: true}}}).Collect()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(bodies) != want {
+			t.Fatalf("fetched %d, want %d", len(bodies), want)
+		}
+		for _, m := range bodies {
+			var got string
+			for _, b := range m.BodySection {
+				got = strings.TrimSpace(string(b.Bytes))
+			}
+			if all[m.UID] != got {
+				t.Errorf("UID %d holds %q, appended %q", m.UID, got, all[m.UID])
+			}
+		}
+	})
+
+	// Both nodes poll one account (leave_on_server = false) at the same
+	// time: every message is stored exactly once and deleted upstream.
+	t.Run("TwoPollersExactlyOnce", func(t *testing.T) {
+		dsn := newDB(t)
+		up := upstream(t, 40)
+		want := map[string]bool{}
+		for _, m := range up.Messages() {
+			want[string(m.Raw)] = true
+		}
+		cfgs := []*Config{pgConfig(t, dsn, "a", up), pgConfig(t, dsn, "b", up)}
+		var nodes []*pgNode
+		for _, c := range cfgs {
+			c.Accounts[0].LeaveOnServer = false
+			if err := c.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			nodes = append(nodes, startNode(t, c))
+		}
+		for _, n := range nodes {
+			n.b.PollNow("acct1")
+		}
+		waitFor(t, "upstream emptied", func() bool { return len(up.Messages()) == 0 })
+		if up.Connections() < 2 {
+			t.Fatalf("%d POP sessions: the nodes did not both poll", up.Connections())
+		}
+		st := openPG(t, dsn)
+		got := inboxBodies(t, st, "u")
+		if len(got) != len(want) {
+			t.Errorf("INBOX holds %d messages, want %d", len(got), len(want))
+		}
+		for raw, n := range got {
+			if n != 1 || !want[raw] {
+				t.Errorf("message stored %d times (expected upstream: %v): %.40q", n, want[raw], raw)
+			}
+		}
+	})
+
+	// A database that does not answer fails start with its host named and
+	// the password kept out of the error.
+	t.Run("DatabaseUnreachableAtStart", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close() // nothing listens there now
+		cfg := pgConfig(t, "postgres://popbridge:s3cretpw@"+addr+"/popbridge?connect_timeout=2", "a")
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		err = New(cfg, nil).Run(ctx)
+		if err == nil || !strings.Contains(err.Error(), addr) || strings.Contains(err.Error(), "s3cretpw") || !errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("Run on an unreachable database: %v", err)
+		}
+	})
+}
+
+// appendMsg appends a small message with body to mailbox.
+func appendMsg(t *testing.T, c *imapclient.Client, mailbox, body string) imap.UID {
+	t.Helper()
+	uid, err := appendUID(c, mailbox, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uid
+}
+
+func appendUID(c *imapclient.Client, mailbox, body string) (imap.UID, error) {
+	raw := fmt.Sprintf("Subject: %s\r\nMessage-ID: <%s@test>\r\n\r\n%s\r\n", body, body, body)
+	cmd := c.Append(mailbox, int64(len(raw)), nil)
+	if _, err := cmd.Write([]byte(raw)); err != nil {
+		return 0, err
+	}
+	if err := cmd.Close(); err != nil {
+		return 0, err
+	}
+	data, err := cmd.Wait()
+	if err != nil {
+		return 0, fmt.Errorf("append %q: %w", body, err)
+	}
+	return data.UID, nil
+}
+
+func uidRange() imap.UIDSet {
+	var s imap.UIDSet
+	s.AddRange(1, 0)
+	return s
+}
+
+// openPG opens the database dsn as a third node would, for the test to
+// look at what the nodes stored.
+func openPG(t *testing.T, dsn string) Backend {
+	t.Helper()
+	cfg := &Config{Store: StoreConfig{Backend: BackendPostgres, DSN: dsn, NodeName: "inspector"}}
+	st, err := openBackend(context.Background(), cfg, slog.New(slog.DiscardHandler), openOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// inboxBodies counts the messages of user's INBOX by their bytes.
+func inboxBodies(t *testing.T, st Backend, user string) map[string]int {
+	t.Helper()
+	ctx := context.Background()
+	u, err := st.UserByName(ctx, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, err := st.MailboxByName(ctx, u.ID, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := st.Snapshot(ctx, u.ID, mb.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uids := make([]store.UID, len(snap.Entries))
+	for i, e := range snap.Entries {
+		uids[i] = e.UID
+	}
+	out := map[string]int{}
+	err = st.Bodies(ctx, u.ID, mb.ID, uids, func(_ store.UID, raw []byte, damaged error) error {
+		if damaged != nil {
+			return damaged
+		}
+		out[string(raw)]++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
