@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/popbridge/popbridge/imapfront"
@@ -63,6 +64,14 @@ func openBackend(ctx context.Context, cfg *Config, log *slog.Logger, o openOptio
 	slog := log.With(LogKeyComponent, "store")
 	switch cfg.Store.backend() {
 	case BackendPostgres:
+		// data_dir keeps this node's own files (the automatic TLS
+		// certificate, the provider key), made as the SQLite store makes
+		// its directory.
+		if !o.readOnly {
+			if err := os.MkdirAll(cfg.Path(cfg.DataDir), 0o700); err != nil {
+				return nil, fmt.Errorf("open store: data_dir: %w", err)
+			}
+		}
 		dsn, err := cfg.dsn()
 		if err != nil {
 			return nil, fmt.Errorf("open store: %w", err)

@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -237,6 +241,55 @@ func TestPostgresNodes(t *testing.T) {
 		}
 	})
 
+	// The one-shot commands (poll, status, verify, export) work on the
+	// PostgreSQL store, beside a running node.
+	t.Run("CommandsOnPostgres", func(t *testing.T) {
+		dsn := newDB(t)
+		up := upstream(t, 5)
+		cfg := pgConfig(t, dsn, "a", up)
+		ctx := context.Background()
+		if _, err := PollOnce(ctx, cfg, nil, "", nil); err != nil {
+			t.Fatal(err)
+		}
+		if fi, err := os.Stat(cfg.Path(cfg.DataDir)); err != nil || fi.Mode().Perm() != 0o700 {
+			t.Fatalf("data_dir for the node's own files: %v, %v", fi, err)
+		}
+		n := startNode(t, pgConfig(t, dsn, "b", up))
+		c := n.login(t, nil)
+		if sel, err := c.Select("INBOX", nil).Wait(); err != nil || sel.NumMessages != 5 {
+			t.Fatalf("node b sees %+v, %v; want the 5 messages node a's poll stored", sel, err)
+		}
+		rep, err := ReadStatus(ctx, cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inbox := uint32(0)
+		if len(rep.Users) == 1 {
+			for _, mb := range rep.Users[0].Mailboxes {
+				if mb.Name == "INBOX" {
+					inbox = mb.Counts.Messages
+				}
+			}
+		}
+		if len(rep.Accounts) != 1 || !rep.Accounts[0].Polled || rep.Accounts[0].Status.Fetched != 5 || inbox != 5 {
+			t.Fatalf("status: %+v", rep)
+		}
+		vr, err := Verify(ctx, cfg, nil, VerifyOptions{})
+		if err != nil || !vr.OK() || vr.Report.Messages != 5 {
+			t.Fatalf("verify: %+v, %v", vr, err)
+		}
+		out := t.TempDir()
+		ex, err := Export(ctx, cfg, nil, "u", out, nil)
+		if err != nil || ex.Messages != 5 {
+			t.Fatalf("export: %+v, %v", ex, err)
+		}
+	})
+
+	// kill -9 of the node polling an account in the middle of a
+	// 2,000-message fetch: the other node finishes it.
+	t.Run("KillPollingNodeLeave", func(t *testing.T) { killPollingNode(t, newDB(t), true) })
+	t.Run("KillPollingNodeDelete", func(t *testing.T) { killPollingNode(t, newDB(t), false) })
+
 	// A database that does not answer fails start with its host named and
 	// the password kept out of the error.
 	t.Run("DatabaseUnreachableAtStart", func(t *testing.T) {
@@ -333,4 +386,137 @@ func inboxBodies(t *testing.T, st Backend, user string) map[string]int {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// nodeChildEnv names the config file a re-executed test binary serves
+// (TestNodeChild): a node that a test can kill -9.
+const nodeChildEnv = "POPBRIDGE_NODE_CHILD_CONFIG"
+
+// TestNodeChild is popbridge serve in a child process of a test: it runs
+// only there, until its stdin closes or it is killed.
+func TestNodeChild(t *testing.T) {
+	path := os.Getenv(nodeChildEnv)
+	if path == "" {
+		t.Skip("the child of a multi-node test")
+	}
+	cfg, err := Load(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		io.Copy(io.Discard, os.Stdin)
+		cancel()
+	}()
+	if err := b.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startChildNode starts a node serving cfgText in a child process; kill
+// ends it with SIGKILL.
+func startChildNode(t *testing.T, cfgText string) (kill func()) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "node.toml")
+	if err := os.WriteFile(path, []byte(cfgText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	child := exec.Command(os.Args[0], "-test.run=^TestNodeChild$")
+	child.Env = append(os.Environ(), nodeChildEnv+"="+path)
+	child.Stderr = os.Stderr
+	stdin, err := child.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	kill = func() {
+		once.Do(func() {
+			child.Process.Kill()
+			child.Wait()
+			stdin.Close()
+		})
+	}
+	t.Cleanup(kill)
+	return kill
+}
+
+// childNodeConfig is the config of a child node polling up as account
+// acct1 of user u.
+func childNodeConfig(t *testing.T, dsn, node string, up *pop3mem.Server, leave bool) string {
+	return fmt.Sprintf(`data_dir = %q
+[store]
+backend = "postgres"
+dsn = %q
+node_name = %q
+[imap]
+listen = "127.0.0.1:0"
+[http]
+listen = ""
+[[user]]
+name = "u"
+password_hash = %q
+[[account]]
+name = "acct1"
+user = "u"
+host = %q
+port = %d
+tls = "none"
+username = "bob"
+password = "bobpw"
+poll_interval = "1h"
+leave_on_server = %t
+`, filepath.Join(t.TempDir(), "data"), dsn, node, realHash(t), up.Host(), up.Port(), leave)
+}
+
+// killPollingNode: node a (a child process) polls a 2,000-message
+// mailbox; it is killed with SIGKILL in the middle of the fetch; node b
+// finishes it. Nothing is lost, nothing is stored twice, and with
+// leave_on_server false the mailbox ends empty.
+func killPollingNode(t *testing.T, dsn string, leave bool) {
+	const n = 2000
+	up := pop3mem.NewServer(pop3mem.WithUser("bob", "bobpw"))
+	t.Cleanup(up.Close)
+	want := map[string]bool{}
+	for i := range n {
+		raw := fmt.Sprintf("Subject: m%d\r\nMessage-ID: <m%d@kill>\r\n\r\n%s\r\n", i, i, strings.Repeat(fmt.Sprintf("line %d of message %d\r\n", i, i), 40))
+		up.AddMessage([]byte(raw))
+		want[raw] = true
+	}
+	kill := startChildNode(t, childNodeConfig(t, dsn, "a", up, leave))
+	waitFor(t, "node a fetching", func() bool { return up.Count("RETR") >= 300 })
+	kill()
+	retrAtKill := up.Count("RETR")
+	if retrAtKill >= n {
+		t.Fatalf("node a had retrieved all %d messages before the kill: the test did not cut the fetch", retrAtKill)
+	}
+
+	cfg := pgConfig(t, dsn, "b", up)
+	cfg.Accounts[0].LeaveOnServer = leave
+	b := startNode(t, cfg)
+	b.b.PollNow("acct1")
+	st := openPG(t, dsn)
+	var got map[string]int
+	waitFor(t, "every message stored", func() bool {
+		got = inboxBodies(t, st, "u")
+		return len(got) >= n
+	})
+	for raw, k := range got {
+		if k != 1 || !want[raw] {
+			t.Errorf("stored %d times (sent upstream: %v): %.40q", k, want[raw], raw)
+		}
+	}
+	if len(got) != n {
+		t.Errorf("%d messages stored, want %d", len(got), n)
+	}
+	if leave {
+		if left := len(up.Messages()); left != n {
+			t.Errorf("leave_on_server: %d messages left upstream, want %d", left, n)
+		}
+		return
+	}
+	waitFor(t, "mailbox emptied upstream", func() bool { return len(up.Messages()) == 0 })
 }
