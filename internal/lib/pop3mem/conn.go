@@ -253,6 +253,9 @@ func (c *conn) capaList(f Faults) []string {
 			caps = append(caps, "STLS")
 		}
 	}
+	if c.s.loginDelay > 0 {
+		caps = append(caps[:len(caps):len(caps)], fmt.Sprintf("LOGIN-DELAY %d", int(c.s.loginDelay.Seconds())))
+	}
 	out := make([]string, 0, len(caps))
 	for _, cp := range caps {
 		name := strings.ToUpper(strings.Fields(cp + " x")[0])
@@ -307,6 +310,10 @@ func (c *conn) finishAuth(f Faults, ok bool) error {
 	if !ok {
 		c.user = ""
 		return c.reply(f, "-ERR [AUTH] Authentication failed.")
+	}
+	if !c.s.admitLogin(time.Now()) {
+		c.user = ""
+		return c.reply(f, "-ERR [LOGIN-DELAY] Too soon since your last login.")
 	}
 	c.authed = true
 	c.msgs = c.s.login()

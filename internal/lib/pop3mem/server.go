@@ -96,6 +96,7 @@ type Server struct {
 	caps           []string // nil: default list
 	apop           bool
 	xoauthNoIR     bool
+	loginDelay     time.Duration // WithLoginDelay; 0: none
 
 	ln        net.Listener
 	implicit  bool
@@ -103,18 +104,22 @@ type Server struct {
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 
-	mu       sync.Mutex
-	msgs     []Message
-	nextID   uint64
-	deleted  []string
-	faults   Faults
-	counts   map[string]int
-	log      []string
-	logins   int
-	conns    map[net.Conn]struct{}
-	connsAll int
-	sessions SessionCounter
-	shared   *SessionCounter // WithSessionCounter; nil: none
+	mu      sync.Mutex
+	msgs    []Message
+	nextID  uint64
+	deleted []string
+	faults  Faults
+	counts  map[string]int
+	log     []string
+	logins  int
+	// lastLogin is when the last login succeeded, for WithLoginDelay;
+	// delayRefusals counts logins refused for coming sooner.
+	lastLogin     time.Time
+	delayRefusals int
+	conns         map[net.Conn]struct{}
+	connsAll      int
+	sessions      SessionCounter
+	shared        *SessionCounter // WithSessionCounter; nil: none
 }
 
 // SessionCounter counts the POP3 sessions open at once on one or more
@@ -187,6 +192,33 @@ func WithCaps(caps ...string) Option {
 // several servers can share one count (the server always keeps its own, see
 // [Server.MaxOpenSessions]).
 func WithSessionCounter(c *SessionCounter) Option { return func(s *Server) { s.shared = c } }
+
+// WithLoginDelay makes the server announce "LOGIN-DELAY <seconds of d>" in
+// CAPA (RFC 2449) and enforce it: a login that succeeds sooner than d after
+// the previous successful one is refused with "-ERR [LOGIN-DELAY]" and
+// counted (see LoginDelayRefusals), as a server that means it would.
+func WithLoginDelay(d time.Duration) Option { return func(s *Server) { s.loginDelay = d } }
+
+// LoginDelayRefusals returns how many logins were refused for coming
+// sooner than WithLoginDelay allows.
+func (s *Server) LoginDelayRefusals() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.delayRefusals
+}
+
+// admitLogin applies WithLoginDelay to a login that presented valid
+// credentials at now: false when it comes too soon (and is counted).
+func (s *Server) admitLogin(now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.loginDelay > 0 && !s.lastLogin.IsZero() && now.Sub(s.lastLogin) < s.loginDelay {
+		s.delayRefusals++
+		return false
+	}
+	s.lastLogin = now
+	return true
+}
 
 // WithoutAPOP leaves the <timestamp> out of the greeting and refuses APOP.
 func WithoutAPOP() Option { return func(s *Server) { s.apop = false } }

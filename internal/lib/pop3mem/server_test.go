@@ -584,3 +584,35 @@ func TestCustomCaps(t *testing.T) {
 		t.Errorf("CAPA = %q", got)
 	}
 }
+
+func TestLoginDelay(t *testing.T) {
+	s := NewServer(WithLoginDelay(time.Hour))
+	defer s.Close()
+	c := dial(t, s)
+	c.ok("CAPA")
+	if caps := strings.Join(c.multi(), "|"); !strings.HasSuffix(caps, "|LOGIN-DELAY 3600") {
+		t.Errorf("CAPA = %q", caps)
+	}
+	c.login()
+	c.ok("QUIT")
+	c2 := dial(t, s)
+	c2.ok("USER " + DefaultUser)
+	if r := c2.cmd("PASS " + DefaultPassword); !strings.HasPrefix(r, "-ERR [LOGIN-DELAY]") {
+		t.Fatalf("second login within the delay: %q", r)
+	}
+	if r := c2.cmd("STAT"); !strings.HasPrefix(r, "-ERR") {
+		t.Errorf("STAT after a refused login: %q", r)
+	}
+	if n := s.LoginDelayRefusals(); n != 1 {
+		t.Errorf("refusals = %d, want 1", n)
+	}
+	// A wrong password is refused as such, not counted as too soon.
+	c3 := dial(t, s)
+	c3.ok("USER " + DefaultUser)
+	if r := c3.cmd("PASS wrong"); !strings.HasPrefix(r, "-ERR [AUTH]") {
+		t.Errorf("wrong password: %q", r)
+	}
+	if n := s.LoginDelayRefusals(); n != 1 {
+		t.Errorf("refusals = %d after a wrong password, want 1", n)
+	}
+}
