@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"bytes"
 	"context"
 	"crypto/cipher"
 	"errors"
@@ -56,6 +57,10 @@ type provider struct {
 	users map[string]*provUser // by login
 	// afterLogout replaces time.AfterFunc (tests).
 	afterLogout func(d time.Duration, f func()) interface{ Stop() bool }
+
+	// shared: other nodes use the store too (PostgreSQL): provider
+	// users they create or change are taken over by sync.
+	shared bool
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -185,23 +190,15 @@ func (p *provider) prepare(ctx context.Context, keyFile string) error {
 	}
 	var accts []poller.Account
 	unreadable := 0
-	p.mu.Lock()
 	for _, su := range users {
-		u := &provUser{needsLogin: su.State == store.ProviderNeedsLogin, sealed: su.Credential}
-		if p.aead != nil && u.sealed != nil {
-			if _, err := openCredential(p.aead, su.Name, u.sealed); err != nil {
-				// Another key_file: polled again after the next login.
-				u.sealed = nil
-				unreadable++
-			}
+		acct, ok, bad := p.adopt(su)
+		if bad {
+			unreadable++
 		}
-		if p.aead != nil && !u.needsLogin && u.sealed != nil {
-			u.active = true
-			accts = append(accts, p.account(su.Name, p.keptSecret(su.Name)))
+		if ok {
+			accts = append(accts, acct)
 		}
-		p.users[su.Name] = u
 	}
-	p.mu.Unlock()
 	if unreadable > 0 {
 		p.log.Warn("kept provider passwords do not open with key_file (was it replaced?): those users are polled again after their next login",
 			"users", unreadable)
@@ -215,6 +212,89 @@ func (p *provider) prepare(ctx context.Context, keyFile string) error {
 	return nil
 }
 
+// adopt takes the provider user su, as the store has it, into memory:
+// a new one, or one whose row another node changed (shared store). It
+// returns the account to poll when su is to be polled by this node (its
+// sealed password opens with key_file and it does not need a login);
+// unreadable reports a sealed password that does not open (another
+// key_file). A user polled already keeps being polled with the newer
+// credential.
+func (p *provider) adopt(su store.ProviderUser) (acct poller.Account, poll, unreadable bool) {
+	sealed := su.Credential
+	if p.aead != nil && sealed != nil {
+		if _, err := openCredential(p.aead, su.Name, sealed); err != nil {
+			sealed, unreadable = nil, true
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	u := p.users[su.Name]
+	if u == nil {
+		u = &provUser{}
+		p.users[su.Name] = u
+	}
+	u.needsLogin = su.State == store.ProviderNeedsLogin
+	if p.aead != nil && !bytes.Equal(u.sealed, sealed) {
+		u.sealed = sealed
+		u.gen++
+	}
+	if u.needsLogin || p.aead == nil || u.sealed == nil {
+		// Session credentials live only on the node the user logged in
+		// to; without a credential there is nothing to poll with.
+		return poller.Account{}, false, unreadable
+	}
+	u.active = true
+	return p.account(su.Name, p.keptSecret(su.Name)), true, unreadable
+}
+
+// providerSyncInterval is how often a node on a shared store reads the
+// provider users that other nodes created or changed.
+const providerSyncInterval = 30 * time.Second
+
+// sync brings this node's provider users in line with the shared store:
+// users created on another node are polled here too (their account's lease
+// makes one node poll each at a time), a user another node found needing
+// a login stops being polled, a newer sealed password is taken, and a
+// user removed (popbridge users -remove) is forgotten.
+func (p *provider) sync(ctx context.Context) error {
+	users, err := p.st.ProviderUsers(ctx)
+	if err != nil {
+		return fmt.Errorf("provider: read users: %w", err)
+	}
+	inStore := make(map[string]bool, len(users))
+	for _, su := range users {
+		inStore[su.Name] = true
+		p.mu.Lock()
+		u := p.users[su.Name]
+		wasActive := u != nil && u.active
+		p.mu.Unlock()
+		acct, poll, _ := p.adopt(su)
+		switch {
+		case poll && !wasActive:
+			p.poller.AddAccount(acct)
+		case !poll && wasActive && su.State == store.ProviderNeedsLogin:
+			p.mu.Lock()
+			u.active, u.secret, u.verifier = false, "", ""
+			p.mu.Unlock()
+			p.poller.RemoveAccount(accountName(su.Name))
+			p.log.Info("provider user needs login (seen by another node): polling stops", LogKeyUser, su.Name)
+		}
+	}
+	var gone []string
+	p.mu.Lock()
+	for name, u := range p.users {
+		if !inStore[name] && !u.present {
+			gone = append(gone, name)
+			delete(p.users, name)
+		}
+	}
+	p.mu.Unlock()
+	for _, name := range gone {
+		p.poller.RemoveAccount(accountName(name))
+	}
+	return nil
+}
+
 // start starts the provider users' poller.
 func (p *provider) start(ctx context.Context) {
 	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -223,6 +303,25 @@ func (p *provider) start(ctx context.Context) {
 		defer close(p.done)
 		p.poller.Run(pctx)
 	}()
+	if p.shared {
+		go p.syncLoop(pctx)
+	}
+}
+
+// syncLoop runs sync every providerSyncInterval until ctx ends.
+func (p *provider) syncLoop(ctx context.Context) {
+	t := time.NewTicker(providerSyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := p.sync(ctx); err != nil && ctx.Err() == nil {
+			p.log.Warn("provider users not synchronised with the other nodes; trying again", "err", err, "in", providerSyncInterval)
+		}
+	}
 }
 
 // stop stops the provider's poller (in-flight deliveries finish) and its
@@ -288,6 +387,19 @@ func (p *provider) Verify(ctx context.Context, login, password string) error {
 		verifier = u.verifier
 	}
 	p.mu.Unlock()
+	if !known && p.shared {
+		// Created by another node of a shared store.
+		su, err := p.st.ProviderUserByName(ctx, login)
+		switch {
+		case err == nil:
+			if acct, poll, _ := p.adopt(su); poll {
+				p.poller.AddAccount(acct)
+			}
+			known = true
+		case !errors.Is(err, store.ErrNotFound):
+			return fmt.Errorf("provider login: %w", err)
+		}
+	}
 	if !known {
 		// A local user of that name that provider mode did not create (a
 		// former [[user]]) is not handed to whoever holds the POP account.
