@@ -95,6 +95,13 @@ func (p *Poller) newCommitter(ctx context.Context, a Account, res *Result, progr
 		turnChanged: make(chan struct{}),
 	}
 	c.graceOff = context.AfterFunc(ctx, func() {
+		if leaseLost(ctx) {
+			// Another node may be polling the account now: no further
+			// commit (the store's duplicate guard would keep exactly
+			// once anyway).
+			cancel()
+			return
+		}
 		t := time.AfterFunc(commitGrace, cancel)
 		context.AfterFunc(stopped, func() { t.Stop() })
 	})
@@ -298,6 +305,9 @@ func (c *committer) commit(batch []*fetchedMsg, ticket uint64) error {
 		defer staged.Release()
 		if err := c.awaitTurn(ticket); err != nil {
 			return accountErr(c.a, "deliver", fmt.Errorf("waiting for its turn: %w", err))
+		}
+		if err := c.ctx.Err(); err != nil {
+			return accountErr(c.a, "deliver", fmt.Errorf("not committed: %w", err))
 		}
 		if _, err := staged.Commit(c.ctx); err != nil {
 			return accountErr(c.a, "deliver", err)
