@@ -323,10 +323,13 @@ func (k *leaseKeeper) wait() {
 	}
 }
 
+// heldLeaseKey is the context key of the lease a pass runs under.
+type heldLeaseKey struct{}
+
 // leaseCtx returns a context for a pass under h: canceled with
 // errLeaseLost as its cause when h is lost, and with ctx.
 func leaseCtx(ctx context.Context, h *heldLease) (context.Context, context.CancelFunc) {
-	pctx, cancel := context.WithCancelCause(ctx)
+	pctx, cancel := context.WithCancelCause(context.WithValue(ctx, heldLeaseKey{}, h))
 	stop := context.AfterFunc(h.ctx, func() { cancel(context.Cause(h.ctx)) })
 	return pctx, func() {
 		stop()
@@ -334,10 +337,24 @@ func leaseCtx(ctx context.Context, h *heldLease) (context.Context, context.Cance
 	}
 }
 
-// leaseLost reports whether ctx ended because its node lost the account's
-// lease.
+// leaseLost reports whether the pass of ctx runs under a lease its node
+// lost. It knows the moment the keeper finds the lease lost, before ctx's
+// cancellation has propagated.
 func leaseLost(ctx context.Context) bool {
-	return errors.Is(context.Cause(ctx), errLeaseLost)
+	if errors.Is(context.Cause(ctx), errLeaseLost) {
+		return true
+	}
+	h, _ := ctx.Value(heldLeaseKey{}).(*heldLease)
+	return h != nil && errors.Is(context.Cause(h.ctx), errLeaseLost)
+}
+
+// passStopped returns why the pass of ctx must stop (errLeaseLost, or
+// ctx's cause), or nil while it may go on.
+func passStopped(ctx context.Context) error {
+	if leaseLost(ctx) {
+		return errLeaseLost
+	}
+	return context.Cause(ctx)
 }
 
 // leaseRetry is how long a node waits before trying again to take a lease

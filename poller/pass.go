@@ -176,14 +176,14 @@ func (p *Poller) runPass(ctx context.Context, a Account, st *acctState, progress
 		}
 		// A pass stopped (shutdown, or its node lost the account's
 		// lease to another node) deletes nothing.
-		if ctx.Err() != nil {
-			return res, accountErr(a, "delete", context.Cause(ctx))
+		if err := passStopped(ctx); err != nil {
+			return res, accountErr(a, "delete", fmt.Errorf("not deleting: %w", err))
 		}
 		if err := p.sink.MarkDeletePending(ctx, a.Name, ids); err != nil {
 			return res, accountErr(a, "mark delete pending", err)
 		}
-		if ctx.Err() != nil {
-			return res, accountErr(a, "delete", context.Cause(ctx))
+		if err := passStopped(ctx); err != nil {
+			return res, accountErr(a, "delete", fmt.Errorf("not deleting: %w", err))
 		}
 		if err := sess.Delete(ctx, nums); err != nil {
 			return res, accountErr(a, "delete", err)
