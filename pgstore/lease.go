@@ -7,34 +7,28 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/popbridge/popbridge/store"
 )
 
 // ErrLeaseLost is returned by RenewLease when the lease expired and
-// another node took it, or it was released.
-var ErrLeaseLost = errors.New("pgstore: lease lost")
+// another node took it, or it was released. It is store.ErrLeaseLost.
+var ErrLeaseLost = store.ErrLeaseLost
 
-// Lease is a named lease held by one node until Expires: "one poller per
-// upstream account, cluster-wide" holds a lease named after the account.
-// Expiry is judged by the database's clock, so the nodes' clocks need not
-// agree.
-type Lease struct {
-	Name   string
-	Holder string // the node name of the Store that holds it
-	// Expires is when the lease lapses unless renewed (database clock).
-	Expires time.Time
-	// Token increases every time the lease changes hands: a fencing
-	// token that tells a holder's writes from a former holder's.
-	Token int64
-}
+// leftSQL is how long lease row l has to run by the database's clock, in
+// seconds (0 once lapsed).
+const leftSQL = `EXTRACT(EPOCH FROM GREATEST(l.expires - clock_timestamp(), interval '0'))::float8`
 
 // AcquireLease takes the lease name for this node for ttl: it succeeds
 // (ok true) when nobody holds it, when it has expired, or when this node
 // holds it already (then it is extended, keeping its token). Otherwise ok
-// is false and the returned Lease tells who holds it until when.
-func (s *Store) AcquireLease(ctx context.Context, name string, ttl time.Duration) (l Lease, ok bool, err error) {
+// is false and the returned Lease tells who holds it until when, and how
+// long it has left.
+func (s *Store) AcquireLease(ctx context.Context, name string, ttl time.Duration) (l store.Lease, ok bool, err error) {
 	if ttl <= 0 {
-		return Lease{}, false, fmt.Errorf("acquire lease %q: ttl must be positive, not %v", name, ttl)
+		return store.Lease{}, false, fmt.Errorf("acquire lease %q: ttl must be positive, not %v", name, ttl)
 	}
+	var left float64
 	err = s.write(ctx, "acquire lease", func(w *wtx) error {
 		// One instant, the new expiry less the ttl, is both when the
 		// lease is taken and what "expired" is judged against.
@@ -46,18 +40,21 @@ func (s *Store) AcquireLease(ctx context.Context, name string, ttl time.Duration
 			RETURNING name, holder, expires, token`, name, s.node, ttl.Seconds()).Scan(&l.Name, &l.Holder, &l.Expires, &l.Token)
 		if err == nil {
 			ok = true
+			left = ttl.Seconds()
 			return nil
 		}
 		if !errors.Is(err, pgx.ErrNoRows) {
 			return err
 		}
 		ok = false
-		return w.QueryRow(w.ctx, `SELECT name, holder, expires, token FROM leases WHERE name = $1`, name).Scan(&l.Name, &l.Holder, &l.Expires, &l.Token)
+		return w.QueryRow(w.ctx, `SELECT name, holder, expires, token, `+leftSQL+` FROM leases AS l WHERE name = $1`,
+			name).Scan(&l.Name, &l.Holder, &l.Expires, &l.Token, &left)
 	})
 	if err != nil {
-		return Lease{}, false, fmt.Errorf("lease %q: %w", name, err)
+		return store.Lease{}, false, fmt.Errorf("lease %q: %w", name, err)
 	}
 	l.Expires = l.Expires.UTC()
+	l.Left = time.Duration(left * float64(time.Second))
 	return l, ok, nil
 }
 
@@ -65,9 +62,9 @@ func (s *Store) AcquireLease(ctx context.Context, name string, ttl time.Duration
 // ErrLeaseLost when l has expired (even if nobody took it meanwhile: a
 // holder that let its lease lapse must acquire it again, with a new
 // token) or was released.
-func (s *Store) RenewLease(ctx context.Context, l Lease, ttl time.Duration) (Lease, error) {
+func (s *Store) RenewLease(ctx context.Context, l store.Lease, ttl time.Duration) (store.Lease, error) {
 	if ttl <= 0 {
-		return Lease{}, fmt.Errorf("renew lease %q: ttl must be positive, not %v", l.Name, ttl)
+		return store.Lease{}, fmt.Errorf("renew lease %q: ttl must be positive, not %v", l.Name, ttl)
 	}
 	out := l
 	err := s.write(ctx, "renew lease", func(w *wtx) error {
@@ -76,26 +73,91 @@ func (s *Store) RenewLease(ctx context.Context, l Lease, ttl time.Duration) (Lea
 			l.Name, s.node, l.Token, ttl.Seconds()).Scan(&out.Expires)
 	})
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Lease{}, fmt.Errorf("renew lease %q: %w", l.Name, ErrLeaseLost)
+		return store.Lease{}, fmt.Errorf("renew lease %q: %w", l.Name, ErrLeaseLost)
 	}
 	if err != nil {
-		return Lease{}, fmt.Errorf("lease %q: %w", l.Name, err)
+		return store.Lease{}, fmt.Errorf("lease %q: %w", l.Name, err)
 	}
 	out.Expires = out.Expires.UTC()
+	out.Left = ttl
+	return out, nil
+}
+
+// RenewLeases extends every lease of ls that this node still holds (same
+// name and token, not lapsed) to ttl from now, in one statement: a node
+// holding the leases of thousands of accounts renews them all at once. It
+// returns the renewed leases; a lease of ls missing from them is lost
+// (lapsed, taken by another node, or released). An error means none was
+// renewed.
+func (s *Store) RenewLeases(ctx context.Context, ls []store.Lease, ttl time.Duration) ([]store.Lease, error) {
+	if ttl <= 0 {
+		return nil, fmt.Errorf("renew leases: ttl must be positive, not %v", ttl)
+	}
+	if len(ls) == 0 {
+		return nil, nil
+	}
+	names, tokens := leaseKeys(ls)
+	var out []store.Lease
+	err := s.write(ctx, "renew leases", func(w *wtx) error {
+		out = out[:0]
+		rows, err := w.Query(w.ctx, `UPDATE leases AS l SET expires = clock_timestamp() + make_interval(secs => $4)
+			FROM unnest($1::text[], $2::bigint[]) AS r(name, token)
+			WHERE l.name = r.name AND l.token = r.token AND l.holder = $3 AND l.expires > clock_timestamp()
+			RETURNING l.name, l.holder, l.expires, l.token`, names, tokens, s.node, ttl.Seconds())
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var l store.Lease
+			if err := rows.Scan(&l.Name, &l.Holder, &l.Expires, &l.Token); err != nil {
+				return err
+			}
+			l.Expires = l.Expires.UTC()
+			l.Left = ttl
+			out = append(out, l)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%d leases: %w", len(ls), err)
+	}
 	return out, nil
 }
 
 // ReleaseLease gives up l if this node still holds it (with l's token), so
 // another node can take it at once. Releasing a lease that was lost is
 // not an error.
-func (s *Store) ReleaseLease(ctx context.Context, l Lease) error {
-	err := s.write(ctx, "release lease", func(w *wtx) error {
-		_, err := w.Exec(w.ctx, `UPDATE leases SET expires = clock_timestamp() - interval '1 microsecond', holder = ''
-			WHERE name = $1 AND holder = $2 AND token = $3`, l.Name, s.node, l.Token)
-		return err
-	})
-	if err != nil {
+func (s *Store) ReleaseLease(ctx context.Context, l store.Lease) error {
+	if err := s.ReleaseLeases(ctx, []store.Lease{l}); err != nil {
 		return fmt.Errorf("lease %q: %w", l.Name, err)
 	}
 	return nil
+}
+
+// ReleaseLeases gives up, in one statement, every lease of ls this node
+// still holds (with its token), so other nodes can take them at once (a
+// node stopping cleanly hands its accounts over without waiting for the
+// leases to lapse). Leases already lost are skipped.
+func (s *Store) ReleaseLeases(ctx context.Context, ls []store.Lease) error {
+	if len(ls) == 0 {
+		return nil
+	}
+	names, tokens := leaseKeys(ls)
+	return s.write(ctx, "release leases", func(w *wtx) error {
+		_, err := w.Exec(w.ctx, `UPDATE leases AS l SET expires = clock_timestamp() - interval '1 microsecond', holder = ''
+			FROM unnest($1::text[], $2::bigint[]) AS r(name, token)
+			WHERE l.name = r.name AND l.token = r.token AND l.holder = $3`, names, tokens, s.node)
+		return err
+	})
+}
+
+// leaseKeys returns the names and tokens of ls as two arrays.
+func leaseKeys(ls []store.Lease) (names []string, tokens []int64) {
+	names = make([]string, len(ls))
+	tokens = make([]int64, len(ls))
+	for i, l := range ls {
+		names[i], tokens[i] = l.Name, l.Token
+	}
+	return names, tokens
 }

@@ -137,7 +137,7 @@ func testLeases(t *testing.T, e *env) {
 		t.Fatal(ok, err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	var took Lease
+	var took store.Lease
 	for {
 		if took, ok, err = a.AcquireLease(ctx, "short", time.Hour); err != nil || ok {
 			break

@@ -40,6 +40,7 @@ func TestStore(t *testing.T) {
 		{"OpenConcurrently", testOpenConcurrently},
 		{"OpenErrors", testOpenErrors},
 		{"Leases", testLeases},
+		{"LeaseBatch", testLeaseBatch},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newEnv(t, srv)) })
 	}

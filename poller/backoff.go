@@ -27,7 +27,25 @@ const (
 	// a poll of every account (PollAll, SIGUSR1) are spread: 1,000
 	// accounts log in over 50 s, not in the same instant.
 	staggerStep = 50 * time.Millisecond
+	// storeBackoffBase is the first retry delay of a poll that found the
+	// store's database unreachable; storeBackoffMax caps it. Short: the
+	// account is fine, and mail waits upstream meanwhile.
+	storeBackoffBase = time.Second
+	storeBackoffMax  = 30 * time.Second
 )
+
+// storeBackoff returns how long to wait after the n-th poll in a row
+// (n >= 1) that found the store unreachable: storeBackoffBase doubled per
+// try, capped at storeBackoffMax, with jitter r in [0,1) spreading it over
+// [d/2, d].
+func storeBackoff(n int, r float64) time.Duration {
+	d := storeBackoffBase
+	for i := 1; i < n && d < storeBackoffMax; i++ {
+		d *= 2
+	}
+	d = min(d, storeBackoffMax)
+	return d/2 + time.Duration(float64(d/2)*r)
+}
 
 // startSpread returns the window over which the first polls of the
 // configured accounts are spread, for an account polled every interval.

@@ -45,6 +45,7 @@ type committer struct {
 	p        *Poller
 	a        Account
 	log      *slog.Logger
+	pass     context.Context // the pass's context (leaseLost)
 	ctx      context.Context // commit context: survives the pass's cancel for commitGrace
 	cancel   context.CancelFunc
 	in       chan *fetchedMsg
@@ -84,7 +85,7 @@ func (p *Poller) newCommitter(ctx context.Context, a Account, res *Result, progr
 	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	stopped, stop := context.WithCancel(context.Background())
 	c := &committer{
-		p: p, a: a, log: log, ctx: cctx, cancel: cancel,
+		p: p, a: a, log: log, pass: ctx, ctx: cctx, cancel: cancel,
 		in:      make(chan *fetchedMsg, commitMaxMsgs),
 		sem:     newByteBudget(bufferMaxBytes),
 		stopped: stopped, stop: stop,
@@ -95,6 +96,13 @@ func (p *Poller) newCommitter(ctx context.Context, a Account, res *Result, progr
 		turnChanged: make(chan struct{}),
 	}
 	c.graceOff = context.AfterFunc(ctx, func() {
+		if leaseLost(ctx) {
+			// Another node may be polling the account now: no further
+			// commit (the store's duplicate guard would keep exactly
+			// once anyway).
+			cancel()
+			return
+		}
 		t := time.AfterFunc(commitGrace, cancel)
 		context.AfterFunc(stopped, func() { t.Stop() })
 	})
@@ -291,6 +299,9 @@ func (c *committer) commit(batch []*fetchedMsg, ticket uint64) error {
 		bytes += int64(len(f.raw))
 	}
 	if len(ds) > 0 {
+		if leaseLost(c.pass) {
+			return accountErr(c.a, "deliver", fmt.Errorf("not staged: %w", errLeaseLost))
+		}
 		staged, err := c.p.sink.Stage(c.ctx, ds)
 		if err != nil {
 			return accountErr(c.a, "deliver", err)
@@ -298,6 +309,12 @@ func (c *committer) commit(batch []*fetchedMsg, ticket uint64) error {
 		defer staged.Release()
 		if err := c.awaitTurn(ticket); err != nil {
 			return accountErr(c.a, "deliver", fmt.Errorf("waiting for its turn: %w", err))
+		}
+		if leaseLost(c.pass) {
+			return accountErr(c.a, "deliver", fmt.Errorf("not committed: %w", errLeaseLost))
+		}
+		if err := c.ctx.Err(); err != nil {
+			return accountErr(c.a, "deliver", fmt.Errorf("not committed: %w", err))
 		}
 		if _, err := staged.Commit(c.ctx); err != nil {
 			return accountErr(c.a, "deliver", err)

@@ -174,8 +174,16 @@ func (p *Poller) runPass(ctx context.Context, a Account, st *acctState, progress
 			ids[i], nums[i] = d.m.id, d.m.item.Num
 			log.Debug("deleting upstream", "uidl", d.m.id, "why", d.why, "proof", proofName(d.proof))
 		}
+		// A pass stopped (shutdown, or its node lost the account's
+		// lease to another node) deletes nothing.
+		if err := passStopped(ctx); err != nil {
+			return res, accountErr(a, "delete", fmt.Errorf("not deleting: %w", err))
+		}
 		if err := p.sink.MarkDeletePending(ctx, a.Name, ids); err != nil {
 			return res, accountErr(a, "mark delete pending", err)
+		}
+		if err := passStopped(ctx); err != nil {
+			return res, accountErr(a, "delete", fmt.Errorf("not deleting: %w", err))
 		}
 		if err := sess.Delete(ctx, nums); err != nil {
 			return res, accountErr(a, "delete", err)

@@ -104,6 +104,16 @@ type Options struct {
 	// scheduled poll (not PollOnce) with its result and error, from the
 	// worker's goroutine; it must not block for long. nil: none.
 	AfterPoll func(a Account, res Result, err error)
+	// Leaser, when set, makes this node poll an account only while it
+	// holds the account's lease (LeaseName), so that of several nodes on
+	// one store exactly one polls each account; nil: no leasing (one node,
+	// the SQLite store).
+	Leaser Leaser
+	// LeaseTTL is the lifetime of an account lease; 0 means
+	// DefaultLeaseTTL. Held leases are renewed together every LeaseTTL/3;
+	// another node takes an account over within two LeaseTTLs of its
+	// holder's death.
+	LeaseTTL time.Duration
 }
 
 // connCap turns an Options cap into a connLimiter one (0: none).
@@ -166,20 +176,39 @@ type Status struct {
 	// Waiting is true while a poll waits for a connection slot
 	// (MaxConnections, MaxConnectionsPerHost).
 	Waiting bool
+	// LeaseHolder is the node that held the account's lease when this
+	// node last looked (Options.Leaser; "" without leasing or before the
+	// first look); LeaseHeld is true while that is this node, the one
+	// polling the account.
+	LeaseHolder string
+	LeaseHeld   bool
+	// StoreUnavailable is true while the account's polls pause because
+	// the store's database cannot be reached (store.ErrUnavailable): they
+	// are retried soon, and nothing is deleted upstream meanwhile.
+	StoreUnavailable bool
 }
 
 // StateWaiting is what State says of an account waiting for a connection
 // slot.
 const StateWaiting = "waiting for a connection slot"
 
+// StateStoreUnavailable is what State says of an account whose polls pause
+// while the store's database cannot be reached.
+const StateStoreUnavailable = "store unavailable"
+
 // State sums up what the account's poller is doing: StateWaiting,
-// "polling", or "idle".
+// "polling", StateStoreUnavailable, "polled by node NAME" (another node
+// holds its lease), or "idle".
 func (s Status) State() string {
 	switch {
 	case s.Waiting:
 		return StateWaiting
 	case s.Polling:
 		return "polling"
+	case s.StoreUnavailable:
+		return StateStoreUnavailable
+	case !s.LeaseHeld && s.LeaseHolder != "":
+		return "polled by node " + s.LeaseHolder
 	}
 	return "idle"
 }
@@ -205,6 +234,9 @@ type Poller struct {
 	connect dialFunc
 	// afterPoll is Options.AfterPoll.
 	afterPoll func(a Account, res Result, err error)
+	// leases holds this node's account leases; nil without
+	// Options.Leaser.
+	leases *leaseKeeper
 
 	mu         sync.Mutex
 	accounts   []Account
@@ -248,6 +280,9 @@ func New(opts Options) *Poller {
 		return s, nil
 	}
 	p.dial = p.limited(p.connect)
+	if opts.Leaser != nil {
+		p.leases = newLeaseKeeper(p, opts.Leaser, opts.LeaseTTL)
+	}
 	p.accounts = append([]Account(nil), opts.Accounts...)
 	for _, a := range p.accounts {
 		p.stateLocked(a.Name)
@@ -352,6 +387,11 @@ func (p *Poller) Run(ctx context.Context) error {
 	p.runCtx = nil
 	p.mu.Unlock()
 	p.wg.Wait()
+	if p.leases != nil {
+		// The workers released their leases: wait until they are given
+		// back, so another node takes the accounts over at once.
+		p.leases.wait()
+	}
 	return nil
 }
 
@@ -359,8 +399,11 @@ func (p *Poller) Run(ctx context.Context) error {
 // in turn when account is "". progress, if not nil, is called with the
 // number of messages handled so far and the number to fetch; it is called
 // from one goroutine at a time. A pass never runs concurrently with another
-// pass of the same account (a running worker's poll is waited for). For
-// several accounts the counts are summed and the errors joined.
+// pass of the same account (a running worker's poll is waited for). With
+// Options.Leaser the pass holds the account's lease (sharing it with this
+// node's worker); when another node holds it the pass fails with
+// ErrLeaseHeld. For several accounts the counts are summed and the errors
+// joined.
 func (p *Poller) PollOnce(ctx context.Context, account string, progress func(done, total int)) (Result, error) {
 	p.mu.Lock()
 	var accts []Account
@@ -374,12 +417,12 @@ func (p *Poller) PollOnce(ctx context.Context, account string, progress func(don
 		return Result{Account: account}, fmt.Errorf("%w %q", errUnknownAccount, account)
 	}
 	if len(accts) == 1 {
-		return p.pass(ctx, accts[0], progress)
+		return p.passOnce(ctx, accts[0], progress)
 	}
 	var sum Result
 	var errs []error
 	for _, a := range accts {
-		r, err := p.pass(ctx, a, progress)
+		r, err := p.passOnce(ctx, a, progress)
 		sum.add(r)
 		if err != nil {
 			errs = append(errs, err)
@@ -389,6 +432,15 @@ func (p *Poller) PollOnce(ctx context.Context, account string, progress func(don
 		}
 	}
 	return sum, errors.Join(errs...)
+}
+
+// passOnce is one pass of PollOnce: under the account's lease with a
+// Leaser.
+func (p *Poller) passOnce(ctx context.Context, a Account, progress func(done, total int)) (Result, error) {
+	if p.leases != nil {
+		return p.pollOnceLeased(ctx, a, progress)
+	}
+	return p.pass(ctx, a, progress)
 }
 
 // PollNow asks the running worker of account for an early poll: an

@@ -2,6 +2,7 @@ package poller
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/popbridge/popbridge/store"
@@ -124,13 +125,21 @@ func (p *Poller) endPass(ctx context.Context, name string, res Result, err error
 	st.status.Bytes += res.Bytes
 	st.status.Skipped += int64(res.Skipped)
 	st.status.Anomalies = st.status.Anomalies.Add(res.Anomalies)
+	unavailable := errors.Is(err, store.ErrUnavailable)
 	switch {
 	case err == nil:
 		st.status.LastSuccess = now
 		st.status.LastError = ""
-	case ctx.Err() == nil:
+		st.status.StoreUnavailable = false
+	case ctx.Err() != nil:
+	case unavailable:
+		// The store, not the account: no failure of the account (no
+		// notice to its user), and the status cannot be saved anyway.
+		st.status.StoreUnavailable = true
+	default:
 		st.status.LastError = err.Error()
 		st.lastErrorAt = now
+		st.status.StoreUnavailable = false
 	}
 	if listed {
 		// What is left on the server: the listing less the deletions
@@ -151,9 +160,10 @@ func (p *Poller) endPass(ctx context.Context, name string, res Result, err error
 	}
 	loaded := p.statusOnce
 	p.mu.Unlock()
-	if !loaded {
+	if !loaded || unavailable {
 		// Counters not seeded from the store: persisting them would
-		// overwrite the all-time totals with this process's.
+		// overwrite the all-time totals with this process's. (An
+		// unreachable store cannot take them either.)
 		return
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), persistTimeout)
@@ -161,6 +171,22 @@ func (p *Poller) endPass(ctx context.Context, name string, res Result, err error
 	if perr := p.sink.SetAccountStatus(wctx, ps); perr != nil {
 		p.log.Warn("saving account status", "account", name, "err", perr)
 	}
+}
+
+// setLease records what the worker of name learnt of the account's lease:
+// which node holds it ("": unknown), and whether that is this node.
+func (p *Poller) setLease(name, holder string, held bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := p.stateLocked(name)
+	st.status.LeaseHolder, st.status.LeaseHeld = holder, held
+}
+
+// storeReachable clears the account's StoreUnavailable.
+func (p *Poller) storeReachable(name string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stateLocked(name).status.StoreUnavailable = false
 }
 
 // setNextPoll records when the worker of name polls next.

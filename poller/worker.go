@@ -2,10 +2,13 @@ package poller
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/popbridge/popbridge/store"
 )
 
 // worker polls one account on its schedule until its context is canceled.
@@ -98,16 +101,70 @@ func (w *worker) setHold(hold bool) {
 // schedule the next poll: the interval with jitter after a success,
 // exponential backoff with jitter after a failure (holding hints after a
 // refused login).
+//
+// With leasing (Options.Leaser) the worker polls only while its node holds
+// the account's lease: it takes the lease before its first poll and keeps
+// it (the keeper renews it) until it stops, when it releases it. While
+// another node holds it, the worker tries again when the lease would
+// lapse; when the lease is lost, a pass in flight stops before any
+// further commit or DELE. A store that cannot be reached
+// (store.ErrUnavailable) pauses the polls with a short capped backoff,
+// without counting as a failed poll.
 func (w *worker) run(ctx context.Context) {
 	p := w.p
 	st := p.accountState(w.name)
-	failures := 0
+	failures, unavailable := 0, 0
 	lastErr := ""
 	next := p.now().Add(time.Duration(float64(p.startSpread(w.account().interval())) * p.rand()))
-	defer p.setNextPoll(w.name, time.Time{})
+	var (
+		lease   *heldLease
+		release func()
+	)
+	defer func() {
+		if release != nil {
+			release()
+		}
+		p.setLease(w.name, "", false)
+		p.setNextPoll(w.name, time.Time{})
+	}()
+	dropLease := func() {
+		release()
+		lease, release = nil, nil
+		p.setLease(w.name, "", false)
+	}
 	for {
-		if !w.wait(ctx, st, next) {
+		var lost <-chan struct{}
+		if lease != nil {
+			lost = lease.ctx.Done()
+		}
+		if !w.wait(ctx, st, next, lost) {
 			return
+		}
+		if lease != nil && lease.ctx.Err() != nil {
+			// Lost between polls: find out who holds it now.
+			dropLease()
+		}
+		if p.leases != nil && lease == nil {
+			h, rel, other, err := p.leases.hold(ctx, w.name)
+			switch {
+			case ctx.Err() != nil:
+				return
+			case err != nil:
+				unavailable++
+				next = p.now().Add(w.storeTrouble(ctx, err, unavailable))
+				continue
+			case h == nil:
+				p.setLease(w.name, other.Holder, false)
+				p.storeReachable(w.name)
+				unavailable = 0
+				d := p.leases.leaseRetry(other, p.rand())
+				p.logLease(w.name, "account lease held by another node", "holder", other.Holder, "retry_in", d)
+				next = p.now().Add(d)
+				continue
+			}
+			lease, release = h, rel
+			p.setLease(w.name, h.lease.Holder, true)
+			p.storeReachable(w.name)
 		}
 		a := w.account()
 		pctx := ctx
@@ -116,13 +173,31 @@ func (w *worker) run(ctx context.Context) {
 			pctx = withUrgent(ctx)
 		}
 		w.mu.Unlock()
+		stopLease := func() {}
+		if lease != nil {
+			pctx, stopLease = leaseCtx(pctx, lease)
+		}
 		res, err := p.pass(pctx, a, nil)
+		lostLease := leaseLost(pctx)
+		stopLease()
 		if ctx.Err() != nil {
 			return
+		}
+		if lostLease {
+			p.log.Warn("poll stopped: this node lost the account's lease", "account", a.Name)
+			dropLease()
+			next = p.now()
+			continue
 		}
 		if p.afterPoll != nil {
 			p.afterPoll(a, res, err)
 		}
+		if errors.Is(err, store.ErrUnavailable) {
+			unavailable++
+			next = p.now().Add(w.storeTrouble(ctx, err, unavailable))
+			continue
+		}
+		unavailable = 0
 		w.setHold(err != nil && isPermanent(err))
 		now := p.now()
 		if err != nil {
@@ -146,10 +221,32 @@ func (w *worker) run(ctx context.Context) {
 	}
 }
 
+// storeTrouble records the n-th poll in a row (or lease acquire) that
+// failed on the store, logs it (rate-limited) and returns how long to wait
+// before the next try: storeBackoffBase doubling, capped at
+// storeBackoffMax. A store that cannot be reached pauses the polls; it is
+// no failure of the account.
+func (w *worker) storeTrouble(ctx context.Context, err error, n int) time.Duration {
+	p := w.p
+	d := storeBackoff(n, p.rand())
+	if errors.Is(err, store.ErrUnavailable) {
+		p.mu.Lock()
+		p.stateLocked(w.name).status.StoreUnavailable = true
+		p.mu.Unlock()
+	}
+	lvl := slog.LevelDebug
+	if n&(n-1) == 0 {
+		lvl = slog.LevelWarn
+	}
+	p.log.Log(ctx, lvl, "store unavailable: polls paused", "account", w.name, "err", err, "tries", n, "retry_in", d.Round(time.Millisecond))
+	return d
+}
+
 // wait blocks until next or an earlier request (see request), and then
 // until the server's LOGIN-DELAY has passed since the last login. It
-// returns false when ctx is done.
-func (w *worker) wait(ctx context.Context, st *acctState, next time.Time) bool {
+// returns false when ctx is done, and true early when lost is closed (the
+// account's lease was lost).
+func (w *worker) wait(ctx context.Context, st *acctState, next time.Time, lost <-chan struct{}) bool {
 	p := w.p
 	for {
 		w.mu.Lock()
@@ -182,6 +279,9 @@ func (w *worker) wait(ctx context.Context, st *acctState, next time.Time) bool {
 		case <-ctx.Done():
 			t.Stop()
 			return false
+		case <-lost:
+			t.Stop()
+			return true
 		case <-t.C():
 		case <-w.wake:
 			t.Stop()

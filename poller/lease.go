@@ -1,0 +1,391 @@
+package poller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/popbridge/popbridge/store"
+)
+
+// Leaser grants the leases that make one node of a cluster, and only one,
+// poll an account (Options.Leaser). *pgstore.Store satisfies it. Leases
+// are judged by the database's clock; a lease that lapses can be taken by
+// another node.
+type Leaser interface {
+	// AcquireLease takes the lease name for ttl, or extends it when this
+	// node holds it. ok is false when another node holds it; the lease
+	// then says which and how long it has left.
+	AcquireLease(ctx context.Context, name string, ttl time.Duration) (l store.Lease, ok bool, err error)
+	// RenewLeases extends every lease of ls this node still holds, in one
+	// call, and returns them; a lease missing from the result is lost.
+	RenewLeases(ctx context.Context, ls []store.Lease, ttl time.Duration) ([]store.Lease, error)
+	// ReleaseLeases gives up the leases of ls this node still holds.
+	ReleaseLeases(ctx context.Context, ls []store.Lease) error
+}
+
+// DefaultLeaseTTL is the account lease's lifetime when Options.LeaseTTL is
+// 0: a node that dies (kill -9, network loss) hands its accounts over
+// within two of these.
+const DefaultLeaseTTL = 30 * time.Second
+
+// LeaseName returns the name of the lease of the account called account.
+func LeaseName(account string) string { return "account:" + account }
+
+// ErrLeaseHeld is wrapped by the error of PollOnce when another node holds
+// the account's lease (it polls the account).
+var ErrLeaseHeld = errors.New("poller: account polled by another node")
+
+// errLeaseLost is the cancellation cause of a pass whose node lost the
+// account's lease: the pass stops before any further commit or DELE.
+var errLeaseLost = errors.New("poller: account lease lost")
+
+// errLeaseReleased is the cancellation cause of a held lease's context
+// once its last holder let it go.
+var errLeaseReleased = errors.New("poller: account lease released")
+
+// leaseOpTimeout bounds a lease call that has no deadline of its own (a
+// release at shutdown).
+const leaseOpTimeout = 10 * time.Second
+
+// heldLease is an account lease this node holds. Its context ends (cause
+// errLeaseLost) when the keeper finds it lost, or (errLeaseReleased) when
+// its last holder released it.
+type heldLease struct {
+	lease store.Lease
+	// deadline is when the lease surely still runs, by this node's clock:
+	// the last successful acquire or renewal was sent at deadline - ttl,
+	// and the database started the ttl later than that.
+	deadline time.Time
+	// refs counts the holders: a worker and a PollOnce may share it.
+	refs int
+	ctx  context.Context
+	end  context.CancelCauseFunc
+}
+
+// leaseKeeper holds this node's account leases and renews them all in one
+// call every ttl/3. A lease the renewal does not return is lost: its
+// context ends, which stops the pass running under it. When renewals fail
+// (the database is unreachable), a lease is given up before it could
+// lapse: once the next renewal would come too late for its deadline.
+// Released leases are given back in one call too.
+type leaseKeeper struct {
+	p   *Poller
+	l   Leaser
+	ttl time.Duration
+
+	mu   sync.Mutex
+	held map[string]*heldLease
+	// releases are leases to give back at the next flush; releasing
+	// names those being given back (closed when done), so that a new
+	// acquire of the name waits for it and is not undone by it.
+	releases  []store.Lease
+	releasing map[string]chan struct{}
+	running   bool
+	done      chan struct{} // closed when the loop that runs exits
+	kick      chan struct{} // 1 slot: releases wait
+	failing   bool          // the last renewal failed (logs the change only)
+}
+
+// newLeaseKeeper returns the keeper of p's leases from l.
+func newLeaseKeeper(p *Poller, l Leaser, ttl time.Duration) *leaseKeeper {
+	if ttl <= 0 {
+		ttl = DefaultLeaseTTL
+	}
+	return &leaseKeeper{
+		p: p, l: l, ttl: ttl,
+		held:      map[string]*heldLease{},
+		releasing: map[string]chan struct{}{},
+		kick:      make(chan struct{}, 1),
+	}
+}
+
+// renewEvery is the keeper's renewal period.
+func (k *leaseKeeper) renewEvery() time.Duration { return k.ttl / 3 }
+
+// hold takes the lease of account for this node, or shares it when this
+// node holds it already. When another node holds it, h is nil and other
+// tells who and for how long. release lets go of h (idempotent); the
+// lease goes back to the database once its last holder let go.
+func (k *leaseKeeper) hold(ctx context.Context, account string) (h *heldLease, release func(), other store.Lease, err error) {
+	name := LeaseName(account)
+	k.mu.Lock()
+	for {
+		if h = k.held[name]; h != nil {
+			h.refs++
+			k.mu.Unlock()
+			return h, k.releaser(h), store.Lease{}, nil
+		}
+		ch := k.releasing[name]
+		if ch == nil {
+			break
+		}
+		k.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, nil, store.Lease{}, ctx.Err()
+		}
+		k.mu.Lock()
+	}
+	// A release still queued would undo the acquire: drop it, the lease
+	// is acquired (extended, same token) instead.
+	for i, l := range k.releases {
+		if l.Name == name {
+			k.releases = append(k.releases[:i], k.releases[i+1:]...)
+			break
+		}
+	}
+	k.mu.Unlock()
+
+	sent := k.p.now()
+	l, ok, err := k.l.AcquireLease(ctx, name, k.ttl)
+	if err != nil {
+		return nil, nil, store.Lease{}, fmt.Errorf("account %q: acquire lease: %w", account, err)
+	}
+	if !ok {
+		return nil, nil, l, nil
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if h = k.held[name]; h != nil {
+		// Another holder acquired it meanwhile: the same lease, extended.
+		h.refs++
+		if d := sent.Add(k.ttl); d.After(h.deadline) {
+			h.deadline = d
+		}
+		return h, k.releaser(h), store.Lease{}, nil
+	}
+	hctx, end := context.WithCancelCause(context.Background())
+	h = &heldLease{lease: l, deadline: sent.Add(k.ttl), refs: 1, ctx: hctx, end: end}
+	k.held[name] = h
+	if !k.running {
+		k.running = true
+		k.done = make(chan struct{})
+		go k.loop(k.done)
+	}
+	return h, k.releaser(h), store.Lease{}, nil
+}
+
+// releaser returns the release function of one hold of h.
+func (k *leaseKeeper) releaser(h *heldLease) func() {
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			k.mu.Lock()
+			defer k.mu.Unlock()
+			if k.held[h.lease.Name] != h {
+				return // lost meanwhile
+			}
+			if h.refs--; h.refs > 0 {
+				return
+			}
+			delete(k.held, h.lease.Name)
+			h.end(errLeaseReleased)
+			k.releases = append(k.releases, h.lease)
+			select {
+			case k.kick <- struct{}{}:
+			default:
+			}
+		})
+	}
+}
+
+// loop renews the held leases every renewEvery and gives back released
+// ones as they come, until nothing is held or queued.
+func (k *leaseKeeper) loop(done chan struct{}) {
+	defer close(done)
+	next := k.p.now().Add(k.renewEvery())
+	for {
+		t := k.p.timer(next.Sub(k.p.now()))
+		select {
+		case <-t.C():
+			k.renew()
+			next = k.p.now().Add(k.renewEvery())
+		case <-k.kick:
+			t.Stop()
+		}
+		k.flush()
+		k.mu.Lock()
+		if len(k.held) == 0 && len(k.releases) == 0 {
+			k.running = false
+			k.mu.Unlock()
+			return
+		}
+		k.mu.Unlock()
+	}
+}
+
+// renew renews every held lease in one call. A lease it does not return
+// is lost; when it fails, a lease whose deadline comes before the next
+// renewal could is given up now, before it lapses.
+func (k *leaseKeeper) renew() {
+	k.mu.Lock()
+	hs := make([]*heldLease, 0, len(k.held))
+	ls := make([]store.Lease, 0, len(k.held))
+	for _, h := range k.held {
+		hs = append(hs, h)
+		ls = append(ls, h.lease)
+	}
+	k.mu.Unlock()
+	if len(ls) == 0 {
+		return
+	}
+	sent := k.p.now()
+	ctx, cancel := context.WithTimeout(context.Background(), k.renewEvery())
+	renewed, err := k.l.RenewLeases(ctx, ls, k.ttl)
+	cancel()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if err != nil {
+		if !k.failing {
+			k.p.log.Warn("renewing account leases failed; polls stop before the leases lapse", "leases", len(ls), "err", err)
+		}
+		k.failing = true
+		now := k.p.now()
+		for _, h := range hs {
+			if k.held[h.lease.Name] == h && !now.Add(k.renewEvery()).Before(h.deadline) {
+				k.loseLocked(h, err)
+			}
+		}
+		return
+	}
+	if k.failing {
+		k.p.log.Info("renewing account leases works again", "leases", len(ls))
+	}
+	k.failing = false
+	got := make(map[string]store.Lease, len(renewed))
+	for _, l := range renewed {
+		got[l.Name] = l
+	}
+	for _, h := range hs {
+		if k.held[h.lease.Name] != h {
+			continue // released meanwhile
+		}
+		if l, ok := got[h.lease.Name]; ok && l.Token == h.lease.Token {
+			h.lease, h.deadline = l, sent.Add(k.ttl)
+			continue
+		}
+		k.loseLocked(h, nil)
+	}
+}
+
+// loseLocked gives up h, lost: its passes stop. k.mu held.
+func (k *leaseKeeper) loseLocked(h *heldLease, why error) {
+	delete(k.held, h.lease.Name)
+	h.end(errLeaseLost)
+	args := []any{"lease", h.lease.Name}
+	if why != nil {
+		args = append(args, "err", why)
+	}
+	k.p.log.Warn("account lease lost: this node stops polling the account", args...)
+}
+
+// flush gives back the released leases in one call.
+func (k *leaseKeeper) flush() {
+	k.mu.Lock()
+	ls := k.releases
+	k.releases = nil
+	ch := make(chan struct{})
+	for _, l := range ls {
+		k.releasing[l.Name] = ch
+	}
+	k.mu.Unlock()
+	if len(ls) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), leaseOpTimeout)
+	err := k.l.ReleaseLeases(ctx, ls)
+	cancel()
+	k.mu.Lock()
+	for _, l := range ls {
+		delete(k.releasing, l.Name)
+	}
+	k.mu.Unlock()
+	close(ch)
+	if err != nil {
+		// They lapse after their ttl instead.
+		k.p.log.Warn("releasing account leases failed; they lapse on their own", "leases", len(ls), "err", err)
+	}
+}
+
+// wait waits until the keeper's loop, if any runs, has exited (every lease
+// released and given back).
+func (k *leaseKeeper) wait() {
+	k.mu.Lock()
+	done, running := k.done, k.running
+	k.mu.Unlock()
+	if running {
+		<-done
+	}
+}
+
+// heldLeaseKey is the context key of the lease a pass runs under.
+type heldLeaseKey struct{}
+
+// leaseCtx returns a context for a pass under h: canceled with
+// errLeaseLost as its cause when h is lost, and with ctx.
+func leaseCtx(ctx context.Context, h *heldLease) (context.Context, context.CancelFunc) {
+	pctx, cancel := context.WithCancelCause(context.WithValue(ctx, heldLeaseKey{}, h))
+	stop := context.AfterFunc(h.ctx, func() { cancel(context.Cause(h.ctx)) })
+	return pctx, func() {
+		stop()
+		cancel(context.Canceled)
+	}
+}
+
+// leaseLost reports whether the pass of ctx runs under a lease its node
+// lost. It knows the moment the keeper finds the lease lost, before ctx's
+// cancellation has propagated.
+func leaseLost(ctx context.Context) bool {
+	if errors.Is(context.Cause(ctx), errLeaseLost) {
+		return true
+	}
+	h, _ := ctx.Value(heldLeaseKey{}).(*heldLease)
+	return h != nil && errors.Is(context.Cause(h.ctx), errLeaseLost)
+}
+
+// passStopped returns why the pass of ctx must stop (errLeaseLost, or
+// ctx's cause), or nil while it may go on.
+func passStopped(ctx context.Context) error {
+	if leaseLost(ctx) {
+		return errLeaseLost
+	}
+	return context.Cause(ctx)
+}
+
+// leaseRetry is how long a node waits before trying again to take a lease
+// another node holds: until it lapses (by the database's clock), plus a
+// little so as not to race the holder's renewal, and no less than ttl/10
+// so 5,000 refused accounts do not hammer the database.
+func (k *leaseKeeper) leaseRetry(other store.Lease, r float64) time.Duration {
+	return max(other.Left, k.ttl/10) + time.Duration(float64(k.ttl/20)*r)
+}
+
+// pollOnceLeased is PollOnce's pass of a under the account's lease: it
+// fails with ErrLeaseHeld when another node holds it.
+func (p *Poller) pollOnceLeased(ctx context.Context, a Account, progress func(done, total int)) (Result, error) {
+	h, release, other, err := p.leases.hold(ctx, a.Name)
+	if err != nil {
+		return Result{Account: a.Name}, err
+	}
+	if h == nil {
+		return Result{Account: a.Name}, fmt.Errorf("account %q: %w %q for %v more", a.Name, ErrLeaseHeld, other.Holder, other.Left.Round(time.Second))
+	}
+	defer release()
+	pctx, cancel := leaseCtx(ctx, h)
+	defer cancel()
+	res, err := p.pass(pctx, a, progress)
+	if err != nil && leaseLost(pctx) {
+		err = fmt.Errorf("account %q: pass stopped: %w", a.Name, errLeaseLost)
+	}
+	return res, err
+}
+
+// logLease logs at debug level what a worker learnt of its lease.
+func (p *Poller) logLease(account string, msg string, args ...any) {
+	p.log.Log(context.Background(), slog.LevelDebug, msg, append([]any{"account", account}, args...)...)
+}
