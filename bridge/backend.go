@@ -92,6 +92,16 @@ func openBackend(ctx context.Context, cfg *Config, log *slog.Logger, o openOptio
 	}
 }
 
+// leaserOf returns the account leases of st when several nodes may share
+// it (the PostgreSQL store: one node polls each account at a time), nil
+// for the single-node SQLite store.
+func leaserOf(st Backend) poller.Leaser {
+	if pg, ok := st.(*pgstore.Store); ok {
+		return pg
+	}
+	return nil
+}
+
 // storeOpenTimeout bounds opening the store at start: a database that does
 // not answer fails start with its host named instead of hanging.
 const storeOpenTimeout = 30 * time.Second

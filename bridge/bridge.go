@@ -271,6 +271,8 @@ func (b *Bridge) buildStore(ctx context.Context) error {
 	maxConns, perHost := cfg.Poller.pollerLimits()
 	p := poller.New(poller.Options{
 		Sink:                  m.sink(st),
+		Leaser:                leaserOf(st),
+		LeaseTTL:              cfg.Store.PollLease.Value,
 		Accounts:              cfg.pollerAccounts(),
 		Logger:                b.log.With(LogKeyComponent, "poller"),
 		MaxConnections:        maxConns,

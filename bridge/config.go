@@ -233,6 +233,7 @@ type AccountConfig struct {
 func DefaultConfig() *Config {
 	return &Config{
 		DataDir: "./data",
+		Store:   StoreConfig{PollLease: Duration{Value: DefaultPollLease}},
 		IMAP: IMAPConfig{
 			Listen:                 DefaultIMAPListen,
 			MaxConnections:         DefaultMaxConnections,

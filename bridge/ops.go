@@ -98,6 +98,8 @@ func PollOnce(ctx context.Context, cfg *Config, logger *slog.Logger, account str
 	maxConns, perHost := cfg.Poller.pollerLimits()
 	p := poller.New(poller.Options{
 		Sink:                  st,
+		Leaser:                leaserOf(st),
+		LeaseTTL:              cfg.Store.PollLease.Value,
 		Accounts:              cfg.pollerAccounts(),
 		Logger:                logger.With(LogKeyComponent, "poller"),
 		MaxConnections:        maxConns,

@@ -31,11 +31,15 @@ type pgNode struct {
 	stop func() error
 }
 
+// testPollLease is the account lease of the nodes of these tests: short,
+// so that a takeover after a kill happens within seconds.
+const testPollLease = 3 * time.Second
+
 // pgConfig is testConfig on the PostgreSQL database dsn, as node name.
 func pgConfig(t *testing.T, dsn, name string, ups ...*pop3mem.Server) *Config {
 	t.Helper()
 	c := testConfig(t, ups...)
-	c.Store = StoreConfig{Backend: BackendPostgres, DSN: dsn, NodeName: name}
+	c.Store = StoreConfig{Backend: BackendPostgres, DSN: dsn, NodeName: name, PollLease: Duration{Value: testPollLease}}
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -204,8 +208,10 @@ func TestPostgresNodes(t *testing.T) {
 		}
 	})
 
-	// Both nodes poll one account (leave_on_server = false) at the same
-	// time: every message is stored exactly once and deleted upstream.
+	// Both nodes have one account (leave_on_server = false) and are asked
+	// to poll it at once: one node polls it at a time (its lease), never
+	// two sessions together, and every message is stored exactly once and
+	// deleted upstream.
 	t.Run("TwoPollersExactlyOnce", func(t *testing.T) {
 		dsn := newDB(t)
 		up := upstream(t, 40)
@@ -226,6 +232,23 @@ func TestPostgresNodes(t *testing.T) {
 			n.b.PollNow("acct1")
 		}
 		waitFor(t, "upstream emptied", func() bool { return len(up.Messages()) == 0 })
+		if m := up.MaxOpenSessions(); m != 1 {
+			t.Errorf("%d POP sessions open at once: one node at a time must poll an account", m)
+		}
+		// Both nodes have looked at the lease by now (each was asked to
+		// poll); they agree on who holds it.
+		holders := map[string]string{}
+		waitFor(t, "both nodes looked at the lease", func() bool {
+			for _, n := range nodes {
+				for _, s := range n.b.Status() {
+					holders[n.name] = s.LeaseHolder
+				}
+			}
+			return holders["a"] != "" && holders["b"] != ""
+		})
+		if holders["a"] != holders["b"] {
+			t.Errorf("node a says %q holds the lease, node b %q", holders["a"], holders["b"])
+		}
 		st := openPG(t, dsn)
 		got := inboxBodies(t, st, "u")
 		if len(got) != len(want) {
@@ -431,6 +454,25 @@ func openPG(t *testing.T, dsn string) Backend {
 	return st
 }
 
+// inboxCount returns how many messages user's INBOX holds.
+func inboxCount(t *testing.T, st Backend, user string) int {
+	t.Helper()
+	ctx := context.Background()
+	u, err := st.UserByName(ctx, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, err := st.MailboxByName(ctx, u.ID, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := st.Counts(ctx, u.ID, mb.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int(c.Messages)
+}
+
 // inboxBodies counts the messages of user's INBOX by their bytes.
 func inboxBodies(t *testing.T, st Backend, user string) map[string]int {
 	t.Helper()
@@ -529,6 +571,7 @@ func childNodeConfig(t *testing.T, dsn, node string, up *pop3mem.Server, leave b
 backend = "postgres"
 dsn = %q
 node_name = %q
+poll_lease = "%s"
 [imap]
 listen = "127.0.0.1:0"
 [http]
@@ -546,7 +589,7 @@ username = "bob"
 password = "bobpw"
 poll_interval = "1h"
 leave_on_server = %t
-`, filepath.Join(t.TempDir(), "data"), dsn, node, realHash(t), up.Host(), up.Port(), leave)
+`, filepath.Join(t.TempDir(), "data"), dsn, node, testPollLease, realHash(t), up.Host(), up.Port(), leave)
 }
 
 // killPollingNode: node a (a child process) polls a 2,000-message
@@ -576,11 +619,11 @@ func killPollingNode(t *testing.T, dsn string, leave bool) {
 	b := startNode(t, cfg)
 	b.b.PollNow("acct1")
 	st := openPG(t, dsn)
-	var got map[string]int
-	waitFor(t, "every message stored", func() bool {
-		got = inboxBodies(t, st, "u")
-		return len(got) >= n
-	})
+	waitFor(t, "every message stored", func() bool { return inboxCount(t, st, "u") >= n })
+	got := inboxBodies(t, st, "u")
+	if m := up.MaxOpenSessions(); m != 1 {
+		t.Errorf("%d POP sessions open at once: node b polled while node a still did", m)
+	}
 	for raw, k := range got {
 		if k != 1 || !want[raw] {
 			t.Errorf("stored %d times (sent upstream: %v): %.40q", k, want[raw], raw)

@@ -61,6 +61,9 @@ type provider struct {
 	// shared: other nodes use the store too (PostgreSQL): provider
 	// users they create or change are taken over by sync.
 	shared bool
+	// syncEvery is how often sync runs on a shared store: [store]
+	// poll_lease, the time within which accounts move between nodes.
+	syncEvery time.Duration
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -95,17 +98,21 @@ type provUser struct {
 func newProvider(cfg *Config, st Backend, m *providerMetrics, log *slog.Logger) *provider {
 	pc := cfg.Provider
 	p := &provider{
-		cfg:     pc,
-		caFile:  cfg.Path(pc.TLSCAFile),
-		log:     log,
-		st:      st,
-		m:       m,
-		now:     time.Now,
-		hashSem: make(chan struct{}, max(2, runtime.GOMAXPROCS(0))),
-		users:   make(map[string]*provUser),
+		cfg:       pc,
+		caFile:    cfg.Path(pc.TLSCAFile),
+		log:       log,
+		st:        st,
+		m:         m,
+		now:       time.Now,
+		hashSem:   make(chan struct{}, max(2, runtime.GOMAXPROCS(0))),
+		syncEvery: cfg.Store.PollLease.Value,
+		users:     make(map[string]*provUser),
 		afterLogout: func(d time.Duration, f func()) interface{ Stop() bool } {
 			return time.AfterFunc(d, f)
 		},
+	}
+	if p.syncEvery <= 0 {
+		p.syncEvery = DefaultPollLease
 	}
 	limit := pc.MaxUpstreamConnections
 	if limit == 0 {
@@ -113,6 +120,8 @@ func newProvider(cfg *Config, st Backend, m *providerMetrics, log *slog.Logger) 
 	}
 	p.poller = poller.New(poller.Options{
 		Sink:                  &providerSink{Backend: st, m: m},
+		Leaser:                leaserOf(st),
+		LeaseTTL:              cfg.Store.PollLease.Value,
 		Logger:                log,
 		MaxConnections:        limit,
 		MaxConnectionsPerHost: -1,
@@ -247,10 +256,6 @@ func (p *provider) adopt(su store.ProviderUser) (acct poller.Account, poll, unre
 	return p.account(su.Name, p.keptSecret(su.Name)), true, unreadable
 }
 
-// providerSyncInterval is how often a node on a shared store reads the
-// provider users that other nodes created or changed.
-const providerSyncInterval = 30 * time.Second
-
 // sync brings this node's provider users in line with the shared store:
 // users created on another node are polled here too (their account's lease
 // makes one node poll each at a time), a user another node found needing
@@ -308,9 +313,9 @@ func (p *provider) start(ctx context.Context) {
 	}
 }
 
-// syncLoop runs sync every providerSyncInterval until ctx ends.
+// syncLoop runs sync every syncEvery until ctx ends.
 func (p *provider) syncLoop(ctx context.Context) {
-	t := time.NewTicker(providerSyncInterval)
+	t := time.NewTicker(p.syncEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -319,7 +324,7 @@ func (p *provider) syncLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		if err := p.sync(ctx); err != nil && ctx.Err() == nil {
-			p.log.Warn("provider users not synchronised with the other nodes; trying again", "err", err, "in", providerSyncInterval)
+			p.log.Warn("provider users not synchronised with the other nodes; trying again", "err", err, "in", p.syncEvery)
 		}
 	}
 }

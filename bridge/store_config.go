@@ -5,7 +5,10 @@ import (
 	"os"
 	"reflect"
 	"strings"
+	"time"
 	"unicode"
+
+	"github.com/popbridge/popbridge/poller"
 )
 
 // Store backends of [store] backend.
@@ -34,7 +37,19 @@ type StoreConfig struct {
 	// NodeName names this node among those sharing the database (leases,
 	// logs); unique per node. Default: the host name.
 	NodeName string `toml:"node_name"`
+	// PollLease is how long a node's claim to poll an account lasts
+	// without renewal (renewed every third of it): when a node dies,
+	// another takes its accounts over within two of these. Used with
+	// backend = "postgres". Default DefaultPollLease.
+	PollLease Duration `toml:"poll_lease"`
 }
+
+// Bounds and default of [store] poll_lease.
+const (
+	DefaultPollLease = poller.DefaultLeaseTTL
+	MinPollLease     = 3 * time.Second
+	MaxPollLease     = 10 * time.Minute
+)
 
 // backend returns the configured backend, with the default filled in.
 func (s StoreConfig) backend() string {
@@ -89,6 +104,12 @@ func (v *validator) store() {
 		}
 	default:
 		v.add("store.backend", "store", "backend", ErrInvalidValue, "%q is not a store backend (valid: \"sqlite\", \"postgres\")", s.Backend)
+	}
+	switch d := s.PollLease; {
+	case d.err != nil:
+		v.add("store.poll_lease", "store", "poll_lease", ErrInvalidValue, "%v", d.err)
+	case d.Value < MinPollLease || d.Value > MaxPollLease:
+		v.add("store.poll_lease", "store", "poll_lease", ErrInvalidValue, "%s is out of range (%s to %s; a dead node's accounts are taken over within two of these)", d.Value, MinPollLease, MaxPollLease)
 	}
 }
 
