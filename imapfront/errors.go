@@ -63,6 +63,16 @@ var errShuttingDown = &imap.Error{
 	Text: "Server is shutting down",
 }
 
+// errStoreUnavailable answers a command whose store call failed because
+// the store's database cannot be reached (store.ErrUnavailable, several
+// nodes on PostgreSQL): a temporary condition, not a server bug. A write
+// changed nothing (the store commits all or nothing).
+var errStoreUnavailable = &imap.Error{
+	Type: imap.StatusResponseTypeNo,
+	Code: imap.ResponseCodeUnavailable,
+	Text: "The mail store is unreachable for the moment; nothing was changed, try again shortly",
+}
+
 // errPoisoned answers every command once the connection was poisoned by a
 // rejected literal (docs/imapserver-workarounds.md, "Rejected literals run as commands").
 var errPoisoned = &imap.Error{
@@ -99,6 +109,9 @@ func mapStoreError(log *slog.Logger, op string, target errTarget, err error) err
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeHasChildren, Text: "Mailbox has children"}
 	case errors.Is(err, store.ErrNoSelect):
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: "Mailbox is not selectable"}
+	case errors.Is(err, store.ErrUnavailable):
+		log.Warn("imap command failed: the store's database is unreachable", "op", op, "err", err)
+		return errStoreUnavailable
 	case errors.Is(err, store.ErrClosed):
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable, Text: "Store unavailable"}
 	case errors.Is(err, store.ErrNoSpace):
