@@ -47,7 +47,7 @@ type Options struct {
 	// BatchMessages and BatchBytes bound one batch of messages (one
 	// transaction of the destination): at most that many messages, and
 	// no more bytes than BatchBytes unless a single message is larger.
-	// Zero means 256 messages and 16 MiB. Entries and ledger rows are
+	// Zero means 2,000 messages and 16 MiB. Entries and ledger rows are
 	// written BatchRows at a time (zero: 5,000).
 	BatchMessages int
 	BatchBytes    int64
@@ -123,7 +123,7 @@ type MailboxReport struct {
 var ErrMismatch = errors.New("storecopy: the copy differs from the source")
 
 const (
-	defaultBatchMessages = 256
+	defaultBatchMessages = 2000
 	defaultBatchBytes    = 16 << 20
 	defaultBatchRows     = 5000
 )
