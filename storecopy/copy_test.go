@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -31,6 +32,46 @@ func TestPostgres(t *testing.T) {
 	t.Run("round trip", func(t *testing.T) { testRoundTrip(t, srv) })
 	t.Run("refuses a non-empty destination", func(t *testing.T) { testRefusesNonEmpty(t, openPG(t, srv)) })
 	t.Run("damaged message", func(t *testing.T) { testDamagedMessage(t, openPG(t, srv)) })
+	t.Run("damaged message in postgres", func(t *testing.T) { testDamagedInPostgres(t, srv) })
+}
+
+// testDamagedInPostgres: a message of a PostgreSQL source that lost its
+// bytes is copied as a notice in Damaged; everything else is intact.
+func testDamagedInPostgres(t *testing.T, srv *pgtest.Server) {
+	ctx := context.Background()
+	orig := openSQLite(t, t.TempDir())
+	populate(t, orig)
+	src, db := openPGNamed(t, srv)
+	copyStore(t, orig, src)
+	alice := must(src.UserByName(ctx, "alice"))
+	archive := must(src.MailboxByName(ctx, alice.ID, "Archive"))
+	snap := must(src.Snapshot(ctx, alice.ID, archive.ID))
+	lost := snap.Entries[0].Message // also in INBOX: two entries to move
+	srv.Psql(t, db, fmt.Sprintf("DELETE FROM message_data WHERE message_id = %d", lost))
+
+	dst := openSQLite(t, t.TempDir())
+	rep := copyStore(t, src, dst)
+	if len(rep.Damaged) != 1 || rep.Damaged[0].Message != lost || !strings.Contains(rep.Damaged[0].Err, "no bytes stored") || len(rep.Damaged[0].Moved) != 2 {
+		t.Fatalf("damaged: %+v", rep.Damaged)
+	}
+	dmb := must(dst.MailboxByName(ctx, alice.ID, store.DamagedMailbox))
+	if got := must(dst.Snapshot(ctx, alice.ID, dmb.ID)); len(got.Entries) != 2 || got.Entries[0].Message != lost {
+		t.Errorf("Damaged holds %+v, want the two entries of message %d", got.Entries, lost)
+	}
+	// The other messages are as in the original.
+	for _, mb := range []string{"INBOX", "Archive"} {
+		want := must(orig.Snapshot(ctx, alice.ID, must(orig.MailboxByName(ctx, alice.ID, mb)).ID))
+		got := must(dst.Snapshot(ctx, alice.ID, want.Mailbox.ID))
+		if len(got.Entries) != len(want.Entries)-1 {
+			t.Errorf("%s: %d entries, want %d", mb, len(got.Entries), len(want.Entries)-1)
+		}
+		for _, e := range got.Entries {
+			wb := must(orig.Body(ctx, alice.ID, want.Mailbox.ID, e.UID))
+			if gb := must(dst.Body(ctx, alice.ID, got.Mailbox.ID, e.UID)); !bytes.Equal(gb, wb) {
+				t.Errorf("%s UID %d: bytes differ", mb, e.UID)
+			}
+		}
+	}
 }
 
 // TestSQLite runs the same tests with SQLite destinations.

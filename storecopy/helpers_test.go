@@ -59,13 +59,21 @@ var dbCounter atomic.Int64
 // openPG opens a store on a new database of srv.
 func openPG(tb testing.TB, srv *pgtest.Server) *pgstore.Store {
 	tb.Helper()
-	dsn := srv.CreateDatabase(tb, fmt.Sprintf("c%d", dbCounter.Add(1)))
+	s, _ := openPGNamed(tb, srv)
+	return s
+}
+
+// openPGNamed is openPG, also returning the database's name.
+func openPGNamed(tb testing.TB, srv *pgtest.Server) (*pgstore.Store, string) {
+	tb.Helper()
+	db := fmt.Sprintf("c%d", dbCounter.Add(1))
+	dsn := srv.CreateDatabase(tb, db)
 	s, err := pgstore.Open(context.Background(), dsn, pgstore.Options{NodeName: "test", PollInterval: time.Hour})
 	if err != nil {
 		tb.Fatalf("open pg store: %v", err)
 	}
 	tb.Cleanup(func() { s.Close() })
-	return s
+	return s, db
 }
 
 // message returns a small message whose subject and body carry tag.
