@@ -334,3 +334,53 @@ func TestVerificationCatchesDifferences(t *testing.T) {
 		})
 	}
 }
+
+// TestBatchesAreBounded: the destination is written in batches of at most
+// BatchBytes of message bytes (or one larger message) and BatchMessages
+// messages, and BatchRows entries or ledger rows: what bounds the memory
+// a copy holds.
+func TestBatchesAreBounded(t *testing.T) {
+	ctx := context.Background()
+	src := openSQLite(t, t.TempDir())
+	populate(t, src)
+	alice := must(src.UserByName(ctx, "alice"))
+	inbox := must(src.MailboxByName(ctx, alice.ID, "INBOX"))
+	big := append(message("big"), bytes.Repeat([]byte("0123456789abcdef\r\n"), 100)...) // 1.9 KB: alone in its batch
+	if _, _, err := src.Append(ctx, alice.ID, inbox.ID, big, nil, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	var msgBatches, rowBatches, msgs int
+	d := tamper{
+		msgs: func(ms []store.ExportedMessage) {
+			msgBatches++
+			msgs += len(ms)
+			var n int
+			for _, m := range ms {
+				n += len(m.Raw)
+			}
+			if len(ms) > 3 || (n > 600 && len(ms) > 1) {
+				t.Errorf("a batch of %d messages, %d bytes", len(ms), n)
+			}
+		},
+		entries: func(es []store.ExportedEntry) {
+			rowBatches++
+			if len(es) > 4 {
+				t.Errorf("a batch of %d entries", len(es))
+			}
+		},
+		ledger: func(rs []store.LedgerRow) {
+			rowBatches++
+			if len(rs) > 4 {
+				t.Errorf("a batch of %d ledger rows", len(rs))
+			}
+		},
+	}
+	d.Store = openSQLite(t, t.TempDir())
+	rep, err := storecopy.Copy(ctx, src, d, storecopy.Options{BatchMessages: 3, BatchBytes: 600, BatchRows: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msgs != rep.Messages || msgs != 19 || msgBatches < 7 || rowBatches < 10 {
+		t.Errorf("%d messages in %d batches, %d row batches; report %+v", msgs, msgBatches, rowBatches, rep)
+	}
+}
