@@ -19,6 +19,15 @@ import (
 // exportBatch is how many rows an export reads per query of a stream.
 const exportBatch = 1000
 
+// idTables are the tables whose ids store.LastIDs records, in
+// lastIDPtrs' order.
+var idTables = []string{"users", "mailboxes", "messages", "pop_ledger"}
+
+// lastIDPtrs returns pointers to the fields of l, in idTables' order.
+func lastIDPtrs(l *store.LastIDs) []*int64 {
+	return []*int64{(*int64)(&l.User), (*int64)(&l.Mailbox), (*int64)(&l.Message), &l.LedgerRow}
+}
+
 // ExportMeta reads every user, mailbox, subscription, provider user and
 // account status, and the UIDVALIDITY counter, in one snapshot.
 func (s *Store) ExportMeta(ctx context.Context) (store.ExportMeta, error) {
@@ -57,6 +66,12 @@ func (s *Store) ExportMeta(ctx context.Context) (store.ExportMeta, error) {
 			return err
 		}
 		m.UIDValidity = uint32(uidv)
+		for i, p := range lastIDPtrs(&m.LastIDs) {
+			if err := tx.QueryRow(ctx, `SELECT GREATEST(coalesce(pg_sequence_last_value(pg_get_serial_sequence($1, 'id')::regclass), 0),
+				coalesce((SELECT max(id) FROM `+idTables[i]+`), 0))`, idTables[i]).Scan(p); err != nil {
+				return fmt.Errorf("read the last id of %s: %w", idTables[i], err)
+			}
+		}
 		if rows, err = tx.Query(ctx, `SELECT name, credential, state, created, last_login, state_changed FROM provider_users ORDER BY name`); err != nil {
 			return err
 		}

@@ -55,10 +55,12 @@ func checkEmpty(w *wtx) error {
 	return nil
 }
 
-// advanceSequence moves the identity sequence of table.id past the
-// highest id the table holds.
-func advanceSequence(w *wtx, table string) error {
-	_, err := w.Exec(w.ctx, `SELECT setval(pg_get_serial_sequence('`+table+`', 'id'), max(id)) FROM `+table+` HAVING max(id) IS NOT NULL`)
+// advanceSequence moves the identity sequence of table.id to at least
+// last and the highest id the table holds; it never moves it back.
+func advanceSequence(w *wtx, table string, last int64) error {
+	_, err := w.Exec(w.ctx, `WITH s AS (SELECT pg_get_serial_sequence($1, 'id')::regclass AS seq)
+		SELECT setval(s.seq, v) FROM s, LATERAL (SELECT GREATEST($2::bigint, coalesce(pg_sequence_last_value(s.seq), 0),
+			coalesce((SELECT max(id) FROM `+table+`), 0)) AS v) x WHERE v > 0`, table, last)
 	if err != nil {
 		return fmt.Errorf("advance the id sequence of %s: %w", table, err)
 	}
@@ -82,7 +84,8 @@ func copyRows(w *wtx, table string, cols []string, rows [][]any) error {
 // subscriptions, provider users and account statuses, in one
 // transaction. The UIDVALIDITY counter becomes at least m.UIDValidity and
 // every imported mailbox's value, so a mailbox created later gets a
-// greater one.
+// greater one; likewise the ids issued later are greater than m.LastIDs
+// and every imported id.
 func (s *Store) ImportMeta(ctx context.Context, m store.ExportMeta) error {
 	return s.write(ctx, "import meta", func(w *wtx) error {
 		if err := checkEmpty(w); err != nil {
@@ -124,11 +127,10 @@ func (s *Store) ImportMeta(ctx context.Context, m store.ExportMeta) error {
 				return err
 			}
 		}
-		if err := advanceSequence(w, "users"); err != nil {
-			return err
-		}
-		if err := advanceSequence(w, "mailboxes"); err != nil {
-			return err
+		for i, p := range lastIDPtrs(&m.LastIDs) {
+			if err := advanceSequence(w, idTables[i], *p); err != nil {
+				return err
+			}
 		}
 		if uidv > 0 {
 			if _, err := w.Exec(w.ctx, `INSERT INTO counters (name, value) VALUES ('uidvalidity', $1)
@@ -195,7 +197,7 @@ func (s *Store) ImportMessages(ctx context.Context, msgs []store.ExportedMessage
 		if err := copyRows(w, "message_text", []string{"message_id", "header_text", "body_text"}, texts); err != nil {
 			return err
 		}
-		return advanceSequence(w, "messages")
+		return advanceSequence(w, "messages", 0)
 	})
 }
 
@@ -234,6 +236,6 @@ func (s *Store) ImportLedger(ctx context.Context, rows []store.LedgerRow) error 
 		if err := copyRows(w, "pop_ledger", []string{"id", "account", "uidl", "digest", "size", "stored_at", "message_id", "skipped", "delete_pending", "deleted_at", "last_seen"}, vals); err != nil {
 			return err
 		}
-		return advanceSequence(w, "pop_ledger")
+		return advanceSequence(w, "pop_ledger", 0)
 	})
 }

@@ -42,6 +42,26 @@ type ExportMeta struct {
 	ProviderUsers []ProviderUser
 	// AccountStatuses, ascending by account, with their anomaly counters.
 	AccountStatuses []AccountStatus
+	// LastIDs are the highest ids the store ever issued, also of rows
+	// deleted since: the importing store issues none of them again.
+	LastIDs LastIDs
+}
+
+// LastIDs are the highest ids a store has issued, per kind of row (0:
+// none).
+type LastIDs struct {
+	User      UserID
+	Mailbox   MailboxID
+	Message   MessageID
+	LedgerRow int64
+}
+
+// idTables are the tables whose ids LastIDs records, in its field order.
+var idTables = []string{"users", "mailboxes", "messages", "pop_ledger"}
+
+// ptrs returns pointers to the fields of l, in idTables' order.
+func (l *LastIDs) ptrs() []*int64 {
+	return []*int64{(*int64)(&l.User), (*int64)(&l.Mailbox), (*int64)(&l.Message), &l.LedgerRow}
 }
 
 // SubscribedName is one subscribed mailbox name of a user.
@@ -141,6 +161,13 @@ func (s *Store) ExportMeta(ctx context.Context) (ExportMeta, error) {
 			return err
 		}
 		m.UIDValidity = uint32(uidv)
+		// AUTOINCREMENT keeps the highest id issued in sqlite_sequence.
+		for i, p := range m.LastIDs.ptrs() {
+			if err := tx.QueryRowContext(ctx, `SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = ?1), 0),
+				coalesce((SELECT max(id) FROM `+idTables[i]+`), 0))`, idTables[i]).Scan(p); err != nil {
+				return fmt.Errorf("read the last id of %s: %w", idTables[i], err)
+			}
+		}
 		if rows, err = tx.QueryContext(ctx, `SELECT name, credential, state, created, last_login, state_changed FROM provider_users ORDER BY name`); err != nil {
 			return err
 		}

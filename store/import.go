@@ -49,7 +49,8 @@ func checkEmpty(ctx context.Context, q execer) error {
 // IDs, UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ), subscriptions, provider
 // users and account statuses, in one transaction. The UIDVALIDITY counter
 // becomes at least m.UIDValidity and every imported mailbox's value, so a
-// mailbox created later gets a greater one.
+// mailbox created later gets a greater one; likewise the ids issued later
+// are greater than m.LastIDs and every imported id.
 func (s *Store) ImportMeta(ctx context.Context, m ExportMeta) error {
 	if err := s.writable("import meta"); err != nil {
 		return err
@@ -90,6 +91,20 @@ func (s *Store) ImportMeta(ctx context.Context, m ExportMeta) error {
 			if _, err := w.ExecContext(w.ctx, `INSERT INTO provider_users (name, credential, state, created, last_login, state_changed)
 				VALUES (?, ?, ?, ?, ?, ?)`, u.Name, u.Credential, u.State, fmtTime(u.Created.UTC()), nullTime(u.LastLogin), nullTime(u.StateChanged)); err != nil {
 				return fmt.Errorf("insert provider user %q: %w", u.Name, err)
+			}
+		}
+		// Inserting an id raises its table's sqlite_sequence row, never
+		// lowers it: the rows imported later keep these marks.
+		for i, p := range m.LastIDs.ptrs() {
+			if *p <= 0 {
+				continue
+			}
+			if _, err := w.ExecContext(w.ctx, `INSERT INTO sqlite_sequence (name, seq) SELECT ?1, 0
+				WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = ?1)`, idTables[i]); err != nil {
+				return fmt.Errorf("record the last id of %s: %w", idTables[i], err)
+			}
+			if _, err := w.ExecContext(w.ctx, `UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = ?`, *p, idTables[i]); err != nil {
+				return fmt.Errorf("record the last id of %s: %w", idTables[i], err)
 			}
 		}
 		for _, st := range m.AccountStatuses {

@@ -202,6 +202,21 @@ func populate(t *testing.T, s *store.Store) fixture {
 			t.Fatal(err)
 		}
 	}
+	// The highest user, mailbox and message ids issued belong to rows
+	// deleted since: a copy must not issue them again either.
+	must(s.EnsureUser(ctx, "zed"))
+	if err := s.DeleteUser(ctx, "zed", nil); err != nil {
+		t.Fatal(err)
+	}
+	must(s.CreateMailbox(ctx, bob.ID, "Tmp", ""))
+	if err := s.DeleteMailbox(ctx, bob.ID, "Tmp"); err != nil {
+		t.Fatal(err)
+	}
+	bobInbox := must(s.MailboxByName(ctx, bob.ID, "INBOX"))
+	if _, _, err := s.Append(ctx, bob.ID, bobInbox.ID, message("gone"), []string{store.FlagDeleted}, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	must(s.Expunge(ctx, bob.ID, bobInbox.ID, nil))
 	return fx
 }
 

@@ -307,6 +307,10 @@ func (c *copier) verifyMeta(dm store.ExportMeta, bad *mismatches) {
 	if !slices.Equal(sm.Subscriptions, dm.Subscriptions) {
 		bad.addf("subscriptions differ: %d in the source, %d in the copy", len(sm.Subscriptions), len(dm.Subscriptions))
 	}
+	if dm.LastIDs.User < sm.LastIDs.User || dm.LastIDs.Mailbox < sm.LastIDs.Mailbox || dm.LastIDs.Message < sm.LastIDs.Message ||
+		dm.LastIDs.LedgerRow < sm.LastIDs.LedgerRow {
+		bad.addf("the copy may issue ids again: last ids %+v, the source's %+v", dm.LastIDs, sm.LastIDs)
+	}
 	if dm.UIDValidity < sm.UIDValidity {
 		bad.addf("UIDVALIDITY counter %d in the copy, %d in the source", dm.UIDValidity, sm.UIDValidity)
 	}
