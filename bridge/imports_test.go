@@ -61,6 +61,8 @@ func TestImportGraph(t *testing.T) {
 	}
 	forbid("internal/testkit/storetest", func(imp string) bool { return imp != "store" },
 		"the backend contract suite knows the store's types, not its users")
+	forbid("storecopy", func(imp string) bool { return imp != "store" },
+		"storecopy knows the store's types and copies through its own small interfaces, not a backend")
 	forbid("cmd/popbridge", func(imp string) bool { return imp != "bridge" && imp != "internal/demo" },
 		"cmd/popbridge parses flags and calls bridge (and launches the demo)")
 	for pkg := range imports {
