@@ -93,6 +93,7 @@ var commands = []command{
 	{"hash-password", "[-bcrypt] [-stdin]", "read a password, print an argon2id (or bcrypt) hash for password_hash", (*app).hashPassword},
 	{"import", "-config FILE -user NAME [-folder F] PATH", "import a Maildir or an mbox into a user's mailboxes", (*app).importMail},
 	{"export", "-config FILE -user NAME DIR", "export a user's mailboxes as a Maildir++ tree", (*app).exportMail},
+	{"store-copy", "-from OLD.toml -to NEW.toml", "copy a whole store into an empty one (SQLite <-> PostgreSQL), keeping UIDs and the ledger", (*app).storeCopy},
 	{"version", "", "print the version, VCS revision and Go version", (*app).version},
 }
 
