@@ -148,6 +148,9 @@ func (w *worker) run(ctx context.Context) {
 			h, rel, other, err := p.leases.hold(ctx, w.name)
 			switch {
 			case ctx.Err() != nil:
+				if rel != nil {
+					rel() // taken as the worker was stopped: give it back
+				}
 				return
 			case err != nil:
 				unavailable++
