@@ -241,7 +241,11 @@ func (w *worker) storeTrouble(ctx context.Context, err error, n int) time.Durati
 	if n&(n-1) == 0 {
 		lvl = slog.LevelWarn
 	}
-	p.log.Log(ctx, lvl, "store unavailable: polls paused", "account", w.name, "err", err, "tries", n, "retry_in", d.Round(time.Millisecond))
+	msg := "store unavailable: polls paused"
+	if !errors.Is(err, store.ErrUnavailable) {
+		msg = "taking the account's lease failed: polls paused"
+	}
+	p.log.Log(ctx, lvl, msg, "account", w.name, "err", err, "tries", n, "retry_in", d.Round(time.Millisecond))
 	return d
 }
 
