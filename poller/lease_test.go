@@ -453,3 +453,35 @@ func TestLeaseRenewalHangGivesUpBeforeLapse(t *testing.T) {
 		t.Error("a lease given up is held again after the late renewal")
 	}
 }
+
+// TestLeaseReleasedOnRemoval: removing an account (provider mode: a user
+// whose polling stops) gives its lease back at once, so another node can
+// take it; adding it again takes the lease again.
+func TestLeaseReleasedOnRemoval(t *testing.T) {
+	const ttl = 30 * time.Second
+	h := newHarness(t, nil)
+	h.fill(1)
+	db := newFakeLeaseDB(h.clock.Now)
+	withLeases(h, db, "a", ttl)
+	runPoller(t, h)
+	name := LeaseName(h.acct.Name)
+	at := h.clock.waitTimer(t, 0)
+	h.clock.Advance(at.Sub(h.clock.Now()))
+	waitFor(t, h, "the first poll", func() bool { n, _ := h.sink.stored(h.acct.Name); return n == 1 && !h.status().Polling })
+	if l := db.lease(name); l.Holder != "a" {
+		t.Fatalf("lease while polling: %+v", l)
+	}
+	if !h.p.RemoveAccount(h.acct.Name) {
+		t.Fatal("account not removed")
+	}
+	waitFor(t, h, "the lease given back", func() bool { return db.lease(name).Holder == "" })
+	if _, ok, err := db.node("b").AcquireLease(context.Background(), name, ttl); !ok || err != nil {
+		t.Errorf("b cannot take the lease of the removed account: %v %v", ok, err)
+	}
+	h.p.AddAccount(h.acct)
+	h.p.PollNow(h.acct.Name)
+	waitFor(t, h, "the re-added account to find b's lease", func() bool { return h.status().LeaseHolder == "b" })
+	if got := h.srv.stat(&h.srv.dials); got != 1 {
+		t.Errorf("dials = %d, want 1 (b holds the lease now)", got)
+	}
+}

@@ -124,7 +124,13 @@ func (w *worker) run(ctx context.Context) {
 		if release != nil {
 			release()
 		}
-		p.setLease(w.name, "", false)
+		p.mu.Lock()
+		if cur := p.workers[w.name]; cur == nil || cur == w {
+			// Not replaced by a new worker (a changed configuration)
+			// that may hold the lease already.
+			st.status.LeaseHolder, st.status.LeaseHeld = "", false
+		}
+		p.mu.Unlock()
 		p.setNextPoll(w.name, time.Time{})
 	}()
 	dropLease := func() {
