@@ -64,8 +64,11 @@
 // # Leases
 //
 // [Store.AcquireLease], [Store.RenewLease] and [Store.ReleaseLease] give
-// named leases to one node at a time, judged by the database's clock, with
-// a fencing token; a lease that lapses can be taken by another node.
+// named leases (store.Lease) to one node at a time, judged by the
+// database's clock, with a fencing token; a lease that lapses can be taken
+// by another node. [Store.RenewLeases] and [Store.ReleaseLeases] renew or
+// give back many leases in one statement (a node polling 10,000 accounts
+// renews their leases together). The Store satisfies poller.Leaser.
 //
 // # Verify and repair
 //

@@ -88,6 +88,17 @@ type leaseKeeper struct {
 	done      chan struct{} // closed when the loop that runs exits
 	kick      chan struct{} // 1 slot: releases wait
 	failing   bool          // the last renewal failed (logs the change only)
+	renewed   int           // renewals finished (tests wait for them)
+}
+
+// renewal is one RenewLeases call of the keeper, run on its own goroutine
+// so that a call that hangs (a database cut off by the network) cannot
+// keep the keeper from giving leases up before they lapse.
+type renewal struct {
+	hs      []*heldLease // the leases renewed, as held when it started
+	sent    time.Time
+	renewed []store.Lease
+	err     error
 }
 
 // newLeaseKeeper returns the keeper of p's leases from l.
@@ -194,22 +205,40 @@ func (k *leaseKeeper) releaser(h *heldLease) func() {
 	}
 }
 
+// errRenewalHangs is why leases are given up while a renewal has not
+// answered for a whole renewal period.
+var errRenewalHangs = errors.New("lease renewal has not answered for a whole renewal period")
+
 // loop renews the held leases every renewEvery and gives back released
-// ones as they come, until nothing is held or queued.
+// ones as they come, until nothing is held or queued. One renewal runs at
+// a time; while it hangs, the leases it cannot save in time are given up.
 func (k *leaseKeeper) loop(done chan struct{}) {
 	defer close(done)
 	next := k.p.now().Add(k.renewEvery())
+	var inflight chan renewal // non-nil while a renewal runs
 	for {
 		t := k.p.timer(next.Sub(k.p.now()))
 		select {
 		case <-t.C():
-			k.renew()
+			if inflight == nil {
+				inflight = k.startRenewal()
+			} else {
+				k.mu.Lock()
+				k.giveUpLocked(k.p.now(), errRenewalHangs)
+				k.mu.Unlock()
+			}
 			next = k.p.now().Add(k.renewEvery())
+		case r := <-inflight:
+			t.Stop()
+			inflight = nil
+			k.finishRenewal(r)
 		case <-k.kick:
 			t.Stop()
 		}
 		k.flush()
 		k.mu.Lock()
+		// A renewal still running is left to finish on its own (its
+		// channel is buffered): nothing is held that it could save.
 		if len(k.held) == 0 && len(k.releases) == 0 {
 			k.running = false
 			k.mu.Unlock()
@@ -219,57 +248,74 @@ func (k *leaseKeeper) loop(done chan struct{}) {
 	}
 }
 
-// renew renews every held lease in one call. A lease it does not return
-// is lost; when it fails, a lease whose deadline comes before the next
-// renewal could is given up now, before it lapses.
-func (k *leaseKeeper) renew() {
+// startRenewal starts renewing every held lease in one call; it returns
+// nil when none is held.
+func (k *leaseKeeper) startRenewal() chan renewal {
 	k.mu.Lock()
-	hs := make([]*heldLease, 0, len(k.held))
+	r := renewal{hs: make([]*heldLease, 0, len(k.held))}
 	ls := make([]store.Lease, 0, len(k.held))
 	for _, h := range k.held {
-		hs = append(hs, h)
+		r.hs = append(r.hs, h)
 		ls = append(ls, h.lease)
 	}
 	k.mu.Unlock()
 	if len(ls) == 0 {
-		return
+		return nil
 	}
-	sent := k.p.now()
-	ctx, cancel := context.WithTimeout(context.Background(), k.renewEvery())
-	renewed, err := k.l.RenewLeases(ctx, ls, k.ttl)
-	cancel()
+	out := make(chan renewal, 1)
+	r.sent = k.p.now()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), k.ttl)
+		defer cancel()
+		r.renewed, r.err = k.l.RenewLeases(ctx, ls, k.ttl)
+		out <- r
+	}()
+	return out
+}
+
+// finishRenewal applies the outcome of a renewal. A lease it does not
+// return is lost; when it failed, a lease whose deadline comes before the
+// next renewal could is given up now, before it lapses.
+func (k *leaseKeeper) finishRenewal(r renewal) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if err != nil {
+	k.renewed++
+	if r.err != nil {
 		if !k.failing {
-			k.p.log.Warn("renewing account leases failed; polls stop before the leases lapse", "leases", len(ls), "err", err)
+			k.p.log.Warn("renewing account leases failed; polls stop before the leases lapse", "leases", len(r.hs), "err", r.err)
 		}
 		k.failing = true
-		now := k.p.now()
-		for _, h := range hs {
-			if k.held[h.lease.Name] == h && !now.Add(k.renewEvery()).Before(h.deadline) {
-				k.loseLocked(h, err)
-			}
-		}
+		k.giveUpLocked(k.p.now(), r.err)
 		return
 	}
 	if k.failing {
-		k.p.log.Info("renewing account leases works again", "leases", len(ls))
+		k.p.log.Info("renewing account leases works again", "leases", len(r.hs))
 	}
 	k.failing = false
-	got := make(map[string]store.Lease, len(renewed))
-	for _, l := range renewed {
+	got := make(map[string]store.Lease, len(r.renewed))
+	for _, l := range r.renewed {
 		got[l.Name] = l
 	}
-	for _, h := range hs {
+	for _, h := range r.hs {
 		if k.held[h.lease.Name] != h {
 			continue // released meanwhile
 		}
 		if l, ok := got[h.lease.Name]; ok && l.Token == h.lease.Token {
-			h.lease, h.deadline = l, sent.Add(k.ttl)
+			h.lease, h.deadline = l, r.sent.Add(k.ttl)
 			continue
 		}
 		k.loseLocked(h, nil)
+	}
+}
+
+// giveUpLocked gives up every held lease that could lapse before a
+// renewal started now would save it (renewals failing or hanging). k.mu
+// held.
+func (k *leaseKeeper) giveUpLocked(now time.Time, why error) {
+	for _, h := range k.held {
+		if !now.Add(k.renewEvery()).Before(h.deadline) {
+			k.loseLocked(h, why)
+		}
 	}
 }
 

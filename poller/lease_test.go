@@ -159,6 +159,13 @@ func withLeases(h *harness, db *fakeLeaseDB, node string, ttl time.Duration) {
 
 func (h *harness) status() Status { return h.p.Status()[0] }
 
+// renewals returns how many renewals the keeper has finished.
+func (h *harness) renewals() int {
+	h.p.leases.mu.Lock()
+	defer h.p.leases.mu.Unlock()
+	return h.p.leases.renewed
+}
+
 func (h *harness) heldCount() int {
 	h.p.leases.mu.Lock()
 	defer h.p.leases.mu.Unlock()
@@ -228,7 +235,10 @@ func TestLeaseHeldElsewhereThenTakeover(t *testing.T) {
 	base := db.renewCount() // b's renewal counts too
 	for i := 1; i <= 4; i++ {
 		h.clock.Advance(ttl / 3)
-		waitFor(t, h, "a renewal", func() bool { return db.renewCount() == base+i && len(h.clock.pending()) == 2 })
+		waitFor(t, h, "a renewal", func() bool { return h.renewals() == i && len(h.clock.pending()) == 2 })
+	}
+	if got := db.renewCount() - base; got != 4 {
+		t.Errorf("%d renewal calls for 4 periods, want 4", got)
 	}
 	if l := db.lease(name); l.Holder != "a" || !l.Expires.After(h.clock.Now().Add(ttl/2)) {
 		t.Errorf("lease not kept renewed: %+v at %v", l, h.clock.Now())
@@ -313,7 +323,7 @@ func TestLeaseRenewalFailureGivesUpBeforeLapse(t *testing.T) {
 	waitFor(t, h, "the renewal timer", func() bool { return len(h.clock.pending()) == 1 })
 	db.setErr(fmt.Errorf("postgres at db:5432: %w", store.ErrUnavailable))
 	h.clock.Advance(ttl / 3)
-	waitFor(t, h, "the second renewal timer", func() bool { return h.clock.madeCount() == 2 && len(h.clock.pending()) == 1 })
+	waitFor(t, h, "the failed renewal", func() bool { return h.renewals() == 1 && len(h.clock.pending()) == 1 })
 	if lease.ctx.Err() != nil {
 		t.Fatalf("lease given up after one failed renewal, %v before its deadline", ttl-ttl/3)
 	}
@@ -397,5 +407,81 @@ func TestStoreUnavailablePausesPolls(t *testing.T) {
 	}
 	if st := h.status(); st.StoreUnavailable || st.State() != "idle" {
 		t.Errorf("status after recovery: %+v", st)
+	}
+}
+
+// blockingLeaser is a Leaser whose renewals hang until unblocked, as over
+// a network that dropped the database's packets.
+type blockingLeaser struct {
+	*fakeLeaser
+	block chan struct{}
+}
+
+func (b *blockingLeaser) RenewLeases(ctx context.Context, ls []store.Lease, ttl time.Duration) ([]store.Lease, error) {
+	<-b.block
+	return b.fakeLeaser.RenewLeases(ctx, ls, ttl)
+}
+
+// TestLeaseRenewalHangGivesUpBeforeLapse: a renewal that never answers
+// does not keep the keeper from giving the lease up before it lapses.
+func TestLeaseRenewalHangGivesUpBeforeLapse(t *testing.T) {
+	const ttl = 30 * time.Second
+	h := newHarness(t, nil)
+	db := newFakeLeaseDB(h.clock.Now)
+	bl := &blockingLeaser{fakeLeaser: db.node("a"), block: make(chan struct{})}
+	h.p.leases = newLeaseKeeper(h.p, bl, ttl)
+	start := h.clock.Now()
+	lease, release, _, err := h.p.leases.hold(context.Background(), h.acct.Name)
+	if err != nil || lease == nil {
+		t.Fatalf("hold: %v %v", lease, err)
+	}
+	defer release()
+	waitFor(t, h, "the renewal timer", func() bool { return len(h.clock.pending()) == 1 })
+	h.clock.Advance(ttl / 3) // the renewal starts, and hangs
+	waitFor(t, h, "the next timer", func() bool { return h.clock.madeCount() == 2 && len(h.clock.pending()) == 1 })
+	if lease.ctx.Err() != nil {
+		t.Fatal("lease given up while its renewal had a whole period left")
+	}
+	h.clock.Advance(ttl / 3)
+	waitFor(t, h, "the lease given up", func() bool { return lease.ctx.Err() != nil })
+	if lapse := start.Add(ttl); !h.clock.Now().Before(lapse) {
+		t.Errorf("lease given up at %v, not before it lapses at %v", h.clock.Now(), lapse)
+	}
+	close(bl.block) // the late answer changes nothing
+	h.p.leases.wait()
+	if h.heldCount() != 0 {
+		t.Error("a lease given up is held again after the late renewal")
+	}
+}
+
+// TestLeaseReleasedOnRemoval: removing an account (provider mode: a user
+// whose polling stops) gives its lease back at once, so another node can
+// take it; adding it again takes the lease again.
+func TestLeaseReleasedOnRemoval(t *testing.T) {
+	const ttl = 30 * time.Second
+	h := newHarness(t, nil)
+	h.fill(1)
+	db := newFakeLeaseDB(h.clock.Now)
+	withLeases(h, db, "a", ttl)
+	runPoller(t, h)
+	name := LeaseName(h.acct.Name)
+	at := h.clock.waitTimer(t, 0)
+	h.clock.Advance(at.Sub(h.clock.Now()))
+	waitFor(t, h, "the first poll", func() bool { n, _ := h.sink.stored(h.acct.Name); return n == 1 && !h.status().Polling })
+	if l := db.lease(name); l.Holder != "a" {
+		t.Fatalf("lease while polling: %+v", l)
+	}
+	if !h.p.RemoveAccount(h.acct.Name) {
+		t.Fatal("account not removed")
+	}
+	waitFor(t, h, "the lease given back", func() bool { return db.lease(name).Holder == "" })
+	if _, ok, err := db.node("b").AcquireLease(context.Background(), name, ttl); !ok || err != nil {
+		t.Errorf("b cannot take the lease of the removed account: %v %v", ok, err)
+	}
+	h.p.AddAccount(h.acct)
+	h.p.PollNow(h.acct.Name)
+	waitFor(t, h, "the re-added account to find b's lease", func() bool { return h.status().LeaseHolder == "b" })
+	if got := h.srv.stat(&h.srv.dials); got != 1 {
+		t.Errorf("dials = %d, want 1 (b holds the lease now)", got)
 	}
 }

@@ -124,7 +124,13 @@ func (w *worker) run(ctx context.Context) {
 		if release != nil {
 			release()
 		}
-		p.setLease(w.name, "", false)
+		p.mu.Lock()
+		if cur := p.workers[w.name]; cur == nil || cur == w {
+			// Not replaced by a new worker (a changed configuration)
+			// that may hold the lease already.
+			st.status.LeaseHolder, st.status.LeaseHeld = "", false
+		}
+		p.mu.Unlock()
 		p.setNextPoll(w.name, time.Time{})
 	}()
 	dropLease := func() {
@@ -148,6 +154,9 @@ func (w *worker) run(ctx context.Context) {
 			h, rel, other, err := p.leases.hold(ctx, w.name)
 			switch {
 			case ctx.Err() != nil:
+				if rel != nil {
+					rel() // taken as the worker was stopped: give it back
+				}
 				return
 			case err != nil:
 				unavailable++
@@ -238,7 +247,11 @@ func (w *worker) storeTrouble(ctx context.Context, err error, n int) time.Durati
 	if n&(n-1) == 0 {
 		lvl = slog.LevelWarn
 	}
-	p.log.Log(ctx, lvl, "store unavailable: polls paused", "account", w.name, "err", err, "tries", n, "retry_in", d.Round(time.Millisecond))
+	msg := "store unavailable: polls paused"
+	if !errors.Is(err, store.ErrUnavailable) {
+		msg = "taking the account's lease failed: polls paused"
+	}
+	p.log.Log(ctx, lvl, msg, "account", w.name, "err", err, "tries", n, "retry_in", d.Round(time.Millisecond))
 	return d
 }
 

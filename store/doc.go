@@ -65,4 +65,12 @@
 // far. Every change of a mailbox carries its HIGHESTMODSEQ after the
 // change, so a [Snapshot] holds exactly the changes up to its
 // Mailbox.HighestModSeq.
+//
+// # Other backends
+//
+// Types shared with the other store backends (package pgstore, several
+// nodes on PostgreSQL) live here too: [ErrUnavailable] for a database
+// that cannot be reached, and [Lease] with [ErrLeaseLost] for the leases
+// that let one node of a cluster, and only one, poll an account. The
+// SQLite store, embedded in one node, uses neither.
 package store
