@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/popbridge/popbridge/imapfront"
 	"github.com/popbridge/popbridge/internal/testkit/pgtest"
 	"github.com/popbridge/popbridge/store"
 	"github.com/popbridge/popbridge/storecopy"
@@ -111,6 +112,13 @@ func testRoundTrip(t *testing.T, srv *pgtest.Server) {
 	copyStore(t, pg, back)
 	if got := dump(t, back, accounts...); got != want {
 		t.Fatalf("PostgreSQL -> SQLite: the copy differs:\n%s", diffLines(want, got))
+	}
+	// What IMAP clients see, served by imapfront from each store.
+	wantIMAP := imapView(t, src, "alice", "bob")
+	for name, s := range map[string]imapfront.Store{"postgres": pg, "sqlite": back} {
+		if got := imapView(t, s, "alice", "bob"); got != wantIMAP {
+			t.Errorf("IMAP clients see the %s copy differently:\n%s", name, diffLines(wantIMAP, got))
+		}
 	}
 
 	for name, s := range map[string]backend{"postgres": pg, "sqlite": back} {
