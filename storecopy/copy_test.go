@@ -397,3 +397,16 @@ func TestBatchesAreBounded(t *testing.T) {
 		t.Errorf("%d messages in %d batches, %d row batches; report %+v", msgs, msgBatches, rowBatches, rep)
 	}
 }
+
+// TestCancelled: a cancelled copy stops with the context's error and says
+// so.
+func TestCancelled(t *testing.T) {
+	src := openSQLite(t, t.TempDir())
+	populate(t, src)
+	ctx, cancel := context.WithCancel(context.Background())
+	dst := openSQLite(t, t.TempDir())
+	_, err := storecopy.Copy(ctx, src, tamper{Store: dst, msgs: func([]store.ExportedMessage) { cancel() }}, storecopy.Options{BatchMessages: 2})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Copy with its context cancelled during the messages: %v, want context.Canceled", err)
+	}
+}

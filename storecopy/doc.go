@@ -11,6 +11,11 @@
 // names with no mailbox), the UIDVALIDITY counter and the users of
 // provider mode are copied too. Leases and the PostgreSQL change feed are
 // not: they belong to the nodes running on a database, not to the mail.
+// What the stores derive from a message's bytes (envelope, structure,
+// search texts) is derived again by the destination, with the same
+// parser: PostgreSQL as each batch is imported, SQLite by its background
+// indexer (reads parse on demand until then), so damaged search texts in
+// the source are not carried over.
 //
 // [Copy] takes two stores already opened by the caller (`popbridge
 // store-copy` opens them from two configuration files). The source must
