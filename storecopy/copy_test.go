@@ -260,7 +260,8 @@ func testDamagedMessage(t *testing.T, dst destBackend) {
 		t.Fatalf("report lists %d damaged messages, want 1: %+v", len(rep.Damaged), rep.Damaged)
 	}
 	d := rep.Damaged[0]
-	if !strings.Contains(d.Err, "checksum") || len(d.Moved) != 1 || d.Moved[0].User != "alice" || d.Moved[0].Mailbox != "INBOX" || d.Moved[0].UID != 5 {
+	if !strings.Contains(d.Err, "checksum") || len(d.Moved) != 1 || d.Moved[0].User != "alice" || d.Moved[0].Mailbox != "INBOX" || d.Moved[0].UID != 5 ||
+		len(d.Origins) != 1 || d.Origins[0] != (store.Origin{Account: "pop-a", UIDL: "u5", Digest: "d5"}) {
 		t.Errorf("damaged: %+v", d)
 	}
 	inbox := must(dst.Snapshot(ctx, alice.ID, srcInbox.ID))

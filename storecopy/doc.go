@@ -57,7 +57,8 @@
 // its ledger rows still keep the poller from fetching it again), and each
 // of its entries is moved into the user's "Damaged" mailbox
 // ([store.DamagedMailbox], created when missing). The report lists each
-// one with where it was and where it went. The copy cannot fetch a
+// one with where it was, where it went and the upstream accounts (and
+// UIDLs) its ledger rows name. The copy cannot fetch a
 // message again from its upstream: run `popbridge verify -repair` on the
 // source first, which can, and copy what is left.
 //
