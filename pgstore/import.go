@@ -15,8 +15,9 @@ import (
 // Import: the same methods, with the same types, as the SQLite store's
 // (store/import.go). Rows are written with the ids, UIDs, modseqs and
 // times they are given (COPY writes identity columns as given), and the
-// identity sequences are moved past the highest id imported, so that rows
-// created later get new ids. An import publishes no change. Call
+// identity sequences are moved past the highest id imported and the
+// source's store.LastIDs, so that rows created later get ids never issued
+// before. An import publishes no change. Call
 // ImportMeta first (it checks the database is empty), then
 // ImportMessages, ImportEntries and ImportLedger, in that order.
 

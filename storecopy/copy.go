@@ -93,6 +93,9 @@ type Damaged struct {
 	// Moved lists its entries: where each was in the source and its UID
 	// in the destination's Damaged mailbox.
 	Moved []Moved
+	// Origins are its ledger rows' keys: the upstream accounts that may
+	// still hold it (popbridge verify -repair fetches from them).
+	Origins []store.Origin
 }
 
 // Moved is one entry of a damaged message, moved to the Damaged mailbox.
@@ -368,6 +371,10 @@ func (c *copier) copyLedger(ctx context.Context) error {
 	}
 	err := c.src.ExportLedger(ctx, func(r store.LedgerRow) error {
 		ledgerSumOf(c.srcLedger, r.Account).add(r)
+		if i, ok := c.damaged[r.Message]; ok && r.Message != 0 {
+			d := &c.rep.Damaged[i]
+			d.Origins = append(d.Origins, store.Origin{Account: r.Account, UIDL: r.UIDL, Digest: r.Digest})
+		}
 		batch = append(batch, r)
 		if len(batch) >= c.opts.BatchRows {
 			return flush()

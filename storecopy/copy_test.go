@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/popbridge/popbridge/imapfront"
 	"github.com/popbridge/popbridge/internal/testkit/pgtest"
 	"github.com/popbridge/popbridge/store"
 	"github.com/popbridge/popbridge/storecopy"
@@ -111,6 +112,13 @@ func testRoundTrip(t *testing.T, srv *pgtest.Server) {
 	copyStore(t, pg, back)
 	if got := dump(t, back, accounts...); got != want {
 		t.Fatalf("PostgreSQL -> SQLite: the copy differs:\n%s", diffLines(want, got))
+	}
+	// What IMAP clients see, served by imapfront from each store.
+	wantIMAP := imapView(t, src, "alice", "bob")
+	for name, s := range map[string]imapfront.Store{"postgres": pg, "sqlite": back} {
+		if got := imapView(t, s, "alice", "bob"); got != wantIMAP {
+			t.Errorf("IMAP clients see the %s copy differently:\n%s", name, diffLines(wantIMAP, got))
+		}
 	}
 
 	for name, s := range map[string]backend{"postgres": pg, "sqlite": back} {
@@ -252,7 +260,8 @@ func testDamagedMessage(t *testing.T, dst destBackend) {
 		t.Fatalf("report lists %d damaged messages, want 1: %+v", len(rep.Damaged), rep.Damaged)
 	}
 	d := rep.Damaged[0]
-	if !strings.Contains(d.Err, "checksum") || len(d.Moved) != 1 || d.Moved[0].User != "alice" || d.Moved[0].Mailbox != "INBOX" || d.Moved[0].UID != 5 {
+	if !strings.Contains(d.Err, "checksum") || len(d.Moved) != 1 || d.Moved[0].User != "alice" || d.Moved[0].Mailbox != "INBOX" || d.Moved[0].UID != 5 ||
+		len(d.Origins) != 1 || d.Origins[0] != (store.Origin{Account: "pop-a", UIDL: "u5", Digest: "d5"}) {
 		t.Errorf("damaged: %+v", d)
 	}
 	inbox := must(dst.Snapshot(ctx, alice.ID, srcInbox.ID))
@@ -387,5 +396,18 @@ func TestBatchesAreBounded(t *testing.T) {
 	}
 	if msgs != rep.Messages || msgs != 19 || msgBatches < 7 || rowBatches < 10 {
 		t.Errorf("%d messages in %d batches, %d row batches; report %+v", msgs, msgBatches, rowBatches, rep)
+	}
+}
+
+// TestCancelled: a cancelled copy stops with the context's error and says
+// so.
+func TestCancelled(t *testing.T) {
+	src := openSQLite(t, t.TempDir())
+	populate(t, src)
+	ctx, cancel := context.WithCancel(context.Background())
+	dst := openSQLite(t, t.TempDir())
+	_, err := storecopy.Copy(ctx, src, tamper{Store: dst, msgs: func([]store.ExportedMessage) { cancel() }}, storecopy.Options{BatchMessages: 2})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Copy with its context cancelled during the messages: %v, want context.Canceled", err)
 	}
 }

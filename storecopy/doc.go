@@ -11,6 +11,11 @@
 // names with no mailbox), the UIDVALIDITY counter and the users of
 // provider mode are copied too. Leases and the PostgreSQL change feed are
 // not: they belong to the nodes running on a database, not to the mail.
+// What the stores derive from a message's bytes (envelope, structure,
+// search texts) is derived again by the destination, with the same
+// parser: PostgreSQL as each batch is imported, SQLite by its background
+// indexer (reads parse on demand until then), so damaged search texts in
+// the source are not carried over.
 //
 // [Copy] takes two stores already opened by the caller (`popbridge
 // store-copy` opens them from two configuration files). The source must
@@ -52,7 +57,8 @@
 // its ledger rows still keep the poller from fetching it again), and each
 // of its entries is moved into the user's "Damaged" mailbox
 // ([store.DamagedMailbox], created when missing). The report lists each
-// one with where it was and where it went. The copy cannot fetch a
+// one with where it was, where it went and the upstream accounts (and
+// UIDLs) its ledger rows name. The copy cannot fetch a
 // message again from its upstream: run `popbridge verify -repair` on the
 // source first, which can, and copy what is left.
 //
