@@ -64,6 +64,9 @@ func (a *app) storeCopy(ctx context.Context, args []string) int {
 		for _, m := range d.Moved {
 			fmt.Fprintf(a.stdout, "damaged: message %d (%s): %s %s UID %d moved to Damaged UID %d\n", d.Message, d.Err, m.User, m.Mailbox, m.UID, m.DamagedUID)
 		}
+		for _, o := range d.Origins {
+			fmt.Fprintf(a.stdout, "damaged: message %d came from account %s, UIDL %q (popbridge verify -repair on the source fetches it again while the server has it)\n", d.Message, o.Account, o.UIDL)
+		}
 	}
 	fmt.Fprintf(a.stdout, "verified: %d mailboxes equal in both stores (UIDVALIDITY, UIDs, flags, modseqs, bytes) in %s; copy took %s\n",
 		len(r.PerMailbox), r.Verify.Round(time.Millisecond), r.Duration.Round(time.Millisecond))
