@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -265,5 +266,25 @@ func TestCorkedWriteDeadline(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("corked write blocked past its deadline")
+	}
+}
+
+// TestChunkIndex: the UIDs the store hands back, ascending and some
+// missing, are found at their place in the chunk, whether the chunk is
+// ascending by UID (cursor) or not (a saved search result in any order).
+func TestChunkIndex(t *testing.T) {
+	for _, uids := range [][]store.UID{{3, 5, 9, 10, 12}, {10, 3, 12, 5, 9}} {
+		chunk := make([]target, len(uids))
+		for i, u := range uids {
+			chunk[i] = target{seq: uint32(i + 1), uid: u}
+		}
+		x := newChunkIndex(chunk)
+		for _, u := range []store.UID{1, 3, 4, 9, 10, 11, 12, 13} { // ascending, as the store answers
+			i, ok := x.find(u)
+			want := slices.Index(uids, u)
+			if ok != (want >= 0) || (ok && i != want) {
+				t.Errorf("chunk %v: find(%d) = %d, %v; want %d", uids, u, i, ok, want)
+			}
+		}
 	}
 }

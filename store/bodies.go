@@ -28,23 +28,42 @@ const bodiesMinRun = 8
 // messages are read as usual. Iteration stops at the first error fn
 // returns, and Bodies returns that error (wrapped; errors.Is finds it).
 func (s *Store) Bodies(ctx context.Context, u UserID, id MailboxID, uids []UID, fn func(uid UID, raw []byte, damaged error) error) error {
-	return s.bodies(ctx, u, id, uids, false, func(m *MessageMeta, raw []byte, damaged error) error {
+	return s.bodies(ctx, u, id, uids, brief{}, func(m *MessageMeta, raw []byte, damaged error) error {
 		return fn(m.UID, raw, damaged)
 	})
 }
 
+// BriefFields names the metadata BodiesBrief reads beyond the UID, flags
+// and size of each message: each column read costs a conversion per row,
+// and a header sync reads 100,000 rows.
+type BriefFields uint8
+
+const (
+	// BriefInternalDate: MessageMeta.InternalDate.
+	BriefInternalDate BriefFields = 1 << iota
+	// BriefIDs: MessageMeta.Message and MessageMeta.ModSeq.
+	BriefIDs
+)
+
 // BodiesBrief is Bodies that also hands fn each message's metadata as
 // MetaBrief lists it (no envelope or structure), read by the same query:
-// a header sync needs nothing more. m, like raw, is only valid during the
-// call (fn copies what it keeps; its Flags may be kept, they are not
-// reused).
-func (s *Store) BodiesBrief(ctx context.Context, u UserID, id MailboxID, uids []UID, fn func(m *MessageMeta, raw []byte, damaged error) error) error {
-	return s.bodies(ctx, u, id, uids, true, fn)
+// a header sync needs nothing more. Only the UID, flags and size are
+// always filled; the fields of want are read too, the others are left
+// zero. m, like raw, is only valid during the call (fn copies what it
+// keeps; its Flags may be kept, they are not reused).
+func (s *Store) BodiesBrief(ctx context.Context, u UserID, id MailboxID, uids []UID, want BriefFields, fn func(m *MessageMeta, raw []byte, damaged error) error) error {
+	return s.bodies(ctx, u, id, uids, brief{on: true, want: want}, fn)
 }
 
-// bodies is Bodies and BodiesBrief; withMeta fills every field of the
-// metadata MetaBrief does, else only the UID.
-func (s *Store) bodies(ctx context.Context, u UserID, id MailboxID, uids []UID, withMeta bool, fn func(m *MessageMeta, raw []byte, damaged error) error) error {
+// brief is the metadata bodies reads besides the bytes: with on, the UID,
+// flags and size and the fields of want; else only the UID.
+type brief struct {
+	on   bool
+	want BriefFields
+}
+
+// bodies is Bodies and BodiesBrief.
+func (s *Store) bodies(ctx context.Context, u UserID, id MailboxID, uids []UID, withMeta brief, fn func(m *MessageMeta, raw []byte, damaged error) error) error {
 	set := slices.Clone(uids)
 	slices.Sort(set)
 	set = slices.Compact(set)
@@ -98,20 +117,10 @@ func (s *Store) bodies(ctx context.Context, u UserID, id MailboxID, uids []UID, 
 
 // scanBodies runs one query of the mailbox args[0] restricted by clause,
 // reads each message's bytes from its pack through r and hands them to fn,
-// ascending by UID, with the metadata MetaBrief reads when withMeta.
-func (s *Store) scanBodies(ctx context.Context, tx *sql.Tx, r *blobReader, mbox MailboxID, withMeta bool, clause string, args []any, fn func(m *MessageMeta, raw []byte, damaged error) error) error {
+// ascending by UID, with the metadata withMeta asks for.
+func (s *Store) scanBodies(ctx context.Context, tx *sql.Tx, r *blobReader, mbox MailboxID, withMeta brief, clause string, args []any, fn func(m *MessageMeta, raw []byte, damaged error) error) error {
 	// Only the columns needed: every column scanned costs a conversion
 	// per row, and a header sync scans 100,000 rows.
-	cols := `mm.uid, m.pack, m.pack_off, m.size, m.body_crc`
-	if withMeta {
-		cols += `, mm.message_id, mm.flags, mm.keywords, mm.modseq, m.internal_date`
-	}
-	rows, err := tx.QueryContext(ctx, `SELECT `+cols+` FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id
-		WHERE mm.mailbox_id = ?`+clause+` ORDER BY mm.uid`, args...)
-	if err != nil {
-		return fmt.Errorf("query bodies: %w", err)
-	}
-	defer rows.Close()
 	var (
 		m            MessageMeta
 		loc          blobLoc
@@ -120,21 +129,38 @@ func (s *Store) scanBodies(ctx context.Context, tx *sql.Tx, r *blobReader, mbox 
 		kw           string
 		date         sql.RawBytes
 	)
+	cols := `mm.uid, m.pack, m.pack_off, m.size, m.body_crc`
+	dest := []any{&m.UID, &loc.pack, &loc.off, &loc.size, &crc}
+	if withMeta.on {
+		cols += `, mm.flags, mm.keywords`
+		dest = append(dest, &bits, &kw)
+		if withMeta.want&BriefIDs != 0 {
+			cols += `, mm.message_id, mm.modseq`
+			dest = append(dest, &m.Message, &modseq)
+		}
+		if withMeta.want&BriefInternalDate != 0 {
+			cols += `, m.internal_date`
+			dest = append(dest, &date)
+		}
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT `+cols+` FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id
+		WHERE mm.mailbox_id = ?`+clause+` ORDER BY mm.uid`, args...)
+	if err != nil {
+		return fmt.Errorf("query bodies: %w", err)
+	}
+	defer rows.Close()
 	fi := flagInterner{}
 	for rows.Next() {
-		if withMeta {
-			err = rows.Scan(&m.UID, &loc.pack, &loc.off, &loc.size, &crc, &m.Message, &bits, &kw, &modseq, &date)
-		} else {
-			err = rows.Scan(&m.UID, &loc.pack, &loc.off, &loc.size, &crc)
-		}
-		if err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			return fmt.Errorf("scan body: %w", err)
 		}
 		uid := m.UID
-		if withMeta {
+		if withMeta.on {
 			m.Flags, m.ModSeq, m.Size = fi.get(bits, kw), uint64(modseq), loc.size
-			if m.InternalDate, err = parseTime(string(date)); err != nil {
-				return fmt.Errorf("uid %d: %w", uid, err)
+			if withMeta.want&BriefInternalDate != 0 {
+				if m.InternalDate, err = parseTime(string(date)); err != nil {
+					return fmt.Errorf("uid %d: %w", uid, err)
+				}
 			}
 		}
 		loc.bodyCRC = uint32(crc)
