@@ -235,7 +235,13 @@ func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID
 	if brief {
 		hs = newHeaderSections(options.BodySection)
 	}
-	got := make([]*fetched, len(chunk))
+	// One allocation per chunk, not per message: the responses, their
+	// metadata (BodiesBrief's is only valid during its call) and their
+	// section slices. A response with meta nil is absent.
+	got := make([]fetched, len(chunk))
+	nsec := len(options.BodySection)
+	secs := make([][]byte, len(chunk)*nsec)
+	var metas []store.MessageMeta
 	var (
 		size    int
 		last    = -1
@@ -245,13 +251,12 @@ func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID
 		if size >= bodyChunkBytes {
 			return errChunkFull
 		}
-		t := chunk[i]
-		f := &fetched{t: t, meta: m, flags: m.Flags}
+		f := &got[i]
+		*f = fetched{t: chunk[i], meta: m, flags: m.Flags, bodies: secs[i*nsec : i*nsec : (i+1)*nsec]}
 		if damaged != nil || m.Damaged {
 			// Answered for itself only (the store logged and
 			// counted it): by the tagged NO.
 			f.damaged = true
-			got[i] = f
 			last = i
 			return nil
 		}
@@ -284,7 +289,6 @@ func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID
 			}
 			f.binSizes = append(f.binSizes, clampUint32(n))
 		}
-		got[i] = f
 		last = i
 		return nil
 	}
@@ -296,13 +300,14 @@ func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID
 		if options.InternalDate {
 			want |= store.BriefInternalDate
 		}
+		metas = make([]store.MessageMeta, len(chunk))
 		err = bs.BodiesBrief(ctx, s.user.id, v.mbox.id, targetUIDs(chunk), want, func(m *store.MessageMeta, raw []byte, damaged error) error {
 			i, ok := byChunkUID.find(m.UID)
 			if !ok {
 				return nil
 			}
-			mc := *m
-			return visit(i, &mc, raw, damaged)
+			metas[i] = *m
+			return visit(i, &metas[i], raw, damaged)
 		})
 	} else {
 		err = s.srv.opts.Store.Bodies(ctx, s.user.id, v.mbox.id, targetUIDs(chunk), func(uid store.UID, raw []byte, damaged error) error {
@@ -326,10 +331,10 @@ func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID
 	case err != nil:
 		return 0, nil, s.storeErr("FETCH", targetMailbox, err)
 	}
-	out := make([]fetched, 0, done)
+	out := got[:0]
 	for _, f := range got[:done] {
-		if f != nil {
-			out = append(out, *f)
+		if f.meta != nil {
+			out = append(out, f)
 		}
 	}
 	return done, out, nil
