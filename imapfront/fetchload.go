@@ -235,6 +235,9 @@ func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID
 	if brief {
 		hs = newHeaderSections(options.BodySection)
 	}
+	// rawIsHeader: the store hands only each message's header
+	// (BodiesBrief with store.BriefHeader), not its whole bytes.
+	rawIsHeader := false
 	// One allocation per chunk, not per message: the responses, their
 	// metadata (BodiesBrief's is only valid during its call) and their
 	// section slices. A response with meta nil is absent.
@@ -263,7 +266,7 @@ func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID
 		for i, sec := range options.BodySection {
 			var b []byte
 			if hs != nil {
-				b = hs.section(raw, i)
+				b = hs.section(raw, i, rawIsHeader)
 			} else {
 				b = bodySection(raw, m.Structure, sec)
 			}
@@ -296,11 +299,14 @@ func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID
 	if bs, ok := s.srv.opts.Store.(briefMetaStore); ok && byUID == nil {
 		// Only what the response writes: every column is a conversion
 		// per message (writeFetchItems reads no ids or modseqs here).
-		var want store.BriefFields
+		// The loader takes this path for headerOnly FETCHes only:
+		// the store reads (and checks) just each message's header.
+		want := store.BriefHeader
 		if options.InternalDate {
 			want |= store.BriefInternalDate
 		}
 		metas = make([]store.MessageMeta, len(chunk))
+		rawIsHeader = true
 		err = bs.BodiesBrief(ctx, s.user.id, v.mbox.id, targetUIDs(chunk), want, func(m *store.MessageMeta, raw []byte, damaged error) error {
 			i, ok := byChunkUID.find(m.UID)
 			if !ok {

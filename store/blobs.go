@@ -80,6 +80,13 @@ type blobLoc struct {
 	textOff          int64
 	headLen, textLen int64
 	headCRC, textCRC uint32
+	// rawHeadLen is the length of the message's header at the start of
+	// its bytes (HeaderLen) and rawHeadCRC its CRC-32C, when rawHead is
+	// set (not for messages stored before they were recorded, migration
+	// 0007).
+	rawHead    bool
+	rawHeadLen int64
+	rawHeadCRC uint32
 	// textDerived: the body text is not stored (textLen is 0) but
 	// derived from the message's bytes from textFrom on (textform.go).
 	textDerived bool
@@ -89,14 +96,23 @@ type blobLoc struct {
 // blobRec is one record to append: up to two parts, written back to back.
 type blobRec [2][]byte
 
-// recordLoc is where put wrote a record, with the CRC of each part.
+// recordLoc is where put wrote a record, with the CRC of each part, the
+// length of its first part, and the CRC of the whole record.
 type recordLoc struct {
 	pack, off int64
 	crc       [2]uint32
+	len0      int64
+	sum       uint32
 }
 
-// rawRecord is the record of a message's bytes.
-func rawRecord(raw []byte) blobRec { return blobRec{raw} }
+// rawRecord is the record of a message's bytes, in two parts written back
+// to back: its header (HeaderLen) and the rest. Its locations's sum is
+// the messages row's body_crc, len0 and crc[0] its raw_head_len and
+// raw_head_crc.
+func rawRecord(raw []byte) blobRec {
+	hl := HeaderLen(raw)
+	return blobRec{raw[:hl], raw[hl:]}
+}
 
 // textRecord is the record of a parsed message's texts. They are viewed in
 // place (no copy): writes only read them.
@@ -232,6 +248,8 @@ func (b *blobStore) put(recs []blobRec) (locs []recordLoc, done func(), err erro
 			locs[i].crc[k] = crc32.Checksum(part, crcTable)
 			total += int64(len(part))
 		}
+		locs[i].len0 = int64(len(r[0]))
+		locs[i].sum = crc32.Update(locs[i].crc[0], crcTable, r[1])
 	}
 	f, id, off, err := b.reserve(total)
 	if err != nil {
@@ -475,6 +493,23 @@ func (r *blobReader) body(l blobLoc) ([]byte, error) {
 	return r.read(l.pack, l.off, l.size, l.bodyCRC, "message bytes")
 }
 
+// header returns the header of the raw message of loc (raw[:HeaderLen(raw)]):
+// only its bytes are read and checked when their checksum is known, else
+// the whole message is.
+func (r *blobReader) header(l blobLoc) ([]byte, error) {
+	if !l.rawHead {
+		raw, err := r.body(l)
+		if err != nil {
+			return nil, err
+		}
+		return raw[:HeaderLen(raw)], nil
+	}
+	if l.rawHeadLen < 0 || l.rawHeadLen > l.size {
+		return nil, fmt.Errorf("message header: %d bytes of a %d-byte message (pack %d, offset %d): %w", l.rawHeadLen, l.size, l.pack, l.off, ErrCorrupt)
+	}
+	return r.read(l.pack, l.off, l.rawHeadLen, l.rawHeadCRC, "message header")
+}
+
 // head returns the decoded header text of an indexed loc.
 func (r *blobReader) head(l blobLoc) ([]byte, error) {
 	return r.read(l.textPack, l.textOff, l.headLen, l.headCRC, "header text")
@@ -541,7 +576,7 @@ const compactBatchBytes = 8 << 20
 // locColumns returns the messages columns scanLoc reads, in its order,
 // each qualified with prefix ("" or "m.").
 func locColumns(prefix string) string {
-	cols := []string{"pack", "pack_off", "size", "body_crc", "indexed", "text_pack", "text_off", "head_len", "text_len", "head_crc", "text_crc", "text_from"}
+	cols := []string{"pack", "pack_off", "size", "body_crc", "indexed", "text_pack", "text_off", "head_len", "text_len", "head_crc", "text_crc", "text_from", "raw_head_len", "raw_head_crc"}
 	for i, c := range cols {
 		cols[i] = prefix + c
 	}
@@ -552,12 +587,15 @@ func locColumns(prefix string) string {
 // id, its UID…) and then locColumns into l.
 func scanLoc(rows interface{ Scan(...any) error }, l *blobLoc, keys ...any) error {
 	var (
-		bc, hc, tc         int64
-		textPack, textFrom sql.NullInt64
+		bc, hc, tc           int64
+		textPack, textFrom   sql.NullInt64
+		rawHeadLen, rawHeadC sql.NullInt64
 	)
-	if err := rows.Scan(append(keys, &l.pack, &l.off, &l.size, &bc, &l.indexed, &textPack, &l.textOff, &l.headLen, &l.textLen, &hc, &tc, &textFrom)...); err != nil {
+	if err := rows.Scan(append(keys, &l.pack, &l.off, &l.size, &bc, &l.indexed, &textPack, &l.textOff, &l.headLen, &l.textLen, &hc, &tc, &textFrom, &rawHeadLen, &rawHeadC)...); err != nil {
 		return err
 	}
+	l.rawHead = rawHeadLen.Valid && rawHeadC.Valid
+	l.rawHeadLen, l.rawHeadCRC = rawHeadLen.Int64, uint32(rawHeadC.Int64)
 	l.bodyCRC, l.headCRC, l.textCRC = uint32(bc), uint32(hc), uint32(tc)
 	l.textPack = textPack.Int64
 	l.textDerived, l.textFrom = textFrom.Valid, textFrom.Int64

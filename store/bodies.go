@@ -43,6 +43,11 @@ const (
 	BriefInternalDate BriefFields = 1 << iota
 	// BriefIDs: MessageMeta.Message and MessageMeta.ModSeq.
 	BriefIDs
+	// BriefHeader: raw is only the message's header, raw[:HeaderLen(raw)]
+	// of its bytes (MessageMeta.Size is still the whole message's). A
+	// message stored with its header's checksum (migration 0007) has only
+	// those bytes read and checked: damage after its header is not seen.
+	BriefHeader
 )
 
 // BodiesBrief is Bodies that also hands fn each message's metadata as
@@ -129,8 +134,15 @@ func (s *Store) scanBodies(ctx context.Context, tx *sql.Tx, r *blobReader, mbox 
 		kw           string
 		date         sql.RawBytes
 	)
+	var headLen int64
 	cols := `mm.uid, m.pack, m.pack_off, m.size, m.body_crc`
 	dest := []any{&m.UID, &loc.pack, &loc.off, &loc.size, &crc}
+	header := withMeta.on && withMeta.want&BriefHeader != 0
+	if header {
+		// One more column, not two: the checksum of what is read.
+		cols = `mm.uid, m.pack, m.pack_off, m.size, IFNULL(m.raw_head_crc, m.body_crc), IFNULL(m.raw_head_len, -1)`
+		dest = append(dest, &headLen)
+	}
 	if withMeta.on {
 		cols += `, mm.flags, mm.keywords`
 		dest = append(dest, &bits, &kw)
@@ -163,8 +175,15 @@ func (s *Store) scanBodies(ctx context.Context, tx *sql.Tx, r *blobReader, mbox 
 				}
 			}
 		}
-		loc.bodyCRC = uint32(crc)
-		raw, err := r.body(loc)
+		var raw []byte
+		if header {
+			loc.rawHead, loc.rawHeadLen = headLen >= 0, headLen
+			loc.bodyCRC, loc.rawHeadCRC = uint32(crc), uint32(crc)
+			raw, err = r.header(loc)
+		} else {
+			loc.bodyCRC = uint32(crc)
+			raw, err = r.body(loc)
+		}
 		if isCorruptRead(err) {
 			err = fmt.Errorf("uid %d: %w", uid, err)
 			s.noteDamagedMessage("read message", mbox, uid, err)
