@@ -386,6 +386,11 @@ type blobReader struct {
 // reads them back to back.
 const readAheadBytes = 256 << 10
 
+// windowPool recycles the read-ahead windows: a header sync of 100,000
+// messages makes a hundred readers (one per chunk of its FETCH), and a
+// fresh 256 KiB window each was 25 MB of garbage per sync.
+var windowPool = sync.Pool{New: func() any { b := make([]byte, readAheadBytes); return &b }}
+
 // readAhead makes r read ahead (see blobReader.ahead). Only for a reader
 // used within one read transaction: every record it then reads is named by
 // a row committed before the transaction began, so its bytes were written
@@ -402,6 +407,11 @@ func (b *blobStore) begin() *blobReader {
 
 // end finishes a read; the last reader out closes the retired packs.
 func (r *blobReader) end() {
+	if cap(r.win) >= readAheadBytes {
+		w := r.win[:0]
+		r.win = nil
+		windowPool.Put(&w)
+	}
 	b := r.b
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -454,7 +464,7 @@ func (r *blobReader) read(id, off, n int64, crc uint32, what string) ([]byte, er
 	}
 	if r.ahead && n <= readAheadBytes/4 {
 		if cap(r.win) < readAheadBytes {
-			r.win = make([]byte, readAheadBytes)
+			r.win = *windowPool.Get().(*[]byte)
 		}
 		m, err := f.ReadAt(r.win[:readAheadBytes], off)
 		if int64(m) >= n && (err == nil || errors.Is(err, io.EOF)) {
