@@ -125,31 +125,41 @@ func (s *Store) bodies(ctx context.Context, u UserID, id MailboxID, uids []UID, 
 // ascending by UID, with the metadata withMeta asks for.
 func (s *Store) scanBodies(ctx context.Context, tx *sql.Tx, r *blobReader, mbox MailboxID, withMeta brief, clause string, args []any, fn func(m *MessageMeta, raw []byte, damaged error) error) error {
 	// Only the columns needed: every column scanned costs a conversion
-	// per row, and a header sync scans 100,000 rows.
+	// per row, and a header sync scans 100,000 rows. The integer columns
+	// are scanned into interface values, which database/sql assigns
+	// without reflection (into an *int64 it reflects, per column and row).
 	var (
-		m            MessageMeta
-		loc          blobLoc
-		crc          int64
-		modseq, bits int64
-		kw           string
-		date         sql.RawBytes
+		m                   MessageMeta
+		loc                 blobLoc
+		uid64, crc, headLen int64
+		msgID, modseq, bits int64
+		kw                  string
+		date                sql.RawBytes
 	)
-	var headLen int64
-	cols := `mm.uid, m.pack, m.pack_off, m.size, m.body_crc`
-	dest := []any{&m.UID, &loc.pack, &loc.off, &loc.size, &crc}
 	header := withMeta.on && withMeta.want&BriefHeader != 0
+	cols := `mm.uid, m.pack, m.pack_off, m.size, m.body_crc`
+	ints := []*int64{&uid64, &loc.pack, &loc.off, &loc.size, &crc}
 	if header {
 		// One more column, not two: the checksum of what is read.
 		cols = `mm.uid, m.pack, m.pack_off, m.size, IFNULL(m.raw_head_crc, m.body_crc), IFNULL(m.raw_head_len, -1)`
-		dest = append(dest, &headLen)
+		ints = append(ints, &headLen)
 	}
 	if withMeta.on {
-		cols += `, mm.flags, mm.keywords`
-		dest = append(dest, &bits, &kw)
+		cols += `, mm.flags`
+		ints = append(ints, &bits)
 		if withMeta.want&BriefIDs != 0 {
 			cols += `, mm.message_id, mm.modseq`
-			dest = append(dest, &m.Message, &modseq)
+			ints = append(ints, &msgID, &modseq)
 		}
+	}
+	slots := make([]any, len(ints))
+	dest := make([]any, len(ints), len(ints)+2)
+	for i := range slots {
+		dest[i] = &slots[i]
+	}
+	if withMeta.on {
+		cols += `, mm.keywords`
+		dest = append(dest, &kw)
 		if withMeta.want&BriefInternalDate != 0 {
 			cols += `, m.internal_date`
 			dest = append(dest, &date)
@@ -166,15 +176,23 @@ func (s *Store) scanBodies(ctx context.Context, tx *sql.Tx, r *blobReader, mbox 
 		if err := rows.Scan(dest...); err != nil {
 			return fmt.Errorf("scan body: %w", err)
 		}
-		uid := m.UID
+		for i, p := range ints {
+			v, ok := slots[i].(int64)
+			if !ok {
+				return fmt.Errorf("scan body: column %d is %T, want an integer", i, slots[i])
+			}
+			*p = v
+		}
+		m.UID = UID(uid64)
 		if withMeta.on {
-			m.Flags, m.ModSeq, m.Size = fi.get(bits, kw), uint64(modseq), loc.size
+			m.Flags, m.Message, m.ModSeq, m.Size = fi.get(bits, kw), MessageID(msgID), uint64(modseq), loc.size
 			if withMeta.want&BriefInternalDate != 0 {
 				if m.InternalDate, err = parseTime(string(date)); err != nil {
-					return fmt.Errorf("uid %d: %w", uid, err)
+					return fmt.Errorf("uid %d: %w", m.UID, err)
 				}
 			}
 		}
+		uid := m.UID
 		var raw []byte
 		if header {
 			loc.rawHead, loc.rawHeadLen = headLen >= 0, headLen
