@@ -3,12 +3,17 @@ package imapfront
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/popbridge/popbridge/store"
 )
@@ -189,5 +194,97 @@ func TestFetchClientHangsUp(t *testing.T) {
 	}
 	if logs := env.logs.String(); strings.Contains(logs, "level=ERROR") {
 		t.Fatalf("errors logged:\n%s", logs)
+	}
+}
+
+// deadlineCounter counts the write deadlines set on its conn.
+type deadlineCounter struct {
+	net.Conn
+	n atomic.Int64
+}
+
+func (d *deadlineCounter) SetWriteDeadline(t time.Time) error {
+	d.n.Add(1)
+	return d.Conn.SetWriteDeadline(t)
+}
+
+// TestCorkedWriteDeadline: while corked, the write deadlines imapserver sets
+// around every response do not reach the socket one by one (a thousand
+// responses cost a few deadline updates, not four thousand), yet a write
+// to the socket is still bounded by the last one set: a peer that stops
+// reading makes the corked writes fail instead of blocking.
+func TestCorkedWriteDeadline(t *testing.T) {
+	server, client := net.Pipe()
+	defer client.Close()
+	dc := &deadlineCounter{Conn: server}
+	defer server.Close()
+	cs := newConnState(&Server{log: slog.New(slog.DiscardHandler)}, dc)
+
+	// A thousand responses read by the peer: few deadline updates.
+	read := make(chan int64, 1)
+	go func() {
+		n, _ := io.Copy(io.Discard, io.LimitReader(client, 1000*200))
+		read <- n
+	}()
+	resp := bytes.Repeat([]byte("x"), 200)
+	cs.cork()
+	for range 1000 {
+		cs.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		cs.SetWriteDeadline(time.Now().Add(5 * time.Minute))
+		if _, err := cs.Write(resp); err != nil {
+			t.Fatalf("write: %v", err)
+		}
+		cs.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		cs.SetWriteDeadline(time.Time{})
+	}
+	if err := cs.uncork(); err != nil {
+		t.Fatalf("uncork: %v", err)
+	}
+	if n := <-read; n != 1000*200 {
+		t.Fatalf("peer read %d bytes, want %d", n, 1000*200)
+	}
+	if n := dc.n.Load(); n > 10 {
+		t.Errorf("%d write deadlines reached the socket for 1,000 corked responses, want a few", n)
+	}
+
+	// The peer stops reading: the deadline set while corked ends the
+	// write that cannot drain.
+	cs.cork()
+	cs.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		for i := 0; i < 64 && err == nil; i++ {
+			_, err = cs.Write(make([]byte, corkSize))
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("corked write to a peer that does not read: %v, want a deadline error", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("corked write blocked past its deadline")
+	}
+}
+
+// TestChunkIndex: the UIDs the store hands back, ascending and some
+// missing, are found at their place in the chunk, whether the chunk is
+// ascending by UID (cursor) or not (a saved search result in any order).
+func TestChunkIndex(t *testing.T) {
+	for _, uids := range [][]store.UID{{3, 5, 9, 10, 12}, {10, 3, 12, 5, 9}} {
+		chunk := make([]target, len(uids))
+		for i, u := range uids {
+			chunk[i] = target{seq: uint32(i + 1), uid: u}
+		}
+		x := newChunkIndex(chunk)
+		for _, u := range []store.UID{1, 3, 4, 9, 10, 11, 12, 13} { // ascending, as the store answers
+			i, ok := x.find(u)
+			want := slices.Index(uids, u)
+			if ok != (want >= 0) || (ok && i != want) {
+				t.Errorf("chunk %v: find(%d) = %d, %v; want %d", uids, u, i, ok, want)
+			}
+		}
 	}
 }

@@ -2,6 +2,7 @@ package imapfront
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"slices"
@@ -219,11 +220,10 @@ func (a *bodyArena) copy(b []byte) []byte {
 // brief says the metadata has no structure (briefMetaStore.MetaBrief, for
 // a headerOnly FETCH): the sections are found in the bytes.
 func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID map[store.UID]*store.MessageMeta, options *imap.FetchOptions, arena *bodyArena, brief bool) (int, []fetched, error) {
-	byChunkUID := make(map[store.UID]int, len(chunk))
+	byChunkUID := newChunkIndex(chunk)
 	var want int64
 	sections := int64(len(options.BodySection) + len(options.BinarySection))
-	for i, t := range chunk {
-		byChunkUID[t.uid] = i
+	for _, t := range chunk {
 		if byUID != nil {
 			want += byUID[t.uid].Size * sections
 		} else {
@@ -235,7 +235,16 @@ func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID
 	if brief {
 		hs = newHeaderSections(options.BodySection)
 	}
-	got := make([]*fetched, len(chunk))
+	// rawIsHeader: the store hands only each message's header
+	// (BodiesBrief with store.BriefHeader), not its whole bytes.
+	rawIsHeader := false
+	// One allocation per chunk, not per message: the responses, their
+	// metadata (BodiesBrief's is only valid during its call) and their
+	// section slices. A response with meta nil is absent.
+	got := make([]fetched, len(chunk))
+	nsec := len(options.BodySection)
+	secs := make([][]byte, len(chunk)*nsec)
+	var metas []store.MessageMeta
 	var (
 		size    int
 		last    = -1
@@ -245,20 +254,19 @@ func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID
 		if size >= bodyChunkBytes {
 			return errChunkFull
 		}
-		t := chunk[i]
-		f := &fetched{t: t, meta: m, flags: m.Flags}
+		f := &got[i]
+		*f = fetched{t: chunk[i], meta: m, flags: m.Flags, bodies: secs[i*nsec : i*nsec : (i+1)*nsec]}
 		if damaged != nil || m.Damaged {
 			// Answered for itself only (the store logged and
 			// counted it): by the tagged NO.
 			f.damaged = true
-			got[i] = f
 			last = i
 			return nil
 		}
 		for i, sec := range options.BodySection {
 			var b []byte
 			if hs != nil {
-				b = hs.section(raw, i)
+				b = hs.section(raw, i, rawIsHeader)
 			} else {
 				b = bodySection(raw, m.Structure, sec)
 			}
@@ -284,23 +292,32 @@ func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID
 			}
 			f.binSizes = append(f.binSizes, clampUint32(n))
 		}
-		got[i] = f
 		last = i
 		return nil
 	}
 	var err error
 	if bs, ok := s.srv.opts.Store.(briefMetaStore); ok && byUID == nil {
-		err = bs.BodiesBrief(ctx, s.user.id, v.mbox.id, targetUIDs(chunk), func(m *store.MessageMeta, raw []byte, damaged error) error {
-			i, ok := byChunkUID[m.UID]
+		// Only what the response writes: every column is a conversion
+		// per message (writeFetchItems reads no ids or modseqs here).
+		// The loader takes this path for headerOnly FETCHes only:
+		// the store reads (and checks) just each message's header.
+		want := store.BriefHeader
+		if options.InternalDate {
+			want |= store.BriefInternalDate
+		}
+		metas = make([]store.MessageMeta, len(chunk))
+		rawIsHeader = true
+		err = bs.BodiesBrief(ctx, s.user.id, v.mbox.id, targetUIDs(chunk), want, func(m *store.MessageMeta, raw []byte, damaged error) error {
+			i, ok := byChunkUID.find(m.UID)
 			if !ok {
 				return nil
 			}
-			mc := *m
-			return visit(i, &mc, raw, damaged)
+			metas[i] = *m
+			return visit(i, &metas[i], raw, damaged)
 		})
 	} else {
 		err = s.srv.opts.Store.Bodies(ctx, s.user.id, v.mbox.id, targetUIDs(chunk), func(uid store.UID, raw []byte, damaged error) error {
-			i, ok := byChunkUID[uid]
+			i, ok := byChunkUID.find(uid)
 			if !ok {
 				return nil
 			}
@@ -320,11 +337,50 @@ func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID
 	case err != nil:
 		return 0, nil, s.storeErr("FETCH", targetMailbox, err)
 	}
-	out := make([]fetched, 0, done)
+	out := got[:0]
 	for _, f := range got[:done] {
-		if f != nil {
-			out = append(out, *f)
+		if f.meta != nil {
+			out = append(out, f)
 		}
 	}
 	return done, out, nil
+}
+
+// chunkIndex finds the targets of a chunk by UID as the store hands them
+// back, ascending (some possibly missing: expunged meanwhile): a cursor
+// walks the chunk when it is ascending by UID, as resolve makes it for
+// sequence and UID sets (a map per chunk cost 2 % of a header sync); a
+// map serves any other order.
+type chunkIndex struct {
+	chunk []target
+	next  int
+	byUID map[store.UID]int // nil while the chunk is ascending
+}
+
+func newChunkIndex(chunk []target) *chunkIndex {
+	x := &chunkIndex{chunk: chunk}
+	if !slices.IsSortedFunc(chunk, func(a, b target) int { return cmp.Compare(a.uid, b.uid) }) {
+		x.byUID = make(map[store.UID]int, len(chunk))
+		for i, t := range chunk {
+			x.byUID[t.uid] = i
+		}
+	}
+	return x
+}
+
+// find returns the index in the chunk of uid, which is above every UID
+// found before when the chunk is ascending.
+func (x *chunkIndex) find(uid store.UID) (int, bool) {
+	if x.byUID != nil {
+		i, ok := x.byUID[uid]
+		return i, ok
+	}
+	for x.next < len(x.chunk) && x.chunk[x.next].uid < uid {
+		x.next++
+	}
+	if x.next < len(x.chunk) && x.chunk[x.next].uid == uid {
+		x.next++
+		return x.next - 1, true
+	}
+	return 0, false
 }

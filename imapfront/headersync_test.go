@@ -38,7 +38,8 @@ var headerEdgeMessages = []string{
 // TestHeaderSectionsMatchBodySection: the header sync's sections, found in
 // the bytes (store.HeaderLen, no structure), are byte for byte those
 // bodySection gives from the parsed structure, over the parser's corpus
-// (damaged messages included) and headers ending without a blank line.
+// (damaged messages included) and headers ending without a blank line,
+// whether found in the whole bytes or read alone (store.BriefHeader).
 func TestHeaderSectionsMatchBodySection(t *testing.T) {
 	env := newEnv(t)
 	corpus := binaryCorpus(t)
@@ -66,6 +67,19 @@ func TestHeaderSectionsMatchBodySection(t *testing.T) {
 		byUID[metas[i].UID] = &metas[i]
 		uids = append(uids, metas[i].UID)
 	}
+	// What the header sync reads: only each message's header, checked
+	// by its own checksum (store.BriefHeader).
+	headers := map[store.UID][]byte{}
+	err = env.st.BodiesBrief(ctx, u.ID, mb.ID, uids, store.BriefHeader, func(m *store.MessageMeta, header []byte, damaged error) error {
+		if damaged != nil {
+			t.Fatalf("uid %d: %v", m.UID, damaged)
+		}
+		headers[m.UID] = bytes.Clone(header)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	secs := headerSyncSections()
 	hs := newHeaderSections(secs)
 	n := 0
@@ -74,11 +88,19 @@ func TestHeaderSectionsMatchBodySection(t *testing.T) {
 			t.Fatalf("uid %d: %v", uid, damaged)
 		}
 		n++
+		header, ok := headers[uid]
+		if !ok {
+			t.Errorf("uid %d: no header from BodiesBrief", uid)
+		}
 		for i, sec := range secs {
 			want := partial(bodySection(raw, byUID[uid].Structure, sec), sec.Partial)
-			got := partial(hs.section(raw, i), sec.Partial)
+			got := partial(hs.section(raw, i, false), sec.Partial)
 			if !bytes.Equal(got, want) {
 				t.Errorf("uid %d, section %d: %q, want %q", uid, i, got, want)
+			}
+			got = partial(hs.section(header, i, true), sec.Partial)
+			if !bytes.Equal(got, want) {
+				t.Errorf("uid %d, section %d from the header alone: %q, want %q", uid, i, got, want)
 			}
 		}
 		return nil
@@ -178,7 +200,8 @@ func TestHeaderOnly(t *testing.T) {
 // TestHeaderSyncFetch: over IMAP, the header sync (answered from the bytes)
 // gives the same sections as the same FETCH with ENVELOPE (answered from
 // the structure), sizes and flags included; a non-peek header FETCH sets
-// \Seen; a damaged message costs only itself (NO [CORRUPTION] naming it).
+// \Seen; a damaged message costs only itself (NO [CORRUPTION] naming it),
+// and with PEEK only damage in its header counts (only the header is read).
 func TestHeaderSyncFetch(t *testing.T) {
 	e := newEnv(t)
 	for _, raw := range headerEdgeMessages {
@@ -230,8 +253,20 @@ func TestHeaderSyncFetch(t *testing.T) {
 	if got := grep(untagged, " FETCH ("); len(got) != len(brief)-1 {
 		t.Errorf("%d FETCH responses, want %d: %q", len(got), len(brief)-1, untagged)
 	}
-	// The same with PEEK (metadata read with the bytes, BodiesBrief).
-	untagged, status = r.cmd("UID FETCH 1:* (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+	// With PEEK the metadata comes with the bytes (BodiesBrief), and only
+	// each header is read, checked by its own checksum: damage past
+	// beta's header does not touch the answer.
+	peek := "UID FETCH 1:* (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])"
+	untagged, status = r.cmd(peek)
+	if !strings.HasPrefix(status, "OK") {
+		t.Errorf("PEEK, beta's body damaged: tagged answer %q, want OK", status)
+	}
+	if got := grep(untagged, " FETCH ("); len(got) != len(brief) || !strings.Contains(got[len(got)-2], "Subject: beta") {
+		t.Errorf("PEEK, beta's body damaged: %d FETCH responses, want %d with beta's: %q", len(got), len(brief), untagged)
+	}
+	// Damage in beta's header is found and costs only beta.
+	damagePacks(t, e.dir, "Subject: beta")
+	untagged, status = r.cmd(peek)
 	if !strings.HasPrefix(status, "NO [CORRUPTION]") || !strings.Contains(status, "UID "+beta+" ") {
 		t.Errorf("PEEK: tagged answer %q, want NO [CORRUPTION] naming UID %s", status, beta)
 	}

@@ -218,9 +218,13 @@ func newHeaderSections(secs []*imap.FetchItemBodySection) *headerSections {
 	return h
 }
 
-// section returns section i of raw; the result is valid until the next call.
-func (h *headerSections) section(raw []byte, i int) []byte {
-	header := raw[:store.HeaderLen(raw)]
+// section returns section i of raw, a message's bytes or (isHeader) only
+// its header (store.BriefHeader); the result is valid until the next call.
+func (h *headerSections) section(raw []byte, i int, isHeader bool) []byte {
+	header := raw
+	if !isHeader {
+		header = raw[:store.HeaderLen(raw)]
+	}
 	if h.filters[i] == nil {
 		return header
 	}

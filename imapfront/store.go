@@ -50,7 +50,7 @@ var _ Store = (*store.Store)(nil)
 // most clients start with) uses it when the backend has it.
 type briefMetaStore interface {
 	MetaBrief(ctx context.Context, u store.UserID, mb store.MailboxID, uids []store.UID) ([]store.MessageMeta, error)
-	BodiesBrief(ctx context.Context, u store.UserID, mb store.MailboxID, uids []store.UID, fn func(m *store.MessageMeta, raw []byte, damaged error) error) error
+	BodiesBrief(ctx context.Context, u store.UserID, mb store.MailboxID, uids []store.UID, want store.BriefFields, fn func(m *store.MessageMeta, raw []byte, damaged error) error) error
 }
 
 var _ briefMetaStore = (*store.Store)(nil)

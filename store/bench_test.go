@@ -500,3 +500,61 @@ func BenchmarkParse(b *testing.B) {
 		i++
 	}
 }
+
+// BenchmarkBodiesBriefHeader10k is the store's side of a header sync of
+// 10,000 messages (UID FETCH 1:* (RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS
+// (…)])): BodiesBrief with BriefHeader in imapfront's chunks of 1,024,
+// reading only each header (header checksums, migration 0007) or, for
+// rows stored before, each whole message ("whole").
+func BenchmarkBodiesBriefHeader10k(b *testing.B) {
+	const n = 10000
+	run := func(b *testing.B, whole bool) {
+		dir := fixture(b, n, messageMultipart)
+		if whole {
+			// A copy: the fixture is shared.
+			cp := b.TempDir()
+			if err := os.CopyFS(cp, os.DirFS(dir)); err != nil {
+				b.Fatal(err)
+			}
+			dir = cp
+		}
+		s, u, mb := openFixtureOpts(b, dir, Options{})
+		ctx := context.Background()
+		if whole {
+			if _, err := s.wdb.Exec(`UPDATE messages SET raw_head_len = NULL, raw_head_crc = NULL`); err != nil {
+				b.Fatal(err)
+			}
+		}
+		snap, err := s.Snapshot(ctx, u.ID, mb.ID)
+		if err != nil {
+			b.Fatal(err)
+		}
+		all := uids(snap.Entries)
+		var bytes int64
+		b.ReportAllocs()
+		cpu0 := cpuTime()
+		for b.Loop() {
+			got := 0
+			for start := 0; start < len(all); start += 1024 {
+				err := s.BodiesBrief(ctx, u.ID, mb.ID, all[start:min(len(all), start+1024)], BriefHeader, func(m *MessageMeta, raw []byte, damaged error) error {
+					if damaged != nil {
+						return damaged
+					}
+					got++
+					bytes += int64(len(raw))
+					return nil
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			if got != n {
+				b.Fatalf("%d messages, want %d", got, n)
+			}
+		}
+		b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N)/1e6, "cpu-ms/op")
+		b.ReportMetric(float64(bytes)/float64(b.N*n), "B/msg")
+	}
+	b.Run("header", func(b *testing.B) { run(b, false) })
+	b.Run("whole", func(b *testing.B) { run(b, true) })
+}

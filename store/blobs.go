@@ -80,6 +80,13 @@ type blobLoc struct {
 	textOff          int64
 	headLen, textLen int64
 	headCRC, textCRC uint32
+	// rawHeadLen is the length of the message's header at the start of
+	// its bytes (HeaderLen) and rawHeadCRC its CRC-32C, when rawHead is
+	// set (not for messages stored before they were recorded, migration
+	// 0007).
+	rawHead    bool
+	rawHeadLen int64
+	rawHeadCRC uint32
 	// textDerived: the body text is not stored (textLen is 0) but
 	// derived from the message's bytes from textFrom on (textform.go).
 	textDerived bool
@@ -89,14 +96,23 @@ type blobLoc struct {
 // blobRec is one record to append: up to two parts, written back to back.
 type blobRec [2][]byte
 
-// recordLoc is where put wrote a record, with the CRC of each part.
+// recordLoc is where put wrote a record, with the CRC of each part, the
+// length of its first part, and the CRC of the whole record.
 type recordLoc struct {
 	pack, off int64
 	crc       [2]uint32
+	len0      int64
+	sum       uint32
 }
 
-// rawRecord is the record of a message's bytes.
-func rawRecord(raw []byte) blobRec { return blobRec{raw} }
+// rawRecord is the record of a message's bytes, in two parts written back
+// to back: its header (HeaderLen) and the rest. Its locations's sum is
+// the messages row's body_crc, len0 and crc[0] its raw_head_len and
+// raw_head_crc.
+func rawRecord(raw []byte) blobRec {
+	hl := HeaderLen(raw)
+	return blobRec{raw[:hl], raw[hl:]}
+}
 
 // textRecord is the record of a parsed message's texts. They are viewed in
 // place (no copy): writes only read them.
@@ -232,6 +248,8 @@ func (b *blobStore) put(recs []blobRec) (locs []recordLoc, done func(), err erro
 			locs[i].crc[k] = crc32.Checksum(part, crcTable)
 			total += int64(len(part))
 		}
+		locs[i].len0 = int64(len(r[0]))
+		locs[i].sum = crc32.Update(locs[i].crc[0], crcTable, r[1])
 	}
 	f, id, off, err := b.reserve(total)
 	if err != nil {
@@ -368,6 +386,11 @@ type blobReader struct {
 // reads them back to back.
 const readAheadBytes = 256 << 10
 
+// windowPool recycles the read-ahead windows: a header sync of 100,000
+// messages makes a hundred readers (one per chunk of its FETCH), and a
+// fresh 256 KiB window each was 25 MB of garbage per sync.
+var windowPool = sync.Pool{New: func() any { b := make([]byte, readAheadBytes); return &b }}
+
 // readAhead makes r read ahead (see blobReader.ahead). Only for a reader
 // used within one read transaction: every record it then reads is named by
 // a row committed before the transaction began, so its bytes were written
@@ -384,6 +407,11 @@ func (b *blobStore) begin() *blobReader {
 
 // end finishes a read; the last reader out closes the retired packs.
 func (r *blobReader) end() {
+	if cap(r.win) >= readAheadBytes {
+		w := r.win[:0]
+		r.win = nil
+		windowPool.Put(&w)
+	}
 	b := r.b
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -436,7 +464,7 @@ func (r *blobReader) read(id, off, n int64, crc uint32, what string) ([]byte, er
 	}
 	if r.ahead && n <= readAheadBytes/4 {
 		if cap(r.win) < readAheadBytes {
-			r.win = make([]byte, readAheadBytes)
+			r.win = *windowPool.Get().(*[]byte)
 		}
 		m, err := f.ReadAt(r.win[:readAheadBytes], off)
 		if int64(m) >= n && (err == nil || errors.Is(err, io.EOF)) {
@@ -473,6 +501,23 @@ func (r *blobReader) check(buf []byte, id, off int64, crc uint32, what string) (
 // body returns the raw message of loc.
 func (r *blobReader) body(l blobLoc) ([]byte, error) {
 	return r.read(l.pack, l.off, l.size, l.bodyCRC, "message bytes")
+}
+
+// header returns the header of the raw message of loc (raw[:HeaderLen(raw)]):
+// only its bytes are read and checked when their checksum is known, else
+// the whole message is.
+func (r *blobReader) header(l blobLoc) ([]byte, error) {
+	if !l.rawHead {
+		raw, err := r.body(l)
+		if err != nil {
+			return nil, err
+		}
+		return raw[:HeaderLen(raw)], nil
+	}
+	if l.rawHeadLen < 0 || l.rawHeadLen > l.size {
+		return nil, fmt.Errorf("message header: %d bytes of a %d-byte message (pack %d, offset %d): %w", l.rawHeadLen, l.size, l.pack, l.off, ErrCorrupt)
+	}
+	return r.read(l.pack, l.off, l.rawHeadLen, l.rawHeadCRC, "message header")
 }
 
 // head returns the decoded header text of an indexed loc.
@@ -541,7 +586,7 @@ const compactBatchBytes = 8 << 20
 // locColumns returns the messages columns scanLoc reads, in its order,
 // each qualified with prefix ("" or "m.").
 func locColumns(prefix string) string {
-	cols := []string{"pack", "pack_off", "size", "body_crc", "indexed", "text_pack", "text_off", "head_len", "text_len", "head_crc", "text_crc", "text_from"}
+	cols := []string{"pack", "pack_off", "size", "body_crc", "indexed", "text_pack", "text_off", "head_len", "text_len", "head_crc", "text_crc", "text_from", "raw_head_len", "raw_head_crc"}
 	for i, c := range cols {
 		cols[i] = prefix + c
 	}
@@ -552,12 +597,15 @@ func locColumns(prefix string) string {
 // id, its UID…) and then locColumns into l.
 func scanLoc(rows interface{ Scan(...any) error }, l *blobLoc, keys ...any) error {
 	var (
-		bc, hc, tc         int64
-		textPack, textFrom sql.NullInt64
+		bc, hc, tc           int64
+		textPack, textFrom   sql.NullInt64
+		rawHeadLen, rawHeadC sql.NullInt64
 	)
-	if err := rows.Scan(append(keys, &l.pack, &l.off, &l.size, &bc, &l.indexed, &textPack, &l.textOff, &l.headLen, &l.textLen, &hc, &tc, &textFrom)...); err != nil {
+	if err := rows.Scan(append(keys, &l.pack, &l.off, &l.size, &bc, &l.indexed, &textPack, &l.textOff, &l.headLen, &l.textLen, &hc, &tc, &textFrom, &rawHeadLen, &rawHeadC)...); err != nil {
 		return err
 	}
+	l.rawHead = rawHeadLen.Valid && rawHeadC.Valid
+	l.rawHeadLen, l.rawHeadCRC = rawHeadLen.Int64, uint32(rawHeadC.Int64)
 	l.bodyCRC, l.headCRC, l.textCRC = uint32(bc), uint32(hc), uint32(tc)
 	l.textPack = textPack.Int64
 	l.textDerived, l.textFrom = textFrom.Valid, textFrom.Int64

@@ -51,18 +51,18 @@ func encodeMeta(pm *parsedMessage, size int64, date string) (encodedMeta, error)
 }
 
 // insertMessage records a message whose bytes are durable in a pack at
-// raw. With pm (and its texts durable at text) the message is stored
+// raw (a rawRecord: its header checksummed apart). With pm (and its texts durable at text) the message is stored
 // indexed; without, unindexed, for the indexer.
 func insertMessage(w *writeTx, raw recordLoc, size int64, date time.Time, pm *parsedMessage, text recordLoc) (MessageID, error) {
 	stored := fmtTime(date)
 	if pm == nil {
-		ins, err := w.stmt(`INSERT INTO messages (size, internal_date, envelope, structure, indexed, pack, pack_off, body_crc)
-			VALUES (?, ?, x'', x'', 0, ?, ?, ?) RETURNING id`)
+		ins, err := w.stmt(`INSERT INTO messages (size, internal_date, envelope, structure, indexed, pack, pack_off, body_crc, raw_head_len, raw_head_crc)
+			VALUES (?, ?, x'', x'', 0, ?, ?, ?, ?, ?) RETURNING id`)
 		if err != nil {
 			return 0, err
 		}
 		var id MessageID
-		if err := ins.QueryRowContext(w.ctx, size, stored, raw.pack, raw.off, int64(raw.crc[0])).Scan(&id); err != nil {
+		if err := ins.QueryRowContext(w.ctx, size, stored, raw.pack, raw.off, int64(raw.sum), raw.len0, int64(raw.crc[0])).Scan(&id); err != nil {
 			return 0, fmt.Errorf("insert message: %w", err)
 		}
 		return id, nil
@@ -72,14 +72,15 @@ func insertMessage(w *writeTx, raw recordLoc, size int64, date time.Time, pm *pa
 		return 0, err
 	}
 	ins, err := w.stmt(`INSERT INTO messages (size, internal_date, envelope, structure, indexed, pack, pack_off, body_crc,
-		text_pack, text_off, head_len, text_len, head_crc, text_crc, text_from)
-		VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`)
+		text_pack, text_off, head_len, text_len, head_crc, text_crc, text_from, raw_head_len, raw_head_crc)
+		VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`)
 	if err != nil {
 		return 0, err
 	}
 	var id MessageID
-	if err := ins.QueryRowContext(w.ctx, size, stored, em.env, em.st, raw.pack, raw.off, int64(raw.crc[0]),
-		text.pack, text.off, len(pm.headerText), len(pm.storedBodyText()), int64(text.crc[0]), int64(text.crc[1]), pm.textFromArg()).Scan(&id); err != nil {
+	if err := ins.QueryRowContext(w.ctx, size, stored, em.env, em.st, raw.pack, raw.off, int64(raw.sum),
+		text.pack, text.off, len(pm.headerText), len(pm.storedBodyText()), int64(text.crc[0]), int64(text.crc[1]), pm.textFromArg(),
+		raw.len0, int64(raw.crc[0])).Scan(&id); err != nil {
 		return 0, fmt.Errorf("insert message: %w", err)
 	}
 	w.newMsgs = append(w.newMsgs, id)

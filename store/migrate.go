@@ -186,7 +186,7 @@ func (s *Store) migrateLegacyBodies(ctx context.Context) error {
 				raw, text := locs[2*i], locs[2*i+1]
 				if _, err := w.ExecContext(w.ctx, `UPDATE messages SET pack = ?, pack_off = ?, body_crc = ?, indexed = 1,
 					text_pack = ?, text_off = ?, head_len = ?, text_len = ?, head_crc = ?, text_crc = ?
-					WHERE id = ? AND pack IS NULL`, raw.pack, raw.off, int64(raw.crc[0]),
+					WHERE id = ? AND pack IS NULL`, raw.pack, raw.off, int64(raw.sum),
 					text.pack, text.off, len(l.head), len(l.text), int64(text.crc[0]), int64(text.crc[1]), l.id); err != nil {
 					return fmt.Errorf("point message %d at its pack: %w", l.id, err)
 				}

@@ -173,6 +173,13 @@ func checkRecords(r *blobReader, l blobLoc) (bytesBad, textsBad bool, err error)
 	if _, err := r.body(l); err != nil {
 		return true, false, err
 	}
+	if l.rawHead {
+		// The header's own checksum, which a header-only FETCH
+		// relies on (blobReader.header).
+		if _, err := r.header(l); err != nil {
+			return true, false, err
+		}
+	}
 	if !l.indexed {
 		return false, false, nil
 	}
@@ -308,9 +315,11 @@ func (s *Store) ReplaceMessage(ctx context.Context, id MessageID, raw []byte) er
 	}
 	return s.writeRecords(ctx, "replace message", []blobRec{rawRecord(raw), textRecord(&pm)}, func(w *writeTx, locs []recordLoc) error {
 		res, err := w.ExecContext(w.ctx, `UPDATE messages SET size = ?, envelope = ?, structure = ?, indexed = 1,
-			pack = ?, pack_off = ?, body_crc = ?, text_pack = ?, text_off = ?, head_len = ?, text_len = ?, head_crc = ?, text_crc = ?, text_from = ?
-			WHERE id = ?`, size, em.env, em.st, locs[0].pack, locs[0].off, int64(locs[0].crc[0]),
-			locs[1].pack, locs[1].off, len(pm.headerText), len(pm.storedBodyText()), int64(locs[1].crc[0]), int64(locs[1].crc[1]), pm.textFromArg(), id)
+			pack = ?, pack_off = ?, body_crc = ?, text_pack = ?, text_off = ?, head_len = ?, text_len = ?, head_crc = ?, text_crc = ?, text_from = ?,
+			raw_head_len = ?, raw_head_crc = ?
+			WHERE id = ?`, size, em.env, em.st, locs[0].pack, locs[0].off, int64(locs[0].sum),
+			locs[1].pack, locs[1].off, len(pm.headerText), len(pm.storedBodyText()), int64(locs[1].crc[0]), int64(locs[1].crc[1]), pm.textFromArg(),
+			locs[0].len0, int64(locs[0].crc[0]), id)
 		if err != nil {
 			return fmt.Errorf("update message %d: %w", id, err)
 		}

@@ -1,8 +1,9 @@
 # raw IMAP timing for docs/BENCHMARKS.md "IMAP at 100,000 messages": sends each command and reads until its tagged
 # reply without parsing (client cost ~0); prints wall time, the server process CPU time and peak VmRSS.
 # usage: imapraw.py PID(0 = newest Dovecot imap process) PORT USER PASS [REPS]; ENVSYNC=1: the ENVELOPE sync only;
-# HDRSYNC=1: the header sync only
-import socket, time, sys, threading
+# HDRSYNC=1: the header sync only; DOVE_MASTER=PID: PID 0 is the newest imap process of that Dovecot master
+# (not another Dovecot's on a shared machine)
+import socket, time, sys, threading, os
 PID=int(sys.argv[1]); PORT=int(sys.argv[2]); USER=sys.argv[3]; PASS=sys.argv[4]; REPS=int(sys.argv[5]) if len(sys.argv)>5 else 1
 peak=[0]; stop=[False]
 def rss(pid):
@@ -31,7 +32,7 @@ s.recv(4096)
 cmd(f'LOGIN {USER} "{PASS}"')
 pid=PID
 if pid==0:
-    import subprocess; pid=int(subprocess.check_output(['pgrep','-n','-x','imap']).split()[0])
+    import subprocess; pid=int(subprocess.check_output(['pgrep','-n','-x','imap']+(['-P',os.environ['DOVE_MASTER']] if os.environ.get('DOVE_MASTER') else [])).split()[0])
 import os
 TCK=os.sysconf('SC_CLK_TCK')
 def cpu(pid):
