@@ -143,13 +143,15 @@ func (s *Store) ImportMessages(ctx context.Context, msgs []ExportedMessage) erro
 		recs[i] = rawRecord(raws[i])
 	}
 	err := s.writeRecords(ctx, "import messages", recs, func(w *writeTx, locs []recordLoc) error {
-		ins, err := w.stmt(`INSERT INTO messages (id, size, internal_date, envelope, structure, indexed, pack, pack_off, body_crc)
-			VALUES (?, ?, ?, x'', x'', 0, ?, ?, ?)`)
+		// A rawRecord: the whole message's checksum, and its header's
+		// apart (see insertMessage).
+		ins, err := w.stmt(`INSERT INTO messages (id, size, internal_date, envelope, structure, indexed, pack, pack_off, body_crc, raw_head_len, raw_head_crc)
+			VALUES (?, ?, ?, x'', x'', 0, ?, ?, ?, ?, ?)`)
 		if err != nil {
 			return err
 		}
 		for i, m := range msgs {
-			if _, err := ins.ExecContext(w.ctx, m.ID, int64(len(raws[i])), fmtTime(m.InternalDate), locs[i].pack, locs[i].off, int64(locs[i].crc[0])); err != nil {
+			if _, err := ins.ExecContext(w.ctx, m.ID, int64(len(raws[i])), fmtTime(m.InternalDate), locs[i].pack, locs[i].off, int64(locs[i].sum), locs[i].len0, int64(locs[i].crc[0])); err != nil {
 				return fmt.Errorf("insert message %d: %w", m.ID, err)
 			}
 		}
