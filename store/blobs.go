@@ -286,7 +286,7 @@ func (s *Store) writeRecords(ctx context.Context, op string, recs []blobRec, fn 
 // commitRecords runs fn in one write transaction with the locations of
 // records put has made durable, recording the packs they use.
 func (s *Store) commitRecords(ctx context.Context, op string, locs []recordLoc, fn func(w *writeTx, locs []recordLoc) error) error {
-	return s.write(ctx, op, func(w *writeTx) error {
+	return s.submit(ctx, op, len(locs), func(w *writeTx) error {
 		if err := s.recordNextPack(w, locs); err != nil {
 			return err
 		}
