@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 )
 
 // Group commit. Every write of the store (a staged batch's Commit, a ledger
@@ -89,6 +90,11 @@ type writeQueue struct {
 	writing bool      // a caller holds the writer role
 	urgent  []*writeReq
 	normal  []*writeReq
+
+	// groups counts the transactions committed for more than one
+	// request, grouped the requests they committed (for tests and
+	// benchmarks: whether grouping happened at all).
+	groups, grouped atomic.Int64
 }
 
 // take removes and returns the next group: urgent requests first, each
@@ -249,7 +255,7 @@ func (s *Store) runTogether(g []*writeReq) (again []*writeReq) {
 			continue
 		}
 		cerr := s.classify(ferr)
-		if errors.Is(cerr, ErrNoSpace) || errors.Is(cerr, ErrDatabaseCorrupt) || r.hasPanic {
+		if errors.Is(cerr, ErrNoSpace) || errors.Is(cerr, ErrDatabaseCorrupt) {
 			// Not this request's own failure, or not one to judge
 			// inside a shared transaction: alone, it gets what it
 			// would have got without grouping.
@@ -269,6 +275,8 @@ func (s *Store) runTogether(g []*writeReq) (again []*writeReq) {
 	for i, r := range ok {
 		s.committed(r, txs[i])
 	}
+	s.wq.groups.Add(1)
+	s.wq.grouped.Add(int64(len(g)))
 	return nil
 }
 
