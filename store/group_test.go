@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -377,5 +378,62 @@ func TestGroupTake(t *testing.T) {
 	}
 	if g := q.take(); len(g) != 0 {
 		t.Errorf("empty queue gave %v", g)
+	}
+}
+
+// TestPackSyncShared: puts that finish writing while a pack sync runs are
+// all covered by the one next sync, which starts after they called; a
+// failed sync fails exactly the puts it was to cover.
+func TestPackSyncShared(t *testing.T) {
+	var ps packSync
+	var calls atomic.Int64
+	first, releaseFirst := make(chan struct{}), make(chan struct{})
+	second := make(chan error, 1)
+	do := func() error {
+		switch calls.Add(1) {
+		case 1:
+			close(first)
+			<-releaseFirst
+			return nil
+		case 2:
+			return <-second
+		}
+		return nil
+	}
+	firstDone := make(chan error, 1)
+	go func() { firstDone <- ps.sync(do) }()
+	<-first
+	const n = 10
+	errs := make(chan error, n)
+	for range n {
+		go func() { errs <- ps.sync(do) }()
+	}
+	// Every caller waits for the sync after the running one.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ps.mu.Lock()
+		waiting := ps.waiting
+		ps.mu.Unlock()
+		if waiting == n || time.Now().After(deadline) {
+			break
+		}
+		runtime.Gosched()
+	}
+	close(releaseFirst)
+	if err := <-firstDone; err != nil {
+		t.Fatalf("first sync: %v", err)
+	}
+	boom := errors.New("write-back failed")
+	second <- boom
+	for range n {
+		if err := <-errs; !errors.Is(err, boom) {
+			t.Errorf("a put covered by the failed sync got %v, want its error", err)
+		}
+	}
+	if c := calls.Load(); c != 2 {
+		t.Errorf("%d syncs for 11 puts, want 2 (the running one, then one shared by the 10 that came meanwhile)", c)
+	}
+	if err := ps.sync(do); err != nil || calls.Load() != 3 {
+		t.Errorf("a put after the failure: %v after %d syncs, want a fresh, successful sync", err, calls.Load())
 	}
 }
