@@ -149,7 +149,7 @@ func (s *Store) submit(ctx context.Context, op string, weight int, fn func(*writ
 		for !r.done {
 			g := q.take()
 			q.mu.Unlock()
-			s.runGroup(g)
+			s.runGroupOrRelease(g)
 			q.mu.Lock()
 			for _, x := range g {
 				x.done = true
@@ -164,6 +164,32 @@ func (s *Store) submit(ctx context.Context, op string, weight int, fn func(*writ
 		panic(r.panicked)
 	}
 	return r.err
+}
+
+// runGroupOrRelease is runGroup, except that a panic outside the writes'
+// own functions (those are recovered in runFn) does not leave the writer
+// role taken for ever: g's requests fail, the role is released, and the
+// panic goes on in this caller.
+func (s *Store) runGroupOrRelease(g []*writeReq) {
+	defer func() {
+		p := recover()
+		if p == nil {
+			return
+		}
+		q := &s.wq
+		q.mu.Lock()
+		for _, x := range g {
+			if !x.hasPanic {
+				x.err = fmt.Errorf("%s: store writer panicked, outcome unknown: %v", x.op, p)
+			}
+			x.done = true
+		}
+		q.writing = false
+		q.cond.Broadcast()
+		q.mu.Unlock()
+		panic(p)
+	}()
+	s.runGroup(g)
 }
 
 // runGroup runs g, under the writer lock, and sets every request's err.

@@ -437,3 +437,32 @@ func TestPackSyncShared(t *testing.T) {
 		t.Errorf("a put after the failure: %v after %d syncs, want a fresh, successful sync", err, calls.Load())
 	}
 }
+
+// TestGroupWriterPanicReleasesRole: a panic in the writer outside a write's
+// function (here in an afterCommit hook) reaches the caller that was
+// writing, fails the group's requests, and leaves the store writable.
+func TestGroupWriterPanicReleasesRole(t *testing.T) {
+	s := mustOpen(t)
+	ctx := context.Background()
+	func() {
+		defer func() {
+			if p := recover(); p != "after commit" {
+				t.Errorf("recovered %v, want the hook's panic", p)
+			}
+		}()
+		s.write(ctx, "panicky hook", func(w *writeTx) error {
+			w.afterCommit = append(w.afterCommit, func() { panic("after commit") })
+			return nil
+		})
+	}()
+	done := make(chan error, 1)
+	go func() { done <- s.SetAccountStatus(ctx, AccountStatus{Account: "a", Fetched: 1}) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("write after the panic: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a write after the writer panicked did not finish within 30 s: the writer role was never released")
+	}
+}
