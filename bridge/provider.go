@@ -487,6 +487,8 @@ func (p *provider) makeVerifier(ctx context.Context, password string) (string, e
 // not ""), and the account in the poller, polled at once for a new user or
 // one that was not polled.
 func (p *provider) loggedIn(ctx context.Context, login, password, verifier string) error {
+	// Someone waits on this login: its writes go ahead of background polls'.
+	ctx = store.WithUrgent(ctx)
 	_, err := p.st.UserByName(ctx, login)
 	created := errors.Is(err, store.ErrNotFound)
 	if err != nil && !created {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"slices"
 	"sync"
+
+	"github.com/popbridge/popbridge/store"
 )
 
 // urgentKey marks a context whose session someone waits for (see
@@ -11,9 +13,10 @@ import (
 type urgentKey struct{}
 
 // withUrgent marks ctx so that its session's connection slot is granted
-// before those of background polls.
+// before those of background polls, and its writes to the store go ahead
+// of theirs in the store's writer queue (store.WithUrgent).
 func withUrgent(ctx context.Context) context.Context {
-	return context.WithValue(ctx, urgentKey{}, true)
+	return context.WithValue(store.WithUrgent(ctx), urgentKey{}, true)
 }
 
 // isUrgent reports whether ctx was marked by withUrgent.

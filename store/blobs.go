@@ -155,6 +155,81 @@ type blobStore struct {
 	// persisted is the counter next_pack as this Store last read or
 	// wrote it: pack numbers below it are recorded as taken.
 	persisted int64
+	// syncs shares the fdatasync of a pack between concurrent puts
+	// (packSync), by pack number; only the newest packs have one.
+	syncs map[int64]*packSync
+}
+
+// packSync shares fdatasync calls on one pack between concurrent puts: a
+// put whose bytes are written needs a sync that starts after that, so
+// every put that finishes writing while a sync runs is covered by the one
+// next sync, made once for all of them. A failed sync fails every put it
+// was to cover (a later sync's success proves nothing about pages whose
+// write-back failed).
+type packSync struct {
+	mu       sync.Mutex
+	cond     sync.Cond
+	running  bool
+	started  uint64 // syncs started
+	finished uint64 // syncs finished (the last to have started, when none runs)
+	failed   map[uint64]error
+	waiting  int // callers waiting for a sync another one runs
+}
+
+// sync returns once a call of do (fdatasync of the pack) that started
+// after this call has succeeded, or with its error.
+func (ps *packSync) sync(do func() error) error {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.cond.L == nil {
+		ps.cond.L = &ps.mu
+	}
+	target := ps.started + 1
+	for ps.finished < target {
+		if ps.running {
+			ps.waiting++
+			ps.cond.Wait()
+			ps.waiting--
+			continue
+		}
+		ps.running = true
+		ps.started++
+		n := ps.started
+		ps.mu.Unlock()
+		err := do()
+		ps.mu.Lock()
+		ps.running, ps.finished = false, n
+		if err != nil {
+			if ps.failed == nil {
+				ps.failed = map[uint64]error{}
+			}
+			ps.failed[n] = err
+		}
+		ps.cond.Broadcast()
+	}
+	return ps.failed[target]
+}
+
+// packSyncFor returns pack id's packSync, forgetting those of packs more
+// than one before it (a put still finishing on one of those gets a fresh
+// packSync: correct, only not shared).
+func (b *blobStore) packSyncFor(id int64) *packSync {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if ps := b.syncs[id]; ps != nil {
+		return ps
+	}
+	if b.syncs == nil {
+		b.syncs = map[int64]*packSync{}
+	}
+	for old := range b.syncs {
+		if old < id-1 {
+			delete(b.syncs, old)
+		}
+	}
+	ps := &packSync{}
+	b.syncs[id] = ps
+	return ps
 }
 
 // openBlobs opens dir/blobs (creating it unless readOnly) and every pack in
@@ -233,8 +308,8 @@ func (b *blobStore) close() error {
 }
 
 // put appends recs to the active pack and makes them durable (fdatasync)
-// before returning their locations. Concurrent puts write disjoint ranges;
-// each syncs its own. The caller (writeRecords) must call done once the
+// before returning their locations. Concurrent puts write disjoint ranges
+// and share their syncs (packSync). The caller (writeRecords) must call done once the
 // transaction that refers to the records has committed or failed (until
 // then the pack is not compacted); on error put has called it.
 func (b *blobStore) put(recs []blobRec) (locs []recordLoc, done func(), err error) {
@@ -277,7 +352,7 @@ func (b *blobStore) put(recs []blobRec) (locs []recordLoc, done func(), err erro
 			pos += int64(len(part))
 		}
 	}
-	if err := fdatasync(f); err != nil {
+	if err := b.packSyncFor(id).sync(func() error { return fdatasync(f) }); err != nil {
 		b.unreserve(f, off, total)
 		done()
 		return nil, nil, fmt.Errorf("sync pack %d: %w", id, err)
@@ -304,7 +379,7 @@ func (s *Store) writeRecords(ctx context.Context, op string, recs []blobRec, fn 
 // commitRecords runs fn in one write transaction with the locations of
 // records put has made durable, recording the packs they use.
 func (s *Store) commitRecords(ctx context.Context, op string, locs []recordLoc, fn func(w *writeTx, locs []recordLoc) error) error {
-	return s.write(ctx, op, func(w *writeTx) error {
+	return s.submit(ctx, op, len(locs), func(w *writeTx) error {
 		if err := s.recordNextPack(w, locs); err != nil {
 			return err
 		}

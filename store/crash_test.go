@@ -3,12 +3,14 @@ package store
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -18,11 +20,17 @@ const (
 	crashRunEnv = "POPBRIDGE_STORE_CRASH_RUN"
 	crashAcct   = "crash"
 	crashPrefix = "DELIVERED "
+	// crashFailedPrefix precedes the UIDLs of a batch whose Commit failed;
+	// crashGrouped is printed once a group commit has happened.
+	crashFailedPrefix = "FAILED "
+	crashGrouped      = "GROUPED"
+	crashCommitters   = 4
 )
 
-// TestCrashChild is the child of TestCrashRecovery: it delivers batches in
-// a loop and prints each committed delivery's UIDL after Deliver returns,
-// until it is killed. It does nothing unless started by the parent.
+// TestCrashChild is the child of TestCrashRecovery: crashCommitters
+// goroutines deliver batches in a loop (so that commits are grouped) and
+// print each committed delivery's UIDL after Deliver returns, and those of
+// the batches that failed, until it is killed. It does nothing unless started by the parent.
 func TestCrashChild(t *testing.T) {
 	dir := os.Getenv(crashDirEnv)
 	if dir == "" {
@@ -39,24 +47,52 @@ func TestCrashChild(t *testing.T) {
 		fmt.Fprintln(os.Stderr, "ensure user:", err)
 		os.Exit(2)
 	}
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
-	for i := 0; ; i++ {
-		var ds []Delivery
-		for j := range 1 + rng.IntN(4) {
-			uidl := fmt.Sprintf("%s-%d-%d", run, i, j)
-			ds = append(ds, Delivery{Account: crashAcct, UIDL: uidl, Digest: "d-" + uidl, User: "alice",
-				Raw: testMessage(uidl)})
-		}
-		if _, err := s.Deliver(ctx, ds); err != nil {
-			fmt.Fprintln(os.Stderr, "deliver:", err)
-			os.Exit(2)
-		}
-		var b strings.Builder
-		for _, d := range ds {
-			b.WriteString(crashPrefix + d.UIDL + "\n")
-		}
-		os.Stdout.WriteString(b.String())
+	// Several committers at once, so that kills also land in group
+	// commits; one batch in five fails (a last delivery for an unknown
+	// user, after its good ones ran) and must leave nothing.
+	var (
+		outMu   sync.Mutex
+		grouped bool
+	)
+	for g := range crashCommitters {
+		go func() {
+			rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(g)))
+			for i := 0; ; i++ {
+				var ds []Delivery
+				for j := range 1 + rng.IntN(4) {
+					uidl := fmt.Sprintf("%s-%d-%d-%d", run, g, i, j)
+					ds = append(ds, Delivery{Account: crashAcct, UIDL: uidl, Digest: "d-" + uidl, User: "alice",
+						Raw: testMessage(uidl)})
+				}
+				bad := rng.IntN(5) == 0
+				if bad {
+					uidl := fmt.Sprintf("%s-%d-%d-bad", run, g, i)
+					ds = append(ds, Delivery{Account: crashAcct, UIDL: uidl, Digest: "d-" + uidl, User: "nobody", Raw: testMessage(uidl)})
+				}
+				_, err := s.Deliver(ctx, ds)
+				prefix := crashPrefix
+				switch {
+				case bad && errors.Is(err, ErrNotFound):
+					prefix = crashFailedPrefix
+				case err != nil || bad:
+					fmt.Fprintln(os.Stderr, "deliver:", err)
+					os.Exit(2)
+				}
+				var b strings.Builder
+				for _, d := range ds {
+					b.WriteString(prefix + d.UIDL + "\n")
+				}
+				outMu.Lock()
+				if !grouped && s.wq.groups.Load() > 0 {
+					grouped = true
+					b.WriteString(crashGrouped + "\n")
+				}
+				os.Stdout.WriteString(b.String())
+				outMu.Unlock()
+			}
+		}()
 	}
+	select {}
 }
 
 // TestCrashRecovery SIGKILLs a delivering child process at random moments
@@ -68,8 +104,19 @@ func TestCrashRecovery(t *testing.T) {
 		kills = 100
 	}
 	dir := t.TempDir()
-	reported := map[string]bool{}
+	reported, failedBatch := map[string]bool{}, map[string]bool{}
+	grouped := false
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
+	note := func(l string) {
+		l = strings.TrimSuffix(l, "\n")
+		if uidl, ok := strings.CutPrefix(l, crashPrefix); ok {
+			reported[uidl] = true
+		} else if uidl, ok := strings.CutPrefix(l, crashFailedPrefix); ok {
+			failedBatch[uidl] = true
+		} else if l == crashGrouped {
+			grouped = true
+		}
+	}
 	for k := range kills {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
 		cmd.Env = append(os.Environ(), crashDirEnv+"="+dir, fmt.Sprintf("%s=r%d", crashRunEnv, k))
@@ -107,9 +154,7 @@ func TestCrashRecovery(t *testing.T) {
 		for {
 			select {
 			case l := <-lines:
-				if uidl, ok := strings.CutPrefix(strings.TrimSuffix(l, "\n"), crashPrefix); ok {
-					reported[uidl] = true
-				}
+				note(l)
 				if timer == nil {
 					timer = time.After(time.Duration(rng.IntN(200)) * time.Millisecond)
 				}
@@ -127,9 +172,7 @@ func TestCrashRecovery(t *testing.T) {
 		for drained := false; !drained; {
 			select {
 			case l := <-lines:
-				if uidl, ok := strings.CutPrefix(strings.TrimSuffix(l, "\n"), crashPrefix); ok {
-					reported[uidl] = true
-				}
+				note(l)
 			case <-done:
 				drained = true
 			}
@@ -195,13 +238,21 @@ func TestCrashRecovery(t *testing.T) {
 	if len(led) != len(snap.Entries) {
 		t.Errorf("%d ledger rows but %d INBOX entries", len(led), len(snap.Entries))
 	}
+	for uidl := range failedBatch {
+		if count[uidl] != 0 {
+			t.Errorf("delivery %s of a batch whose Commit failed is in the ledger", uidl)
+		}
+	}
+	if !grouped {
+		t.Error("no group commit happened in any child: the kills hit no group")
+	}
 	for uidl := range reported {
 		if count[uidl] != 1 {
 			t.Errorf("reported delivery %s is in the ledger %d times", uidl, count[uidl])
 		}
 	}
-	t.Logf("%d kills, %d deliveries reported committed, %d committed in total (the rest committed before a kill, unreported)",
-		kills, len(reported), len(led))
+	t.Logf("%d kills, %d deliveries reported committed, %d committed in total (the rest committed before a kill, unreported), %d in failed batches",
+		kills, len(reported), len(led), len(failedBatch))
 	if len(reported) == 0 {
 		t.Error("no delivery was reported: the test proved nothing")
 	}

@@ -301,9 +301,13 @@ func (s *Store) recordNextPack(w *writeTx, locs []recordLoc) error {
 		ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)`, top); err != nil {
 		return fmt.Errorf("record pack number: %w", err)
 	}
-	b.mu.Lock()
-	b.persisted = max(b.persisted, top)
-	b.mu.Unlock()
+	// Only once committed: a transaction (or a grouped write's savepoint)
+	// that rolls back takes the counter's update with it.
+	w.afterCommit = append(w.afterCommit, func() {
+		b.mu.Lock()
+		b.persisted = max(b.persisted, top)
+		b.mu.Unlock()
+	})
 	return nil
 }
 

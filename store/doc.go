@@ -51,7 +51,10 @@
 //
 // Writes go through one writer connection behind the store's writer mutex,
 // so writers never see SQLITE_BUSY; once begun, a write runs to commit or
-// rollback regardless of cancellation. Reads use a separate pool of
+// rollback regardless of cancellation. Concurrent writes share one
+// transaction and one fsync, each in its own savepoint, all or nothing
+// and durable when it returns (group commit: group.go); [WithUrgent] and
+// [WithOrigin] writes go ahead of queued background ones. Reads use a separate pool of
 // query_only connections, one consistent snapshot per read method. One
 // Store at a time has a directory open (flock on dir/popbridge.lock);
 // a read-only Store (Options.ReadOnly) takes no lock and can open a

@@ -55,9 +55,13 @@ type Store struct {
 
 	// wmu serialises write transactions and the publication of their
 	// changes: a writer holds it from BEGIN until the transaction's changes
-	// are queued to every subscriber (publish never waits for one).
+	// are queued to every subscriber (publish never waits for one). Only
+	// the caller holding the writer role of wq takes it, and Close.
 	wmu    sync.Mutex
 	closed atomic.Bool
+	// wq is the writer's queue: concurrent writes are grouped into one
+	// transaction (group.go).
+	wq writeQueue
 
 	// feed publishes committed changes to subscribers (feed.go).
 	feed *Feed
@@ -288,6 +292,9 @@ type writeTx struct {
 	deletedMsgs []MessageID
 	newMsgs     []MessageID
 	newInfos    []*messageInfo
+	// afterCommit runs, in order, once the transaction has committed:
+	// for in-memory state that must not run ahead of the database.
+	afterCommit []func()
 }
 
 func (w *writeTx) emit(c Change) { w.changes = append(w.changes, c) }
@@ -312,39 +319,11 @@ func (w *writeTx) stmt(query string) (*sql.Stmt, error) {
 // write runs fn in one write transaction under the writer lock, commits, and
 // publishes fn's changes. The transaction runs without ctx's cancellation
 // once started (a commit must not be torn between "done" and "reported"):
-// ctx is checked before BEGIN only.
+// ctx is checked before BEGIN only. Concurrent writes share one transaction
+// and one commit (group.go), each all or nothing; fn may therefore run more
+// than once, and must start from scratch each time.
 func (s *Store) write(ctx context.Context, op string, fn func(tx *writeTx) error) error {
-	if s.readOnly {
-		return fmt.Errorf("%s: %w", op, ErrReadOnly)
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	if s.closed.Load() {
-		return fmt.Errorf("%s: %w", op, ErrClosed)
-	}
-	tctx := context.WithoutCancel(ctx)
-	tx, err := s.wdb.BeginTx(tctx, nil)
-	if err != nil {
-		return fmt.Errorf("%s: begin: %w", op, s.classify(err))
-	}
-	defer tx.Rollback()
-	w := &writeTx{Tx: tx, ctx: tctx}
-	if err := fn(w); err != nil {
-		return fmt.Errorf("%s: %w", op, s.classify(err))
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("%s: commit: %w", op, s.classify(err))
-	}
-	s.metaCache.remove(w.deletedMsgs)
-	s.metaCache.add(w.newMsgs, w.newInfos)
-	if len(w.deletedMsgs) > 0 {
-		s.compactor.poke()
-	}
-	s.publish(ctx.Value(originKey{}), w.changes)
-	return nil
+	return s.submit(ctx, op, 1, fn)
 }
 
 // read runs fn in one read transaction: everything fn reads comes from the
