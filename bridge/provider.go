@@ -82,6 +82,9 @@ type provUser struct {
 	// accepted, at verifiedAt; "" when none.
 	verifier   string
 	verifiedAt time.Time
+	// pending is closed when the verifier being computed for the last
+	// accepted login is kept (see rememberVerifier); nil when none is.
+	pending chan struct{}
 	// present: the user has IMAP sessions; logout ends polling later
 	// (credentials = "session").
 	present     bool
@@ -279,7 +282,7 @@ func (p *provider) sync(ctx context.Context) error {
 			p.poller.AddAccount(acct)
 		case !poll && wasActive && su.State == store.ProviderNeedsLogin:
 			p.mu.Lock()
-			u.active, u.secret, u.verifier = false, "", ""
+			u.active, u.secret, u.verifier, u.pending = false, "", "", nil
 			p.mu.Unlock()
 			p.poller.RemoveAccount(accountName(su.Name))
 			p.log.Info("provider user needs login (seen by another node): polling stops", LogKeyUser, su.Name)
@@ -384,14 +387,10 @@ func (p *provider) Verify(ctx context.Context, login, password string) error {
 		p.m.logins.WithLabelValues("rejected").Inc()
 		return fmt.Errorf("%w: not a provider login", imapfront.ErrLoginRejected)
 	}
-	p.mu.Lock()
-	var verifier string
-	u := p.users[login]
-	known := u != nil
-	if known && !u.needsLogin && u.verifier != "" && p.now().Sub(u.verifiedAt) < p.cfg.AuthCache.Value {
-		verifier = u.verifier
+	verifier, known, err := p.cachedVerifier(ctx, login)
+	if err != nil {
+		return err
 	}
-	p.mu.Unlock()
 	if !known && p.shared {
 		// Created by another node of a shared store.
 		su, err := p.st.ProviderUserByName(ctx, login)
@@ -425,10 +424,10 @@ func (p *provider) Verify(ctx context.Context, login, password string) error {
 		}
 		if ok {
 			p.m.logins.WithLabelValues("cached").Inc()
-			return p.loggedIn(ctx, login, password, "")
+			return p.loggedIn(ctx, login, password)
 		}
 	}
-	err := p.poller.CheckLogin(ctx, p.account(login, func(context.Context) (string, error) { return password, nil }), providerCheckTimeout)
+	err = p.poller.CheckLogin(ctx, p.account(login, func(context.Context) (string, error) { return password, nil }), providerCheckTimeout)
 	switch {
 	case err == nil:
 	case ctx.Err() != nil:
@@ -437,7 +436,7 @@ func (p *provider) Verify(ctx context.Context, login, password string) error {
 		p.m.logins.WithLabelValues("rejected").Inc()
 		p.mu.Lock()
 		if u := p.users[login]; u != nil {
-			u.verifier = ""
+			u.verifier, u.pending = "", nil
 		}
 		p.mu.Unlock()
 		return fmt.Errorf("%w: %v", imapfront.ErrLoginRejected, err)
@@ -447,11 +446,77 @@ func (p *provider) Verify(ctx context.Context, login, password string) error {
 		return fmt.Errorf("%w: %v", imapfront.ErrLoginUnavailable, err)
 	}
 	p.m.logins.WithLabelValues("ok").Inc()
-	verifier, err = p.makeVerifier(ctx, password)
-	if err != nil {
+	at := p.now()
+	if err := p.loggedIn(ctx, login, password); err != nil {
 		return err
 	}
-	return p.loggedIn(ctx, login, password, verifier)
+	p.rememberVerifier(login, password, at)
+	return nil
+}
+
+// cachedVerifier returns the verifier of a password the POP server
+// accepted for login within auth_cache ("" when there is none), and
+// whether login is a provider user this node knows. A verifier still being
+// computed is waited for, so that a login right after a successful one
+// finds it.
+func (p *provider) cachedVerifier(ctx context.Context, login string) (verifier string, known bool, err error) {
+	p.mu.Lock()
+	u := p.users[login]
+	var pending chan struct{}
+	if u != nil {
+		pending = u.pending
+	}
+	p.mu.Unlock()
+	if pending != nil {
+		select {
+		case <-pending:
+		case <-ctx.Done():
+			return "", true, ctx.Err()
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	u = p.users[login]
+	if u == nil {
+		return "", false, nil
+	}
+	if !u.needsLogin && u.verifier != "" && p.now().Sub(u.verifiedAt) < p.cfg.AuthCache.Value {
+		verifier = u.verifier
+	}
+	return verifier, true, nil
+}
+
+// rememberVerifier computes, apart from the login that waits for nothing
+// of it, the argon2id verifier of password, which the POP server accepted
+// for login at at, and keeps it for auth_cache. Hashing is the costliest
+// step of a login (tens of ms of CPU, bounded by hashSem): done after the
+// login returns, it no longer delays the login or the user's first fetch.
+// A refusal meanwhile (forgetVerifier) discards the result.
+func (p *provider) rememberVerifier(login, password string, at time.Time) {
+	p.mu.Lock()
+	u := p.users[login]
+	if u == nil {
+		p.mu.Unlock()
+		return
+	}
+	ch := make(chan struct{})
+	u.pending = ch
+	p.mu.Unlock()
+	go func() {
+		defer close(ch)
+		h, err := p.makeVerifier(context.Background(), password)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if u.pending != ch {
+			return // refused meanwhile, or a newer login computes its own
+		}
+		u.pending = nil
+		if err != nil {
+			p.log.Warn("provider login cache: no verifier kept; the next login asks the POP server", LogKeyUser, login, "err", err)
+			return
+		}
+		u.verifier, u.verifiedAt = h, at
+	}()
 }
 
 // verifyHash checks password against an argon2id verifier, at most
@@ -486,7 +551,7 @@ func (p *provider) makeVerifier(ctx context.Context, password string) (string, e
 // sealed password, the verifier when the POP server was asked (verifier
 // not ""), and the account in the poller, polled at once for a new user or
 // one that was not polled.
-func (p *provider) loggedIn(ctx context.Context, login, password, verifier string) error {
+func (p *provider) loggedIn(ctx context.Context, login, password string) error {
 	// Someone waits on this login: its writes go ahead of background polls'.
 	ctx = store.WithUrgent(ctx)
 	_, err := p.st.UserByName(ctx, login)
@@ -517,9 +582,6 @@ func (p *provider) loggedIn(ctx context.Context, login, password, verifier strin
 	u.gen++
 	if p.aead == nil {
 		u.secret = password
-	}
-	if verifier != "" {
-		u.verifier, u.verifiedAt = verifier, now
 	}
 	p.mu.Unlock()
 	if created {
@@ -594,7 +656,7 @@ func (p *provider) afterPoll(a poller.Account, res poller.Result, err error) {
 		return
 	}
 	if u != nil {
-		u.active, u.needsLogin, u.secret, u.sealed, u.verifier = false, true, "", nil, ""
+		u.active, u.needsLogin, u.secret, u.sealed, u.verifier, u.pending = false, true, "", nil, "", nil
 	}
 	p.mu.Unlock()
 	p.poller.RemoveAccount(a.Name)

@@ -43,7 +43,7 @@ func TestProviderRefusalOfOlderPassword(t *testing.T) {
 	secret := p.keptSecret(login)
 	acct := p.account(login, secret)
 
-	if err := p.loggedIn(ctx, login, "old", ""); err != nil {
+	if err := p.loggedIn(ctx, login, "old"); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := secret(ctx); err != nil || got != "old" {
@@ -51,7 +51,7 @@ func TestProviderRefusalOfOlderPassword(t *testing.T) {
 	}
 	// The user logs in with a new password while the poll with the old
 	// one is at the server; then that poll is refused.
-	if err := p.loggedIn(ctx, login, "new", ""); err != nil {
+	if err := p.loggedIn(ctx, login, "new"); err != nil {
 		t.Fatal(err)
 	}
 	p.afterPoll(acct, poller.Result{}, refused)
