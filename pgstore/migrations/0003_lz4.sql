@@ -1,10 +1,10 @@
 -- 0003: compress message bytes and search texts with lz4 instead of
 -- PostgreSQL's default pglz, where the server has lz4 (PostgreSQL 14 and
--- later, built with it, as Debian's and most packages are). pglz cost the
--- one backend that stores a poll's batch about 2 s of CPU per 100 MB
--- delivered, so that a 10,000-message first fetch (500 MB) took 2.5x as
--- long as with lz4 on a loaded 2-core machine; lz4 compresses mail to
--- about the same size at a fraction of the CPU. Only values written from
+-- later, built with it, as Debian's and most packages are). With pglz the
+-- backend that stores a poll's batches used 2 to 3 times the CPU (3 to 4 s
+-- more per 100 MB delivered), and a 10,000-message first fetch (500 MB)
+-- took 1.5 to 3 times as long on a loaded 2-core machine
+-- (docs/BENCHMARKS.md, "PostgreSQL backend"). Only values written from
 -- now on are affected: PostgreSQL reads either kind. Without lz4 nothing
 -- changes.
 DO $$
