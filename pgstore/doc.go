@@ -15,7 +15,8 @@
 // is a series of embedded, numbered SQL files (migrations/), applied by
 // [Open] one at a time in a transaction each and recorded in
 // schema_migrations; a session-level advisory lock lets one node migrate
-// while the others wait.
+// while the others wait. Message bytes and search texts are compressed
+// with lz4 where the server has it (migration 0003), with pglz otherwise.
 //
 // # Invariants
 //
