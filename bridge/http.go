@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/popbridge/popbridge/poller"
+	"github.com/popbridge/popbridge/store"
 )
 
 // StuckAfter is how long a poll may run, or a scheduled poll may be
@@ -180,9 +181,15 @@ func (b *Bridge) checkStore(ctx context.Context) error {
 		return fmt.Errorf("store not open")
 	}
 	if _, err := st.Users(ctx); err != nil {
+		if errors.Is(err, store.ErrUnavailable) {
+			return fmt.Errorf("store unreachable (popbridge reconnects by itself): %w", err)
+		}
 		return fmt.Errorf("read store: %w", err)
 	}
 	if err := st.Health(); err != nil {
+		if errors.Is(err, store.ErrUnavailable) {
+			return fmt.Errorf("store unreachable (popbridge reconnects by itself): %w", err)
+		}
 		return fmt.Errorf("store damaged (stop popbridge and run popbridge verify): %w", err)
 	}
 	f, err := os.CreateTemp(cfg.Path(cfg.DataDir), ".healthz-*")
