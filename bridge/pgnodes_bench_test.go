@@ -274,7 +274,7 @@ type loadNode struct {
 }
 
 // TestPgNodesLoad runs two popbridge serve processes (the test binary
-// re-executed as TestProviderLoadChild) on one private PostgreSQL (fsync
+// re-executed as TestNodeChild) on one private PostgreSQL (fsync
 // on) and -pgnodes.clients IMAP clients, half on each node, logged in as
 // -pgnodes.users users (each user's clients on both nodes, so that its
 // changes cross nodes), each user's INBOX holding -pgnodes.msgs messages.
@@ -362,8 +362,8 @@ func TestPgNodesLoad(t *testing.T) {
 			t.Fatal(err)
 		}
 		n := &loadNode{name: name, addr: fmt.Sprintf("127.0.0.1:%d", imapPort)}
-		n.cmd = exec.Command(os.Args[0], "-test.run=^TestProviderLoadChild$")
-		n.cmd.Env = append(os.Environ(), loadChildEnv+"="+cfgPath)
+		n.cmd = exec.Command(os.Args[0], "-test.run=^TestNodeChild$")
+		n.cmd.Env = append(os.Environ(), nodeChildEnv+"="+cfgPath)
 		n.cmd.Stderr = os.Stderr
 		stdin, err := n.cmd.StdinPipe()
 		if err != nil {

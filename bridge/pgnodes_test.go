@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -454,8 +455,8 @@ func openPG(t *testing.T, dsn string) Backend {
 	return st
 }
 
-// inboxCount returns how many messages user's INBOX holds.
-func inboxCount(t *testing.T, st Backend, user string) int {
+// inboxOf returns user's INBOX in st.
+func inboxOf(t *testing.T, st Backend, user string) (store.UserID, store.MailboxID) {
 	t.Helper()
 	ctx := context.Background()
 	u, err := st.UserByName(ctx, user)
@@ -466,7 +467,14 @@ func inboxCount(t *testing.T, st Backend, user string) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := st.Counts(ctx, u.ID, mb.ID)
+	return u.ID, mb.ID
+}
+
+// inboxCount returns how many messages user's INBOX holds.
+func inboxCount(t *testing.T, st Backend, user string) int {
+	t.Helper()
+	u, mb := inboxOf(t, st, user)
+	c, err := st.Counts(context.Background(), u, mb)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -477,15 +485,8 @@ func inboxCount(t *testing.T, st Backend, user string) int {
 func inboxBodies(t *testing.T, st Backend, user string) map[string]int {
 	t.Helper()
 	ctx := context.Background()
-	u, err := st.UserByName(ctx, user)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mb, err := st.MailboxByName(ctx, u.ID, "INBOX")
-	if err != nil {
-		t.Fatal(err)
-	}
-	snap, err := st.Snapshot(ctx, u.ID, mb.ID)
+	u, mb := inboxOf(t, st, user)
+	snap, err := st.Snapshot(ctx, u, mb)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -494,7 +495,7 @@ func inboxBodies(t *testing.T, st Backend, user string) map[string]int {
 		uids[i] = e.UID
 	}
 	out := map[string]int{}
-	err = st.Bodies(ctx, u.ID, mb.ID, uids, func(_ store.UID, raw []byte, damaged error) error {
+	err = st.Bodies(ctx, u, mb, uids, func(_ store.UID, raw []byte, damaged error) error {
 		if damaged != nil {
 			return damaged
 		}
@@ -508,19 +509,37 @@ func inboxBodies(t *testing.T, st Backend, user string) map[string]int {
 }
 
 // nodeChildEnv names the config file a re-executed test binary serves
-// (TestNodeChild): a node that a test can kill -9.
+// (TestNodeChild): a node that a test can kill -9, or whose CPU and memory
+// a load test measures apart from its own clients.
 const nodeChildEnv = "POPBRIDGE_NODE_CHILD_CONFIG"
+
+// nodeProfileEnv names the file a child node writes its CPU profile to
+// (TestProviderLoad's -provider.cpuprofile).
+const nodeProfileEnv = "POPBRIDGE_NODE_CHILD_CPUPROFILE"
 
 // TestNodeChild is popbridge serve in a child process of a test: it runs
 // only there, until its stdin closes or it is killed.
 func TestNodeChild(t *testing.T) {
 	path := os.Getenv(nodeChildEnv)
 	if path == "" {
-		t.Skip("the child of a multi-node test")
+		t.Skip("the child of a multi-node or load test")
 	}
 	cfg, err := Load(path, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if pf := os.Getenv(nodeProfileEnv); pf != "" {
+		f, err := os.Create(pf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
 	}
 	b := New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	ctx, cancel := context.WithCancel(context.Background())

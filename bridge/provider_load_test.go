@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,50 +35,6 @@ var (
 	provCycle    = flag.Duration("provider.cyclewait", 30*time.Minute, "TestProviderLoad: longest wait for the first full polling cycle")
 	provProfile  = flag.String("provider.cpuprofile", "", "TestProviderLoad: write popbridge's CPU profile (the whole run) to this file")
 )
-
-// loadProfileEnv names the file the child writes its CPU profile to
-// (-provider.cpuprofile).
-const loadProfileEnv = "POPBRIDGE_PROVIDER_LOAD_CPUPROFILE"
-
-// loadChildEnv names the config file a re-executed test binary serves
-// (TestProviderLoadChild), so that TestProviderLoad measures popbridge's
-// CPU and memory apart from its own IMAP clients.
-const loadChildEnv = "POPBRIDGE_PROVIDER_LOAD_CONFIG"
-
-// TestProviderLoadChild is popbridge serve for TestProviderLoad: it runs
-// only in the child process, until its stdin closes.
-func TestProviderLoadChild(t *testing.T) {
-	path := os.Getenv(loadChildEnv)
-	if path == "" {
-		t.Skip("the child of TestProviderLoad")
-	}
-	cfg, err := Load(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if pf := os.Getenv(loadProfileEnv); pf != "" {
-		f, err := os.Create(pf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			t.Fatal(err)
-		}
-		defer func() {
-			pprof.StopCPUProfile()
-			f.Close()
-		}()
-	}
-	b := New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		io.Copy(io.Discard, os.Stdin)
-		cancel()
-	}()
-	if err := b.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // procStat returns the CPU time (user+system) and RSS of process pid.
 func procStat(t *testing.T, pid int) (cpu time.Duration, rssKiB int64) {
@@ -198,14 +153,14 @@ max_upstream_connections = 20
 	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	child := exec.Command(os.Args[0], "-test.run=^TestProviderLoadChild$")
-	child.Env = append(os.Environ(), loadChildEnv+"="+cfgPath)
+	child := exec.Command(os.Args[0], "-test.run=^TestNodeChild$")
+	child.Env = append(os.Environ(), nodeChildEnv+"="+cfgPath)
 	if *provProfile != "" {
 		abs, err := filepath.Abs(*provProfile)
 		if err != nil {
 			t.Fatal(err)
 		}
-		child.Env = append(child.Env, loadProfileEnv+"="+abs)
+		child.Env = append(child.Env, nodeProfileEnv+"="+abs)
 	}
 	child.Stderr = os.Stderr
 	stdin, err := child.StdinPipe()
