@@ -195,3 +195,79 @@ func (p *Poller) setNextPoll(name string, at time.Time) {
 	defer p.mu.Unlock()
 	p.stateLocked(name).status.NextPoll = at
 }
+
+// Status is the in-memory state of one account's poller. Counters are all
+// time (loaded from the store's persisted status).
+type Status struct {
+	Account     string
+	LastAttempt time.Time
+	LastSuccess time.Time
+	// LastError is the last poll's error, with the server's words; "" after
+	// a successful poll.
+	LastError string
+	Fetched   int64
+	Skipped   int64
+	Bytes     int64
+	// Anomalies counts identity anomalies, all time.
+	Anomalies store.IdentityAnomalies
+	// Polling is true while a poll of the account is running.
+	Polling bool
+	// NextPoll is when the account's worker will poll next (zero when no
+	// worker runs).
+	NextPoll time.Time
+	// Waiting is true while a poll waits for a connection slot
+	// (MaxConnections, MaxConnectionsPerHost).
+	Waiting bool
+	// LeaseHolder is the node that held the account's lease when this
+	// node last looked (Options.Leaser; "" without leasing or before the
+	// first look); LeaseHeld is true while that is this node, the one
+	// polling the account.
+	LeaseHolder string
+	LeaseHeld   bool
+	// StoreUnavailable is true while the account's polls pause because
+	// the store's database cannot be reached (store.ErrUnavailable): they
+	// are retried soon, and nothing is deleted upstream meanwhile.
+	StoreUnavailable bool
+}
+
+// StateWaiting is what State says of an account waiting for a connection
+// slot.
+const StateWaiting = "waiting for a connection slot"
+
+// StateStoreUnavailable is what State says of an account whose polls pause
+// while the store's database cannot be reached.
+const StateStoreUnavailable = "store unavailable"
+
+// State sums up what the account's poller is doing: StateWaiting,
+// "polling", StateStoreUnavailable, "polled by node NAME" (another node
+// holds its lease), or "idle".
+func (s Status) State() string {
+	switch {
+	case s.Waiting:
+		return StateWaiting
+	case s.Polling:
+		return "polling"
+	case s.StoreUnavailable:
+		return StateStoreUnavailable
+	case !s.LeaseHeld && s.LeaseHolder != "":
+		return "polled by node " + s.LeaseHolder
+	}
+	return "idle"
+}
+
+// Status returns the in-memory status of every configured account, in
+// configuration order.
+func (p *Poller) Status() []Status {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]Status, 0, len(p.accounts))
+	for _, a := range p.accounts {
+		st := p.stateLocked(a.Name).status
+		st.Account = a.Name
+		if p.workers[a.Name] == nil {
+			st.NextPoll = time.Time{}
+		}
+		out = append(out, st)
+	}
+	return out
+}
