@@ -211,21 +211,8 @@ func (s *Store) ExportLedger(ctx context.Context, fn func(store.LedgerRow) error
 				return err
 			}
 			batch, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.LedgerRow, error) {
-				var (
-					e                   store.LedgerRow
-					msg                 *int64
-					deletedAt, lastSeen *time.Time
-				)
-				if err := r.Scan(&e.ID, &e.Account, &e.UIDL, &e.Digest, &e.Size, &e.StoredAt, &msg, &e.Skipped, &e.DeletePending, &deletedAt, &lastSeen); err != nil {
-					return e, err
-				}
-				e.StoredAt = e.StoredAt.UTC()
-				e.DeletedAt, e.LastSeen = fromNull(deletedAt), fromNull(lastSeen)
-				if msg != nil {
-					e.Message = store.MessageID(*msg)
-				}
-				e.Expunged = e.Skipped == "" && msg == nil
-				return e, nil
+				var e store.LedgerRow
+				return e, scanLedgerEntry(r, &e.LedgerEntry, &e.ID)
 			})
 			return err
 		})

@@ -24,25 +24,33 @@ func (s *Store) Ledger(ctx context.Context, account string) ([]store.LedgerEntry
 			return err
 		}
 		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.LedgerEntry, error) {
-			var (
-				e                   store.LedgerEntry
-				msg                 *int64
-				deletedAt, lastSeen *time.Time
-			)
-			if err := r.Scan(&e.Account, &e.UIDL, &e.Digest, &e.Size, &e.StoredAt, &msg, &e.Skipped, &e.DeletePending, &deletedAt, &lastSeen); err != nil {
-				return e, err
-			}
-			e.StoredAt = e.StoredAt.UTC()
-			e.DeletedAt, e.LastSeen = fromNull(deletedAt), fromNull(lastSeen)
-			if msg != nil {
-				e.Message = store.MessageID(*msg)
-			}
-			e.Expunged = e.Skipped == "" && msg == nil
-			return e, nil
+			var e store.LedgerEntry
+			return e, scanLedgerEntry(r, &e)
 		})
 		return err
 	})
 	return out, err
+}
+
+// scanLedgerEntry scans the columns account, uidl, digest, size,
+// stored_at, message_id, skipped, delete_pending, deleted_at, last_seen of
+// a pop_ledger row into e, after the columns of first (if any).
+func scanLedgerEntry(r pgx.Row, e *store.LedgerEntry, first ...any) error {
+	var (
+		msg                 *int64
+		deletedAt, lastSeen *time.Time
+	)
+	dest := append(first, &e.Account, &e.UIDL, &e.Digest, &e.Size, &e.StoredAt, &msg, &e.Skipped, &e.DeletePending, &deletedAt, &lastSeen)
+	if err := r.Scan(dest...); err != nil {
+		return err
+	}
+	e.StoredAt = e.StoredAt.UTC()
+	e.DeletedAt, e.LastSeen = fromNull(deletedAt), fromNull(lastSeen)
+	if msg != nil {
+		e.Message = store.MessageID(*msg)
+	}
+	e.Expunged = e.Skipped == "" && msg == nil
+	return nil
 }
 
 // prunable is the SQL condition under which PruneLedger drops a row, with

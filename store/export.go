@@ -353,28 +353,10 @@ func (s *Store) ExportLedger(ctx context.Context, fn func(LedgerRow) error) erro
 			}
 			defer rows.Close()
 			for rows.Next() {
-				var (
-					e                   LedgerRow
-					stored              string
-					msg                 sql.NullInt64
-					pending             int64
-					deletedAt, lastSeen sql.NullString
-				)
-				if err := rows.Scan(&e.ID, &e.Account, &e.UIDL, &e.Digest, &e.Size, &stored, &msg, &e.Skipped, &pending, &deletedAt, &lastSeen); err != nil {
+				var e LedgerRow
+				if err := scanLedgerEntry(rows, &e.LedgerEntry, &e.ID); err != nil {
 					return err
 				}
-				if e.StoredAt, err = parseTime(stored); err != nil {
-					return err
-				}
-				if e.DeletedAt, err = parseNullTime(deletedAt); err != nil {
-					return err
-				}
-				if e.LastSeen, err = parseNullTime(lastSeen); err != nil {
-					return err
-				}
-				e.Message = MessageID(msg.Int64)
-				e.Expunged = e.Skipped == "" && !msg.Valid
-				e.DeletePending = pending != 0
 				batch = append(batch, e)
 			}
 			return rows.Err()

@@ -20,33 +20,45 @@ func (s *Store) Ledger(ctx context.Context, account string) ([]LedgerEntry, erro
 		}
 		defer rows.Close()
 		for rows.Next() {
-			var (
-				e                   LedgerEntry
-				stored              string
-				msg                 sql.NullInt64
-				pending             int64
-				deletedAt, lastSeen sql.NullString
-			)
-			if err := rows.Scan(&e.Account, &e.UIDL, &e.Digest, &e.Size, &stored, &msg, &e.Skipped, &pending, &deletedAt, &lastSeen); err != nil {
+			var e LedgerEntry
+			if err := scanLedgerEntry(rows, &e); err != nil {
 				return err
 			}
-			if e.StoredAt, err = parseTime(stored); err != nil {
-				return err
-			}
-			if e.DeletedAt, err = parseNullTime(deletedAt); err != nil {
-				return err
-			}
-			if e.LastSeen, err = parseNullTime(lastSeen); err != nil {
-				return err
-			}
-			e.Message = MessageID(msg.Int64)
-			e.Expunged = e.Skipped == "" && !msg.Valid
-			e.DeletePending = pending != 0
 			out = append(out, e)
 		}
 		return rows.Err()
 	})
 	return out, err
+}
+
+// scanLedgerEntry scans the columns account, uidl, digest, size,
+// stored_at, message_id, skipped, delete_pending, deleted_at, last_seen
+// of a pop_ledger row into e, after the columns of first (if any).
+func scanLedgerEntry(rows *sql.Rows, e *LedgerEntry, first ...any) error {
+	var (
+		stored              string
+		msg                 sql.NullInt64
+		pending             int64
+		deletedAt, lastSeen sql.NullString
+		err                 error
+	)
+	dest := append(first, &e.Account, &e.UIDL, &e.Digest, &e.Size, &stored, &msg, &e.Skipped, &pending, &deletedAt, &lastSeen)
+	if err := rows.Scan(dest...); err != nil {
+		return err
+	}
+	if e.StoredAt, err = parseTime(stored); err != nil {
+		return err
+	}
+	if e.DeletedAt, err = parseNullTime(deletedAt); err != nil {
+		return err
+	}
+	if e.LastSeen, err = parseNullTime(lastSeen); err != nil {
+		return err
+	}
+	e.Message = MessageID(msg.Int64)
+	e.Expunged = e.Skipped == "" && !msg.Valid
+	e.DeletePending = pending != 0
+	return nil
 }
 
 // LedgerKey is a ledger row reduced to what planning a poll needs: read by
