@@ -281,7 +281,6 @@ func (b *Bridge) buildStore(ctx context.Context) error {
 	var prov *provider
 	if cfg.Provider.Enabled() {
 		prov = newProvider(cfg, st, newProviderMetrics(m.reg, b), b.log.With(LogKeyComponent, "provider"))
-		prov.shared = cfg.Store.backend() == BackendPostgres
 		if err := prov.prepare(ctx, cfg.Path(cfg.Provider.KeyFile)); err != nil {
 			st.Close()
 			return err

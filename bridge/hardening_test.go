@@ -17,7 +17,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,25 +26,7 @@ import (
 	"github.com/popbridge/popbridge/imapfront"
 )
 
-// logBuffer collects log output from the bridge's goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *logBuffer) logger() *slog.Logger {
+func (l *syncBuffer) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
@@ -225,7 +206,7 @@ func TestAutoCert(t *testing.T) {
 	}
 	dir := cfg.Path(cfg.DataDir)
 
-	var logs logBuffer
+	var logs syncBuffer
 	b := New(cfg, logs.logger())
 	stop := run(t, b)
 	m := fingerprintRE.FindStringSubmatch(logs.String())
@@ -281,7 +262,7 @@ func TestAutoCert(t *testing.T) {
 	}
 
 	// Second start: same files, same fingerprint, nothing generated.
-	logs2 := logBuffer{}
+	logs2 := syncBuffer{}
 	cfg2 := *cfg
 	b2 := New(&cfg2, logs2.logger())
 	run(t, b2)
@@ -320,7 +301,7 @@ func TestAutoCertReplacesBrokenPair(t *testing.T) {
 	if err := os.WriteFile(first.KeyFile, []byte("garbage"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var logs logBuffer
+	var logs syncBuffer
 	_, second, err := LoadAutoCert(dir, []string{"localhost"}, logs.logger())
 	if err != nil || !second.Created || second.Fingerprint == first.Fingerprint {
 		t.Fatalf("broken pair not replaced: %+v, %v", second, err)
@@ -342,7 +323,7 @@ func TestDataPermsWarning(t *testing.T) {
 	if err := os.Chmod(dir, 0o755); err != nil { // whatever the umask
 		t.Fatal(err)
 	}
-	var logs logBuffer
+	var logs syncBuffer
 	stop := run(t, New(cfg, logs.logger()))
 	if err := stop(); err != nil {
 		t.Fatal(err)
@@ -408,7 +389,7 @@ func TestDataPermsWarning(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	logs2 := logBuffer{}
+	logs2 := syncBuffer{}
 	run(t, New(cfg, logs2.logger()))
 	if !strings.Contains(logs2.String(), fmt.Sprintf("path=%s mode=0644 fix=\"chmod 600 %s\"", db, db)) {
 		t.Errorf("no warning for the database:\n%s", logs2.String())

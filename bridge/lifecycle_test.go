@@ -43,7 +43,7 @@ func TestBuildFailureStartsNothing(t *testing.T) {
 			imapAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 			cfg.IMAP.Listen = imapAddr
 			tt.setup(cfg)
-			var logs logBuffer
+			var logs syncBuffer
 			err = New(cfg, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))).Run(context.Background())
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("Run = %v, want an error with %q", err, tt.wantErr)

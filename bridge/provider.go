@@ -106,6 +106,7 @@ func newProvider(cfg *Config, st Backend, m *providerMetrics, log *slog.Logger) 
 		now:       time.Now,
 		hashSem:   make(chan struct{}, max(2, runtime.GOMAXPROCS(0))),
 		syncEvery: cfg.Store.PollLease.Value,
+		shared:    leaserOf(st) != nil,
 		users:     make(map[string]*provUser),
 		afterLogout: func(d time.Duration, f func()) interface{ Stop() bool } {
 			return time.AfterFunc(d, f)
