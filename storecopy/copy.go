@@ -316,64 +316,28 @@ type destError struct{ err error }
 func (e *destError) Error() string { return e.err.Error() }
 func (e *destError) Unwrap() error { return e.err }
 
-// copyEntries streams the source's mailbox entries into the destination,
-// summing up each mailbox as it goes.
-func (c *copier) copyEntries(ctx context.Context) error {
-	var batch []store.ExportedEntry
+// streamRows copies the rows export yields into the destination with
+// write, BatchRows at a time; see is called with each row first, and
+// done after each batch written (with its size) before stage's progress.
+func streamRows[T any](ctx context.Context, c *copier, stage string,
+	export func(context.Context, func(T) error) error, see func(T) error,
+	write func(context.Context, []T) error, done func(n int)) error {
+	var batch []T
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
 		}
-		if err := c.dst.ImportEntries(ctx, batch); err != nil {
+		if err := write(ctx, batch); err != nil {
 			return &destError{fmt.Errorf("storecopy: write destination: %w", err)}
 		}
-		c.rep.Entries += len(batch)
+		done(len(batch))
 		batch = batch[:0]
-		c.progress("entries")
+		c.progress(stage)
 		return nil
 	}
-	err := c.src.ExportEntries(ctx, func(e store.ExportedEntry) error {
-		key, ok := c.keys[e.Message]
-		if !ok {
-			return fmt.Errorf("entry UID %d of mailbox %d names message %d, which the source did not list", e.UID, e.Mailbox, e.Message)
-		}
-		if _, bad := c.damaged[e.Message]; bad {
-			c.quarantine = append(c.quarantine, e)
-		} else {
-			sumOf(c.srcSums, e.Mailbox).add(e, key)
-		}
-		batch = append(batch, e)
-		if len(batch) >= c.opts.BatchRows {
-			return flush()
-		}
-		return nil
-	})
-	if err != nil {
-		return wrapRead(err)
-	}
-	return unwrapDest(flush())
-}
-
-// copyLedger streams the source's ledger into the destination.
-func (c *copier) copyLedger(ctx context.Context) error {
-	var batch []store.LedgerRow
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		if err := c.dst.ImportLedger(ctx, batch); err != nil {
-			return &destError{fmt.Errorf("storecopy: write destination: %w", err)}
-		}
-		c.rep.LedgerRows += len(batch)
-		batch = batch[:0]
-		c.progress("ledger")
-		return nil
-	}
-	err := c.src.ExportLedger(ctx, func(r store.LedgerRow) error {
-		ledgerSumOf(c.srcLedger, r.Account).add(r)
-		if i, ok := c.damaged[r.Message]; ok && r.Message != 0 {
-			d := &c.rep.Damaged[i]
-			d.Origins = append(d.Origins, store.Origin{Account: r.Account, UIDL: r.UIDL, Digest: r.Digest})
+	err := export(ctx, func(r T) error {
+		if err := see(r); err != nil {
+			return err
 		}
 		batch = append(batch, r)
 		if len(batch) >= c.opts.BatchRows {
@@ -385,6 +349,35 @@ func (c *copier) copyLedger(ctx context.Context) error {
 		return wrapRead(err)
 	}
 	return unwrapDest(flush())
+}
+
+// copyEntries streams the source's mailbox entries into the destination,
+// summing up each mailbox as it goes.
+func (c *copier) copyEntries(ctx context.Context) error {
+	return streamRows(ctx, c, "entries", c.src.ExportEntries, func(e store.ExportedEntry) error {
+		key, ok := c.keys[e.Message]
+		if !ok {
+			return fmt.Errorf("entry UID %d of mailbox %d names message %d, which the source did not list", e.UID, e.Mailbox, e.Message)
+		}
+		if _, bad := c.damaged[e.Message]; bad {
+			c.quarantine = append(c.quarantine, e)
+		} else {
+			sumOf(c.srcSums, e.Mailbox).add(e, key)
+		}
+		return nil
+	}, c.dst.ImportEntries, func(n int) { c.rep.Entries += n })
+}
+
+// copyLedger streams the source's ledger into the destination.
+func (c *copier) copyLedger(ctx context.Context) error {
+	return streamRows(ctx, c, "ledger", c.src.ExportLedger, func(r store.LedgerRow) error {
+		ledgerSumOf(c.srcLedger, r.Account).add(r)
+		if i, ok := c.damaged[r.Message]; ok && r.Message != 0 {
+			d := &c.rep.Damaged[i]
+			d.Origins = append(d.Origins, store.Origin{Account: r.Account, UIDL: r.UIDL, Digest: r.Digest})
+		}
+		return nil
+	}, c.dst.ImportLedger, func(n int) { c.rep.LedgerRows += n })
 }
 
 // quarantineDamaged moves every entry of a damaged message into its
