@@ -254,10 +254,6 @@ func (b *Bridge) buildStore(ctx context.Context) error {
 	}
 	warnDataPerms(b.log, cfg.Path(cfg.DataDir))
 	m := newMetrics(b)
-	if err := m.seed(ctx, st); err != nil {
-		st.Close()
-		return err
-	}
 	sts, err := st.AccountStatuses(ctx)
 	if err != nil {
 		st.Close()
@@ -277,6 +273,7 @@ func (b *Bridge) buildStore(ctx context.Context) error {
 		Logger:                b.log.With(LogKeyComponent, "poller"),
 		MaxConnections:        maxConns,
 		MaxConnectionsPerHost: perHost,
+		AfterPoll:             m.afterPoll,
 	})
 	var prov *provider
 	if cfg.Provider.Enabled() {

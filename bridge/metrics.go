@@ -2,7 +2,7 @@ package bridge
 
 import (
 	"context"
-	"fmt"
+	"errors"
 	"net"
 	"sync"
 	"time"
@@ -31,9 +31,6 @@ type metrics struct {
 	imapCommands   *prometheus.HistogramVec // command
 	imapCmdErrors  *prometheus.CounterVec   // command
 	imapServerBugs prometheus.Counter
-
-	mu   sync.Mutex
-	last map[string]store.AccountStatus // last status written per account
 
 	// notices, when set, tells users of failing accounts (notice.go).
 	notices *notices
@@ -85,7 +82,6 @@ func newMetrics(b *Bridge) *metrics {
 			Name: "popbridge_imap_serverbug_total",
 			Help: "IMAP commands answered NO [SERVERBUG]: internal errors, each also logged.",
 		}),
-		last: map[string]store.AccountStatus{},
 	}
 	m.reg.MustRegister(m.polls, m.delivered, m.deliveredBytes, m.deliverSeconds, m.sinkErrors,
 		m.imapConns, m.imapActive, m.imapCommands, m.imapCmdErrors, m.imapServerBugs, &statusCollector{b: b},
@@ -93,33 +89,15 @@ func newMetrics(b *Bridge) *metrics {
 	return m
 }
 
-// seed loads the persisted account statuses, so that a restart does not
-// count the last poll before it again.
-func (m *metrics) seed(ctx context.Context, st Backend) error {
-	sts, err := st.AccountStatuses(ctx)
-	if err != nil {
-		return fmt.Errorf("read account statuses: %w", err)
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, s := range sts {
-		m.last[s.Account] = s
-	}
-	return nil
-}
-
-// observeStatus counts a finished poll when a status write advances the
-// last success or the last error of an account.
-func (m *metrics) observeStatus(st store.AccountStatus) {
-	m.mu.Lock()
-	prev, seen := m.last[st.Account]
-	m.last[st.Account] = st
-	m.mu.Unlock()
-	if !st.LastSuccess.IsZero() && (!seen || st.LastSuccess.After(prev.LastSuccess)) {
-		m.polls.WithLabelValues(st.Account, "ok").Inc()
-	}
-	if !st.LastErrorAt.IsZero() && (!seen || st.LastErrorAt.After(prev.LastErrorAt)) {
-		m.polls.WithLabelValues(st.Account, "error").Inc()
+// afterPoll is the accounts poller's AfterPoll: it counts a finished
+// poll by result. A poll that found the store unreachable is not the
+// account's failure and is not counted.
+func (m *metrics) afterPoll(a poller.Account, _ poller.Result, err error) {
+	switch {
+	case err == nil:
+		m.polls.WithLabelValues(a.Name, "ok").Inc()
+	case !errors.Is(err, store.ErrUnavailable):
+		m.polls.WithLabelValues(a.Name, "error").Inc()
 	}
 }
 
@@ -179,15 +157,16 @@ func (s *observedStaged) Commit(ctx context.Context) ([]store.Delivered, error) 
 	return out, err
 }
 
-// SetAccountStatus implements poller.Sink.
-func (s *meteredSink) SetAccountStatus(ctx context.Context, st store.AccountStatus) error {
-	if err := s.Backend.SetAccountStatus(ctx, st); err != nil {
+// SetAccountStatuses implements poller.Sink.
+func (s *meteredSink) SetAccountStatuses(ctx context.Context, sts []store.AccountStatus) error {
+	if err := s.Backend.SetAccountStatuses(ctx, sts); err != nil {
 		s.m.sinkErrors.WithLabelValues("set_account_status").Inc()
 		return err
 	}
-	s.m.observeStatus(st)
 	if s.m.notices != nil {
-		s.m.notices.observe(ctx, st)
+		for _, st := range sts {
+			s.m.notices.observe(ctx, st)
+		}
 	}
 	return nil
 }

@@ -9,10 +9,12 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -514,7 +516,7 @@ func inboxBodies(t *testing.T, st Backend, user string) map[string]int {
 const nodeChildEnv = "POPBRIDGE_NODE_CHILD_CONFIG"
 
 // nodeProfileEnv names the file a child node writes its CPU profile to
-// (TestProviderLoad's -provider.cpuprofile).
+// between SIGUSR1 and SIGUSR2 (TestProviderLoad's -provider.cpuprofile).
 const nodeProfileEnv = "POPBRIDGE_NODE_CHILD_CPUPROFILE"
 
 // TestNodeChild is popbridge serve in a child process of a test: it runs
@@ -529,16 +531,30 @@ func TestNodeChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	if pf := os.Getenv(nodeProfileEnv); pf != "" {
-		f, err := os.Create(pf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			t.Fatal(err)
-		}
-		defer func() {
-			pprof.StopCPUProfile()
-			f.Close()
+		// SIGUSR1 starts the CPU profile and SIGUSR2 ends it, so that a
+		// load test profiles the window it measures and nothing else.
+		sigs := make(chan os.Signal, 2)
+		signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGUSR2)
+		defer signal.Stop(sigs)
+		go func() {
+			var f *os.File
+			for sig := range sigs {
+				switch {
+				case sig == syscall.SIGUSR1 && f == nil:
+					var err error
+					if f, err = os.Create(pf); err != nil {
+						t.Errorf("cpu profile: %v", err)
+						continue
+					}
+					if err := pprof.StartCPUProfile(f); err != nil {
+						t.Errorf("cpu profile: %v", err)
+					}
+				case sig == syscall.SIGUSR2 && f != nil:
+					pprof.StopCPUProfile()
+					f.Close()
+					f = nil
+				}
+			}
 		}()
 	}
 	b := New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))

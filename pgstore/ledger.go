@@ -196,8 +196,16 @@ func (s *Store) PruneLedger(ctx context.Context, account string, before time.Tim
 
 // SetAccountStatus stores st, replacing the account's previous status.
 func (s *Store) SetAccountStatus(ctx context.Context, st store.AccountStatus) error {
+	return s.SetAccountStatuses(ctx, []store.AccountStatus{st})
+}
+
+// SetAccountStatuses stores every status of sts in one transaction, each
+// replacing its account's previous status.
+func (s *Store) SetAccountStatuses(ctx context.Context, sts []store.AccountStatus) error {
 	return s.write(ctx, "set account status", func(w *wtx) error {
-		_, err := w.Exec(w.ctx, `INSERT INTO account_status (account, last_attempt, last_success, last_error, last_error_at,
+		b := &pgx.Batch{}
+		for _, st := range sts {
+			b.Queue(`INSERT INTO account_status (account, last_attempt, last_success, last_error, last_error_at,
 			fetched, fetched_bytes, skipped, upstream_count, uidl_reused, renumbered, twins, unproven)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 			ON CONFLICT (account) DO UPDATE SET last_attempt = excluded.last_attempt, last_success = excluded.last_success,
@@ -205,10 +213,11 @@ func (s *Store) SetAccountStatus(ctx context.Context, st store.AccountStatus) er
 			fetched_bytes = excluded.fetched_bytes, skipped = excluded.skipped, upstream_count = excluded.upstream_count,
 			uidl_reused = excluded.uidl_reused, renumbered = excluded.renumbered, twins = excluded.twins,
 			unproven = excluded.unproven`,
-			st.Account, nullTime(st.LastAttempt), nullTime(st.LastSuccess), st.LastError, nullTime(st.LastErrorAt),
-			st.Fetched, st.FetchedBytes, st.Skipped, st.UpstreamCount,
-			st.Anomalies.UIDLReused, st.Anomalies.Renumbered, st.Anomalies.Twins, st.Anomalies.Unproven)
-		return err
+				st.Account, nullTime(st.LastAttempt), nullTime(st.LastSuccess), st.LastError, nullTime(st.LastErrorAt),
+				st.Fetched, st.FetchedBytes, st.Skipped, st.UpstreamCount,
+				st.Anomalies.UIDLReused, st.Anomalies.Renumbered, st.Anomalies.Twins, st.Anomalies.Unproven)
+		}
+		return w.SendBatch(w.ctx, b).Close()
 	})
 }
 

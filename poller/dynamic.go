@@ -55,6 +55,7 @@ func (p *Poller) RemoveAccount(name string) bool {
 		w.cancel()
 		delete(p.workers, name)
 	}
+	p.statuses.drop(name)
 	return found
 }
 

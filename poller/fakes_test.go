@@ -550,10 +550,12 @@ func (s *fakeSink) PruneLedger(ctx context.Context, account string, before time.
 	return n - len(s.rows), nil
 }
 
-func (s *fakeSink) SetAccountStatus(ctx context.Context, st store.AccountStatus) error {
+func (s *fakeSink) SetAccountStatuses(ctx context.Context, sts []store.AccountStatus) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.statuses[st.Account] = st
+	for _, st := range sts {
+		s.statuses[st.Account] = st
+	}
 	return nil
 }
 

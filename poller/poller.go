@@ -187,6 +187,8 @@ type Poller struct {
 	runCtx     context.Context
 	wg         sync.WaitGroup
 	statusOnce bool // persisted statuses loaded
+	// statuses saves account statuses (statuswrite.go).
+	statuses statusWriter
 }
 
 // New returns a Poller for opts. It has no side effects: nothing connects
@@ -205,6 +207,7 @@ func New(opts Options) *Poller {
 	if p.log == nil {
 		p.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	p.statuses = statusWriter{sink: p.sink, log: p.log, every: statusFlushEvery}
 	if p.now == nil {
 		p.now = time.Now
 	}
@@ -328,6 +331,7 @@ func (p *Poller) Run(ctx context.Context) error {
 	p.runCtx = nil
 	p.mu.Unlock()
 	p.wg.Wait()
+	p.statuses.flush(ctx)
 	if p.leases != nil {
 		// The workers released their leases: wait until they are given
 		// back, so another node takes the accounts over at once.
@@ -357,6 +361,7 @@ func (p *Poller) PollOnce(ctx context.Context, account string, progress func(don
 	if account != "" && len(accts) == 0 {
 		return Result{Account: account}, fmt.Errorf("%w %q", errUnknownAccount, account)
 	}
+	defer p.statuses.flush(ctx)
 	if len(accts) == 1 {
 		return p.passOnce(ctx, accts[0], progress)
 	}

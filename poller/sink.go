@@ -31,6 +31,6 @@ type Sink interface {
 	ClearDeletePending(ctx context.Context, account string, uidls []string) error
 	TouchLedger(ctx context.Context, account string, uidls []string, at time.Time) error
 	PruneLedger(ctx context.Context, account string, before time.Time) (int, error)
-	SetAccountStatus(ctx context.Context, st store.AccountStatus) error
+	SetAccountStatuses(ctx context.Context, sts []store.AccountStatus) error
 	AccountStatuses(ctx context.Context) ([]store.AccountStatus, error)
 }

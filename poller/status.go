@@ -166,11 +166,7 @@ func (p *Poller) endPass(ctx context.Context, name string, res Result, err error
 		// unreachable store cannot take them either.)
 		return
 	}
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), persistTimeout)
-	defer cancel()
-	if perr := p.sink.SetAccountStatus(wctx, ps); perr != nil {
-		p.log.Warn("saving account status", "account", name, "err", perr)
-	}
+	p.statuses.save(ctx, ps)
 }
 
 // setLease records what the worker of name learnt of the account's lease:

@@ -196,6 +196,9 @@ func (s *Store) runGroupOrRelease(g []*writeReq) {
 func (s *Store) runGroup(g []*writeReq) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	// Once no transaction holds the writer's connection, the statements
+	// the group asked to keep are prepared (stmtcache.go).
+	defer s.wstmts.prepareWanted(context.Background())
 	live := g[:0:0]
 	for _, r := range g {
 		switch {
@@ -238,7 +241,7 @@ func (s *Store) runAlone(r *writeReq) {
 		return
 	}
 	defer tx.Rollback()
-	w := &writeTx{Tx: tx, ctx: tctx}
+	w := &writeTx{Tx: tx, ctx: tctx, cache: s.wstmts}
 	if err := runFn(r, w); err != nil {
 		r.err = fmt.Errorf("%s: %w", r.op, s.classify(err))
 		return
@@ -271,7 +274,7 @@ func (s *Store) runTogether(g []*writeReq) (again []*writeReq) {
 		if _, err := tx.ExecContext(context.Background(), `SAVEPOINT grp`); err != nil {
 			return g
 		}
-		w := &writeTx{Tx: tx, ctx: context.WithoutCancel(r.ctx), stmts: stmts}
+		w := &writeTx{Tx: tx, ctx: context.WithoutCancel(r.ctx), cache: s.wstmts, stmts: stmts}
 		ferr := runFn(r, w)
 		if ferr == nil {
 			if _, err := tx.ExecContext(context.Background(), `RELEASE grp`); err != nil {

@@ -133,7 +133,7 @@ var ledgerKeysSQL = `SELECT uidl, digest, size, stored_at, skipped,
 func (s *Store) LedgerKeys(ctx context.Context, account string, q LedgerKeyQuery) ([]LedgerKey, error) {
 	var out []LedgerKey
 	err := s.read(ctx, "read ledger keys", func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, ledgerKeysSQL, account, nullTime(q.SeenBefore), nullTime(q.PruneBefore))
+		rows, err := s.query(ctx, tx, ledgerKeysSQL, account, nullTime(q.SeenBefore), nullTime(q.PruneBefore))
 		if err != nil {
 			return err
 		}
@@ -334,19 +334,33 @@ func (s *Store) PruneLedger(ctx context.Context, account string, before time.Tim
 
 // SetAccountStatus stores st, replacing the account's previous status.
 func (s *Store) SetAccountStatus(ctx context.Context, st AccountStatus) error {
+	return s.SetAccountStatuses(ctx, []AccountStatus{st})
+}
+
+// SetAccountStatuses stores every status of sts in one transaction, each
+// replacing its account's previous status.
+func (s *Store) SetAccountStatuses(ctx context.Context, sts []AccountStatus) error {
 	return s.write(ctx, "set account status", func(w *writeTx) error {
-		_, err := w.ExecContext(w.ctx, `INSERT INTO account_status (account, last_attempt, last_success, last_error, last_error_at,
+		ins, err := w.stmt(`INSERT INTO account_status (account, last_attempt, last_success, last_error, last_error_at,
 			fetched, fetched_bytes, skipped, upstream_count, uidl_reused, renumbered, twins, unproven)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (account) DO UPDATE SET last_attempt = excluded.last_attempt, last_success = excluded.last_success,
 			last_error = excluded.last_error, last_error_at = excluded.last_error_at, fetched = excluded.fetched,
 			fetched_bytes = excluded.fetched_bytes, skipped = excluded.skipped, upstream_count = excluded.upstream_count,
 			uidl_reused = excluded.uidl_reused, renumbered = excluded.renumbered, twins = excluded.twins,
-			unproven = excluded.unproven`,
-			st.Account, nullTime(st.LastAttempt), nullTime(st.LastSuccess), st.LastError, nullTime(st.LastErrorAt),
-			st.Fetched, st.FetchedBytes, st.Skipped, st.UpstreamCount,
-			st.Anomalies.UIDLReused, st.Anomalies.Renumbered, st.Anomalies.Twins, st.Anomalies.Unproven)
-		return err
+			unproven = excluded.unproven`)
+		if err != nil {
+			return err
+		}
+		for _, st := range sts {
+			if _, err := ins.ExecContext(w.ctx,
+				st.Account, nullTime(st.LastAttempt), nullTime(st.LastSuccess), st.LastError, nullTime(st.LastErrorAt),
+				st.Fetched, st.FetchedBytes, st.Skipped, st.UpstreamCount,
+				st.Anomalies.UIDLReused, st.Anomalies.Renumbered, st.Anomalies.Twins, st.Anomalies.Unproven); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
 

@@ -46,6 +46,9 @@ type Store struct {
 
 	wdb *sql.DB // writer pool: exactly one connection; nil when readOnly
 	rdb *sql.DB // reader pool
+	// wstmts and rstmts are the hot statements kept prepared on wdb and
+	// rdb (stmtcache.go); wstmts is nil when readOnly.
+	wstmts, rstmts *stmtCache
 
 	// lock is the data directory's exclusive lock, held until Close; nil
 	// when readOnly.
@@ -127,7 +130,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		if err != nil {
 			return nil, fmt.Errorf("open store read-only: %w", err)
 		}
-		s.rdb = rdb
+		s.rdb, s.rstmts = rdb, newStmtCache(rdb)
 		if err := s.checkSchema(ctx); err != nil {
 			rdb.Close()
 			return nil, fmt.Errorf("open store read-only: %w", err)
@@ -152,6 +155,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open store: %w", s.classify(err))
 	}
 	s.wdb, s.rdb, s.lock = wdb, rdb, lock
+	s.wstmts, s.rstmts = newStmtCache(wdb), newStmtCache(rdb)
 	fail := func(err error) (*Store, error) {
 		wdb.Close()
 		rdb.Close()
@@ -223,7 +227,8 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.feed.Close()
-	err := s.rdb.Close()
+	err := errors.Join(s.rstmts.close(), s.wstmts.close())
+	err = errors.Join(err, s.rdb.Close())
 	if s.wdb != nil {
 		err = errors.Join(err, s.wdb.Close())
 	}
@@ -285,7 +290,10 @@ type writeTx struct {
 	*sql.Tx
 	ctx     context.Context
 	changes []Change
-	stmts   map[string]*sql.Stmt
+	// cache holds statements prepared on the writer's connection for
+	// the store's life; stmts those of this transaction.
+	cache *stmtCache
+	stmts map[string]*sql.Stmt
 	// deletedMsgs are the messages the transaction deleted, dropped from
 	// the metadata cache once it commits; newMsgs the messages it stored,
 	// cached (with newInfos) once it commits.
@@ -299,13 +307,22 @@ type writeTx struct {
 
 func (w *writeTx) emit(c Change) { w.changes = append(w.changes, c) }
 
-// stmt returns query prepared once per transaction, for statements run per
-// message of a batch. The statements are closed with the transaction.
+// stmt returns query prepared for this transaction, from the writer's
+// statement cache: statements run per message of a batch, or by every poll,
+// are parsed once per connection. They close with the transaction.
 func (w *writeTx) stmt(query string) (*sql.Stmt, error) {
 	if st, ok := w.stmts[query]; ok {
 		return st, nil
 	}
-	st, err := w.PrepareContext(w.ctx, query)
+	var (
+		st  *sql.Stmt
+		err error
+	)
+	if w.cache != nil {
+		st, err = w.cache.inTx(w.ctx, w.Tx, query)
+	} else {
+		st, err = w.PrepareContext(w.ctx, query)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("prepare: %w", err)
 	}
@@ -336,11 +353,25 @@ func (s *Store) read(ctx context.Context, op string, fn func(tx *sql.Tx) error) 
 	if err != nil {
 		return fmt.Errorf("%s: begin: %w", op, s.classify(err))
 	}
-	defer tx.Rollback()
-	if err := fn(tx); err != nil {
+	err = fn(tx)
+	tx.Rollback()
+	// Statements the reads asked to keep are prepared now that this
+	// transaction's connection is back in the pool (stmtcache.go).
+	s.rstmts.prepareWanted(ctx)
+	if err != nil {
 		return fmt.Errorf("%s: %w", op, s.classify(err))
 	}
 	return nil
+}
+
+// query runs a cached read statement (stmtcache.go) in tx: for the reads
+// that run on every poll.
+func (s *Store) query(ctx context.Context, tx *sql.Tx, query string, args ...any) (*sql.Rows, error) {
+	st, err := s.rstmts.inTx(ctx, tx, query)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, args...)
 }
 
 // timeLayout is how times are stored: RFC 3339 with fixed-width
