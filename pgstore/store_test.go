@@ -41,6 +41,7 @@ func TestStore(t *testing.T) {
 		{"OpenErrors", testOpenErrors},
 		{"Leases", testLeases},
 		{"LeaseBatch", testLeaseBatch},
+		{"LookLeases", testLookLeases},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newEnv(t, srv)) })
 	}
