@@ -42,6 +42,7 @@ func TestStore(t *testing.T) {
 		{"Leases", testLeases},
 		{"LeaseBatch", testLeaseBatch},
 		{"LookLeases", testLookLeases},
+		{"FlagsStayInPage", testFlagsStayInPage},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newEnv(t, srv)) })
 	}
