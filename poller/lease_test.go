@@ -229,7 +229,8 @@ func TestLeaseHeldElsewhereThenTakeover(t *testing.T) {
 		t.Fatal("b could not take the lease")
 	}
 	acquires := func() int { db.mu.Lock(); defer db.mu.Unlock(); return db.acquires - 1 } // less b's
-	looks := h.looks                                                                      // the keeper's, counted once their outcome is applied
+	// The keeper's looks, counted once their outcome is applied.
+	looks := h.looks
 	withLeases(h, db, "a", ttl)
 	stop := runPoller(t, h)
 
