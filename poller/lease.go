@@ -463,9 +463,16 @@ func (k *leaseKeeper) watch(account string, other store.Lease) (free <-chan stru
 	}
 	return w.free, func() {
 		k.mu.Lock()
-		defer k.mu.Unlock()
 		if k.watched[name] == w {
 			delete(k.watched, name)
+		}
+		last := len(k.watched) == 0
+		k.mu.Unlock()
+		if last {
+			select { // the look loop ends now, not at its timer
+			case k.lookKick <- struct{}{}:
+			default:
+			}
 		}
 	}
 }
@@ -528,6 +535,9 @@ func (k *leaseKeeper) look() {
 	k.looks++
 	now := k.p.now()
 	if err != nil {
+		if len(k.watched) == 0 {
+			return // nothing waits for it any more (the node stops)
+		}
 		if !k.lookFailing {
 			k.p.log.Warn("looking at the account leases other nodes hold failed; trying again", "leases", len(names), "err", err)
 		}

@@ -670,3 +670,27 @@ func TestLeaseLookBatches(t *testing.T) {
 	}
 	waitFor(t, h, "the look loop to end with nothing watched", func() bool { k.mu.Lock(); defer k.mu.Unlock(); return !k.looking })
 }
+
+// TestLeaseUnwatchEndsLooks: once no worker waits for a lease any more (the
+// node stops, the account is removed), the keeper's look loop ends at once,
+// without waiting for its timer, and looks no more.
+func TestLeaseUnwatchEndsLooks(t *testing.T) {
+	const ttl = 30 * time.Second
+	h := newHarness(t, nil)
+	db := newFakeLeaseDB(h.clock.Now)
+	withLeases(h, db, "a", ttl)
+	k := h.p.leases
+	other, ok, err := db.node("b").AcquireLease(context.Background(), LeaseName("acct"), ttl)
+	if err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	_, unwatch := k.watch("acct", other)
+	waitFor(t, h, "the look timer", func() bool { return len(h.clock.pending()) == 1 })
+	unwatch()
+	unwatch() // idempotent
+	waitFor(t, h, "the look loop to end", func() bool { k.mu.Lock(); defer k.mu.Unlock(); return !k.looking })
+	h.clock.Advance(ttl)
+	if got := h.looks(); got != 0 {
+		t.Errorf("%d looks after the only watch ended", got)
+	}
+}
