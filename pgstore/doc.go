@@ -17,6 +17,9 @@
 // schema_migrations; a session-level advisory lock lets one node migrate
 // while the others wait. Message bytes and search texts are compressed
 // with lz4 where the server has it (migration 0003), with pglz otherwise.
+// mailbox_messages keeps 30 % of each page free (migration 0004), so that
+// a flag change rewrites a row in its own page (a HOT update, no index
+// entry) rather than moving it.
 //
 // # Invariants
 //
@@ -69,7 +72,10 @@
 // database's clock, with a fencing token; a lease that lapses can be taken
 // by another node. [Store.RenewLeases] and [Store.ReleaseLeases] renew or
 // give back many leases in one statement (a node polling 10,000 accounts
-// renews their leases together). The Store satisfies poller.Leaser.
+// renews their leases together); [Store.LookLeases] tells, in one
+// read-only statement, who holds each of many leases and for how long (a
+// node waiting for the accounts other nodes poll asks once for all of
+// them). The Store satisfies poller.Leaser.
 //
 // # Verify and repair
 //

@@ -41,6 +41,8 @@ func TestStore(t *testing.T) {
 		{"OpenErrors", testOpenErrors},
 		{"Leases", testLeases},
 		{"LeaseBatch", testLeaseBatch},
+		{"LookLeases", testLookLeases},
+		{"FlagsStayInPage", testFlagsStayInPage},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newEnv(t, srv)) })
 	}

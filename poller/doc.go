@@ -79,13 +79,22 @@
 // guard would keep exactly-once anyway); the pass is not a failure.
 //
 // A node that finds the lease held elsewhere does not poll: Status says
-// which node holds it ("polled by node NAME"), and the worker tries again
-// when the lease would lapse by the database's clock (Lease.Left). When
-// the holder dies (kill -9, network loss) its lease lapses after at most
-// one TTL and the other node takes the account over at that retry, polling
-// at once: within two TTLs of the holder's last renewal. PollOnce holds
-// the lease for its pass (sharing the worker's) and fails with
-// ErrLeaseHeld when another node holds it.
+// which node holds it ("polled by node NAME"), and the worker waits, with
+// no timer of its own, while the keeper watches the lease. The keeper
+// looks at every lease its workers wait for in one call (Leaser.LookLeases,
+// one read-only statement however many: 5,000 waiting accounts cost one
+// statement per look, not an acquire each) when the first of them could
+// have lapsed by the database's clock (Lease.Left), no sooner than
+// TTL/10 and no later than TTL/2 after the previous look (plus up to
+// TTL/20 of jitter). A look wakes only the workers whose lease it found
+// free (lapsed or released), which then acquire it; it also shows a new
+// holder in Status. When the holder dies (kill -9, network loss) its lease
+// lapses after at most one TTL and the first look after that hands the
+// account over, polled at once: within TTL + TTL/10 + TTL/20 of the
+// holder's last renewal, under the two TTLs promised; a lease released by a clean stop
+// is taken within TTL/2 + TTL/20. PollOnce holds the lease for its pass
+// (sharing the worker's) and fails with ErrLeaseHeld when another node
+// holds it.
 //
 // # Store unavailable
 //

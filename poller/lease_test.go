@@ -21,6 +21,9 @@ type fakeLeaseDB struct {
 	rows     map[string]*store.Lease
 	err      error // every call fails with it
 	renewals int   // RenewLeases calls that succeeded
+	acquires int   // AcquireLease calls
+	looks    int   // LookLeases calls that succeeded
+	looked   int   // names they asked for
 }
 
 func newFakeLeaseDB(now func() time.Time) *fakeLeaseDB {
@@ -69,6 +72,7 @@ func (f *fakeLeaser) AcquireLease(ctx context.Context, name string, ttl time.Dur
 	db := f.db
 	db.mu.Lock()
 	defer db.mu.Unlock()
+	db.acquires++
 	if db.err != nil {
 		return store.Lease{}, false, db.err
 	}
@@ -131,6 +135,27 @@ func (f *fakeLeaser) ReleaseLeases(ctx context.Context, ls []store.Lease) error 
 	return nil
 }
 
+func (f *fakeLeaser) LookLeases(ctx context.Context, names []string) ([]store.Lease, error) {
+	db := f.db
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.err != nil {
+		return nil, db.err
+	}
+	db.looks++
+	db.looked += len(names)
+	now := db.now()
+	out := make([]store.Lease, len(names))
+	for i, name := range names {
+		out[i].Name = name
+		if l := db.rows[name]; l != nil {
+			out[i] = *l
+			out[i].Left = max(l.Expires.Sub(now), 0)
+		}
+	}
+	return out, nil
+}
+
 var _ Leaser = (*fakeLeaser)(nil)
 
 // ---- helpers ----
@@ -166,6 +191,20 @@ func (h *harness) renewals() int {
 	return h.p.leases.renewed
 }
 
+// looks returns how many looks the keeper has finished (their outcome
+// applied).
+func (h *harness) looks() int {
+	h.p.leases.mu.Lock()
+	defer h.p.leases.mu.Unlock()
+	return h.p.leases.looks
+}
+
+func (h *harness) watchedCount() int {
+	h.p.leases.mu.Lock()
+	defer h.p.leases.mu.Unlock()
+	return len(h.p.leases.watched)
+}
+
 func (h *harness) heldCount() int {
 	h.p.leases.mu.Lock()
 	defer h.p.leases.mu.Unlock()
@@ -175,8 +214,9 @@ func (h *harness) heldCount() int {
 // ---- tests ----
 
 // TestLeaseHeldElsewhereThenTakeover: a node does not poll an account whose
-// lease another node holds, tries again when the lease would lapse, takes
-// the account over once the holder stops renewing (within two lease
+// lease another node holds; its worker waits without a timer of its own
+// while the keeper looks at the lease (no acquire) when it could lapse; it
+// takes the account over once the holder stops renewing (within two lease
 // periods of its last renewal), keeps the lease renewed, and releases it
 // when it stops.
 func TestLeaseHeldElsewhereThenTakeover(t *testing.T) {
@@ -188,37 +228,77 @@ func TestLeaseHeldElsewhereThenTakeover(t *testing.T) {
 	if _, ok, _ := db.node("b").AcquireLease(context.Background(), name, ttl); !ok {
 		t.Fatal("b could not take the lease")
 	}
+	acquires := func() int { db.mu.Lock(); defer db.mu.Unlock(); return db.acquires - 1 } // less b's
+	// The keeper's looks, counted once their outcome is applied.
+	looks := h.looks
 	withLeases(h, db, "a", ttl)
 	stop := runPoller(t, h)
 
 	at := h.clock.waitTimer(t, 0)
-	at = step(t, h, at) // first poll time: the lease is b's
+	at = step(t, h, at) // first poll time: the lease is b's; the one timer left is the keeper's look
 	if got := h.srv.stat(&h.srv.dials); got != 0 {
 		t.Fatalf("polled %d times while node b holds the lease", got)
 	}
+	// The worker waits with no poll time of its own (it may set that a
+	// moment after the keeper's timer is made).
+	waitFor(t, h, "the worker to wait without a poll time", func() bool { return h.status().NextPoll.IsZero() })
 	st := h.status()
 	if st.LeaseHolder != "b" || st.LeaseHeld || st.State() != "polled by node b" {
 		t.Errorf("status while b holds the lease: holder %q held %v state %q", st.LeaseHolder, st.LeaseHeld, st.State())
 	}
-	// Retry when b's lease would lapse (25 s left), plus a little.
-	if got, want := at.Sub(h.clock.Now()), 25*time.Second+ttl/40; got != want {
-		t.Errorf("retry in %v, want %v (when the lease lapses)", got, want)
+	// b's lease has 25 s left: the keeper looks after half a lease
+	// period (its cap), plus a little.
+	if got, want := at.Sub(h.clock.Now()), ttl/2+ttl/40; got != want {
+		t.Errorf("look in %v, want %v", got, want)
 	}
 
-	// b renews (it is alive): the retry finds it held again.
-	h.clock.Advance(10 * time.Second)
-	lastRenewal := h.clock.Now()
-	if _, err := db.node("b").RenewLeases(context.Background(), []store.Lease{db.lease(name)}, ttl); err != nil {
-		t.Fatal(err)
+	// b renews every ttl/3 (it is alive) for two minutes: the keeper
+	// looks at the lease about twice a lease period and never tries to
+	// acquire it.
+	var lastRenewal time.Time
+	renewB := func() {
+		lastRenewal = h.clock.Now()
+		if got, err := db.node("b").RenewLeases(context.Background(), []store.Lease{db.lease(name)}, ttl); err != nil || len(got) != 1 {
+			t.Fatalf("b's renewal: %v %v", got, err)
+		}
 	}
-	at = step(t, h, at)
+	for end := h.clock.Now().Add(2 * time.Minute); h.clock.Now().Before(end); {
+		nextRenewal := lastRenewal.Add(ttl / 3)
+		if lastRenewal.IsZero() || !at.Before(nextRenewal) {
+			h.clock.Advance(max(nextRenewal.Sub(h.clock.Now()), 0))
+			renewB()
+			continue
+		}
+		made := looks()
+		at = step(t, h, at)
+		waitFor(t, h, "the look", func() bool { return looks() > made })
+	}
+	if got := acquires(); got != 1 {
+		t.Errorf("%d acquires while b renews, want 1 (the first poll's)", got)
+	}
+	if got := looks(); got < 6 || got > 9 {
+		t.Errorf("%d looks in two minutes, want 6 to 9 (one per half lease period)", got)
+	}
 	if got := h.srv.stat(&h.srv.dials); got != 0 {
 		t.Fatalf("polled while b renews its lease")
 	}
 
-	// b dies: no more renewals. a takes over at the next retry and polls
-	// at once.
-	h.clock.Advance(at.Sub(h.clock.Now()))
+	// b dies: no more renewals. a takes over at the first look after the
+	// lease lapsed and polls at once.
+	for {
+		before := looks()
+		h.clock.Advance(at.Sub(h.clock.Now()))
+		waitFor(t, h, "the look", func() bool { return looks() > before })
+		if h.watchedCount() == 0 {
+			break // found free: the worker takes it
+		}
+		if h.clock.Now().Sub(lastRenewal) > 2*ttl {
+			t.Fatalf("lease still watched %v after b's last renewal", h.clock.Now().Sub(lastRenewal))
+		}
+		prev := at
+		waitFor(t, h, "the next look's timer", func() bool { p := h.clock.pending(); return len(p) == 1 && p[0].After(prev) })
+		at = h.clock.pending()[0]
+	}
 	waitFor(t, h, "the takeover poll", func() bool { n, _ := h.sink.stored(h.acct.Name); return n == 3 })
 	if took := h.clock.Now().Sub(lastRenewal); took > 2*ttl {
 		t.Errorf("takeover %v after b's last renewal, more than two lease periods", took)
@@ -483,5 +563,134 @@ func TestLeaseReleasedOnRemoval(t *testing.T) {
 	waitFor(t, h, "the re-added account to find b's lease", func() bool { return h.status().LeaseHolder == "b" })
 	if got := h.srv.stat(&h.srv.dials); got != 1 {
 		t.Errorf("dials = %d, want 1 (b holds the lease now)", got)
+	}
+}
+
+// TestLeaseLookBatches: the accounts of one node waiting for leases other
+// nodes hold cost one LookLeases call per look for all of them and no
+// acquire; a look wakes exactly the waiters whose lease was released or
+// lapsed, takes a lease released by a clean stop within half a lease
+// period, and shows a new holder in the account's status.
+func TestLeaseLookBatches(t *testing.T) {
+	const (
+		ttl = 30 * time.Second
+		n   = 100
+	)
+	h := newHarness(t, nil)
+	db := newFakeLeaseDB(h.clock.Now)
+	withLeases(h, db, "a", ttl)
+	k := h.p.leases
+	ctx := context.Background()
+	type waiter struct {
+		free    <-chan struct{}
+		unwatch func()
+	}
+	ws := make([]waiter, n)
+	for i := range ws {
+		acct := fmt.Sprint("acct", i)
+		other, ok, err := db.node("b").AcquireLease(ctx, LeaseName(acct), ttl)
+		if err != nil || !ok {
+			t.Fatal(ok, err)
+		}
+		ws[i].free, ws[i].unwatch = k.watch(acct, other)
+		defer ws[i].unwatch()
+	}
+	isFree := func(i int) bool {
+		select {
+		case <-ws[i].free:
+			return true
+		default:
+			return false
+		}
+	}
+	before := db.acquires
+	waitFor(t, h, "the look timer", func() bool { return len(h.clock.pending()) == 1 })
+	if at := h.clock.pending()[0]; at.Sub(h.clock.Now()) != ttl/2+ttl/40 {
+		t.Errorf("first look in %v, want %v", at.Sub(h.clock.Now()), ttl/2+ttl/40)
+	}
+
+	// b renews all, releases acct3 (a clean stop) and c takes acct7 over.
+	h.clock.Advance(ttl / 3)
+	var mine []store.Lease
+	for i := range n {
+		mine = append(mine, db.lease(LeaseName(fmt.Sprint("acct", i))))
+	}
+	if _, err := db.node("b").RenewLeases(ctx, mine, ttl); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.node("b").ReleaseLeases(ctx, []store.Lease{mine[3]}); err != nil {
+		t.Fatal(err)
+	}
+	db.takeOver(LeaseName("acct7"), "c", ttl)
+	released := h.clock.Now()
+
+	at := h.clock.pending()[0]
+	h.clock.Advance(at.Sub(h.clock.Now()))
+	waitFor(t, h, "the look", func() bool { db.mu.Lock(); defer db.mu.Unlock(); return db.looks == 1 })
+	waitFor(t, h, "acct3's waiter woken", func() bool { return isFree(3) })
+	if took := h.clock.Now().Sub(released); took > ttl/2 {
+		t.Errorf("released lease found free %v after its release, more than half a lease period", took)
+	}
+	db.mu.Lock()
+	looked, acquires := db.looked, db.acquires-before
+	db.mu.Unlock()
+	if looked != n || acquires != 0 {
+		t.Errorf("one look asked for %d names with %d acquires, want %d names and none", looked, acquires, n)
+	}
+	for i := range n {
+		if i != 3 && isFree(i) {
+			t.Errorf("waiter of acct%d woken while its lease runs", i)
+		}
+	}
+	h.p.mu.Lock()
+	holder := h.p.stateLocked("acct7").status.LeaseHolder
+	h.p.mu.Unlock()
+	if holder != "c" {
+		t.Errorf("status of acct7 after c took it over: holder %q, want c", holder)
+	}
+	if got := h.watchedCount(); got != n-1 {
+		t.Errorf("%d leases watched after the look, want %d", got, n-1)
+	}
+
+	// Nobody renews any more: the next look after they lapse wakes
+	// every waiter, within two lease periods of the last renewal.
+	for h.watchedCount() > 0 {
+		if h.clock.Now().Sub(released) > 2*ttl {
+			t.Fatalf("%d leases still watched %v after the last renewal", h.watchedCount(), h.clock.Now().Sub(released))
+		}
+		waitFor(t, h, "the look timer", func() bool { return len(h.clock.pending()) == 1 })
+		looks := h.looks()
+		h.clock.Advance(h.clock.pending()[0].Sub(h.clock.Now()))
+		waitFor(t, h, "the look", func() bool { return h.looks() > looks })
+	}
+	for i := range n {
+		if !isFree(i) {
+			t.Errorf("waiter of acct%d not woken after its lease lapsed", i)
+		}
+	}
+	waitFor(t, h, "the look loop to end with nothing watched", func() bool { k.mu.Lock(); defer k.mu.Unlock(); return !k.looking })
+}
+
+// TestLeaseUnwatchEndsLooks: once no worker waits for a lease any more (the
+// node stops, the account is removed), the keeper's look loop ends at once,
+// without waiting for its timer, and looks no more.
+func TestLeaseUnwatchEndsLooks(t *testing.T) {
+	const ttl = 30 * time.Second
+	h := newHarness(t, nil)
+	db := newFakeLeaseDB(h.clock.Now)
+	withLeases(h, db, "a", ttl)
+	k := h.p.leases
+	other, ok, err := db.node("b").AcquireLease(context.Background(), LeaseName("acct"), ttl)
+	if err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	_, unwatch := k.watch("acct", other)
+	waitFor(t, h, "the look timer", func() bool { return len(h.clock.pending()) == 1 })
+	unwatch()
+	unwatch() // idempotent
+	waitFor(t, h, "the look loop to end", func() bool { k.mu.Lock(); defer k.mu.Unlock(); return !k.looking })
+	h.clock.Advance(ttl)
+	if got := h.looks(); got != 0 {
+		t.Errorf("%d looks after the only watch ended", got)
 	}
 }

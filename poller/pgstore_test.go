@@ -151,6 +151,13 @@ func (d *deadLeaser) ReleaseLeases(ctx context.Context, ls []store.Lease) error 
 	return d.Leaser.ReleaseLeases(ctx, ls)
 }
 
+func (d *deadLeaser) LookLeases(ctx context.Context, names []string) ([]store.Lease, error) {
+	if d.dead.Load() {
+		return nil, errNodeDead
+	}
+	return d.Leaser.LookLeases(ctx, names)
+}
+
 // pgNode is one node: a poller on its own pgstore.Store.
 type pgNode struct {
 	name   string

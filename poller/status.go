@@ -115,7 +115,8 @@ func (p *Poller) beginPass(name string, at time.Time) {
 }
 
 // endPass records the outcome of a pass in memory and in the store.
-// canceled passes (shutdown) do not record an error.
+// canceled passes (shutdown) and passes stopped by a lost lease do not
+// record an error.
 func (p *Poller) endPass(ctx context.Context, name string, res Result, err error, listed bool) {
 	now := p.now()
 	p.mu.Lock()
@@ -131,7 +132,9 @@ func (p *Poller) endPass(ctx context.Context, name string, res Result, err error
 		st.status.LastSuccess = now
 		st.status.LastError = ""
 		st.status.StoreUnavailable = false
-	case ctx.Err() != nil:
+	case ctx.Err() != nil, leaseLost(ctx):
+		// Stopped (shutdown, or this node lost the account's lease: its
+		// context ends a moment after the keeper finds it lost).
 	case unavailable:
 		// The store, not the account: no failure of the account (no
 		// notice to its user), and the status cannot be saved anyway.

@@ -119,8 +119,13 @@ func (w *worker) run(ctx context.Context) {
 	var (
 		lease   *heldLease
 		release func()
+		// free is closed when the keeper's look finds the lease that
+		// another node held free; unwatch ends that watch.
+		free    <-chan struct{}
+		unwatch = func() {}
 	)
 	defer func() {
+		unwatch()
 		if release != nil {
 			release()
 		}
@@ -139,13 +144,15 @@ func (w *worker) run(ctx context.Context) {
 		p.setLease(w.name, "", false)
 	}
 	for {
-		var lost <-chan struct{}
+		early := free
 		if lease != nil {
-			lost = lease.ctx.Done()
+			early = lease.ctx.Done()
 		}
-		if !w.wait(ctx, st, next, lost) {
+		if !w.wait(ctx, st, next, early) {
 			return
 		}
+		unwatch()
+		free, unwatch = nil, func() {}
 		if lease != nil && lease.ctx.Err() != nil {
 			// Lost between polls: find out who holds it now.
 			dropLease()
@@ -166,9 +173,11 @@ func (w *worker) run(ctx context.Context) {
 				p.setLease(w.name, other.Holder, false)
 				p.storeReachable(w.name)
 				unavailable = 0
-				d := p.leases.leaseRetry(other, p.rand())
-				p.logLease(w.name, "account lease held by another node", "holder", other.Holder, "retry_in", d)
-				next = p.now().Add(d)
+				// The keeper's looks (one call for every account
+				// waiting so) say when it is free.
+				p.logLease(w.name, "account lease held by another node", "holder", other.Holder, "left", other.Left)
+				free, unwatch = p.leases.watch(w.name, other)
+				next = never
 				continue
 			}
 			lease, release = h, rel
@@ -255,11 +264,16 @@ func (w *worker) storeTrouble(ctx context.Context, err error, n int) time.Durati
 	return d
 }
 
-// wait blocks until next or an earlier request (see request), and then
-// until the server's LOGIN-DELAY has passed since the last login. It
-// returns false when ctx is done, and true early when lost is closed (the
-// account's lease was lost).
-func (w *worker) wait(ctx context.Context, st *acctState, next time.Time, lost <-chan struct{}) bool {
+// never is the next poll of a worker that waits only for a request or
+// its early channel (the lease another node holds found free).
+var never = time.Unix(1<<62, 0)
+
+// wait blocks until next (never: no time) or an earlier request (see
+// request), and then until the server's LOGIN-DELAY has passed since the
+// last login. It returns false when ctx is done, and true early when
+// early is closed (the account's lease was lost, or the lease another
+// node held was found free).
+func (w *worker) wait(ctx context.Context, st *acctState, next time.Time, early <-chan struct{}) bool {
 	p := w.p
 	for {
 		w.mu.Lock()
@@ -278,6 +292,9 @@ func (w *worker) wait(ctx context.Context, st *acctState, next time.Time, lost <
 			}
 		}
 		st.status.NextPoll = at
+		if at.Equal(never) {
+			st.status.NextPoll = time.Time{}
+		}
 		p.mu.Unlock()
 		now := p.now()
 		if !at.After(now) {
@@ -287,17 +304,24 @@ func (w *worker) wait(ctx context.Context, st *acctState, next time.Time, lost <
 			w.mu.Unlock()
 			return ctx.Err() == nil
 		}
-		t := p.timer(at.Sub(now))
+		var (
+			fired <-chan time.Time
+			stop  = func() {}
+		)
+		if !at.Equal(never) {
+			t := p.timer(at.Sub(now))
+			fired, stop = t.C(), func() { t.Stop() }
+		}
 		select {
 		case <-ctx.Done():
-			t.Stop()
+			stop()
 			return false
-		case <-lost:
-			t.Stop()
+		case <-early:
+			stop()
 			return true
-		case <-t.C():
+		case <-fired:
 		case <-w.wake:
-			t.Stop()
+			stop()
 		}
 	}
 }
