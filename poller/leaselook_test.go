@@ -47,10 +47,18 @@ func TestLeaseLookBatches(t *testing.T) {
 		}
 	}
 	before := db.acquires
-	waitFor(t, h, "the look timer", func() bool { return len(h.clock.pending()) == 1 })
-	if at := h.clock.pending()[0]; at.Sub(h.clock.Now()) != ttl/2+ttl/40 {
-		t.Errorf("first look in %v, want %v", at.Sub(h.clock.Now()), ttl/2+ttl/40)
-	}
+	// The keeper re-arms its look timer as the watches arrive: wait for
+	// it to settle at the first look's time (the waiters' leases have
+	// ttl left: the look comes at ttl/2 plus the jitter, here ttl/40).
+	var first time.Duration
+	waitFor(t, h, fmt.Sprintf("the look timer at %v", ttl/2+ttl/40), func() bool {
+		p := h.clock.pending()
+		if len(p) != 1 {
+			return false
+		}
+		first = p[0].Sub(h.clock.Now())
+		return first == ttl/2+ttl/40
+	})
 
 	// b renews all, releases acct3 (a clean stop) and c takes acct7 over.
 	h.clock.Advance(ttl / 3)
@@ -67,7 +75,15 @@ func TestLeaseLookBatches(t *testing.T) {
 	db.takeOver(LeaseName("acct7"), "c", ttl)
 	released := h.clock.Now()
 
-	at := h.clock.pending()[0]
+	var at time.Time
+	waitFor(t, h, "the look timer", func() bool {
+		p := h.clock.pending()
+		if len(p) != 1 {
+			return false
+		}
+		at = p[0]
+		return true
+	})
 	h.clock.Advance(at.Sub(h.clock.Now()))
 	waitFor(t, h, "the look", func() bool { db.mu.Lock(); defer db.mu.Unlock(); return db.looks == 1 })
 	waitFor(t, h, "acct3's waiter woken", func() bool { return isFree(3) })
