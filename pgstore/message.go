@@ -216,6 +216,22 @@ func insertMessageSQL(more string) string {
 	return q + ` SELECT id FROM m`
 }
 
+// insertUnindexedSQL is insertMessageSQL for a message stored unindexed
+// (Deliver): its row with NULL envelope and structure and its bytes, from
+// $1..$4: size, internal date, zone offset, bytes. The indexer (index.go)
+// adds the rest.
+func insertUnindexedSQL(more string) string {
+	q := `WITH m AS (
+			INSERT INTO messages (size, internal_date, internal_zone) VALUES ($1, $2, $3) RETURNING id
+		), d AS (
+			INSERT INTO message_data (message_id, data) SELECT id, $4 FROM m
+		)`
+	if more != "" {
+		q += `, x AS (` + more + `)`
+	}
+	return q + ` SELECT id FROM m`
+}
+
 // insertMessage stores a parsed message: its row, bytes and texts.
 func insertMessage(w *wtx, pm *store.ParsedMessage, date time.Time) (store.MessageID, error) {
 	env, st := store.EncodeMeta(pm.Envelope, pm.Structure)

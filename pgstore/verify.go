@@ -62,7 +62,8 @@ func (s *Store) Verify(ctx context.Context, progress func(done int)) (store.Veri
 	}
 	for _, q := range []struct{ what, sql string }{
 		{"messages without bytes", `SELECT count(*) FROM messages m WHERE NOT EXISTS (SELECT 1 FROM message_data d WHERE d.message_id = m.id)`},
-		{"messages without search texts", `SELECT count(*) FROM messages m WHERE NOT EXISTS (SELECT 1 FROM message_text t WHERE t.message_id = m.id)`},
+		{"messages without search texts", `SELECT count(*) FROM messages m WHERE m.envelope IS NOT NULL
+			AND NOT EXISTS (SELECT 1 FROM message_text t WHERE t.message_id = m.id)`},
 	} {
 		var n int64
 		if err := s.pool.QueryRow(ctx, q.sql).Scan(&n); err != nil {
@@ -117,7 +118,8 @@ func (s *Store) verifyRange(ctx context.Context, after store.MessageID, ids *[]s
 // bytes, texts or metadata are wrong.
 func (s *Store) checkMessages(ctx context.Context, ids []store.MessageID) ([]store.MessageID, error) {
 	rows, err := s.pool.Query(ctx, `SELECT m.id, m.size, m.envelope, m.structure,
-			octet_length(d.data), md5(d.data) IS NOT NULL, md5(t.header_text) IS NOT NULL AND md5(t.body_text) IS NOT NULL
+			octet_length(d.data), md5(d.data) IS NOT NULL,
+			m.envelope IS NULL OR (md5(t.header_text) IS NOT NULL AND md5(t.body_text) IS NOT NULL)
 		FROM messages m LEFT JOIN message_data d ON d.message_id = m.id LEFT JOIN message_text t ON t.message_id = m.id
 		WHERE m.id = ANY ($1)`, ids)
 	if err != nil {
@@ -136,7 +138,10 @@ func (s *Store) checkMessages(ctx context.Context, ids []store.MessageID) ([]sto
 		if err := rows.Scan(&id, &size, &env, &st, &n, &hasData, &texts); err != nil {
 			return nil, err
 		}
-		_, _, metaErr := store.DecodeMeta(string(env), string(st))
+		var metaErr error
+		if env != nil { // else not indexed yet: nothing derived to check
+			_, _, metaErr = store.DecodeMeta(string(env), string(st))
+		}
 		if !hasData || n == nil || *n != size || !texts || metaErr != nil {
 			bad = append(bad, id)
 		}
@@ -154,7 +159,8 @@ func isDataCorrupt(err error) bool {
 // damageOf checks message id again and tells what is wrong with it: its
 // bytes (missing, unreadable, of the wrong size) or only what is derived
 // from them (texts, metadata). ok is false when nothing is (any more).
-func (s *Store) damageOf(ctx context.Context, tx pgx.Tx, id store.MessageID, d *store.DamagedMessage) (ok bool, err error) {
+// An unindexed message (indexed false) has no texts or metadata yet.
+func (s *Store) damageOf(ctx context.Context, tx pgx.Tx, id store.MessageID, d *store.DamagedMessage, indexed bool) (ok bool, err error) {
 	var n *int64
 	err = tx.QueryRow(ctx, `SELECT octet_length(d.data), md5(d.data) IS NOT NULL FROM messages m
 		LEFT JOIN message_data d ON d.message_id = m.id WHERE m.id = $1`, id).Scan(&n, new(bool))
@@ -173,6 +179,9 @@ func (s *Store) damageOf(ctx context.Context, tx pgx.Tx, id store.MessageID, d *
 	case *n != d.Size:
 		d.Bytes, d.Err = true, fmt.Errorf("message %d: %d bytes stored, %d recorded: %w", id, *n, d.Size, store.ErrCorrupt)
 		return true, nil
+	}
+	if !indexed {
+		return false, nil
 	}
 	var texts *bool
 	err = tx.QueryRow(ctx, `SELECT md5(header_text) IS NOT NULL AND md5(body_text) IS NOT NULL FROM message_text WHERE message_id = $1`, id).Scan(&texts)
@@ -222,12 +231,14 @@ func (s *Store) describe(ctx context.Context, tx pgx.Tx, id store.MessageID, d *
 		return false, err
 	}
 	d.Date = date.UTC()
-	if e, _, err := store.DecodeMeta(string(env), string(st)); err != nil {
-		d.Err = fmt.Errorf("message %d: metadata: %w: %w", id, store.ErrCorrupt, err)
-	} else if e != nil {
-		d.Subject = e.Subject
-		if len(e.From) > 0 {
-			d.From = e.From[0].Mailbox + "@" + e.From[0].Host
+	if env != nil { // else not indexed yet: no envelope stored
+		if e, _, err := store.DecodeMeta(string(env), string(st)); err != nil {
+			d.Err = fmt.Errorf("message %d: metadata: %w: %w", id, store.ErrCorrupt, err)
+		} else if e != nil {
+			d.Subject = e.Subject
+			if len(e.From) > 0 {
+				d.From = e.From[0].Mailbox + "@" + e.From[0].Host
+			}
 		}
 	}
 	rows, err := tx.Query(ctx, `SELECT u.name, u.id, mb.name, mb.id, mm.uid FROM mailbox_messages mm
@@ -258,7 +269,7 @@ func (s *Store) describe(ctx context.Context, tx pgx.Tx, id store.MessageID, d *
 	if err != nil {
 		return false, err
 	}
-	return s.damageOf(ctx, tx, id, d)
+	return s.damageOf(ctx, tx, id, d, env != nil)
 }
 
 // RawBytes returns the bytes of message id when they are readable, for
