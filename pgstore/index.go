@@ -35,7 +35,7 @@ import (
 // indexQuiet is how long this node's deliveries must pause before the
 // indexer runs, so that a large fetch is not slowed by indexing the
 // messages it just stored.
-const indexQuiet = 250 * time.Millisecond
+const indexQuiet = time.Second
 
 // indexSweep is how often the indexer looks for unindexed messages
 // without a delivery of its own.
@@ -241,30 +241,20 @@ func (s *Store) indexBatch(ctx context.Context, after int64, limit int) (n int, 
 // storedBytes reads the bytes of the messages ids, in the order of ids
 // (nil for one that has none).
 func storedBytes(ctx context.Context, tx pgx.Tx, ids []int64) ([][]byte, error) {
-	rows, err := tx.Query(ctx, `SELECT message_id, data FROM message_data WHERE message_id = ANY ($1)`, ids)
-	if err != nil {
-		return nil, fmt.Errorf("read message bytes: %w", err)
-	}
-	defer rows.Close()
 	at := make(map[int64]int, len(ids))
 	for i, id := range ids {
 		at[id] = i
 	}
 	out := make([][]byte, len(ids))
-	for rows.Next() {
-		var (
-			id  int64
-			raw []byte
-		)
-		if err := rows.Scan(&id, &raw); err != nil {
-			return nil, fmt.Errorf("read message bytes: %w", err)
-		}
-		if i, ok := at[id]; ok {
-			out[i] = raw
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read message bytes: %w", err)
+	err := scanChunks(ctx, tx, `SELECT message_id, data FROM message_data WHERE message_id = ANY ($1) ORDER BY message_id, seq`,
+		[]any{ids}, func(id int64, raw []byte) error {
+			if i, ok := at[id]; ok {
+				out[i] = append(make([]byte, 0, len(raw)), raw...) // not nil when empty
+			}
+			return nil
+		})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }

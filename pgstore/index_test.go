@@ -1,6 +1,7 @@
 package pgstore
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"reflect"
@@ -197,6 +198,16 @@ func testIndexMigration(t *testing.T, e *env) {
 		INSERT INTO message_text VALUES (1, '\x%x', '\x%x');
 		INSERT INTO mailbox_messages (mailbox_id, uid, message_id, flags, modseq) VALUES (1, 1, 1, '{}', 1);`,
 		len(pm.Raw), env, st, pm.Raw, pm.HeaderText, pm.BodyText)
+	// More messages, of sizes around the chunk boundaries (the bytes
+	// alone matter here: their metadata is that of message 1).
+	for i, n := range chunkSizes {
+		fmt.Fprintf(&sql, `INSERT INTO messages (size, internal_date, internal_zone, envelope, structure) VALUES (%d, now(), 0, '\x%x', '\x%x');
+			INSERT INTO message_data VALUES (%d, '\x%x');
+			INSERT INTO message_text VALUES (%d, '', '');
+			INSERT INTO mailbox_messages (mailbox_id, uid, message_id, flags, modseq) VALUES (1, %d, %d, '{}', 1);`,
+			n, env, st, i+2, rawOfSize(n, uint64(i)), i+2, i+2, i+2)
+	}
+	fmt.Fprintf(&sql, "UPDATE mailboxes SET uid_next = %d;", len(chunkSizes)+2)
 	e.srv.Psql(t, e.db, sql.String())
 
 	s := e.openWith(t, Options{NodeName: "a", PollInterval: time.Hour, DisableIndexer: true})
@@ -205,7 +216,12 @@ func testIndexMigration(t *testing.T, e *env) {
 	}
 	u := mustUser(t, s, "bob").ID
 	inbox := mustMailbox(t, s, u, store.Inbox)
-	meta, err := s.Meta(ctx, u, inbox.ID, nil)
+	for i, n := range chunkSizes {
+		if body, err := s.Body(ctx, u, inbox.ID, store.UID(i+2)); err != nil || !bytes.Equal(body, rawOfSize(n, uint64(i))) {
+			t.Errorf("body of the migrated %d-byte message: %d bytes, %v", n, len(body), err)
+		}
+	}
+	meta, err := s.Meta(ctx, u, inbox.ID, []store.UID{1})
 	if err != nil || len(meta) != 1 || meta[0].Envelope.Subject != "Résumé 7" || meta[0].Size != int64(len(pm.Raw)) {
 		t.Fatalf("meta of the migrated message: %+v, %v", meta, err)
 	}
@@ -218,7 +234,7 @@ func testIndexMigration(t *testing.T, e *env) {
 	if n, err := s.indexPending(ctx); n != 0 || err != nil {
 		t.Errorf("indexing migrated rows: %d, %v (they are indexed)", n, err)
 	}
-	if rep, err := s.Verify(ctx, nil); err != nil || !rep.OK() || rep.Messages != 1 {
+	if rep, err := s.Verify(ctx, nil); err != nil || !rep.OK() || rep.Messages != 1+len(chunkSizes) {
 		t.Errorf("verify: %+v, %v", rep, err)
 	}
 }

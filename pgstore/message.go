@@ -2,7 +2,6 @@ package pgstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -197,17 +196,39 @@ func expungeEntries(w *wtx, mb *store.Mailbox, ents []entryRow) error {
 	return nil
 }
 
+// messageChunkSize is the size of the rows a message's bytes are stored
+// in (message_data, migration 0004): seq 0, 1, ... each of this size but
+// the last, inline and uncompressed (a row fits in one 8 KB page).
+const messageChunkSize = 8000
+
+// chunks cuts raw into message_data rows (sub-slices, not copies); a
+// 0-byte message is one empty chunk.
+func chunks(raw []byte) [][]byte {
+	out := make([][]byte, 0, len(raw)/messageChunkSize+1)
+	for len(raw) > messageChunkSize {
+		out = append(out, raw[:messageChunkSize])
+		raw = raw[messageChunkSize:]
+	}
+	return append(out, raw)
+}
+
+// insertDataSQL is the CTE part that stores the chunks of the message m
+// from the bytea[] parameter $n (chunks of its bytes).
+func insertDataSQL(n int) string {
+	return fmt.Sprintf(`d AS (
+			INSERT INTO message_data (message_id, seq, data) SELECT m.id, c.n - 1, c.d FROM m, unnest($%d::bytea[]) WITH ORDINALITY AS c(d, n)
+		)`, n)
+}
+
 // insertMessageSQL returns the statement that stores a message (its
 // row, bytes and texts) from $1..$8 and returns its id: size, internal
-// date, zone offset, envelope, structure, bytes, header text, body text.
-// more, if not "", is one more data-modifying statement run with it, which
-// can read the new id from the CTE m.
+// date, zone offset, envelope, structure, chunks of the bytes, header
+// text, body text. more, if not "", is one more data-modifying statement
+// run with it, which can read the new id from the CTE m.
 func insertMessageSQL(more string) string {
 	q := `WITH m AS (
 			INSERT INTO messages (size, internal_date, internal_zone, envelope, structure) VALUES ($1, $2, $3, $4, $5) RETURNING id
-		), d AS (
-			INSERT INTO message_data (message_id, data) SELECT id, $6 FROM m
-		), t AS (
+		), ` + insertDataSQL(6) + `, t AS (
 			INSERT INTO message_text (message_id, header_text, body_text) SELECT id, $7, $8 FROM m
 		)`
 	if more != "" {
@@ -218,14 +239,12 @@ func insertMessageSQL(more string) string {
 
 // insertUnindexedSQL is insertMessageSQL for a message stored unindexed
 // (Deliver): its row with NULL envelope and structure and its bytes, from
-// $1..$4: size, internal date, zone offset, bytes. The indexer (index.go)
-// adds the rest.
+// $1..$4: size, internal date, zone offset, chunks of the bytes. The
+// indexer (index.go) adds the rest.
 func insertUnindexedSQL(more string) string {
 	q := `WITH m AS (
 			INSERT INTO messages (size, internal_date, internal_zone) VALUES ($1, $2, $3) RETURNING id
-		), d AS (
-			INSERT INTO message_data (message_id, data) SELECT id, $4 FROM m
-		)`
+		), ` + insertDataSQL(4)
 	if more != "" {
 		q += `, x AS (` + more + `)`
 	}
@@ -238,7 +257,7 @@ func insertMessage(w *wtx, pm *store.ParsedMessage, date time.Time) (store.Messa
 	_, off := date.Zone()
 	var id store.MessageID
 	if err := w.QueryRow(w.ctx, insertMessageSQL(""),
-		int64(len(pm.Raw)), micro(date), off, env, st, pm.Raw, []byte(pm.HeaderText), []byte(pm.BodyText)).Scan(&id); err != nil {
+		int64(len(pm.Raw)), micro(date), off, env, st, chunks(pm.Raw), []byte(pm.HeaderText), []byte(pm.BodyText)).Scan(&id); err != nil {
 		return 0, fmt.Errorf("insert message: %w", err)
 	}
 	return id, nil
@@ -279,9 +298,13 @@ func (s *Store) Body(ctx context.Context, u store.UserID, id store.MailboxID, ui
 		if _, err := mailboxByID(ctx, tx, u, id, false); err != nil {
 			return err
 		}
-		err := tx.QueryRow(ctx, `SELECT d.data FROM mailbox_messages mm JOIN message_data d ON d.message_id = mm.message_id
-			WHERE mm.mailbox_id = $1 AND mm.uid = $2`, id, int64(uid)).Scan(&data)
-		if errors.Is(err, pgx.ErrNoRows) {
+		found := false
+		err := scanChunks(ctx, tx, `SELECT mm.uid, d.data FROM mailbox_messages mm JOIN message_data d ON d.message_id = mm.message_id
+			WHERE mm.mailbox_id = $1 AND mm.uid = $2 ORDER BY d.seq`, []any{id, int64(uid)}, func(_ int64, raw []byte) error {
+			data, found = append(make([]byte, 0, len(raw)), raw...), true
+			return nil
+		})
+		if err == nil && !found {
 			return fmt.Errorf("uid %d: %w", uid, store.ErrNotFound)
 		}
 		return err
@@ -290,6 +313,56 @@ func (s *Store) Body(ctx context.Context, u store.UserID, id store.MailboxID, ui
 		return nil, err
 	}
 	return data, nil
+}
+
+// scanChunks runs query, whose rows are (key bigint, chunk bytea) ordered
+// by key and then by chunk seq, and calls fn with each key and its chunks
+// joined. raw is only valid during the call: the buffer is reused.
+func scanChunks(ctx context.Context, q querier, query string, args []any, fn func(key int64, raw []byte) error) error {
+	rows, err := q.Query(ctx, query, args...)
+	if err != nil {
+		return fmt.Errorf("query message bytes: %w", err)
+	}
+	defer rows.Close()
+	var (
+		buf  = make([]byte, 0, 4*messageChunkSize)
+		cur  int64
+		have bool
+	)
+	binary := rows.FieldDescriptions()[1].Format == pgx.BinaryFormatCode
+	for rows.Next() {
+		var (
+			key   int64
+			chunk []byte
+		)
+		// The chunk is appended straight from the row's buffer when the
+		// server sent it in binary (as it does for bytea here).
+		dst := []any{&key, &chunk}
+		if binary {
+			dst[1] = nil
+		}
+		if err := rows.Scan(dst...); err != nil {
+			return fmt.Errorf("scan message bytes: %w", err)
+		}
+		if binary {
+			chunk = rows.RawValues()[1]
+		}
+		if have && key != cur {
+			if err := fn(cur, buf); err != nil {
+				return err
+			}
+			buf = buf[:0]
+		}
+		cur, have = key, true
+		buf = append(buf, chunk...)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("query message bytes: %w", err)
+	}
+	if have {
+		return fn(cur, buf)
+	}
+	return nil
 }
 
 // bodiesBatch is how many messages one query of Bodies asks for. A
@@ -331,23 +404,10 @@ func (s *Store) Bodies(ctx context.Context, u store.UserID, id store.MailboxID, 
 
 // bodiesOf is one query of Bodies.
 func bodiesOf(ctx context.Context, tx pgx.Tx, id store.MailboxID, uids []int64, fn func(uid store.UID, raw []byte, damaged error) error) error {
-	rows, err := tx.Query(ctx, `SELECT mm.uid, d.data FROM mailbox_messages mm JOIN message_data d ON d.message_id = mm.message_id
-		WHERE mm.mailbox_id = $1 AND mm.uid = ANY ($2) ORDER BY mm.uid`, id, uids)
-	if err != nil {
-		return fmt.Errorf("query bodies: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var uid int64
-		var raw []byte
-		if err := rows.Scan(&uid, &raw); err != nil {
-			return fmt.Errorf("scan body: %w", err)
-		}
-		if err := fn(store.UID(uid), raw, nil); err != nil {
-			return err
-		}
-	}
-	return rows.Err()
+	return scanChunks(ctx, tx, `SELECT mm.uid, d.data FROM mailbox_messages mm JOIN message_data d ON d.message_id = mm.message_id
+		WHERE mm.mailbox_id = $1 AND mm.uid = ANY ($2) ORDER BY mm.uid, d.seq`, []any{id, uids}, func(uid int64, raw []byte) error {
+		return fn(store.UID(uid), raw, nil)
+	})
 }
 
 // Append stores raw in the mailbox with flags and internal date (zero

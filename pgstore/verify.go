@@ -117,10 +117,9 @@ func (s *Store) verifyRange(ctx context.Context, after store.MessageID, ids *[]s
 // checkMessages reads ids in full on the server and returns those whose
 // bytes, texts or metadata are wrong.
 func (s *Store) checkMessages(ctx context.Context, ids []store.MessageID) ([]store.MessageID, error) {
-	rows, err := s.pool.Query(ctx, `SELECT m.id, m.size, m.envelope, m.structure,
-			octet_length(d.data), md5(d.data) IS NOT NULL,
+	rows, err := s.pool.Query(ctx, `SELECT m.id, m.size, m.envelope, m.structure, d.n, coalesce(d.ok, false),
 			m.envelope IS NULL OR (md5(t.header_text) IS NOT NULL AND md5(t.body_text) IS NOT NULL)
-		FROM messages m LEFT JOIN message_data d ON d.message_id = m.id LEFT JOIN message_text t ON t.message_id = m.id
+		FROM messages m LEFT JOIN LATERAL (`+chunksCheckSQL+`) d ON true LEFT JOIN message_text t ON t.message_id = m.id
 		WHERE m.id = ANY ($1)`, ids)
 	if err != nil {
 		return nil, err
@@ -149,6 +148,17 @@ func (s *Store) checkMessages(ctx context.Context, ids []store.MessageID) ([]sto
 	return bad, rows.Err()
 }
 
+// chunksCheckSQL reads every chunk of the message m on the server (so
+// that a damaged page fails the query) and gives the bytes' length n and
+// whether the chunks are whole (ok: seq 0 to count-1, all readable);
+// both NULL when it has none.
+const chunksCheckSQL = `SELECT sum(octet_length(c.data)) AS n, bool_and(md5(c.data) IS NOT NULL) AND min(c.seq) = 0 AND max(c.seq) = count(*) - 1 AS ok
+	FROM message_data c WHERE c.message_id = m.id`
+
+// joinedBytesSQL is the bytes of the message m, its chunks joined on the
+// server (NULL when it has none): for reads that are not on a hot path.
+const joinedBytesSQL = `(SELECT string_agg(c.data, ''::bytea ORDER BY c.seq) FROM message_data c WHERE c.message_id = m.id)`
+
 // isDataCorrupt reports a server error of class XX (internal error, data
 // corrupted, index corrupted).
 func isDataCorrupt(err error) bool {
@@ -162,8 +172,9 @@ func isDataCorrupt(err error) bool {
 // An unindexed message (indexed false) has no texts or metadata yet.
 func (s *Store) damageOf(ctx context.Context, tx pgx.Tx, id store.MessageID, d *store.DamagedMessage, indexed bool) (ok bool, err error) {
 	var n *int64
-	err = tx.QueryRow(ctx, `SELECT octet_length(d.data), md5(d.data) IS NOT NULL FROM messages m
-		LEFT JOIN message_data d ON d.message_id = m.id WHERE m.id = $1`, id).Scan(&n, new(bool))
+	var whole bool
+	err = tx.QueryRow(ctx, `SELECT d.n, coalesce(d.ok, false) FROM messages m
+		LEFT JOIN LATERAL (`+chunksCheckSQL+`) d ON true WHERE m.id = $1`, id).Scan(&n, &whole)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, nil // gone meanwhile
 	}
@@ -175,6 +186,9 @@ func (s *Store) damageOf(ctx context.Context, tx pgx.Tx, id store.MessageID, d *
 		return false, err
 	case n == nil:
 		d.Bytes, d.Err = true, fmt.Errorf("message %d: bytes missing: %w", id, store.ErrCorrupt)
+		return true, nil
+	case !whole:
+		d.Bytes, d.Err = true, fmt.Errorf("message %d: chunks of its bytes missing: %w", id, store.ErrCorrupt)
 		return true, nil
 	case *n != d.Size:
 		d.Bytes, d.Err = true, fmt.Errorf("message %d: %d bytes stored, %d recorded: %w", id, *n, d.Size, store.ErrCorrupt)
@@ -281,7 +295,7 @@ func (s *Store) RawBytes(ctx context.Context, id store.MessageID) ([]byte, error
 		size int64
 	)
 	err := s.read(ctx, "message bytes", func(tx pgx.Tx) error {
-		err := tx.QueryRow(ctx, `SELECT m.size, d.data FROM messages m LEFT JOIN message_data d ON d.message_id = m.id WHERE m.id = $1`, id).Scan(&size, &raw)
+		err := tx.QueryRow(ctx, `SELECT m.size, `+joinedBytesSQL+` FROM messages m WHERE m.id = $1`, id).Scan(&size, &raw)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 			return fmt.Errorf("message %d: %w", id, store.ErrNotFound)
