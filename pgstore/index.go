@@ -241,18 +241,11 @@ func (s *Store) indexBatch(ctx context.Context, after int64, limit int) (n int, 
 // storedBytes reads the bytes of the messages ids, in the order of ids
 // (nil for one that has none).
 func storedBytes(ctx context.Context, tx pgx.Tx, ids []int64) ([][]byte, error) {
-	at := make(map[int64]int, len(ids))
-	for i, id := range ids {
-		at[id] = i
-	}
 	out := make([][]byte, len(ids))
-	err := scanChunks(ctx, tx, `SELECT message_id, data FROM message_data WHERE message_id = ANY ($1) ORDER BY message_id, seq`,
-		[]any{ids}, func(id int64, raw []byte) error {
-			if i, ok := at[id]; ok {
-				out[i] = append(make([]byte, 0, len(raw)), raw...) // not nil when empty
-			}
-			return nil
-		})
+	err := readMessages(ctx, tx, ids, func(i int, raw []byte) error {
+		out[i] = append(make([]byte, 0, len(raw)), raw...) // not nil when empty
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package pgstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -391,23 +392,158 @@ func (s *Store) Bodies(ctx context.Context, u store.UserID, id store.MailboxID, 
 		if !ok || uids == nil {
 			return nil
 		}
-		for rest := arr; len(rest) > 0; {
-			part := rest[:min(len(rest), bodiesBatch)]
-			rest = rest[len(part):]
-			if err := bodiesOf(ctx, tx, id, part, fn); err != nil {
-				return err
-			}
-		}
-		return nil
+		return readAhead(arr, func(part []int64, put func(uid store.UID, raw []byte) error) error {
+			return bodiesOf(ctx, tx, id, part, func(uid store.UID, raw []byte, _ error) error { return put(uid, raw) })
+		}, fn)
 	})
 }
 
-// bodiesOf is one query of Bodies.
+// bodiesAhead is how many messages Bodies reads ahead of its caller.
+const bodiesAhead = 16
+
+// errStopped stops readAhead's reader when the caller has stopped.
+var errStopped = errors.New("stopped")
+
+// readAhead is the loop of Bodies: read, on its own goroutine, reads the
+// bodies of uids (ascending) bodiesBatch at a time and puts each, while fn
+// is called with those already read, so that the database's work and the
+// caller's (writing to an IMAP client) overlap instead of taking turns.
+// At most bodiesAhead bodies wait; their buffers are reused. An error of
+// fn stops the reader (after the statement it is in) and is returned.
+func readAhead(uids []int64, read func(part []int64, put func(uid store.UID, raw []byte) error) error,
+	fn func(uid store.UID, raw []byte, damaged error) error) error {
+	type body struct {
+		uid store.UID
+		raw []byte
+	}
+	var (
+		ready = make(chan body, bodiesAhead)
+		free  = make(chan []byte, bodiesAhead+2)
+		stop  = make(chan struct{})
+		rerr  error
+	)
+	go func() {
+		defer close(ready)
+		put := func(uid store.UID, raw []byte) error {
+			var buf []byte
+			select {
+			case buf = <-free:
+			default:
+				buf = make([]byte, 0, len(raw))
+			}
+			select {
+			case ready <- body{uid, append(buf[:0], raw...)}:
+				return nil
+			case <-stop:
+				return errStopped
+			}
+		}
+		for rest := uids; len(rest) > 0; {
+			part := rest[:min(len(rest), bodiesBatch)]
+			rest = rest[len(part):]
+			if rerr = read(part, put); rerr != nil {
+				return
+			}
+		}
+	}()
+	var ferr error
+	for b := range ready {
+		if ferr == nil {
+			if ferr = fn(b.uid, b.raw, nil); ferr != nil {
+				close(stop)
+			}
+		}
+		select {
+		case free <- b.raw:
+		default:
+		}
+	}
+	// ready is closed: the reader has returned and rerr is set.
+	if ferr != nil {
+		return ferr
+	}
+	return rerr
+}
+
+// bodiesOf is one batch of Bodies: the batch's message ids in one query,
+// then their bytes (readMessages).
 func bodiesOf(ctx context.Context, tx pgx.Tx, id store.MailboxID, uids []int64, fn func(uid store.UID, raw []byte, damaged error) error) error {
-	return scanChunks(ctx, tx, `SELECT mm.uid, d.data FROM mailbox_messages mm JOIN message_data d ON d.message_id = mm.message_id
-		WHERE mm.mailbox_id = $1 AND mm.uid = ANY ($2) ORDER BY mm.uid, d.seq`, []any{id, uids}, func(uid int64, raw []byte) error {
-		return fn(store.UID(uid), raw, nil)
+	rows, err := tx.Query(ctx, `SELECT uid, message_id FROM mailbox_messages WHERE mailbox_id = $1 AND uid = ANY ($2) ORDER BY uid`, id, uids)
+	if err != nil {
+		return fmt.Errorf("query bodies: %w", err)
+	}
+	var found, msgs []int64
+	for rows.Next() {
+		var uid, msg int64
+		if err := rows.Scan(&uid, &msg); err != nil {
+			rows.Close()
+			return fmt.Errorf("query bodies: %w", err)
+		}
+		found, msgs = append(found, uid), append(msgs, msg)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("query bodies: %w", err)
+	}
+	return readMessages(ctx, tx, msgs, func(i int, raw []byte) error {
+		return fn(store.UID(found[i]), raw, nil)
 	})
+}
+
+// readMessages reads the bytes of the messages ids and calls fn with
+// each, in the order of ids; a message without bytes is passed over. One
+// statement per message (its chunks by one scan of the primary key, in
+// seq order: no sort), pipelined in one round trip. A single query for
+// them all ("message_id = ANY") made PostgreSQL sort the chunks before
+// sending them, on disk beyond work_mem (4 MB). raw is only valid during
+// the call: the buffer is reused.
+func readMessages(ctx context.Context, tx pgx.Tx, ids []int64, fn func(i int, raw []byte) error) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	var b pgx.Batch
+	for _, id := range ids {
+		b.Queue(`SELECT data FROM message_data WHERE message_id = $1 ORDER BY seq`, id)
+	}
+	br := tx.SendBatch(ctx, &b)
+	defer br.Close()
+	buf := make([]byte, 0, 4*messageChunkSize)
+	for i := range ids {
+		rows, err := br.Query()
+		if err != nil {
+			return fmt.Errorf("read message bytes: %w", err)
+		}
+		buf = buf[:0]
+		n := 0
+		binary := rows.FieldDescriptions()[0].Format == pgx.BinaryFormatCode
+		for rows.Next() {
+			n++
+			// The chunk is appended straight from the row's buffer when
+			// the server sent it in binary (as it does for bytea here).
+			if binary {
+				buf = append(buf, rows.RawValues()[0]...)
+				continue
+			}
+			var chunk []byte
+			if err := rows.Scan(&chunk); err != nil {
+				rows.Close()
+				return fmt.Errorf("read message bytes: %w", err)
+			}
+			buf = append(buf, chunk...)
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("read message bytes: %w", err)
+		}
+		if n == 0 {
+			continue
+		}
+		if err := fn(i, buf); err != nil {
+			return err
+		}
+	}
+	if err := br.Close(); err != nil {
+		return fmt.Errorf("read message bytes: %w", err)
+	}
+	return nil
 }
 
 // Append stores raw in the mailbox with flags and internal date (zero
