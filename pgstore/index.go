@@ -242,8 +242,8 @@ func (s *Store) indexBatch(ctx context.Context, after int64, limit int) (n int, 
 // (nil for one that has none).
 func storedBytes(ctx context.Context, tx pgx.Tx, ids []int64) ([][]byte, error) {
 	out := make([][]byte, len(ids))
-	err := readMessages(ctx, tx, ids, func(i int, raw []byte) error {
-		out[i] = append(make([]byte, 0, len(raw)), raw...) // not nil when empty
+	err := readMessages(ctx, tx, ids, func(int) []byte { return make([]byte, 0, 4*messageChunkSize) }, func(i int, raw []byte) error {
+		out[i] = raw
 		return nil
 	})
 	if err != nil {

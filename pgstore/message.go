@@ -392,8 +392,8 @@ func (s *Store) Bodies(ctx context.Context, u store.UserID, id store.MailboxID, 
 		if !ok || uids == nil {
 			return nil
 		}
-		return readAhead(arr, func(part []int64, put func(uid store.UID, raw []byte) error) error {
-			return bodiesOf(ctx, tx, id, part, func(uid store.UID, raw []byte, _ error) error { return put(uid, raw) })
+		return readAhead(arr, func(part []int64, get func(n int) []byte, put func(uid store.UID, raw []byte) error) error {
+			return bodiesOf(ctx, tx, id, part, get, put)
 		}, fn)
 	})
 }
@@ -405,12 +405,13 @@ const bodiesAhead = 16
 var errStopped = errors.New("stopped")
 
 // readAhead is the loop of Bodies: read, on its own goroutine, reads the
-// bodies of uids (ascending) bodiesBatch at a time and puts each, while fn
-// is called with those already read, so that the database's work and the
-// caller's (writing to an IMAP client) overlap instead of taking turns.
-// At most bodiesAhead bodies wait; their buffers are reused. An error of
-// fn stops the reader (after the statement it is in) and is returned.
-func readAhead(uids []int64, read func(part []int64, put func(uid store.UID, raw []byte) error) error,
+// bodies of uids (ascending) bodiesBatch at a time into buffers from get
+// and puts each, while fn is called with those already read, so that the
+// database's work and the caller's (writing to an IMAP client) overlap
+// instead of taking turns. At most bodiesAhead bodies wait; their buffers
+// are reused. An error of fn stops the reader (after the statement it is
+// in) and is returned.
+func readAhead(uids []int64, read func(part []int64, get func(n int) []byte, put func(uid store.UID, raw []byte) error) error,
 	fn func(uid store.UID, raw []byte, damaged error) error) error {
 	type body struct {
 		uid store.UID
@@ -424,15 +425,19 @@ func readAhead(uids []int64, read func(part []int64, put func(uid store.UID, raw
 	)
 	go func() {
 		defer close(ready)
-		put := func(uid store.UID, raw []byte) error {
-			var buf []byte
+		get := func(n int) []byte {
 			select {
-			case buf = <-free:
+			case buf := <-free:
+				if cap(buf) >= n {
+					return buf[:0]
+				}
 			default:
-				buf = make([]byte, 0, len(raw))
 			}
+			return make([]byte, 0, n)
+		}
+		put := func(uid store.UID, raw []byte) error {
 			select {
-			case ready <- body{uid, append(buf[:0], raw...)}:
+			case ready <- body{uid, raw}:
 				return nil
 			case <-stop:
 				return errStopped
@@ -441,7 +446,7 @@ func readAhead(uids []int64, read func(part []int64, put func(uid store.UID, raw
 		for rest := uids; len(rest) > 0; {
 			part := rest[:min(len(rest), bodiesBatch)]
 			rest = rest[len(part):]
-			if rerr = read(part, put); rerr != nil {
+			if rerr = read(part, get, put); rerr != nil {
 				return
 			}
 		}
@@ -465,38 +470,41 @@ func readAhead(uids []int64, read func(part []int64, put func(uid store.UID, raw
 	return rerr
 }
 
-// bodiesOf is one batch of Bodies: the batch's message ids in one query,
-// then their bytes (readMessages).
-func bodiesOf(ctx context.Context, tx pgx.Tx, id store.MailboxID, uids []int64, fn func(uid store.UID, raw []byte, damaged error) error) error {
-	rows, err := tx.Query(ctx, `SELECT uid, message_id FROM mailbox_messages WHERE mailbox_id = $1 AND uid = ANY ($2) ORDER BY uid`, id, uids)
+// bodiesOf is one batch of Bodies: the batch's message ids and sizes in
+// one query, then their bytes (readMessages) into buffers from get, each
+// handed to put.
+func bodiesOf(ctx context.Context, tx pgx.Tx, id store.MailboxID, uids []int64, get func(n int) []byte, put func(uid store.UID, raw []byte) error) error {
+	rows, err := tx.Query(ctx, `SELECT mm.uid, mm.message_id, m.size FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id
+		WHERE mm.mailbox_id = $1 AND mm.uid = ANY ($2) ORDER BY mm.uid`, id, uids)
 	if err != nil {
 		return fmt.Errorf("query bodies: %w", err)
 	}
-	var found, msgs []int64
+	var found, msgs, sizes []int64
 	for rows.Next() {
-		var uid, msg int64
-		if err := rows.Scan(&uid, &msg); err != nil {
+		var uid, msg, size int64
+		if err := rows.Scan(&uid, &msg, &size); err != nil {
 			rows.Close()
 			return fmt.Errorf("query bodies: %w", err)
 		}
-		found, msgs = append(found, uid), append(msgs, msg)
+		found, msgs, sizes = append(found, uid), append(msgs, msg), append(sizes, size)
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("query bodies: %w", err)
 	}
-	return readMessages(ctx, tx, msgs, func(i int, raw []byte) error {
-		return fn(store.UID(found[i]), raw, nil)
+	return readMessages(ctx, tx, msgs, func(i int) []byte { return get(int(sizes[i])) }, func(i int, raw []byte) error {
+		return put(store.UID(found[i]), raw)
 	})
 }
 
-// readMessages reads the bytes of the messages ids and calls fn with
-// each, in the order of ids; a message without bytes is passed over. One
-// statement per message (its chunks by one scan of the primary key, in
-// seq order: no sort), pipelined in one round trip. A single query for
-// them all ("message_id = ANY") made PostgreSQL sort the chunks before
-// sending them, on disk beyond work_mem (4 MB). raw is only valid during
-// the call: the buffer is reused.
-func readMessages(ctx context.Context, tx pgx.Tx, ids []int64, fn func(i int, raw []byte) error) error {
+// readMessages reads the bytes of the messages ids, each into the buffer
+// get(i) returns (of length 0; a capacity of the message's size saves
+// copies), and calls fn with it, in the order of ids; fn owns the buffer.
+// A message without bytes is passed over. One statement per message (its
+// chunks by one scan of the primary key, in seq order: no sort),
+// pipelined in one round trip. A single query for them all ("message_id
+// = ANY") made PostgreSQL sort the chunks before sending them, on disk
+// beyond work_mem (4 MB).
+func readMessages(ctx context.Context, tx pgx.Tx, ids []int64, get func(i int) []byte, fn func(i int, raw []byte) error) error {
 	if len(ids) == 0 {
 		return nil
 	}
@@ -506,13 +514,12 @@ func readMessages(ctx context.Context, tx pgx.Tx, ids []int64, fn func(i int, ra
 	}
 	br := tx.SendBatch(ctx, &b)
 	defer br.Close()
-	buf := make([]byte, 0, 4*messageChunkSize)
 	for i := range ids {
 		rows, err := br.Query()
 		if err != nil {
 			return fmt.Errorf("read message bytes: %w", err)
 		}
-		buf = buf[:0]
+		buf := get(i)
 		n := 0
 		binary := rows.FieldDescriptions()[0].Format == pgx.BinaryFormatCode
 		for rows.Next() {
