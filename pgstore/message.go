@@ -401,6 +401,9 @@ func (s *Store) Bodies(ctx context.Context, u store.UserID, id store.MailboxID, 
 // bodiesAhead is how many messages Bodies reads ahead of its caller.
 const bodiesAhead = 16
 
+// bodiesBufMin is the smallest buffer Bodies allocates for a message.
+const bodiesBufMin = 256 << 10
+
 // errStopped stops readAhead's reader when the caller has stopped.
 var errStopped = errors.New("stopped")
 
@@ -433,7 +436,10 @@ func readAhead(uids []int64, read func(part []int64, get func(n int) []byte, put
 				}
 			default:
 			}
-			return make([]byte, 0, n)
+			// Not smaller than bodiesBufMin, so that most messages fit a
+			// reused buffer (a new one is zeroed: 8 % of the fetch's
+			// CPU when each was made to measure).
+			return make([]byte, 0, max(n, bodiesBufMin))
 		}
 		put := func(uid store.UID, raw []byte) error {
 			select {
