@@ -59,4 +59,10 @@ func TestBodiesBatches(t *testing.T) {
 	if !errors.Is(err, stop) || calls != bodiesBatch+3 {
 		t.Errorf("early stop: %d calls, err %v; want %d calls and the caller's error", calls, err, bodiesBatch+3)
 	}
+	// The reader that ran ahead is stopped and its connection usable.
+	for range 3 {
+		if raw, err := s.Body(ctx, u.ID, mb.ID, present[1]); err != nil || !strings.Contains(string(raw), "Subject: m1\r\n") {
+			t.Fatalf("body after an early stop: %.40q, %v", raw, err)
+		}
+	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -15,28 +14,30 @@ import (
 	"github.com/popbridge/popbridge/store"
 )
 
-// staged is a batch prepared by Stage: validated and parsed, waiting for
-// its transaction.
+// staged is a batch prepared by Stage: validated, line ends normalised,
+// waiting for its transaction.
 type staged struct {
 	s       *Store
 	ds      []store.Delivery
 	folders []string
 	dates   []time.Time
-	pms     []store.ParsedMessage
+	raws    [][]byte // the bytes as stored (store.NormalizeCRLF)
 	mu      sync.Mutex
 	done    bool
 }
 
-// Stage prepares ds for delivery: it checks the folder names and parses
-// every message (in parallel), outside any transaction. Nothing is stored
-// until Commit. Stage then Commit is what Deliver does; a caller that
+// Stage prepares ds for delivery: it checks the folder names and
+// normalises every message's line ends, outside any transaction. It does
+// not parse them: the messages are stored unindexed, for the background
+// indexer (index.go), and reads parse them on demand until it has run.
+// Nothing is stored until Commit. Stage then Commit is what Deliver does; a caller that
 // runs several batches at once commits them in its own order (local UIDs
 // follow it) while their preparation overlaps.
 func (s *Store) Stage(ctx context.Context, ds []store.Delivery) (Staged, error) {
 	if s.closed.Load() {
 		return nil, fmt.Errorf("deliver: %w", store.ErrClosed)
 	}
-	b := &staged{s: s, ds: ds, folders: make([]string, len(ds)), dates: make([]time.Time, len(ds)), pms: make([]store.ParsedMessage, len(ds))}
+	b := &staged{s: s, ds: ds, folders: make([]string, len(ds)), dates: make([]time.Time, len(ds)), raws: make([][]byte, len(ds))}
 	now := s.now()
 	for i, d := range ds {
 		folder := d.Folder
@@ -52,26 +53,11 @@ func (s *Store) Stage(ctx context.Context, ds []store.Delivery) (Staged, error) 
 		if b.dates[i].IsZero() {
 			b.dates[i] = now
 		}
+		b.raws[i] = store.NormalizeCRLF(d.Raw)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("deliver: %w", err)
 	}
-	var (
-		wg   sync.WaitGroup
-		next = make(chan int)
-	)
-	for range min(len(ds), runtime.GOMAXPROCS(0)) {
-		wg.Go(func() {
-			for i := range next {
-				b.pms[i] = s.parse(ds[i].Raw)
-			}
-		})
-	}
-	for i := range ds {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
 	return b, nil
 }
 
@@ -81,7 +67,7 @@ func (b *staged) Release() {
 	defer b.mu.Unlock()
 	if !b.done {
 		b.done = true
-		b.pms = nil
+		b.raws = nil
 	}
 }
 
@@ -138,9 +124,17 @@ func (b *staged) Commit(ctx context.Context) ([]store.Delivered, error) {
 		// Commit report the messages instead of storing them again).
 		return nil, err
 	}
-	b.done, b.pms = true, nil
+	b.done, b.raws = true, nil
+	s.indexer.kick()
 	return out, nil
 }
+
+// deliverSendBytes is about how many bytes of messages one round trip of
+// a delivery's transaction sends. pgx encodes a pipeline's statements
+// into one buffer, beside the encoded arguments: a 32 MiB batch sent at
+// once held two more copies of its bytes, and `popbridge poll` peaked at
+// 400-470 MB. Round trips on a connection cost little next to 4 MiB.
+const deliverSendBytes = 4 << 20
 
 // existingDelivered finds an entry of msg in the user's mailboxes,
 // preferring folder.
@@ -237,11 +231,32 @@ func (b *staged) commit(w *wtx, out []store.Delivered, now time.Time) error {
 		return fmt.Errorf("query ledger: %w", err)
 	}
 	// The new messages and their ledger rows: one statement each,
-	// pipelined in one round trip.
+	// pipelined, one round trip per deliverSendBytes of messages.
 	var (
-		batch  pgx.Batch
-		stored []int
+		batch     pgx.Batch
+		stored    []int
+		msgs      []store.MessageID
+		batchSize int
 	)
+	send := func() error {
+		if batch.Len() == 0 {
+			return nil
+		}
+		br := w.SendBatch(w.ctx, &batch)
+		for range batch.Len() {
+			var id store.MessageID
+			if err := br.QueryRow().Scan(&id); err != nil {
+				br.Close()
+				return fmt.Errorf("store message: %w", err)
+			}
+			msgs = append(msgs, id)
+		}
+		if err := br.Close(); err != nil {
+			return fmt.Errorf("store messages: %w", err)
+		}
+		batch, batchSize = pgx.Batch{}, 0
+		return nil
+	}
 	for _, i := range firsts {
 		d, uid := b.ds[i], users[b.ds[i].User]
 		r, isKnown := known[i]
@@ -256,34 +271,27 @@ func (b *staged) commit(w *wtx, out []store.Delivered, now time.Time) error {
 		if isKnown && r.skipped == "" {
 			continue // stored before and expunged locally since
 		}
-		pm := &b.pms[i]
-		env, st := store.EncodeMeta(pm.Envelope, pm.Structure)
+		raw := b.raws[i]
 		_, off := b.dates[i].Zone()
-		args := []any{int64(len(pm.Raw)), micro(b.dates[i]), off, env, st, pm.Raw, []byte(pm.HeaderText), []byte(pm.BodyText),
-			len(d.Raw), now}
+		args := []any{int64(len(raw)), micro(b.dates[i]), off, chunks(raw), len(d.Raw), now}
 		if isKnown {
-			batch.Queue(insertMessageSQL(`UPDATE pop_ledger SET message_id = m.id, skipped = '', size = $9, stored_at = $10
-				FROM m WHERE pop_ledger.id = $11`), append(args, r.id)...)
+			batch.Queue(insertUnindexedSQL(`UPDATE pop_ledger SET message_id = m.id, skipped = '', size = $5, stored_at = $6
+				FROM m WHERE pop_ledger.id = $7`), append(args, r.id)...)
 		} else {
 			// A concurrent insert of the same key fails this one on the
 			// unique key; write then retries and finds the row.
-			batch.Queue(insertMessageSQL(`INSERT INTO pop_ledger (account, uidl, digest, size, stored_at, message_id, last_seen)
-				SELECT $11, $12, $13, $9, $10, id, $10 FROM m`), append(args, d.Account, d.UIDL, d.Digest)...)
+			batch.Queue(insertUnindexedSQL(`INSERT INTO pop_ledger (account, uidl, digest, size, stored_at, message_id, last_seen)
+				SELECT $7, $8, $9, $5, $6, id, $6 FROM m`), append(args, d.Account, d.UIDL, d.Digest)...)
 		}
 		stored = append(stored, i)
-	}
-	msgs := make([]store.MessageID, len(stored))
-	if len(stored) > 0 {
-		br := w.SendBatch(w.ctx, &batch)
-		for j := range stored {
-			if err := br.QueryRow().Scan(&msgs[j]); err != nil {
-				br.Close()
-				return fmt.Errorf("store message: %w", err)
+		if batchSize += len(raw); batchSize >= deliverSendBytes {
+			if err := send(); err != nil {
+				return err
 			}
 		}
-		if err := br.Close(); err != nil {
-			return fmt.Errorf("store messages: %w", err)
-		}
+	}
+	if err := send(); err != nil {
+		return err
 	}
 	for j, i := range stored {
 		key := mbKey{users[b.ds[i].User], b.folders[i]}

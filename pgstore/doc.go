@@ -8,18 +8,30 @@
 // # Model
 //
 // Everything lives in the database: users, mailboxes (UIDVALIDITY,
-// UIDNEXT, HIGHESTMODSEQ), messages (bytes in bytea, their envelope and
-// structure in the store's binary encoding, their decoded search texts),
+// UIDNEXT, HIGHESTMODSEQ), messages (bytes in bytea chunks of 8,000
+// bytes, their envelope and structure in the store's binary encoding,
+// their decoded search texts),
 // mailbox entries (UID, flags and keywords, modseq), subscriptions, the
 // POP ledger and account status, the change feed and leases. The schema
 // is a series of embedded, numbered SQL files (migrations/), applied by
 // [Open] one at a time in a transaction each and recorded in
 // schema_migrations; a session-level advisory lock lets one node migrate
-// while the others wait. Message bytes and search texts are compressed
-// with lz4 where the server has it (migration 0003), with pglz otherwise.
-// mailbox_messages keeps 30 % of each page free (migration 0004), so that
-// a flag change rewrites a row in its own page (a HOT update, no index
-// entry) rather than moving it.
+// while the others wait. Message bytes are stored in rows of up to 8,000
+// bytes each, inline and uncompressed, read back by one range scan
+// (migration 0005: as one value they went through TOAST in 2 KB pieces);
+// search texts are compressed with lz4 where the server has it (migration
+// 0003), with pglz otherwise. mailbox_messages keeps 30 % of each page
+// free (migration 0004), so that a flag change rewrites a row in its own
+// page (a HOT update, no index entry) rather than moving it.
+//
+// # Indexing
+//
+// [Store.Deliver] does not parse: a delivered message is stored with its
+// bytes, size and date and is "unindexed" until a background indexer
+// (every node runs one; they share the work with FOR UPDATE SKIP LOCKED)
+// stores its envelope, structure and search texts. Until then Meta and
+// SearchText parse it on demand with the same parser, so answers do not
+// depend on it (index.go).
 //
 // # Invariants
 //

@@ -105,9 +105,8 @@ func (s *Store) ExportMessages(ctx context.Context, fn func(store.ExportedMessag
 	for {
 		n := 0
 		err := s.read(ctx, "export messages", func(tx pgx.Tx) error {
-			rows, err := tx.Query(ctx, `SELECT m.id, m.internal_date, m.internal_zone, m.size, d.data
-				FROM messages m LEFT JOIN message_data d ON d.message_id = m.id
-				WHERE m.id > $1 ORDER BY m.id LIMIT $2`, after, exportBatch)
+			rows, err := tx.Query(ctx, `SELECT m.id, m.internal_date, m.internal_zone, m.size, `+joinedBytesSQL+`
+				FROM messages m WHERE m.id > $1 ORDER BY m.id LIMIT $2`, after, exportBatch)
 			if err != nil {
 				return err
 			}

@@ -34,7 +34,13 @@ func newEnv(t *testing.T, srv *pgtest.Server) *env {
 // test's cleanup.
 func (e *env) open(t *testing.T, node string) *Store {
 	t.Helper()
-	s, err := Open(context.Background(), e.dsn, Options{NodeName: node, PollInterval: time.Hour})
+	return e.openWith(t, Options{NodeName: node, PollInterval: time.Hour})
+}
+
+// openWith is open with the given Options.
+func (e *env) openWith(t *testing.T, opts Options) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), e.dsn, opts)
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}

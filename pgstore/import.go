@@ -178,21 +178,23 @@ func (s *Store) ImportMessages(ctx context.Context, msgs []store.ExportedMessage
 	close(next)
 	wg.Wait()
 	rows := make([][]any, len(msgs))
-	data := make([][]any, len(msgs))
+	var data [][]any
 	texts := make([][]any, len(msgs))
 	for i, m := range msgs {
 		pm := &pms[i]
 		env, st := store.EncodeMeta(pm.Envelope, pm.Structure)
 		_, off := m.InternalDate.Zone()
 		rows[i] = []any{m.ID, int64(len(pm.Raw)), micro(m.InternalDate), int32(off), env, st}
-		data[i] = []any{m.ID, pm.Raw}
+		for seq, c := range chunks(pm.Raw) {
+			data = append(data, []any{m.ID, int32(seq), c})
+		}
 		texts[i] = []any{m.ID, []byte(pm.HeaderText), []byte(pm.BodyText)}
 	}
 	return s.write(ctx, "import messages", func(w *wtx) error {
 		if err := copyRows(w, "messages", []string{"id", "size", "internal_date", "internal_zone", "envelope", "structure"}, rows); err != nil {
 			return err
 		}
-		if err := copyRows(w, "message_data", []string{"message_id", "data"}, data); err != nil {
+		if err := copyRows(w, "message_data", []string{"message_id", "seq", "data"}, data); err != nil {
 			return err
 		}
 		if err := copyRows(w, "message_text", []string{"message_id", "header_text", "body_text"}, texts); err != nil {

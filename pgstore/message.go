@@ -197,19 +197,55 @@ func expungeEntries(w *wtx, mb *store.Mailbox, ents []entryRow) error {
 	return nil
 }
 
+// messageChunkSize is the size of the rows a message's bytes are stored
+// in (message_data, migration 0005): seq 0, 1, ... each of this size but
+// the last, inline and uncompressed (a row fits in one 8 KB page).
+const messageChunkSize = 8000
+
+// chunks cuts raw into message_data rows (sub-slices, not copies); a
+// 0-byte message is one empty chunk.
+func chunks(raw []byte) [][]byte {
+	out := make([][]byte, 0, len(raw)/messageChunkSize+1)
+	for len(raw) > messageChunkSize {
+		out = append(out, raw[:messageChunkSize])
+		raw = raw[messageChunkSize:]
+	}
+	return append(out, raw)
+}
+
+// insertDataSQL is the CTE part that stores the chunks of the message m
+// from the bytea[] parameter $n (chunks of its bytes).
+func insertDataSQL(n int) string {
+	return fmt.Sprintf(`d AS (
+			INSERT INTO message_data (message_id, seq, data) SELECT m.id, c.n - 1, c.d FROM m, unnest($%d::bytea[]) WITH ORDINALITY AS c(d, n)
+		)`, n)
+}
+
 // insertMessageSQL returns the statement that stores a message (its
 // row, bytes and texts) from $1..$8 and returns its id: size, internal
-// date, zone offset, envelope, structure, bytes, header text, body text.
-// more, if not "", is one more data-modifying statement run with it, which
-// can read the new id from the CTE m.
+// date, zone offset, envelope, structure, chunks of the bytes, header
+// text, body text. more, if not "", is one more data-modifying statement
+// run with it, which can read the new id from the CTE m.
 func insertMessageSQL(more string) string {
 	q := `WITH m AS (
 			INSERT INTO messages (size, internal_date, internal_zone, envelope, structure) VALUES ($1, $2, $3, $4, $5) RETURNING id
-		), d AS (
-			INSERT INTO message_data (message_id, data) SELECT id, $6 FROM m
-		), t AS (
+		), ` + insertDataSQL(6) + `, t AS (
 			INSERT INTO message_text (message_id, header_text, body_text) SELECT id, $7, $8 FROM m
 		)`
+	if more != "" {
+		q += `, x AS (` + more + `)`
+	}
+	return q + ` SELECT id FROM m`
+}
+
+// insertUnindexedSQL is insertMessageSQL for a message stored unindexed
+// (Deliver): its row with NULL envelope and structure and its bytes, from
+// $1..$4: size, internal date, zone offset, chunks of the bytes. The
+// indexer (index.go) adds the rest.
+func insertUnindexedSQL(more string) string {
+	q := `WITH m AS (
+			INSERT INTO messages (size, internal_date, internal_zone) VALUES ($1, $2, $3) RETURNING id
+		), ` + insertDataSQL(4)
 	if more != "" {
 		q += `, x AS (` + more + `)`
 	}
@@ -222,7 +258,7 @@ func insertMessage(w *wtx, pm *store.ParsedMessage, date time.Time) (store.Messa
 	_, off := date.Zone()
 	var id store.MessageID
 	if err := w.QueryRow(w.ctx, insertMessageSQL(""),
-		int64(len(pm.Raw)), micro(date), off, env, st, pm.Raw, []byte(pm.HeaderText), []byte(pm.BodyText)).Scan(&id); err != nil {
+		int64(len(pm.Raw)), micro(date), off, env, st, chunks(pm.Raw), []byte(pm.HeaderText), []byte(pm.BodyText)).Scan(&id); err != nil {
 		return 0, fmt.Errorf("insert message: %w", err)
 	}
 	return id, nil
@@ -263,9 +299,13 @@ func (s *Store) Body(ctx context.Context, u store.UserID, id store.MailboxID, ui
 		if _, err := mailboxByID(ctx, tx, u, id, false); err != nil {
 			return err
 		}
-		err := tx.QueryRow(ctx, `SELECT d.data FROM mailbox_messages mm JOIN message_data d ON d.message_id = mm.message_id
-			WHERE mm.mailbox_id = $1 AND mm.uid = $2`, id, int64(uid)).Scan(&data)
-		if errors.Is(err, pgx.ErrNoRows) {
+		found := false
+		err := scanChunks(ctx, tx, `SELECT mm.uid, d.data FROM mailbox_messages mm JOIN message_data d ON d.message_id = mm.message_id
+			WHERE mm.mailbox_id = $1 AND mm.uid = $2 ORDER BY d.seq`, []any{id, int64(uid)}, func(_ int64, raw []byte) error {
+			data, found = append(make([]byte, 0, len(raw)), raw...), true
+			return nil
+		})
+		if err == nil && !found {
 			return fmt.Errorf("uid %d: %w", uid, store.ErrNotFound)
 		}
 		return err
@@ -274,6 +314,56 @@ func (s *Store) Body(ctx context.Context, u store.UserID, id store.MailboxID, ui
 		return nil, err
 	}
 	return data, nil
+}
+
+// scanChunks runs query, whose rows are (key bigint, chunk bytea) ordered
+// by key and then by chunk seq, and calls fn with each key and its chunks
+// joined. raw is only valid during the call: the buffer is reused.
+func scanChunks(ctx context.Context, q querier, query string, args []any, fn func(key int64, raw []byte) error) error {
+	rows, err := q.Query(ctx, query, args...)
+	if err != nil {
+		return fmt.Errorf("query message bytes: %w", err)
+	}
+	defer rows.Close()
+	var (
+		buf  = make([]byte, 0, 4*messageChunkSize)
+		cur  int64
+		have bool
+	)
+	binary := rows.FieldDescriptions()[1].Format == pgx.BinaryFormatCode
+	for rows.Next() {
+		var (
+			key   int64
+			chunk []byte
+		)
+		// The chunk is appended straight from the row's buffer when the
+		// server sent it in binary (as it does for bytea here).
+		dst := []any{&key, &chunk}
+		if binary {
+			dst[1] = nil
+		}
+		if err := rows.Scan(dst...); err != nil {
+			return fmt.Errorf("scan message bytes: %w", err)
+		}
+		if binary {
+			chunk = rows.RawValues()[1]
+		}
+		if have && key != cur {
+			if err := fn(cur, buf); err != nil {
+				return err
+			}
+			buf = buf[:0]
+		}
+		cur, have = key, true
+		buf = append(buf, chunk...)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("query message bytes: %w", err)
+	}
+	if have {
+		return fn(cur, buf)
+	}
+	return nil
 }
 
 // bodiesBatch is how many messages one query of Bodies asks for. A
@@ -302,36 +392,171 @@ func (s *Store) Bodies(ctx context.Context, u store.UserID, id store.MailboxID, 
 		if !ok || uids == nil {
 			return nil
 		}
-		for rest := arr; len(rest) > 0; {
-			part := rest[:min(len(rest), bodiesBatch)]
-			rest = rest[len(part):]
-			if err := bodiesOf(ctx, tx, id, part, fn); err != nil {
-				return err
-			}
-		}
-		return nil
+		return readAhead(arr, func(part []int64, get func(n int) []byte, put func(uid store.UID, raw []byte) error) error {
+			return bodiesOf(ctx, tx, id, part, get, put)
+		}, fn)
 	})
 }
 
-// bodiesOf is one query of Bodies.
-func bodiesOf(ctx context.Context, tx pgx.Tx, id store.MailboxID, uids []int64, fn func(uid store.UID, raw []byte, damaged error) error) error {
-	rows, err := tx.Query(ctx, `SELECT mm.uid, d.data FROM mailbox_messages mm JOIN message_data d ON d.message_id = mm.message_id
+// bodiesAhead is how many messages Bodies reads ahead of its caller.
+const bodiesAhead = 16
+
+// bodiesBufMin is the smallest buffer Bodies allocates for a message.
+const bodiesBufMin = 256 << 10
+
+// errStopped stops readAhead's reader when the caller has stopped.
+var errStopped = errors.New("stopped")
+
+// readAhead is the loop of Bodies: read, on its own goroutine, reads the
+// bodies of uids (ascending) bodiesBatch at a time into buffers from get
+// and puts each, while fn is called with those already read, so that the
+// database's work and the caller's (writing to an IMAP client) overlap
+// instead of taking turns. At most bodiesAhead bodies wait; their buffers
+// are reused. An error of fn stops the reader (after the statement it is
+// in) and is returned.
+func readAhead(uids []int64, read func(part []int64, get func(n int) []byte, put func(uid store.UID, raw []byte) error) error,
+	fn func(uid store.UID, raw []byte, damaged error) error) error {
+	type body struct {
+		uid store.UID
+		raw []byte
+	}
+	var (
+		ready = make(chan body, bodiesAhead)
+		free  = make(chan []byte, bodiesAhead+2)
+		stop  = make(chan struct{})
+		rerr  error
+	)
+	go func() {
+		defer close(ready)
+		get := func(n int) []byte {
+			select {
+			case buf := <-free:
+				if cap(buf) >= n {
+					return buf[:0]
+				}
+			default:
+			}
+			// Not smaller than bodiesBufMin, so that most messages fit a
+			// reused buffer (a new one is zeroed: 8 % of the fetch's
+			// CPU when each was made to measure).
+			return make([]byte, 0, max(n, bodiesBufMin))
+		}
+		put := func(uid store.UID, raw []byte) error {
+			select {
+			case ready <- body{uid, raw}:
+				return nil
+			case <-stop:
+				return errStopped
+			}
+		}
+		for rest := uids; len(rest) > 0; {
+			part := rest[:min(len(rest), bodiesBatch)]
+			rest = rest[len(part):]
+			if rerr = read(part, get, put); rerr != nil {
+				return
+			}
+		}
+	}()
+	var ferr error
+	for b := range ready {
+		if ferr == nil {
+			if ferr = fn(b.uid, b.raw, nil); ferr != nil {
+				close(stop)
+			}
+		}
+		select {
+		case free <- b.raw:
+		default:
+		}
+	}
+	// ready is closed: the reader has returned and rerr is set.
+	if ferr != nil {
+		return ferr
+	}
+	return rerr
+}
+
+// bodiesOf is one batch of Bodies: the batch's message ids and sizes in
+// one query, then their bytes (readMessages) into buffers from get, each
+// handed to put.
+func bodiesOf(ctx context.Context, tx pgx.Tx, id store.MailboxID, uids []int64, get func(n int) []byte, put func(uid store.UID, raw []byte) error) error {
+	rows, err := tx.Query(ctx, `SELECT mm.uid, mm.message_id, m.size FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id
 		WHERE mm.mailbox_id = $1 AND mm.uid = ANY ($2) ORDER BY mm.uid`, id, uids)
 	if err != nil {
 		return fmt.Errorf("query bodies: %w", err)
 	}
-	defer rows.Close()
+	var found, msgs, sizes []int64
 	for rows.Next() {
-		var uid int64
-		var raw []byte
-		if err := rows.Scan(&uid, &raw); err != nil {
-			return fmt.Errorf("scan body: %w", err)
+		var uid, msg, size int64
+		if err := rows.Scan(&uid, &msg, &size); err != nil {
+			rows.Close()
+			return fmt.Errorf("query bodies: %w", err)
 		}
-		if err := fn(store.UID(uid), raw, nil); err != nil {
+		found, msgs, sizes = append(found, uid), append(msgs, msg), append(sizes, size)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("query bodies: %w", err)
+	}
+	return readMessages(ctx, tx, msgs, func(i int) []byte { return get(int(sizes[i])) }, func(i int, raw []byte) error {
+		return put(store.UID(found[i]), raw)
+	})
+}
+
+// readMessages reads the bytes of the messages ids, each into the buffer
+// get(i) returns (of length 0; a capacity of the message's size saves
+// copies), and calls fn with it, in the order of ids; fn owns the buffer.
+// A message without bytes is passed over. One statement per message (its
+// chunks by one scan of the primary key, in seq order: no sort),
+// pipelined in one round trip. A single query for them all ("message_id
+// = ANY") made PostgreSQL sort the chunks before sending them, on disk
+// beyond work_mem (4 MB).
+func readMessages(ctx context.Context, tx pgx.Tx, ids []int64, get func(i int) []byte, fn func(i int, raw []byte) error) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	var b pgx.Batch
+	for _, id := range ids {
+		b.Queue(`SELECT data FROM message_data WHERE message_id = $1 ORDER BY seq`, id)
+	}
+	br := tx.SendBatch(ctx, &b)
+	defer br.Close()
+	for i := range ids {
+		rows, err := br.Query()
+		if err != nil {
+			return fmt.Errorf("read message bytes: %w", err)
+		}
+		buf := get(i)
+		n := 0
+		binary := rows.FieldDescriptions()[0].Format == pgx.BinaryFormatCode
+		for rows.Next() {
+			n++
+			// The chunk is appended straight from the row's buffer when
+			// the server sent it in binary (as it does for bytea here).
+			if binary {
+				buf = append(buf, rows.RawValues()[0]...)
+				continue
+			}
+			var chunk []byte
+			if err := rows.Scan(&chunk); err != nil {
+				rows.Close()
+				return fmt.Errorf("read message bytes: %w", err)
+			}
+			buf = append(buf, chunk...)
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("read message bytes: %w", err)
+		}
+		if n == 0 {
+			continue
+		}
+		if err := fn(i, buf); err != nil {
 			return err
 		}
 	}
-	return rows.Err()
+	if err := br.Close(); err != nil {
+		return fmt.Errorf("read message bytes: %w", err)
+	}
+	return nil
 }
 
 // Append stores raw in the mailbox with flags and internal date (zero

@@ -62,6 +62,7 @@ func (s *Store) loadInfos(ctx context.Context, tx pgx.Tx, ids []store.MessageID,
 	}
 	defer rows.Close()
 	got := make(map[store.MessageID]*metaInfo, len(miss))
+	var unindexed []int64
 	for rows.Next() {
 		var (
 			mid     store.MessageID
@@ -74,14 +75,34 @@ func (s *Store) loadInfos(ctx context.Context, tx pgx.Tx, ids []store.MessageID,
 			return fmt.Errorf("scan message metadata: %w", err)
 		}
 		m.date = date.In(time.FixedZone("", int(zone)))
+		got[mid] = &m
+		if env == nil {
+			unindexed = append(unindexed, int64(mid))
+			continue
+		}
 		if m.envelope, m.structure, err = store.DecodeMeta(string(env), string(st)); err != nil {
 			return fmt.Errorf("message %d: %w", mid, err)
 		}
-		got[mid] = &m
 		s.metaCache.add(mid, &m)
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("query message metadata: %w", err)
+	}
+	// Not indexed yet: parsed here as the indexer will, and encoded and
+	// decoded as it stores them, so the answer is the same before and
+	// after.
+	err = s.parseUnindexed(ctx, tx, unindexed, func(id int64, pm *store.ParsedMessage) error {
+		m := got[store.MessageID(id)]
+		env, st := store.EncodeMeta(pm.Envelope, pm.Structure)
+		var err error
+		if m.envelope, m.structure, err = store.DecodeMeta(string(env), string(st)); err != nil {
+			return fmt.Errorf("message %d: %w", id, err)
+		}
+		s.metaCache.add(store.MessageID(id), m)
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	for i, id := range ids {
 		if infos[i] == nil {

@@ -3,6 +3,7 @@ package pgstore
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 
@@ -15,9 +16,10 @@ import (
 // with a Header name, an empty Needle matches every message that has the
 // field.
 //
-// The texts were decoded and lower-cased when the message was stored; the
-// database keeps only the candidates whose text contains the needle
-// (position in bytea), and the matcher decides on those.
+// The texts were decoded and lower-cased when the message was indexed;
+// the database keeps only the candidates whose text contains the needle
+// (position in bytea), and the matcher decides on those. Messages not
+// indexed yet are parsed here, with the same parser.
 func (s *Store) SearchText(ctx context.Context, u store.UserID, id store.MailboxID, q store.TextQuery, uids []store.UID) ([]store.UID, error) {
 	switch q.Kind {
 	case store.TextHeader, store.TextBody, store.TextAll:
@@ -44,9 +46,11 @@ func (s *Store) SearchText(ctx context.Context, u store.UserID, id store.Mailbox
 		if !ok {
 			return nil
 		}
-		query := `SELECT mm.uid, t.header_text, CASE WHEN $3 THEN t.body_text ELSE ''::bytea END
-			FROM mailbox_messages mm JOIN message_text t ON t.message_id = mm.message_id
-			WHERE mm.mailbox_id = $1 AND ` + filter
+		// An unindexed message (no texts yet) is a candidate too: its
+		// bytes are parsed below for its texts.
+		query := `SELECT mm.uid, mm.message_id, t.message_id IS NULL, t.header_text, CASE WHEN $3 THEN t.body_text ELSE ''::bytea END
+			FROM mailbox_messages mm LEFT JOIN message_text t ON t.message_id = mm.message_id
+			WHERE mm.mailbox_id = $1 AND (t.message_id IS NULL OR ` + filter + `)`
 		args := []any{id, needle, q.Kind != store.TextHeader}
 		if !all {
 			query += ` AND mm.uid = ANY ($4)`
@@ -57,19 +61,53 @@ func (s *Store) SearchText(ctx context.Context, u store.UserID, id store.Mailbox
 			return fmt.Errorf("query text: %w", err)
 		}
 		defer rows.Close()
+		var (
+			unindexed []int64           // message ids
+			uidsOf    map[int64][]int64 // message id -> its UIDs here
+		)
 		for rows.Next() {
 			var (
-				uid        int64
+				uid, msg   int64
+				noText     bool
 				head, body []byte
 			)
-			if err := rows.Scan(&uid, &head, &body); err != nil {
+			if err := rows.Scan(&uid, &msg, &noText, &head, &body); err != nil {
 				return fmt.Errorf("scan text: %w", err)
+			}
+			if noText {
+				if uidsOf == nil {
+					uidsOf = map[int64][]int64{}
+				}
+				if uidsOf[msg] == nil {
+					unindexed = append(unindexed, msg)
+				}
+				uidsOf[msg] = append(uidsOf[msg], uid)
+				continue
 			}
 			if m.Match(head, body) {
 				out = append(out, store.UID(uid))
 			}
 		}
-		return rows.Err()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("query text: %w", err)
+		}
+		if len(unindexed) == 0 {
+			return nil
+		}
+		err = s.parseUnindexed(ctx, tx, unindexed, func(id int64, pm *store.ParsedMessage) error {
+			body := pm.BodyText
+			if q.Kind == store.TextHeader {
+				body = ""
+			}
+			if m.Match([]byte(pm.HeaderText), []byte(body)) {
+				for _, uid := range uidsOf[id] {
+					out = append(out, store.UID(uid))
+				}
+			}
+			return nil
+		})
+		slices.Sort(out)
+		return err
 	})
 	return out, err
 }

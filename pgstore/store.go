@@ -62,6 +62,11 @@ type Options struct {
 	// notification (a safety net: notifications are the fast path); 0
 	// means 2 seconds.
 	PollInterval time.Duration
+	// DisableIndexer leaves delivered messages unindexed: no background
+	// indexer runs on this Store (reads parse such messages on demand;
+	// another node's indexer may still index them). For tests and one-off
+	// tools.
+	DisableIndexer bool
 	// WriteTimeout bounds one write transaction once it has begun (it is
 	// not cut short by the caller's context, so that a commit is not torn
 	// between done and reported); 0 means 60 seconds.
@@ -85,6 +90,9 @@ type Store struct {
 	// metaCache holds decoded message metadata by MessageID; nil when
 	// disabled.
 	metaCache *metaCache
+	// indexer indexes delivered messages in the background (index.go);
+	// nil when Options.DisableIndexer.
+	indexer *indexer
 }
 
 // defaultPort is PostgreSQL's port, for messages naming the server.
@@ -147,6 +155,9 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open store: postgres at %s: %w", s.host, s.classify(err))
 	}
 	s.feed = f
+	if !opts.DisableIndexer {
+		s.startIndexer()
+	}
 	return s, nil
 }
 
@@ -158,6 +169,7 @@ func (s *Store) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
+	s.indexer.stop()
 	s.feed.close()
 	s.pool.Close()
 	return nil

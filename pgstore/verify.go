@@ -62,7 +62,8 @@ func (s *Store) Verify(ctx context.Context, progress func(done int)) (store.Veri
 	}
 	for _, q := range []struct{ what, sql string }{
 		{"messages without bytes", `SELECT count(*) FROM messages m WHERE NOT EXISTS (SELECT 1 FROM message_data d WHERE d.message_id = m.id)`},
-		{"messages without search texts", `SELECT count(*) FROM messages m WHERE NOT EXISTS (SELECT 1 FROM message_text t WHERE t.message_id = m.id)`},
+		{"messages without search texts", `SELECT count(*) FROM messages m WHERE m.envelope IS NOT NULL
+			AND NOT EXISTS (SELECT 1 FROM message_text t WHERE t.message_id = m.id)`},
 	} {
 		var n int64
 		if err := s.pool.QueryRow(ctx, q.sql).Scan(&n); err != nil {
@@ -116,9 +117,9 @@ func (s *Store) verifyRange(ctx context.Context, after store.MessageID, ids *[]s
 // checkMessages reads ids in full on the server and returns those whose
 // bytes, texts or metadata are wrong.
 func (s *Store) checkMessages(ctx context.Context, ids []store.MessageID) ([]store.MessageID, error) {
-	rows, err := s.pool.Query(ctx, `SELECT m.id, m.size, m.envelope, m.structure,
-			octet_length(d.data), md5(d.data) IS NOT NULL, md5(t.header_text) IS NOT NULL AND md5(t.body_text) IS NOT NULL
-		FROM messages m LEFT JOIN message_data d ON d.message_id = m.id LEFT JOIN message_text t ON t.message_id = m.id
+	rows, err := s.pool.Query(ctx, `SELECT m.id, m.size, m.envelope, m.structure, d.n, coalesce(d.ok, false),
+			m.envelope IS NULL OR (md5(t.header_text) IS NOT NULL AND md5(t.body_text) IS NOT NULL)
+		FROM messages m LEFT JOIN LATERAL (`+chunksCheckSQL+`) d ON true LEFT JOIN message_text t ON t.message_id = m.id
 		WHERE m.id = ANY ($1)`, ids)
 	if err != nil {
 		return nil, err
@@ -136,13 +137,27 @@ func (s *Store) checkMessages(ctx context.Context, ids []store.MessageID) ([]sto
 		if err := rows.Scan(&id, &size, &env, &st, &n, &hasData, &texts); err != nil {
 			return nil, err
 		}
-		_, _, metaErr := store.DecodeMeta(string(env), string(st))
+		var metaErr error
+		if env != nil { // else not indexed yet: nothing derived to check
+			_, _, metaErr = store.DecodeMeta(string(env), string(st))
+		}
 		if !hasData || n == nil || *n != size || !texts || metaErr != nil {
 			bad = append(bad, id)
 		}
 	}
 	return bad, rows.Err()
 }
+
+// chunksCheckSQL reads every chunk of the message m on the server (so
+// that a damaged page fails the query) and gives the bytes' length n and
+// whether the chunks are whole (ok: seq 0 to count-1, all readable);
+// both NULL when it has none.
+const chunksCheckSQL = `SELECT sum(octet_length(c.data)) AS n, bool_and(md5(c.data) IS NOT NULL) AND min(c.seq) = 0 AND max(c.seq) = count(*) - 1 AS ok
+	FROM message_data c WHERE c.message_id = m.id`
+
+// joinedBytesSQL is the bytes of the message m, its chunks joined on the
+// server (NULL when it has none): for reads that are not on a hot path.
+const joinedBytesSQL = `(SELECT string_agg(c.data, ''::bytea ORDER BY c.seq) FROM message_data c WHERE c.message_id = m.id)`
 
 // isDataCorrupt reports a server error of class XX (internal error, data
 // corrupted, index corrupted).
@@ -154,10 +169,12 @@ func isDataCorrupt(err error) bool {
 // damageOf checks message id again and tells what is wrong with it: its
 // bytes (missing, unreadable, of the wrong size) or only what is derived
 // from them (texts, metadata). ok is false when nothing is (any more).
-func (s *Store) damageOf(ctx context.Context, tx pgx.Tx, id store.MessageID, d *store.DamagedMessage) (ok bool, err error) {
+// An unindexed message (indexed false) has no texts or metadata yet.
+func (s *Store) damageOf(ctx context.Context, tx pgx.Tx, id store.MessageID, d *store.DamagedMessage, indexed bool) (ok bool, err error) {
 	var n *int64
-	err = tx.QueryRow(ctx, `SELECT octet_length(d.data), md5(d.data) IS NOT NULL FROM messages m
-		LEFT JOIN message_data d ON d.message_id = m.id WHERE m.id = $1`, id).Scan(&n, new(bool))
+	var whole bool
+	err = tx.QueryRow(ctx, `SELECT d.n, coalesce(d.ok, false) FROM messages m
+		LEFT JOIN LATERAL (`+chunksCheckSQL+`) d ON true WHERE m.id = $1`, id).Scan(&n, &whole)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, nil // gone meanwhile
 	}
@@ -170,9 +187,15 @@ func (s *Store) damageOf(ctx context.Context, tx pgx.Tx, id store.MessageID, d *
 	case n == nil:
 		d.Bytes, d.Err = true, fmt.Errorf("message %d: bytes missing: %w", id, store.ErrCorrupt)
 		return true, nil
+	case !whole:
+		d.Bytes, d.Err = true, fmt.Errorf("message %d: chunks of its bytes missing: %w", id, store.ErrCorrupt)
+		return true, nil
 	case *n != d.Size:
 		d.Bytes, d.Err = true, fmt.Errorf("message %d: %d bytes stored, %d recorded: %w", id, *n, d.Size, store.ErrCorrupt)
 		return true, nil
+	}
+	if !indexed {
+		return false, nil
 	}
 	var texts *bool
 	err = tx.QueryRow(ctx, `SELECT md5(header_text) IS NOT NULL AND md5(body_text) IS NOT NULL FROM message_text WHERE message_id = $1`, id).Scan(&texts)
@@ -222,12 +245,14 @@ func (s *Store) describe(ctx context.Context, tx pgx.Tx, id store.MessageID, d *
 		return false, err
 	}
 	d.Date = date.UTC()
-	if e, _, err := store.DecodeMeta(string(env), string(st)); err != nil {
-		d.Err = fmt.Errorf("message %d: metadata: %w: %w", id, store.ErrCorrupt, err)
-	} else if e != nil {
-		d.Subject = e.Subject
-		if len(e.From) > 0 {
-			d.From = e.From[0].Mailbox + "@" + e.From[0].Host
+	if env != nil { // else not indexed yet: no envelope stored
+		if e, _, err := store.DecodeMeta(string(env), string(st)); err != nil {
+			d.Err = fmt.Errorf("message %d: metadata: %w: %w", id, store.ErrCorrupt, err)
+		} else if e != nil {
+			d.Subject = e.Subject
+			if len(e.From) > 0 {
+				d.From = e.From[0].Mailbox + "@" + e.From[0].Host
+			}
 		}
 	}
 	rows, err := tx.Query(ctx, `SELECT u.name, u.id, mb.name, mb.id, mm.uid FROM mailbox_messages mm
@@ -258,7 +283,7 @@ func (s *Store) describe(ctx context.Context, tx pgx.Tx, id store.MessageID, d *
 	if err != nil {
 		return false, err
 	}
-	return s.damageOf(ctx, tx, id, d)
+	return s.damageOf(ctx, tx, id, d, env != nil)
 }
 
 // RawBytes returns the bytes of message id when they are readable, for
@@ -270,7 +295,7 @@ func (s *Store) RawBytes(ctx context.Context, id store.MessageID) ([]byte, error
 		size int64
 	)
 	err := s.read(ctx, "message bytes", func(tx pgx.Tx) error {
-		err := tx.QueryRow(ctx, `SELECT m.size, d.data FROM messages m LEFT JOIN message_data d ON d.message_id = m.id WHERE m.id = $1`, id).Scan(&size, &raw)
+		err := tx.QueryRow(ctx, `SELECT m.size, `+joinedBytesSQL+` FROM messages m WHERE m.id = $1`, id).Scan(&size, &raw)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 			return fmt.Errorf("message %d: %w", id, store.ErrNotFound)

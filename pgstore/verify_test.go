@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -19,7 +20,9 @@ import (
 // methods (RawBytes, ReplaceMessage, Quarantine) put things right.
 func testVerifyRepair(t *testing.T, e *env) {
 	ctx := context.Background()
-	s := e.open(t, "a")
+	// No background indexer: the store is verified before and after
+	// indexing.
+	s := e.openWith(t, Options{NodeName: "a", PollInterval: time.Hour, DisableIndexer: true})
 	u := mustUser(t, s, "bob").ID
 	var ds []store.Delivery
 	for i := range 4 {
@@ -36,7 +39,13 @@ func testVerifyRepair(t *testing.T, e *env) {
 	var progress []int
 	rep, err := s.Verify(ctx, func(n int) { progress = append(progress, n) })
 	if err != nil || !rep.OK() || rep.Messages != 4 || !slices.Equal(progress, []int{4}) {
-		t.Fatalf("healthy store: %+v, %v, progress %v", rep, err, progress)
+		t.Fatalf("healthy store, not indexed: %+v, %v, progress %v", rep, err, progress)
+	}
+	if n, err := s.indexPending(ctx); n != 4 || err != nil {
+		t.Fatalf("indexed %d, %v; want 4", n, err)
+	}
+	if rep, err = s.Verify(ctx, nil); err != nil || !rep.OK() || rep.Messages != 4 {
+		t.Fatalf("healthy store, indexed: %+v, %v", rep, err)
 	}
 
 	// Message 1: texts lost. Message 2: bytes truncated. Message 3:

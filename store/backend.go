@@ -46,6 +46,11 @@ func ParseMessage(raw []byte) ParsedMessage {
 		HeaderText: pm.headerText, BodyText: pm.bodyText, Panicked: pm.panicked}
 }
 
+// NormalizeCRLF returns raw with every bare LF made CRLF (NUL and bare CR
+// kept), as ParseMessage stores it, without parsing it; raw itself when it
+// has no bare LF.
+func NormalizeCRLF(raw []byte) []byte { return normalizeCRLF(raw) }
+
 // EncodeMeta returns the stored (binary) forms of an envelope and a
 // structure, as this store writes them to messages.envelope and
 // messages.structure.
