@@ -125,7 +125,7 @@ func (b *staged) Commit(ctx context.Context) ([]store.Delivered, error) {
 		return nil, err
 	}
 	b.done, b.raws = true, nil
-	s.indexer.kick()
+	s.indexer.Poke()
 	return out, nil
 }
 

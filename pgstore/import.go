@@ -3,12 +3,11 @@ package pgstore
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"strings"
-	"sync"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/popbridge/popbridge/internal/lib/par"
 	"github.com/popbridge/popbridge/store"
 )
 
@@ -161,22 +160,7 @@ func (s *Store) ImportMessages(ctx context.Context, msgs []store.ExportedMessage
 		}
 	}
 	pms := make([]store.ParsedMessage, len(msgs))
-	var (
-		wg   sync.WaitGroup
-		next = make(chan int)
-	)
-	for range min(len(msgs), runtime.GOMAXPROCS(0)) {
-		wg.Go(func() {
-			for i := range next {
-				pms[i] = s.parse(msgs[i].Raw)
-			}
-		})
-	}
-	for i := range msgs {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
+	par.Each(len(msgs), func(i int) { pms[i] = s.parse(msgs[i].Raw) })
 	rows := make([][]any, len(msgs))
 	var data [][]any
 	texts := make([][]any, len(msgs))

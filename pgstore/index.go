@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/popbridge/popbridge/internal/lib/background"
+	"github.com/popbridge/popbridge/internal/lib/par"
 	"github.com/popbridge/popbridge/store"
 )
 
@@ -21,7 +21,7 @@ import (
 // about the message's safety depends on them. The message is "unindexed"
 // until an indexer has parsed it and stored its envelope, structure and
 // texts. Every node runs one in the background, indexQuiet after the last
-// of a series of its own deliveries, at Open, and every indexSweep (for
+// of a series of its own deliveries, a second after Open, and every indexSweep (for
 // messages delivered by other nodes, or left by one that stopped); nodes
 // share the work by claiming rows with FOR UPDATE SKIP LOCKED, and a
 // message indexed twice (it cannot be, but a retry would) gets the same
@@ -45,74 +45,13 @@ const indexSweep = 30 * time.Second
 // transaction.
 const indexBatchSize = 32
 
-// indexer runs Store.indexPending in the background.
-type indexer struct {
-	wake   chan struct{}
-	cancel context.CancelFunc
-	done   chan struct{}
-}
-
-// startIndexer starts the background indexer (stopped by Close).
+// startIndexer starts the background indexer (stopped by Close):
+// indexQuiet after Open, indexQuiet after this node's deliveries pause,
+// and indexSweep after its last run.
 func (s *Store) startIndexer() {
-	ctx, cancel := context.WithCancel(context.Background())
-	ix := &indexer{wake: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
-	s.indexer = ix
-	go func() {
-		defer close(ix.done)
-		sweep := time.NewTicker(indexSweep)
-		defer sweep.Stop()
-		for {
-			s.indexNow(ctx)
-			select {
-			case <-ctx.Done():
-				return
-			case <-sweep.C:
-			case <-ix.wake:
-				if !ix.waitQuiet(ctx) {
-					return
-				}
-			}
-		}
-	}()
-}
-
-// waitQuiet waits until no kick has come for indexQuiet; false when ctx
-// ends first.
-func (ix *indexer) waitQuiet(ctx context.Context) bool {
-	t := time.NewTimer(indexQuiet)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return false
-		case <-ix.wake:
-			t.Reset(indexQuiet)
-		case <-t.C:
-			return true
-		}
-	}
-}
-
-// kick tells the indexer that messages were delivered. A nil indexer
-// (none running) ignores it.
-func (ix *indexer) kick() {
-	if ix == nil {
-		return
-	}
-	select {
-	case ix.wake <- struct{}{}:
-	default:
-	}
-}
-
-// stop stops the indexer and waits for it: a batch in progress is rolled
-// back (its messages stay unindexed).
-func (ix *indexer) stop() {
-	if ix == nil {
-		return
-	}
-	ix.cancel()
-	<-ix.done
+	s.indexer = background.Start(indexQuiet, indexSweep, func(ctx context.Context) {
+		s.indexNow(ctx)
+	})
 }
 
 // indexNow runs indexPending once and logs what it did.
@@ -164,7 +103,7 @@ func (s *Store) indexPending(ctx context.Context) (int, error) {
 			return done, nil
 		}
 		done, after = done+n, last
-		if s.indexer != nil && len(s.indexer.wake) > 0 {
+		if s.indexer.Poked() {
 			return done, nil
 		}
 	}
@@ -252,32 +191,15 @@ func storedBytes(ctx context.Context, tx pgx.Tx, ids []int64) ([][]byte, error) 
 	return out, nil
 }
 
-// parseAll parses raws (stored bytes; nil ones are left zero) on up to
-// GOMAXPROCS goroutines.
+// parseAll parses raws (stored bytes; nil ones are left zero) on all the
+// processors.
 func (s *Store) parseAll(raws [][]byte) []store.ParsedMessage {
 	pms := make([]store.ParsedMessage, len(raws))
-	var (
-		mu   sync.Mutex
-		next int
-		wg   sync.WaitGroup
-	)
-	for range min(len(raws), runtime.GOMAXPROCS(0)) {
-		wg.Go(func() {
-			for {
-				mu.Lock()
-				i := next
-				next++
-				mu.Unlock()
-				if i >= len(raws) {
-					return
-				}
-				if raws[i] != nil {
-					pms[i] = s.parse(raws[i])
-				}
-			}
-		})
-	}
-	wg.Wait()
+	par.Each(len(raws), func(i int) {
+		if raws[i] != nil {
+			pms[i] = s.parse(raws[i])
+		}
+	})
 	return pms
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/popbridge/popbridge/internal/lib/background"
 	"github.com/popbridge/popbridge/store"
 )
 
@@ -92,7 +93,7 @@ type Store struct {
 	metaCache *metaCache
 	// indexer indexes delivered messages in the background (index.go);
 	// nil when Options.DisableIndexer.
-	indexer *indexer
+	indexer *background.Worker
 }
 
 // defaultPort is PostgreSQL's port, for messages naming the server.
@@ -169,7 +170,7 @@ func (s *Store) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
-	s.indexer.stop()
+	s.indexer.Close()
 	s.feed.close()
 	s.pool.Close()
 	return nil

@@ -162,7 +162,7 @@ func (b *stagedBatch) Commit(ctx context.Context) ([]Delivered, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.indexer.poke()
+	s.indexer.Poke()
 	return out, nil
 }
 

@@ -317,7 +317,7 @@ func (s *Store) committed(r *writeReq, w *writeTx) {
 	s.metaCache.remove(w.deletedMsgs)
 	s.metaCache.add(w.newMsgs, w.newInfos)
 	if len(w.deletedMsgs) > 0 {
-		s.compactor.poke()
+		s.compactor.Poke()
 	}
 	for _, f := range w.afterCommit {
 		f()

@@ -160,7 +160,7 @@ func (s *Store) ImportMessages(ctx context.Context, msgs []ExportedMessage) erro
 	if err != nil {
 		return err
 	}
-	s.indexer.poke()
+	s.indexer.Poke()
 	return nil
 }
 

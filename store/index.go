@@ -4,10 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"runtime"
 	"slices"
-	"sync"
 	"time"
+
+	"github.com/popbridge/popbridge/internal/lib/background"
+	"github.com/popbridge/popbridge/internal/lib/par"
 )
 
 // Indexing. Deliver stores a message's bytes (durably, with its ledger row
@@ -98,36 +99,17 @@ func (s *Store) parseStored(r *blobReader, loc blobLoc) (parsedMessage, error) {
 	return s.parseStoredForm(slices.Clone(raw)), nil
 }
 
-// parseAll parses raws, stored bytes, on up to GOMAXPROCS goroutines.
+// parseAll parses raws, stored bytes, on all the processors.
 func (s *Store) parseAll(raws [][]byte) []parsedMessage {
 	pms := make([]parsedMessage, len(raws))
-	var (
-		mu   sync.Mutex
-		next int
-		wg   sync.WaitGroup
-	)
-	for range min(len(raws), runtime.GOMAXPROCS(0)) {
-		wg.Go(func() {
-			for {
-				mu.Lock()
-				i := next
-				next++
-				mu.Unlock()
-				if i >= len(raws) {
-					return
-				}
-				pms[i] = s.parseStoredForm(raws[i])
-			}
-		})
-	}
-	wg.Wait()
+	par.Each(len(raws), func(i int) { pms[i] = s.parseStoredForm(raws[i]) })
 	return pms
 }
 
 // startIndexer starts the background indexer: it runs at Open and
 // indexQuiet after the last of a series of deliveries.
 func (s *Store) startIndexer(hooks *testHooks) {
-	s.indexer = startWorker(indexQuiet, func(ctx context.Context) {
+	s.indexer = background.Start(indexQuiet, 0, func(ctx context.Context) {
 		start := time.Now()
 		n, err := s.indexPending(ctx)
 		if err != nil && ctx.Err() == nil {

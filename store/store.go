@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/popbridge/popbridge/internal/lib/background"
 )
 
 // Options configures a Store. The zero value is valid.
@@ -78,8 +80,8 @@ type Store struct {
 	// compactMu serialises compaction runs. compactor and indexer are
 	// the background jobs (nil when not started: read-only, or tests).
 	compactMu sync.Mutex
-	compactor *worker
-	indexer   *worker
+	compactor *background.Worker
+	indexer   *background.Worker
 
 	// damage records damaged reads, database corruption and the pack
 	// check's findings (damage.go).
@@ -194,7 +196,7 @@ const compactQuiet = 2 * time.Second
 // startCompactor starts the background compactor: it runs at Open and
 // after commits that deleted messages.
 func (s *Store) startCompactor(hooks *testHooks) {
-	s.compactor = startWorker(compactQuiet, func(ctx context.Context) {
+	s.compactor = background.Start(compactQuiet, 0, func(ctx context.Context) {
 		n, err := s.compact(ctx)
 		if err != nil && ctx.Err() == nil {
 			s.log.Error("compact packs", "err", err)
@@ -219,8 +221,8 @@ func (s *Store) ReleaseMemory() {
 func (s *Store) Close() error {
 	// The compactor and the indexer write through s.write: they are
 	// stopped before the writer lock is taken.
-	s.compactor.close()
-	s.indexer.close()
+	s.compactor.Close()
+	s.indexer.Close()
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.closed.Swap(true) {

@@ -1,0 +1,43 @@
+// Package par runs the iterations of a loop on all the processors: for
+// CPU-bound work over independent items, such as parsing a batch of
+// messages.
+package par
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+)
+
+// Each calls fn(i) for every i in [0, n), on up to GOMAXPROCS goroutines
+// (none when n is 0, the caller's alone when n is 1), and returns when
+// every call has returned. Each i is handed to exactly one call; fn must be
+// safe to run concurrently for different i.
+func Each(n int, fn func(i int)) {
+	if n <= 0 {
+		return
+	}
+	workers := min(n, runtime.GOMAXPROCS(0))
+	if workers == 1 {
+		for i := range n {
+			fn(i)
+		}
+		return
+	}
+	var (
+		next atomic.Int64
+		wg   sync.WaitGroup
+	)
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				fn(i)
+			}
+		})
+	}
+	wg.Wait()
+}
