@@ -7,7 +7,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/popbridge/popbridge/internal/lib/par"
 	"github.com/popbridge/popbridge/store"
 )
 
@@ -160,7 +159,7 @@ func (s *Store) ImportMessages(ctx context.Context, msgs []store.ExportedMessage
 		}
 	}
 	pms := make([]store.ParsedMessage, len(msgs))
-	par.Each(len(msgs), func(i int) { pms[i] = s.parse(msgs[i].Raw) })
+	store.ParallelEach(len(msgs), func(i int) { pms[i] = s.parse(msgs[i].Raw) })
 	rows := make([][]any, len(msgs))
 	var data [][]any
 	texts := make([][]any, len(msgs))

@@ -8,8 +8,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/popbridge/popbridge/internal/lib/background"
-	"github.com/popbridge/popbridge/internal/lib/par"
 	"github.com/popbridge/popbridge/store"
 )
 
@@ -49,7 +47,7 @@ const indexBatchSize = 32
 // indexQuiet after Open, indexQuiet after this node's deliveries pause,
 // and indexSweep after its last run.
 func (s *Store) startIndexer() {
-	s.indexer = background.Start(indexQuiet, indexSweep, func(ctx context.Context) {
+	s.indexer = store.StartBackground(indexQuiet, indexSweep, func(ctx context.Context) {
 		s.indexNow(ctx)
 	})
 }
@@ -195,7 +193,7 @@ func storedBytes(ctx context.Context, tx pgx.Tx, ids []int64) ([][]byte, error) 
 // processors.
 func (s *Store) parseAll(raws [][]byte) []store.ParsedMessage {
 	pms := make([]store.ParsedMessage, len(raws))
-	par.Each(len(raws), func(i int) {
+	store.ParallelEach(len(raws), func(i int) {
 		if raws[i] != nil {
 			pms[i] = s.parse(raws[i])
 		}

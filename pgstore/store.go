@@ -18,7 +18,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/popbridge/popbridge/internal/lib/background"
 	"github.com/popbridge/popbridge/store"
 )
 
@@ -93,7 +92,7 @@ type Store struct {
 	metaCache *metaCache
 	// indexer indexes delivered messages in the background (index.go);
 	// nil when Options.DisableIndexer.
-	indexer *background.Worker
+	indexer *store.Background
 }
 
 // defaultPort is PostgreSQL's port, for messages naming the server.

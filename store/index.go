@@ -6,9 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"time"
-
-	"github.com/popbridge/popbridge/internal/lib/background"
-	"github.com/popbridge/popbridge/internal/lib/par"
 )
 
 // Indexing. Deliver stores a message's bytes (durably, with its ledger row
@@ -102,14 +99,14 @@ func (s *Store) parseStored(r *blobReader, loc blobLoc) (parsedMessage, error) {
 // parseAll parses raws, stored bytes, on all the processors.
 func (s *Store) parseAll(raws [][]byte) []parsedMessage {
 	pms := make([]parsedMessage, len(raws))
-	par.Each(len(raws), func(i int) { pms[i] = s.parseStoredForm(raws[i]) })
+	ParallelEach(len(raws), func(i int) { pms[i] = s.parseStoredForm(raws[i]) })
 	return pms
 }
 
 // startIndexer starts the background indexer: it runs at Open and
 // indexQuiet after the last of a series of deliveries.
 func (s *Store) startIndexer(hooks *testHooks) {
-	s.indexer = background.Start(indexQuiet, 0, func(ctx context.Context) {
+	s.indexer = StartBackground(indexQuiet, 0, func(ctx context.Context) {
 		start := time.Now()
 		n, err := s.indexPending(ctx)
 		if err != nil && ctx.Err() == nil {

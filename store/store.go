@@ -10,8 +10,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/popbridge/popbridge/internal/lib/background"
 )
 
 // Options configures a Store. The zero value is valid.
@@ -80,8 +78,8 @@ type Store struct {
 	// compactMu serialises compaction runs. compactor and indexer are
 	// the background jobs (nil when not started: read-only, or tests).
 	compactMu sync.Mutex
-	compactor *background.Worker
-	indexer   *background.Worker
+	compactor *Background
+	indexer   *Background
 
 	// damage records damaged reads, database corruption and the pack
 	// check's findings (damage.go).
@@ -196,7 +194,7 @@ const compactQuiet = 2 * time.Second
 // startCompactor starts the background compactor: it runs at Open and
 // after commits that deleted messages.
 func (s *Store) startCompactor(hooks *testHooks) {
-	s.compactor = background.Start(compactQuiet, 0, func(ctx context.Context) {
+	s.compactor = StartBackground(compactQuiet, 0, func(ctx context.Context) {
 		n, err := s.compact(ctx)
 		if err != nil && ctx.Err() == nil {
 			s.log.Error("compact packs", "err", err)

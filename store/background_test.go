@@ -1,4 +1,4 @@
-package background
+package store
 
 import (
 	"context"
@@ -8,13 +8,13 @@ import (
 	"time"
 )
 
-// TestWorkerRunsAfterQuietAndPeriod checks the worker's schedule: a run
+// TestBackgroundRunsAfterQuietAndPeriod checks the worker's schedule: a run
 // quiet after the start, one run for a burst of pokes (after it), the
 // periodic runs with every, Poked during a run that a poke interrupts, and
 // Close cancelling a run in progress.
-func TestWorkerRunsAfterQuietAndPeriod(t *testing.T) {
+func TestBackgroundRunsAfterQuietAndPeriod(t *testing.T) {
 	runs := make(chan time.Time, 16)
-	w := Start(20*time.Millisecond, 0, func(ctx context.Context) { runs <- time.Now() })
+	w := StartBackground(20*time.Millisecond, 0, func(ctx context.Context) { runs <- time.Now() })
 	defer w.Close()
 	start := time.Now()
 	first := <-runs
@@ -32,7 +32,7 @@ func TestWorkerRunsAfterQuietAndPeriod(t *testing.T) {
 	}
 
 	// Periodic: runs keep coming without pokes.
-	p := Start(5*time.Millisecond, 10*time.Millisecond, func(ctx context.Context) { runs <- time.Now() })
+	p := StartBackground(5*time.Millisecond, 10*time.Millisecond, func(ctx context.Context) { runs <- time.Now() })
 	for range 3 {
 		select {
 		case <-runs:
@@ -44,9 +44,9 @@ func TestWorkerRunsAfterQuietAndPeriod(t *testing.T) {
 
 	// Poked inside a run, and Close cancelling it.
 	inRun, poked := make(chan struct{}), make(chan bool, 1)
-	var c atomic.Pointer[Worker]
+	var c atomic.Pointer[Background]
 	var once sync.Once
-	c.Store(Start(time.Millisecond, 0, func(ctx context.Context) {
+	c.Store(StartBackground(time.Millisecond, 0, func(ctx context.Context) {
 		first := false
 		once.Do(func() { first = true })
 		if !first {
@@ -66,7 +66,7 @@ func TestWorkerRunsAfterQuietAndPeriod(t *testing.T) {
 	}
 	c.Load().Close() // returns only once the run saw its cancellation
 
-	var nilW *Worker
+	var nilW *Background
 	nilW.Poke()
 	nilW.Close()
 	if nilW.Poked() {

@@ -1,4 +1,4 @@
-package par
+package store
 
 import (
 	"runtime"
@@ -6,20 +6,20 @@ import (
 	"testing"
 )
 
-// TestEachCallsEveryIndexOnce checks that Each hands every index to
+// TestParallelEachCallsEveryIndexOnce checks that ParallelEach hands every index to
 // exactly one call, for sizes around the number of workers, and that it
 // returns only after every call has.
-func TestEachCallsEveryIndexOnce(t *testing.T) {
+func TestParallelEachCallsEveryIndexOnce(t *testing.T) {
 	procs := runtime.GOMAXPROCS(0)
 	for _, n := range []int{0, 1, 2, procs - 1, procs, procs + 1, 1000} {
 		counts := make([]atomic.Int32, n)
 		var done atomic.Int32
-		Each(n, func(i int) {
+		ParallelEach(n, func(i int) {
 			counts[i].Add(1)
 			done.Add(1)
 		})
 		if int(done.Load()) != n {
-			t.Errorf("n=%d: Each returned after %d calls", n, done.Load())
+			t.Errorf("n=%d: ParallelEach returned after %d calls", n, done.Load())
 		}
 		for i := range counts {
 			if c := counts[i].Load(); c != 1 {
