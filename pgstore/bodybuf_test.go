@@ -2,15 +2,15 @@ package pgstore
 
 import "testing"
 
-// TestBodyPool checks the buffers kept across Bodies calls: a buffer put
-// back is handed out again (same memory) when large enough, a request it
-// cannot hold gets a new buffer of its size, at least bodiesBufMin; what
-// is kept stays within bodyPoolBytes, and oversized buffers are dropped.
+// TestBodyPool checks the buffers kept across Bodies calls: a new buffer
+// is its request rounded up to bodiesBufMin; a buffer put back is handed
+// out again (same memory), the smallest kept one that fits; what is kept
+// stays within bodyPoolBytes, and oversized buffers are dropped.
 func TestBodyPool(t *testing.T) {
 	var p bodyPool
 	b := p.get(100)
-	if len(b) != 0 || cap(b) < bodiesBufMin {
-		t.Fatalf("new buffer: len %d cap %d; want 0 and at least %d", len(b), cap(b), bodiesBufMin)
+	if len(b) != 0 || cap(b) != bodiesBufMin {
+		t.Fatalf("new buffer: len %d cap %d; want 0 and %d", len(b), cap(b), bodiesBufMin)
 	}
 	b = append(b, "dirty"...)
 	p.put(b)
@@ -18,12 +18,17 @@ func TestBodyPool(t *testing.T) {
 		t.Fatalf("after put: %d bytes in %d buffers", p.bytes, len(p.free))
 	}
 	big := p.get(bodiesBufMin + 1)
-	if cap(big) < bodiesBufMin+1 || len(p.free) != 1 {
-		t.Fatalf("a larger request: cap %d, %d kept; want a new buffer, the kept one left", cap(big), len(p.free))
+	if cap(big) != 2*bodiesBufMin || len(p.free) != 1 {
+		t.Fatalf("a larger request: cap %d, %d kept; want a new buffer of %d, the kept one left", cap(big), len(p.free), 2*bodiesBufMin)
 	}
-	again := p.get(10)
-	if len(again) != 0 || &again[:1][0] != &b[:1][0] || p.bytes != 0 || len(p.free) != 0 {
-		t.Fatalf("reuse: len %d, same memory %v, %d bytes kept", len(again), &again[:1][0] == &b[:1][0], p.bytes)
+	p.put(big)
+	same := func(x, y []byte) bool { return &x[:1][0] == &y[:1][0] }
+	// Best fit: a small request takes the small buffer, not the large one.
+	if again := p.get(10); len(again) != 0 || !same(again, b) {
+		t.Fatalf("small request: len %d, the small kept buffer %v", len(again), same(again, b))
+	}
+	if again := p.get(bodiesBufMin + 100); !same(again, big) || p.bytes != 0 || len(p.free) != 0 {
+		t.Fatalf("large request: the large kept buffer %v, %d bytes still kept", same(again, big), p.bytes)
 	}
 
 	p.put(make([]byte, 0, bodyPoolMaxBuf+1))
