@@ -325,7 +325,7 @@ func (s *Store) Bodies(ctx context.Context, u store.UserID, id store.MailboxID, 
 		if !ok || uids == nil {
 			return nil
 		}
-		return readAhead(arr, func(part []int64, get func(n int) []byte, put func(uid store.UID, raw []byte) error) error {
+		return readAhead(arr, &s.bufs, func(part []int64, get func(n int) []byte, put func(uid store.UID, raw []byte) error) error {
 			return bodiesOf(ctx, tx, id, part, get, put)
 		}, fn)
 	})
@@ -345,9 +345,9 @@ var errStopped = errors.New("stopped")
 // and puts each, while fn is called with those already read, so that the
 // database's work and the caller's (writing to an IMAP client) overlap
 // instead of taking turns. At most bodiesAhead bodies wait; their buffers
-// are reused. An error of fn stops the reader (after the statement it is
-// in) and is returned.
-func readAhead(uids []int64, read func(part []int64, get func(n int) []byte, put func(uid store.UID, raw []byte) error) error,
+// come from bufs and go back to it once fn has returned. An error of fn
+// stops the reader (after the statement it is in) and is returned.
+func readAhead(uids []int64, bufs *bodyPool, read func(part []int64, get func(n int) []byte, put func(uid store.UID, raw []byte) error) error,
 	fn func(uid store.UID, raw []byte, damaged error) error) error {
 	type body struct {
 		uid store.UID
@@ -355,25 +355,15 @@ func readAhead(uids []int64, read func(part []int64, get func(n int) []byte, put
 	}
 	var (
 		ready = make(chan body, bodiesAhead)
-		free  = make(chan []byte, bodiesAhead+2)
 		stop  = make(chan struct{})
 		rerr  error
 	)
 	go func() {
 		defer close(ready)
-		get := func(n int) []byte {
-			select {
-			case buf := <-free:
-				if cap(buf) >= n {
-					return buf[:0]
-				}
-			default:
-			}
-			// Not smaller than bodiesBufMin, so that most messages fit a
-			// reused buffer (a new one is zeroed: 8 % of the fetch's
-			// CPU when each was made to measure).
-			return make([]byte, 0, max(n, bodiesBufMin))
-		}
+		// A new buffer is not smaller than bodiesBufMin, so that most
+		// messages fit a reused one (a new one is zeroed: 8 % of the
+		// fetch's CPU when each was made to measure).
+		get := bufs.get
 		put := func(uid store.UID, raw []byte) error {
 			select {
 			case ready <- body{uid, raw}:
@@ -397,10 +387,7 @@ func readAhead(uids []int64, read func(part []int64, get func(n int) []byte, put
 				close(stop)
 			}
 		}
-		select {
-		case free <- b.raw:
-		default:
-		}
+		bufs.put(b.raw)
 	}
 	// ready is closed: the reader has returned and rerr is set.
 	if ferr != nil {

@@ -93,6 +93,8 @@ type Store struct {
 	// indexer indexes delivered messages in the background (index.go);
 	// nil when Options.DisableIndexer.
 	indexer *store.Background
+	// bufs keeps Bodies' buffers from one call to the next (bodybuf.go).
+	bufs bodyPool
 }
 
 // defaultPort is PostgreSQL's port, for messages naming the server.
