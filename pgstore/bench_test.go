@@ -63,27 +63,11 @@ func BenchmarkMetaAll(b *testing.B) {
 	e := benchEnv(b)
 	s := benchOpen(b, e, "a")
 	ctx := context.Background()
-	u, err := s.EnsureUser(ctx, "bob")
-	if err != nil {
-		b.Fatal(err)
-	}
 	const total = 2000
-	for start := 0; start < total; start += 500 {
-		var ds []store.Delivery
-		for i := start; i < start+500; i++ {
-			ds = append(ds, store.Delivery{Account: "acct", UIDL: fmt.Sprint(i), Digest: "d", User: "bob", Raw: benchMessage(i)})
-		}
-		if _, err := s.Deliver(ctx, ds); err != nil {
-			b.Fatal(err)
-		}
-	}
-	mb, err := s.MailboxByName(ctx, u.ID, store.Inbox)
-	if err != nil {
-		b.Fatal(err)
-	}
+	u, mb, _ := benchInbox(b, s, total, benchMessage)
 	b.ResetTimer()
 	for b.Loop() {
-		ms, err := s.Meta(ctx, u.ID, mb.ID, nil)
+		ms, err := s.Meta(ctx, u, mb.ID, nil)
 		if err != nil || len(ms) != total {
 			b.Fatal(len(ms), err)
 		}
@@ -138,4 +122,34 @@ func BenchmarkCrossNodePush(b *testing.B) {
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+}
+
+// benchInbox delivers n messages (raw(i) for the i-th, in batches of 500)
+// into bob's INBOX on s, and returns bob, his INBOX and the UIDs in order.
+func benchInbox(b *testing.B, s *Store, n int, raw func(i int) []byte) (store.UserID, store.Mailbox, []store.UID) {
+	b.Helper()
+	ctx := context.Background()
+	u, err := s.EnsureUser(ctx, "bob")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var uids []store.UID
+	for start := 0; start < n; start += 500 {
+		var ds []store.Delivery
+		for i := start; i < min(start+500, n); i++ {
+			ds = append(ds, store.Delivery{Account: "acct", UIDL: fmt.Sprint(i), Digest: fmt.Sprint("d", i), User: "bob", Raw: raw(i)})
+		}
+		dl, err := s.Deliver(ctx, ds)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, d := range dl {
+			uids = append(uids, d.UID)
+		}
+	}
+	mb, err := s.MailboxByName(ctx, u.ID, store.Inbox)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return u.ID, mb, uids
 }

@@ -17,26 +17,9 @@ func BenchmarkUpdateFlags10k(b *testing.B) {
 	e := benchEnv(b)
 	s := benchOpen(b, e, "a")
 	ctx := context.Background()
-	u, err := s.EnsureUser(ctx, "bob")
-	if err != nil {
-		b.Fatal(err)
-	}
 	const total, batch = 10000, 1000
-	for start := 0; start < total; start += 500 {
-		ds := make([]store.Delivery, 0, 500)
-		for i := start; i < start+500; i++ {
-			ds = append(ds, store.Delivery{Account: "acct", UIDL: fmt.Sprint(i), Digest: fmt.Sprint("d", i), User: "bob",
-				Raw: msg(fmt.Sprint("flags ", i), "a short body\n")})
-		}
-		if _, err := s.Deliver(ctx, ds); err != nil {
-			b.Fatal(err)
-		}
-	}
-	mb, err := s.MailboxByName(ctx, u.ID, store.Inbox)
-	if err != nil {
-		b.Fatal(err)
-	}
-	snap, err := s.Snapshot(ctx, u.ID, mb.ID)
+	u, mb, _ := benchInbox(b, s, total, func(i int) []byte { return msg(fmt.Sprint("flags ", i), "a short body\n") })
+	snap, err := s.Snapshot(ctx, u, mb.ID)
 	if err != nil || len(snap.Entries) != total {
 		b.Fatal(len(snap.Entries), err)
 	}
@@ -51,7 +34,7 @@ func BenchmarkUpdateFlags10k(b *testing.B) {
 		b.Run(tc.name, func(b *testing.B) {
 			run := func(op store.FlagOp) {
 				for i := 0; i < total; i += batch {
-					got, err := s.UpdateFlags(ctx, u.ID, mb.ID, all[i:i+batch], op, []string{store.FlagSeen})
+					got, err := s.UpdateFlags(ctx, u, mb.ID, all[i:i+batch], op, []string{store.FlagSeen})
 					if err != nil || len(got) != batch {
 						b.Fatalf("UpdateFlags: %d, %v", len(got), err)
 					}
