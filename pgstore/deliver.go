@@ -129,13 +129,6 @@ func (b *staged) Commit(ctx context.Context) ([]store.Delivered, error) {
 	return out, nil
 }
 
-// deliverSendBytes is about how many bytes of messages one round trip of
-// a delivery's transaction sends. pgx encodes a pipeline's statements
-// into one buffer, beside the encoded arguments: a 32 MiB batch sent at
-// once held two more copies of its bytes, and `popbridge poll` peaked at
-// 400-470 MB. Round trips on a connection cost little next to 4 MiB.
-const deliverSendBytes = 4 << 20
-
 // existingDelivered finds an entry of msg in the user's mailboxes,
 // preferring folder.
 func existingDelivered(w *wtx, u store.UserID, msg store.MessageID, folder string) (store.Delivered, error) {
@@ -230,38 +223,21 @@ func (b *staged) commit(w *wtx, out []store.Delivered, now time.Time) error {
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("query ledger: %w", err)
 	}
-	// The new messages and their ledger rows: one statement each,
-	// pipelined, one round trip per deliverSendBytes of messages.
+	// The new messages, then their ledger rows: a few statements for the
+	// whole batch (insertUnindexed).
 	var (
-		batch     pgx.Batch
-		stored    []int
-		msgs      []store.MessageID
-		batchSize int
+		stored         []int
+		ums            []unindexedMsg
+		updIDs         []int64
+		updAt          []int
+		newAt          []int
+		na, nu, nd     []string
+		newSize, updSz []int64
 	)
-	send := func() error {
-		if batch.Len() == 0 {
-			return nil
-		}
-		br := w.SendBatch(w.ctx, &batch)
-		for range batch.Len() {
-			var id store.MessageID
-			if err := br.QueryRow().Scan(&id); err != nil {
-				br.Close()
-				return fmt.Errorf("store message: %w", err)
-			}
-			msgs = append(msgs, id)
-		}
-		if err := br.Close(); err != nil {
-			return fmt.Errorf("store messages: %w", err)
-		}
-		batch, batchSize = pgx.Batch{}, 0
-		return nil
-	}
 	for _, i := range firsts {
-		d, uid := b.ds[i], users[b.ds[i].User]
 		r, isKnown := known[i]
 		if isKnown && r.msg != nil {
-			dl, err := existingDelivered(w, uid, store.MessageID(*r.msg), b.folders[i])
+			dl, err := existingDelivered(w, users[b.ds[i].User], store.MessageID(*r.msg), b.folders[i])
 			if err != nil {
 				return err
 			}
@@ -271,27 +247,43 @@ func (b *staged) commit(w *wtx, out []store.Delivered, now time.Time) error {
 		if isKnown && r.skipped == "" {
 			continue // stored before and expunged locally since
 		}
-		raw := b.raws[i]
-		_, off := b.dates[i].Zone()
-		args := []any{int64(len(raw)), micro(b.dates[i]), off, chunks(raw), len(d.Raw), now}
-		if isKnown {
-			batch.Queue(insertUnindexedSQL(`UPDATE pop_ledger SET message_id = m.id, skipped = '', size = $5, stored_at = $6
-				FROM m WHERE pop_ledger.id = $7`), append(args, r.id)...)
-		} else {
-			// A concurrent insert of the same key fails this one on the
-			// unique key; write then retries and finds the row.
-			batch.Queue(insertUnindexedSQL(`INSERT INTO pop_ledger (account, uidl, digest, size, stored_at, message_id, last_seen)
-				SELECT $7, $8, $9, $5, $6, id, $6 FROM m`), append(args, d.Account, d.UIDL, d.Digest)...)
-		}
+		d := b.ds[i]
+		j := len(stored)
 		stored = append(stored, i)
-		if batchSize += len(raw); batchSize >= deliverSendBytes {
-			if err := send(); err != nil {
-				return err
-			}
+		ums = append(ums, unindexedMsg{raw: b.raws[i], date: b.dates[i]})
+		if isKnown {
+			updIDs, updAt, updSz = append(updIDs, r.id), append(updAt, j), append(updSz, int64(len(d.Raw)))
+		} else {
+			newAt = append(newAt, j)
+			na, nu, nd, newSize = append(na, d.Account), append(nu, d.UIDL), append(nd, d.Digest), append(newSize, int64(len(d.Raw)))
 		}
 	}
-	if err := send(); err != nil {
+	msgs, err := insertUnindexed(w.ctx, w.Tx, ums)
+	if err != nil {
 		return err
+	}
+	pick := func(at []int) []int64 {
+		ids := make([]int64, len(at))
+		for k, j := range at {
+			ids[k] = int64(msgs[j])
+		}
+		return ids
+	}
+	if len(updIDs) > 0 {
+		if _, err := w.Exec(w.ctx, `UPDATE pop_ledger SET message_id = x.m, skipped = '', size = x.s, stored_at = $4
+			FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS x(id, m, s) WHERE pop_ledger.id = x.id`,
+			updIDs, pick(updAt), updSz, now); err != nil {
+			return fmt.Errorf("update ledger: %w", err)
+		}
+	}
+	if len(newAt) > 0 {
+		// A concurrent insert of the same key fails this one on the
+		// unique key; write then retries and finds the row.
+		if _, err := w.Exec(w.ctx, `INSERT INTO pop_ledger (account, uidl, digest, size, stored_at, message_id, last_seen)
+			SELECT a, u, d, s, $5, m, $5 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $6::bigint[]) AS x(a, u, d, s, m)`,
+			na, nu, nd, newSize, now, pick(newAt)); err != nil {
+			return fmt.Errorf("insert ledger: %w", err)
+		}
 	}
 	for j, i := range stored {
 		key := mbKey{users[b.ds[i].User], b.folders[i]}
