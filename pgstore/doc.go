@@ -18,7 +18,10 @@
 // schema_migrations; a session-level advisory lock lets one node migrate
 // while the others wait. Message bytes are stored in rows of up to 8,000
 // bytes each, inline and uncompressed, read back by one range scan
-// (migration 0005: as one value they went through TOAST in 2 KB pieces);
+// (migration 0005: as one value they went through TOAST in 2 KB pieces),
+// written by one binary COPY per delivered batch, and deleted with their
+// message by a statement trigger (migration 0006: a foreign key checked
+// every chunk row as it was inserted);
 // search texts are compressed with lz4 where the server has it (migration
 // 0003), with pglz otherwise. mailbox_messages keeps 30 % of each page
 // free (migration 0004), so that a flag change rewrites a row in its own
