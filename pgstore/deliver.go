@@ -280,7 +280,7 @@ func (b *staged) commit(w *wtx, out []store.Delivered, now time.Time) error {
 		// A concurrent insert of the same key fails this one on the
 		// unique key; write then retries and finds the row.
 		if _, err := w.Exec(w.ctx, `INSERT INTO pop_ledger (account, uidl, digest, size, stored_at, message_id, last_seen)
-			SELECT a, u, d, s, $5, m, $5 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $6::bigint[]) AS x(a, u, d, s, m)`,
+			SELECT a, u, d, s, $5::timestamptz, m, $5::timestamptz FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $6::bigint[]) AS x(a, u, d, s, m)`,
 			na, nu, nd, newSize, now, pick(newAt)); err != nil {
 			return fmt.Errorf("insert ledger: %w", err)
 		}
