@@ -14,7 +14,8 @@ import (
 // entry was expunged takes its chunk rows with it (migration 0006's
 // trigger, where a foreign key's ON DELETE CASCADE did it), in a DELETE of
 // several messages at once; the other messages keep theirs, and Verify
-// finds nothing wrong afterwards.
+// finds nothing wrong afterwards; a chunk row without its message, which
+// no key rules out now, Verify reports.
 func TestDeletedMessagesLoseTheirBytes(t *testing.T) {
 	srv := pgtest.Start(t, pgtest.Options{NoFsync: true})
 	e := newEnv(t, srv)
@@ -58,5 +59,11 @@ func TestDeletedMessagesLoseTheirBytes(t *testing.T) {
 	}
 	if rep, err := s.Verify(ctx, nil); err != nil || !rep.OK() {
 		t.Errorf("verify: %+v, %v", rep, err)
+	}
+	// No key stops a chunk row for no message any more: Verify names it.
+	e.srv.Psql(t, e.db, fmt.Sprintf("INSERT INTO message_data (message_id, seq, data) VALUES (%d, 0, 'stray')", dl[3].Message+1000))
+	rep, err := s.Verify(ctx, nil)
+	if err != nil || rep.OK() || len(rep.Integrity) != 1 || rep.Integrity[0] != "1 chunk rows without their message" {
+		t.Errorf("verify with a stray chunk row: %+v, %v", rep, err)
 	}
 }
