@@ -70,7 +70,7 @@ func TestBodiesBatches(t *testing.T) {
 }
 
 // TestBodiesGroups checks the one-statement read of a group of messages
-// (readGroup) and its fallback: a mailbox whose message ids rise with its
+// (readGroup) through Bodies: a mailbox whose message ids rise with its
 // UIDs, over several groups and with sizes around the chunk boundaries;
 // one whose UIDs hold messages copied in out of id order; one holding a
 // message under two UIDs (a copy within it); a message whose bytes are
@@ -150,8 +150,9 @@ func TestBodiesGroups(t *testing.T) {
 }
 
 // TestReadGroup checks readGroup alone: the messages of a group are handed
-// over in id order, each with its bytes, a missing one passed over, and a
-// caller's error stops the read and comes back.
+// over in the order asked (ascending or not, repeated or not), each with
+// its bytes, a missing one passed over, and a caller's error stops the
+// read and comes back.
 func TestReadGroup(t *testing.T) {
 	srv := pgtest.Start(t, pgtest.Options{NoFsync: true})
 	e := newEnv(t, srv)
@@ -185,6 +186,19 @@ func TestReadGroup(t *testing.T) {
 	})
 	if err != nil || !slices.Equal(got, ids) {
 		t.Fatalf("readGroup handed over %v, %v; want %v", got, err, ids)
+	}
+	// Out of id order, with repeats (as a mailbox's UIDs can hold them).
+	mixed := []int64{ids[5], ids[2], ids[5], ids[0] + 1000, ids[7], ids[0], ids[2]}
+	got = got[:0]
+	err = readGroup(ctx, tx, mixed, func(int) []byte { return nil }, func(i int, raw []byte) error {
+		got = append(got, mixed[i])
+		if !bytes.Equal(raw, raws[mixed[i]]) {
+			t.Errorf("message %d (index %d): %d bytes, want %d", mixed[i], i, len(raw), len(raws[mixed[i]]))
+		}
+		return nil
+	})
+	if want := slices.Delete(slices.Clone(mixed), 3, 4); err != nil || !slices.Equal(got, want) {
+		t.Fatalf("readGroup handed over %v, %v; want %v", got, err, want)
 	}
 	stop := errors.New("enough")
 	calls := 0
