@@ -213,3 +213,46 @@ func TestReadGroup(t *testing.T) {
 		t.Errorf("stopped read: %d calls, %v", calls, err)
 	}
 }
+
+// TestBodiesExpungedMidCall: messages expunged (by another session) while
+// Bodies is reading them are still handed over whole, from the read's
+// snapshot, across groups; the next call no longer sees them.
+func TestBodiesExpungedMidCall(t *testing.T) {
+	srv := pgtest.Start(t, pgtest.Options{NoFsync: true})
+	e := newEnv(t, srv)
+	s := e.openWith(t, Options{NodeName: "a", PollInterval: time.Hour, DisableIndexer: true})
+	ctx := context.Background()
+	u := mustUser(t, s, "alice")
+	inbox := mustMailbox(t, s, u.ID, "INBOX")
+	want := map[store.UID][]byte{}
+	var uids []store.UID
+	for i := range 2*bodiesBatch + 1 {
+		raw := rawOfSize(chunkSizes[i%len(chunkSizes)], uint64(i))
+		ent := mustAppend(t, s, u.ID, inbox.ID, raw, store.FlagDeleted)
+		want[ent.UID] = raw
+		uids = append(uids, ent.UID)
+	}
+	var got []store.UID
+	err := s.Bodies(ctx, u.ID, inbox.ID, uids, func(uid store.UID, raw []byte, damaged error) error {
+		if len(got) == 0 {
+			if exp, err := s.Expunge(ctx, u.ID, inbox.ID, nil); err != nil || len(exp) != len(uids) {
+				t.Errorf("expunge during Bodies: %d expunged, %v", len(exp), err)
+			}
+		}
+		got = append(got, uid)
+		if !bytes.Equal(raw, want[uid]) || damaged != nil {
+			t.Errorf("UID %d: %d bytes, want %d; damaged %v", uid, len(raw), len(want[uid]), damaged)
+		}
+		return nil
+	})
+	if err != nil || !slices.Equal(got, uids) {
+		t.Fatalf("Bodies visited %v, %v; want %v", got, err, uids)
+	}
+	err = s.Bodies(ctx, u.ID, inbox.ID, uids, func(uid store.UID, _ []byte, _ error) error {
+		t.Errorf("UID %d visited after its expunge", uid)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
