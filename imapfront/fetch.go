@@ -145,16 +145,22 @@ const fetchArenas = 2
 func (s *session) fetchPipelined(w *imapserver.FetchWriter, v *view, targets []target, options *imap.FetchOptions, needBody, markSeen bool) error {
 	ctx, cancel := context.WithCancel(s.ctx)
 	pieces := make(chan fetchPiece, 1)
+	// The arenas come from the server's pool and all go back to it once
+	// the loader has stopped: those free, those in pieces never written,
+	// the one being written, and one the loader held when it stopped.
 	free := make(chan *bodyArena, fetchArenas)
 	for range fetchArenas {
-		free <- new(bodyArena)
+		free <- s.srv.arenas.get()
 	}
+	var writing *bodyArena
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		defer close(pieces)
+		l := fetchLoader{s: s, ctx: ctx, v: v, options: options, needBody: needBody, markSeen: markSeen, pieces: pieces, free: free}
 		defer func() {
+			s.srv.arenas.put(l.held)
 			if p := recover(); p != nil {
 				s.srv.countPanic()
 				s.log.Error("panic in imap session", "op", "FETCH", "panic", p, "stack", string(debug.Stack()))
@@ -164,7 +170,6 @@ func (s *session) fetchPipelined(w *imapserver.FetchWriter, v *view, targets []t
 				}
 			}
 		}()
-		l := fetchLoader{s: s, ctx: ctx, v: v, options: options, needBody: needBody, markSeen: markSeen, pieces: pieces, free: free}
 		for len(targets) > 0 {
 			n := min(len(targets), fetchBatch)
 			if !l.batch(targets[:n]) {
@@ -175,12 +180,19 @@ func (s *session) fetchPipelined(w *imapserver.FetchWriter, v *view, targets []t
 	}()
 	defer func() {
 		cancel()
-		for range pieces {
+		for p := range pieces {
+			s.srv.arenas.put(p.arena)
 		}
 		wg.Wait()
+		s.srv.arenas.put(writing)
+		for len(free) > 0 {
+			s.srv.arenas.put(<-free)
+		}
+		s.fault("fetch-end")
 	}()
 	var damaged []store.UID
 	for p := range pieces {
+		writing = p.arena
 		if p.err != nil {
 			return p.err
 		}
@@ -200,6 +212,7 @@ func (s *session) fetchPipelined(w *imapserver.FetchWriter, v *view, targets []t
 		if p.arena != nil {
 			free <- p.arena
 		}
+		writing = nil
 	}
 	if len(damaged) > 0 {
 		return errDamaged(damaged)

@@ -31,6 +31,10 @@ type fetchLoader struct {
 	markSeen bool
 	pieces   chan<- fetchPiece
 	free     <-chan *bodyArena
+	// held is the arena taken from free and not yet sent in a piece:
+	// fetchPipelined gives it back to the server's pool when the loader
+	// stops.
+	held *bodyArena
 }
 
 // send hands a piece to the writer; false when the FETCH is being
@@ -134,6 +138,7 @@ func (l *fetchLoader) bodies(present []target, byUID map[store.UID]*store.Messag
 		case <-l.ctx.Done():
 			return false
 		}
+		l.held = arena
 		chunk := present[:min(len(present), bodyChunk)]
 		// The chunk's bytes are copied out of the store's read
 		// transaction; they are written to the socket after it ended.
@@ -149,8 +154,9 @@ func (l *fetchLoader) bodies(present []target, byUID map[store.UID]*store.Messag
 			return l.fail(err)
 		}
 		if !l.send(fetchPiece{out: out, seen: seenChanged, arena: arena}) {
-			return false
+			return false // not sent: still held
 		}
+		l.held = nil
 	}
 	return true
 }

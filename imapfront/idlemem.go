@@ -13,9 +13,10 @@ import (
 // stayed at its peak long after the last client left. So when the last
 // connection closes and none opens for idleMemoryRelease, the server
 // empties convCache (bounded by entries, not bytes; cheap to rebuild from
-// the store's metadata cache, which is bounded by bytes) and the store's
-// caches (Store.ReleaseMemory), collects and returns free memory to the
-// system at once.
+// the store's metadata cache, which is bounded by bytes), the FETCH body
+// arenas it keeps (fetcharena.go) and the store's caches
+// (Store.ReleaseMemory), collects and returns free memory to the system at
+// once.
 
 // idleMemoryRelease is how long the server must have no connection before
 // it returns free memory to the system.
@@ -46,6 +47,7 @@ func (s *Server) noteConnsLocked() {
 			return
 		}
 		s.conv.reset() // rebuilt from the store's cache on the next FETCH
+		s.arenas.reset()
 		s.opts.Store.ReleaseMemory()
 		free()
 	})

@@ -189,6 +189,7 @@ type Server struct {
 	backends  map[backendKind]*backend
 
 	conv        *convCache // converted ENVELOPE/BODYSTRUCTURE, by message
+	arenas      arenaPool  // FETCH body arenas kept between FETCHes (fetcharena.go)
 	authLim     *authlimit.Limiter
 	fingerprint *authlimit.Fingerprinter
 	verifySem   chan struct{}     // bounds concurrent password verifications

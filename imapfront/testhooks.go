@@ -14,7 +14,7 @@ import (
 // hooks pays one atomic load per hook point.
 type testHooks struct {
 	// fault is called at named points of session methods ("fetch",
-	// "fetch-load", "fetch-response").
+	// "fetch-load", "fetch-response", "fetch-end").
 	fault func(point string)
 	// releaseAfter and freeMemory replace idleMemoryRelease and
 	// debug.FreeOSMemory when set.

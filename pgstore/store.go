@@ -133,6 +133,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	case !strings.Contains(dsn, "pool_max_conns"):
 		cfg.MaxConns = 10
 	}
+	cfg.ConnConfig.BuildFrontend = bufferedFrontend // readbuf.go
 	port := cfg.ConnConfig.Port
 	if port == 0 {
 		port = defaultPort
