@@ -63,6 +63,10 @@ func (p *arenaPool) put(a *bodyArena) {
 	}
 	p.lent.Add(-1)
 	a.buf = a.buf[:0]
+	// Nothing kept alive through a kept arena: its responses hold the
+	// messages' metadata.
+	clear(a.got[:cap(a.got)])
+	clear(a.secs[:cap(a.secs)])
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.bytes+cap(a.buf) > arenaPoolBytes || len(p.free) >= 2*fetchArenas {
