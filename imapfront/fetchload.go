@@ -13,14 +13,10 @@ import (
 
 // Bounds on the bodies one store.Bodies call reads: at most bodyChunk
 // messages, and no more once bodyChunkBytes of response data have been
-// collected (a single larger message is still read alone). Each of a
-// FETCH's two arenas is up to bodyChunkBytes: at 16 MiB, 32 MiB of the
-// 60 MB a serve's heap holds after its first body FETCH, all of it
-// faulted in again after each idle pause; at 8 MiB a FETCH of 500 MB makes
-// twice the store calls (62) for no measured cost.
+// collected (a single larger message is still read alone).
 const (
 	bodyChunk      = 1024
-	bodyChunkBytes = 8 << 20
+	bodyChunkBytes = 16 << 20
 )
 
 // fetchLoader is the loading side of fetchPipelined. It only reads the
