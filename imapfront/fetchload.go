@@ -139,7 +139,7 @@ func (l *fetchLoader) bodies(present []target, byUID map[store.UID]*store.Messag
 			return false
 		}
 		l.held = arena
-		chunk := present[:min(len(present), bodyChunk)]
+		chunk := present[:chunkLen(present, byUID, l.options)]
 		// The chunk's bytes are copied out of the store's read
 		// transaction; they are written to the socket after it ended.
 		done, out, err := s.loadBodies(l.ctx, v, chunk, byUID, l.options, arena, brief)
@@ -159,6 +159,28 @@ func (l *fetchLoader) bodies(present []target, byUID map[store.UID]*store.Messag
 		l.held = nil
 	}
 	return true
+}
+
+// chunkLen returns how many of present one store call reads: at most
+// bodyChunk, and, when their metadata is known (byUID not nil), no more
+// than fill bodyChunkBytes by their sizes (at least one). Asked for more,
+// a store reads ahead past the message that fills the arena (pgstore
+// reads 16 messages ahead, a statement of 32 at a time), only for them to
+// be read again by the next call.
+func chunkLen(present []target, byUID map[store.UID]*store.MessageMeta, options *imap.FetchOptions) int {
+	n := min(len(present), bodyChunk)
+	sections := int64(len(options.BodySection) + len(options.BinarySection))
+	if byUID == nil || sections == 0 {
+		return n
+	}
+	var sum int64
+	for i, t := range present[:n] {
+		sum += byUID[t.uid].Size * sections
+		if sum > bodyChunkBytes && i > 0 {
+			return i
+		}
+	}
+	return n
 }
 
 // unseeDamaged takes back the \Seen this FETCH set on messages whose
