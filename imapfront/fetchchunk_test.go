@@ -28,8 +28,8 @@ func sizedMsg(i, size int) string {
 
 // TestFetchBodiesAcrossChunks: one FETCH of many bodies, over several
 // store reads (more than bodyChunk messages, and more than bodyChunkBytes
-// of data so a chunk stops early and its last sections no longer fit the
-// reused arena), returns every message's own bytes for every section.
+// of data so chunks end by size, chunkLen, and each reuses an arena),
+// returns every message's own bytes for every section.
 func TestFetchBodiesAcrossChunks(t *testing.T) {
 	env := newEnv(t)
 	env.user("alice")
