@@ -8,7 +8,7 @@ import (
 // Body arenas kept from one FETCH to the next. A FETCH of bodies copies
 // every section into fetchArenas arenas (fetchPipelined) that grow to
 // bodyChunkBytes each; made fresh for every FETCH, a client reading a
-// mailbox a few hundred messages per FETCH had 32 MiB allocated, faulted in
+// mailbox a few hundred messages per FETCH had 2×bodyChunkBytes allocated, faulted in
 // and collected again each time. The server keeps up to arenaPoolBytes of
 // them instead, shared by all sessions; the idle memory release
 // (idlemem.go) drops them with the rest.
@@ -63,6 +63,10 @@ func (p *arenaPool) put(a *bodyArena) {
 	}
 	p.lent.Add(-1)
 	a.buf = a.buf[:0]
+	// Nothing kept alive through a kept arena: its responses hold the
+	// messages' metadata.
+	clear(a.got[:cap(a.got)])
+	clear(a.secs[:cap(a.secs)])
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.bytes+cap(a.buf) > arenaPoolBytes || len(p.free) >= 2*fetchArenas {

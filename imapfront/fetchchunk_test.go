@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-imap/v2"
 	"github.com/popbridge/popbridge/store"
 )
 
@@ -27,8 +28,8 @@ func sizedMsg(i, size int) string {
 
 // TestFetchBodiesAcrossChunks: one FETCH of many bodies, over several
 // store reads (more than bodyChunk messages, and more than bodyChunkBytes
-// of data so a chunk stops early and its last sections no longer fit the
-// reused arena), returns every message's own bytes for every section.
+// of data so chunks end by size, chunkLen, and each reuses an arena),
+// returns every message's own bytes for every section.
 func TestFetchBodiesAcrossChunks(t *testing.T) {
 	env := newEnv(t)
 	env.user("alice")
@@ -285,6 +286,45 @@ func TestChunkIndex(t *testing.T) {
 			if ok != (want >= 0) || (ok && i != want) {
 				t.Errorf("chunk %v: find(%d) = %d, %v; want %d", uids, u, i, ok, want)
 			}
+		}
+	}
+}
+
+// TestChunkLen: a chunk of messages of known sizes ends before the message
+// that would take it over bodyChunkBytes (counting each section asked for),
+// holds at least one message however large, and at most bodyChunk; without
+// known sizes it is bodyChunk messages.
+func TestChunkLen(t *testing.T) {
+	const mib, half = 1 << 20, bodyChunkBytes / 2
+	whole := &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{{}}}
+	twice := &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{{}, {Specifier: imap.PartSpecifierText}}}
+	tests := []struct {
+		name    string
+		sizes   []int64
+		options *imap.FetchOptions
+		want    int
+	}{
+		{"fits", []int64{mib, mib, mib}, whole, 3},
+		{"exactly full", []int64{half, half, 1}, whole, 2},
+		{"over by one byte", []int64{half, half + 1, 1}, whole, 1},
+		{"one larger message alone", []int64{3 * half, 1}, whole, 1},
+		{"two sections each", []int64{half / 2, half / 2, 1}, twice, 2},
+		{"two sections, over", []int64{half / 2, half/2 + 1, 1}, twice, 1},
+		{"many small", slices.Repeat([]int64{100}, bodyChunk+10), whole, bodyChunk},
+	}
+	for _, tt := range tests {
+		present := make([]target, len(tt.sizes))
+		byUID := map[store.UID]*store.MessageMeta{}
+		for i, size := range tt.sizes {
+			uid := store.UID(i + 1)
+			present[i] = target{seq: uint32(i + 1), uid: uid}
+			byUID[uid] = &store.MessageMeta{Size: size}
+		}
+		if got := chunkLen(present, byUID, tt.options); got != tt.want {
+			t.Errorf("%s: chunkLen = %d, want %d", tt.name, got, tt.want)
+		}
+		if got, want := chunkLen(present, nil, tt.options), min(len(present), bodyChunk); got != want {
+			t.Errorf("%s: without sizes, chunkLen = %d, want %d", tt.name, got, want)
 		}
 	}
 }

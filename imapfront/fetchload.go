@@ -13,10 +13,14 @@ import (
 
 // Bounds on the bodies one store.Bodies call reads: at most bodyChunk
 // messages, and no more once bodyChunkBytes of response data have been
-// collected (a single larger message is still read alone).
+// collected (a single larger message is still read alone). Each of a
+// FETCH's two arenas is up to bodyChunkBytes: at 16 MiB they were 32 MiB
+// of the 63 MB a serve's heap held after its first body FETCH, all faulted
+// in again after each idle pause; with chunks cut by the messages' sizes
+// (chunkLen), 8 MiB costs no more store work.
 const (
 	bodyChunk      = 1024
-	bodyChunkBytes = 16 << 20
+	bodyChunkBytes = 8 << 20
 )
 
 // fetchLoader is the loading side of fetchPipelined. It only reads the
@@ -139,7 +143,7 @@ func (l *fetchLoader) bodies(present []target, byUID map[store.UID]*store.Messag
 			return false
 		}
 		l.held = arena
-		chunk := present[:min(len(present), bodyChunk)]
+		chunk := present[:chunkLen(present, byUID, l.options)]
 		// The chunk's bytes are copied out of the store's read
 		// transaction; they are written to the socket after it ended.
 		done, out, err := s.loadBodies(l.ctx, v, chunk, byUID, l.options, arena, brief)
@@ -159,6 +163,28 @@ func (l *fetchLoader) bodies(present []target, byUID map[store.UID]*store.Messag
 		l.held = nil
 	}
 	return true
+}
+
+// chunkLen returns how many of present one store call reads: at most
+// bodyChunk, and, when their metadata is known (byUID not nil), no more
+// than fill bodyChunkBytes by their sizes (at least one). Asked for more,
+// a store reads ahead past the message that fills the arena (pgstore
+// reads 16 messages ahead, a statement of 32 at a time), only for them to
+// be read again by the next call.
+func chunkLen(present []target, byUID map[store.UID]*store.MessageMeta, options *imap.FetchOptions) int {
+	n := min(len(present), bodyChunk)
+	sections := int64(len(options.BodySection) + len(options.BinarySection))
+	if byUID == nil || sections == 0 {
+		return n
+	}
+	var sum int64
+	for i, t := range present[:n] {
+		sum += byUID[t.uid].Size * sections
+		if sum > bodyChunkBytes && i > 0 {
+			return i
+		}
+	}
+	return n
 }
 
 // unseeDamaged takes back the \Seen this FETCH set on messages whose
@@ -192,6 +218,29 @@ var errChunkFull = errors.New("imapfront: fetch chunk full")
 // allocation per message and no garbage.
 type bodyArena struct {
 	buf []byte
+	// got and secs are a chunk's responses and their section slices
+	// (loadBodies), kept with the bytes for the same reason: made for
+	// every chunk, they were 15 % of a body FETCH's garbage.
+	got  []fetched
+	secs [][]byte
+}
+
+// responses returns n empty responses and the room for nsec sections of
+// each, reused from the arena's previous chunk.
+func (a *bodyArena) responses(n, nsec int) ([]fetched, [][]byte) {
+	if cap(a.got) < n {
+		a.got = make([]fetched, n)
+	} else {
+		a.got = a.got[:n]
+		clear(a.got)
+	}
+	if cap(a.secs) < n*nsec {
+		a.secs = make([][]byte, n*nsec)
+	} else {
+		a.secs = a.secs[:n*nsec]
+		clear(a.secs)
+	}
+	return a.got, a.secs
 }
 
 // reset empties the arena for a chunk that needs up to want bytes (at
@@ -204,6 +253,22 @@ func (a *bodyArena) reset(want int64) {
 		a.buf = make([]byte, 0, min(max(want, c+c/2), bodyChunkBytes))
 	}
 	a.buf = a.buf[:0]
+}
+
+// room reports whether n more bytes fit the arena, growing it (by at least
+// half, up to bodyChunkBytes) when they do not; the bytes copied before stay
+// where they are, referenced by their sections. False: the arena is at its
+// full size and n bytes do not fit what is left of it.
+func (a *bodyArena) room(n int) bool {
+	if cap(a.buf)-len(a.buf) >= n {
+		return true
+	}
+	if cap(a.buf) >= bodyChunkBytes {
+		return false
+	}
+	c := cap(a.buf)
+	a.buf = make([]byte, 0, min(max(n, c+c/2), bodyChunkBytes))
+	return cap(a.buf) >= n
 }
 
 // copy returns a copy of b, in the arena when it fits.
@@ -244,12 +309,12 @@ func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID
 	// rawIsHeader: the store hands only each message's header
 	// (BodiesBrief with store.BriefHeader), not its whole bytes.
 	rawIsHeader := false
-	// One allocation per chunk, not per message: the responses, their
-	// metadata (BodiesBrief's is only valid during its call) and their
-	// section slices. A response with meta nil is absent.
-	got := make([]fetched, len(chunk))
+	// No allocation per message: the responses and their section slices
+	// come with the arena, the metadata (BodiesBrief's is only valid
+	// during its call) is one allocation per chunk. A response with meta
+	// nil is absent.
 	nsec := len(options.BodySection)
-	secs := make([][]byte, len(chunk)*nsec)
+	got, secs := arena.responses(len(chunk), nsec)
 	var metas []store.MessageMeta
 	var (
 		size    int
@@ -260,6 +325,13 @@ func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID
 		if size >= bodyChunkBytes {
 			return errChunkFull
 		}
+		// A section that does not fit what is left of a full-size arena
+		// ends the chunk before this message (which starts the next
+		// one), unless the chunk holds no bytes before it: copied to a
+		// buffer of its own instead, it was 40 % of a body FETCH's
+		// garbage.
+		before := size
+		fits := func(b []byte) bool { return arena.room(len(b)) || before == 0 }
 		f := &got[i]
 		*f = fetched{t: chunk[i], meta: m, flags: m.Flags, bodies: secs[i*nsec : i*nsec : (i+1)*nsec]}
 		if damaged != nil || m.Damaged {
@@ -276,7 +348,12 @@ func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID
 			} else {
 				b = bodySection(raw, m.Structure, sec)
 			}
-			b = arena.copy(partial(b, sec.Partial))
+			b = partial(b, sec.Partial)
+			if !fits(b) {
+				*f = fetched{}
+				return errChunkFull
+			}
+			b = arena.copy(b)
 			size += len(b)
 			f.bodies = append(f.bodies, b)
 		}
@@ -286,7 +363,12 @@ func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID
 				sectErr = err
 				return err
 			}
-			b = arena.copy(partial(b, sec.Partial))
+			b = partial(b, sec.Partial)
+			if !fits(b) {
+				*f = fetched{}
+				return errChunkFull
+			}
+			b = arena.copy(b)
 			size += len(b)
 			f.binaries = append(f.binaries, b)
 		}

@@ -3,7 +3,7 @@ package pgstore
 import "sync"
 
 // Body buffers kept across calls of Bodies. imapfront reads a large FETCH
-// through many Bodies calls (one per 16 MiB of response), and each call
+// through many Bodies calls (one per 8 MiB of response), and each call
 // used to make its own buffers (bodiesAhead+2 of at least bodiesBufMin,
 // and one to measure for every larger message): on the benchmark's mail
 // (10,000 messages, 500 MB, half of it in 228 messages over 256 KiB) a

@@ -301,7 +301,7 @@ func scanChunks(ctx context.Context, q querier, query string, args []any, fn fun
 }
 
 // bodiesBatch is how many messages one query of Bodies asks for. A
-// caller may stop early (imapfront stops once its chunk holds 16 MiB),
+// caller may stop early (imapfront stops once its chunk holds 8 MiB),
 // and the rest of a query's result is then still detoasted and sent by
 // the server, and read and discarded here: asking for 1,024 messages of
 // 50 KB to use 320 of them tripled the work of a body FETCH. Small
