@@ -3,6 +3,8 @@ package pgstore
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -112,4 +114,77 @@ func (s *Store) loadInfos(ctx context.Context, tx pgx.Tx, ids []store.MessageID,
 		}
 	}
 	return nil
+}
+
+// MetaBrief is Meta without the envelope and structure (both nil), read
+// with one query and nothing decoded or cached: for a FETCH whose sections
+// are found in the bytes alone (whole message, top-level header and text),
+// which needs only flags, dates and sizes. A serve's first body FETCH of a
+// mailbox spent 0.19 s of CPU decoding what Meta would have cached for
+// 10,000 messages, and the cache's 18 MB raised the heap the garbage
+// collector let grow (every page of it faulted in).
+func (s *Store) MetaBrief(ctx context.Context, u store.UserID, id store.MailboxID, uids []store.UID) ([]store.MessageMeta, error) {
+	arr, all, ok := uidArray(uids)
+	if !ok {
+		return nil, nil
+	}
+	query := `SELECT mm.uid, mm.message_id, mm.flags, mm.modseq, m.size, m.internal_date, m.internal_zone
+		FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id WHERE mm.mailbox_id = $1`
+	args := []any{id}
+	if !all {
+		query += ` AND mm.uid = ANY ($2)`
+		args = append(args, arr)
+	}
+	var out []store.MessageMeta
+	err := s.read(ctx, "message meta", func(tx pgx.Tx) error {
+		if _, err := mailboxByID(ctx, tx, u, id, false); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, query+` ORDER BY mm.uid`, args...)
+		if err != nil {
+			return fmt.Errorf("query meta: %w", err)
+		}
+		// Entries with identical flags share one slice, as selectEntries
+		// makes them; one zone value per offset.
+		shared := map[string][]string{}
+		zones := map[int32]*time.Location{}
+		out = out[:0]
+		var (
+			e           store.MessageMeta
+			uid, modseq int64
+			flags       []string
+			date        time.Time
+			zone        int32
+		)
+		_, err = pgx.ForEachRow(rows, []any{&uid, &e.Message, &flags, &modseq, &e.Size, &date, &zone}, func() error {
+			key := strings.Join(flags, "\x00")
+			f, ok := shared[key]
+			if !ok {
+				f = slices.Clone(flags)
+				if f == nil {
+					f = []string{}
+				}
+				shared[key] = f
+			}
+			loc, ok := zones[zone]
+			if !ok {
+				loc = time.FixedZone("", int(zone))
+				zones[zone] = loc
+			}
+			out = append(out, store.MessageMeta{
+				Entry:        store.Entry{UID: store.UID(uid), Message: e.Message, Flags: f, ModSeq: uint64(modseq)},
+				InternalDate: date.In(loc),
+				Size:         e.Size,
+			})
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("query meta: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }

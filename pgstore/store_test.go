@@ -21,6 +21,7 @@ func TestStore(t *testing.T) {
 		{"Users", testUsers},
 		{"Mailboxes", testMailboxes},
 		{"Messages", testMessages},
+		{"MetaBrief", testMetaBrief},
 		{"MoveWithinMailbox", testMoveWithinMailbox},
 		{"Parity", testParity},
 		{"Deliver", testDeliver},
