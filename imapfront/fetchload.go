@@ -71,15 +71,17 @@ func (l *fetchLoader) batch(batch []target) bool {
 		metas []store.MessageMeta
 		err   error
 	)
-	bs, brief := st.(briefMetaStore)
-	brief = brief && l.needBody && headerOnly(l.options)
+	_, bodiesBrief := st.(briefMetaStore)
+	bl, brief := st.(briefLister)
+	brief = brief && l.needBody && bytesOnly(l.options)
 	switch {
-	case brief && !l.markSeen:
+	case brief && bodiesBrief && !l.markSeen && headerOnly(l.options):
 		// Nothing to know before the bytes are read: the metadata
 		// comes with them (loadBodies, BodiesBrief).
 		return l.bodies(batch, nil, nil, brief)
 	case brief:
-		metas, err = bs.MetaBrief(l.ctx, s.user.id, v.mbox.id, targetUIDs(batch))
+		// Sizes (to cut the chunks) and flags, nothing decoded.
+		metas, err = bl.MetaBrief(l.ctx, s.user.id, v.mbox.id, targetUIDs(batch))
 	default:
 		metas, err = st.Meta(l.ctx, s.user.id, v.mbox.id, targetUIDs(batch))
 	}
@@ -288,8 +290,8 @@ func (a *bodyArena) copy(b []byte) []byte {
 // resets). It returns how many targets of chunk it consumed, and their
 // responses in chunk order, without those expunged meanwhile.
 //
-// brief says the metadata has no structure (briefMetaStore.MetaBrief, for
-// a headerOnly FETCH): the sections are found in the bytes.
+// brief says the metadata has no structure (briefLister.MetaBrief, for a
+// bytesOnly FETCH): the sections are found in the bytes.
 func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID map[store.UID]*store.MessageMeta, options *imap.FetchOptions, arena *bodyArena, brief bool) (int, []fetched, error) {
 	byChunkUID := newChunkIndex(chunk)
 	var want int64

@@ -200,17 +200,40 @@ func headerOnly(o *imap.FetchOptions) bool {
 	return true
 }
 
-// headerSections answers the sections of a headerOnly FETCH: the same
+// bytesOnly reports whether every section a FETCH asks for is the whole
+// message or its top-level HEADER, HEADER.FIELDS, HEADER.FIELDS.NOT or
+// TEXT, and nothing needs the decoded structure or envelope: then the bytes
+// alone answer it (headerSections), and the metadata it needs is brief
+// (briefLister). A headerOnly FETCH is bytesOnly.
+func bytesOnly(o *imap.FetchOptions) bool {
+	if o.Envelope || o.BodyStructure != nil || len(o.BinarySection) > 0 || len(o.BinarySectionSize) > 0 || len(o.BodySection) == 0 {
+		return false
+	}
+	for _, sec := range o.BodySection {
+		switch {
+		case len(sec.Part) > 0:
+			return false
+		case sec.Specifier == imap.PartSpecifierNone, sec.Specifier == imap.PartSpecifierHeader, sec.Specifier == imap.PartSpecifierText:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// headerSections answers the sections of a bytesOnly FETCH: the same
 // bytes as bodySection with the parsed structure, the header's end being
 // found by store.HeaderLen, the parser's own rule.
 type headerSections struct {
-	filters []*headerFilter // per section; nil for HEADER
+	specs   []imap.PartSpecifier // per section: None, Header or Text
+	filters []*headerFilter      // per section; nil for HEADER
 	scratch []byte
 }
 
 func newHeaderSections(secs []*imap.FetchItemBodySection) *headerSections {
-	h := &headerSections{filters: make([]*headerFilter, len(secs))}
+	h := &headerSections{specs: make([]imap.PartSpecifier, len(secs)), filters: make([]*headerFilter, len(secs))}
 	for i, sec := range secs {
+		h.specs[i] = sec.Specifier
 		if len(sec.HeaderFields) > 0 || len(sec.HeaderFieldsNot) > 0 {
 			h.filters[i] = newHeaderFilter(sec.HeaderFields, sec.HeaderFieldsNot)
 		}
@@ -219,8 +242,15 @@ func newHeaderSections(secs []*imap.FetchItemBodySection) *headerSections {
 }
 
 // section returns section i of raw, a message's bytes or (isHeader) only
-// its header (store.BriefHeader); the result is valid until the next call.
+// its header (store.BriefHeader, for a headerOnly FETCH); the result is
+// valid until the next call.
 func (h *headerSections) section(raw []byte, i int, isHeader bool) []byte {
+	switch h.specs[i] {
+	case imap.PartSpecifierNone:
+		return raw
+	case imap.PartSpecifierText:
+		return raw[store.HeaderLen(raw):]
+	}
 	header := raw
 	if !isHeader {
 		header = raw[:store.HeaderLen(raw)]

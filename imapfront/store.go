@@ -43,13 +43,21 @@ type Store interface {
 
 var _ Store = (*store.Store)(nil)
 
-// briefMetaStore is a Store that can also list messages without their
-// envelope and structure (store.Store.MetaBrief: one query, nothing
-// decoded), and read them with their bytes (store.Store.BodiesBrief). A
-// FETCH of only flags, sizes, dates and top-level headers (the header sync
-// most clients start with) uses it when the backend has it.
-type briefMetaStore interface {
+// briefLister is a Store that can list messages without their envelope
+// and structure (store.Store.MetaBrief, pgstore.Store.MetaBrief: one
+// query, nothing decoded or cached). A FETCH whose sections are all found
+// in the bytes alone (bytesOnly: whole messages, top-level headers and
+// texts) uses it when the backend has it.
+type briefLister interface {
 	MetaBrief(ctx context.Context, u store.UserID, mb store.MailboxID, uids []store.UID) ([]store.MessageMeta, error)
+}
+
+// briefMetaStore is a briefLister that can also read the messages' brief
+// metadata with their bytes (store.Store.BodiesBrief): a FETCH of only
+// flags, sizes, dates and top-level headers (the header sync most clients
+// start with) then needs no listing first.
+type briefMetaStore interface {
+	briefLister
 	BodiesBrief(ctx context.Context, u store.UserID, mb store.MailboxID, uids []store.UID, want store.BriefFields, fn func(m *store.MessageMeta, raw []byte, damaged error) error) error
 }
 
