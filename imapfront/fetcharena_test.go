@@ -157,3 +157,54 @@ func TestFetchArenasBackAfterAbort(t *testing.T) {
 	env.logs.buf.Reset()
 	env.logs.mu.Unlock()
 }
+
+// TestFetchArenasMadeFullSizeOnce: a FETCH of more than one chunk makes
+// each of its arenas once, at full size, whatever its chunks' sizes (cut
+// by size to just under bodyChunkBytes, each a little different), and
+// answers every body whole; a FETCH of one chunk makes one arena of its
+// size.
+func TestFetchArenasMadeFullSizeOnce(t *testing.T) {
+	env := newEnv(t)
+	env.user("alice")
+	var raws []string
+	for i := range 24 {
+		raws = append(raws, env.deliverSized("alice", i, 1, 600<<10+i*37<<10)...)
+	}
+	pool := &env.srv.arenas
+	c := env.rawLogin("alice")
+	c.ok("SELECT INBOX")
+	u := c.ok("FETCH 1:* (BODY.PEEK[])")
+	if len(u) != len(raws) {
+		t.Fatalf("%d responses, want %d", len(u), len(raws))
+	}
+	for i, raw := range raws {
+		if w := fmt.Sprintf("* %d FETCH (UID %d BODY[] {%d}%s)", i+1, i+1, len(raw), raw); u[i] != w {
+			t.Fatalf("message %d: got %d bytes %.80q…, want %d bytes", i+1, len(u[i]), u[i], len(w))
+		}
+	}
+	check := func(what string, want int, full bool) {
+		t.Helper()
+		pool.mu.Lock()
+		defer pool.mu.Unlock()
+		used := 0
+		for i, a := range pool.free {
+			if a.bufs == 0 && cap(a.buf) == 0 {
+				continue // taken for the FETCH, not needed
+			}
+			used++
+			if a.bufs != 1 || (cap(a.buf) == bodyChunkBytes) != full {
+				t.Errorf("%s: arena %d made %d buffers, the last of %d bytes (full size %d: %v)", what, i, a.bufs, cap(a.buf), bodyChunkBytes, full)
+			}
+		}
+		if used != want {
+			t.Fatalf("%s: %d arenas used, want %d", what, used, want)
+		}
+	}
+	check("a FETCH of several chunks", fetchArenas, true)
+	pool.reset()
+	u = c.ok("FETCH 2 (BODY.PEEK[])")
+	if len(u) != 1 || !strings.HasSuffix(u[0], raws[1]+")") {
+		t.Fatalf("FETCH 2: %d responses", len(u))
+	}
+	check("a FETCH of one message", 1, false)
+}
