@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,8 +17,10 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
+	"github.com/popbridge/popbridge/imapfront"
 	"github.com/popbridge/popbridge/internal/lib/pop3mem"
 	"github.com/popbridge/popbridge/internal/testkit/pgtest"
+	"github.com/popbridge/popbridge/pgstore"
 	"github.com/popbridge/popbridge/store"
 )
 
@@ -202,6 +205,23 @@ func TestPostgresNodes(t *testing.T) {
 			}
 			if all[m.UID] != got {
 				t.Errorf("UID %d holds %q, appended %q", m.UID, got, all[m.UID])
+			}
+		}
+		// The whole messages and their texts, which imapfront reads
+		// through pgstore's BodiesInto into its arenas: the same.
+		whole := &imap.FetchItemBodySection{Peek: true}
+		text := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierText, Peek: true}
+		raws, err := c.Fetch(uidRange(), &imap.FetchOptions{UID: true, RFC822Size: true, BodySection: []*imap.FetchItemBodySection{whole, text}}).Collect()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(raws) != want {
+			t.Fatalf("fetched %d whole, want %d", len(raws), want)
+		}
+		for _, m := range raws {
+			w, tx := m.FindBodySection(whole), m.FindBodySection(text)
+			if int64(len(w)) != m.RFC822Size || !bytes.HasSuffix(w, tx) || strings.TrimSpace(string(tx)) != all[m.UID] {
+				t.Errorf("UID %d: BODY[] of %d bytes (RFC822.SIZE %d), TEXT %q; appended %q", m.UID, len(w), m.RFC822Size, tx, all[m.UID])
 			}
 		}
 	})
@@ -582,3 +602,11 @@ func killPollingNode(t *testing.T, dsn string, leave bool) {
 	}
 	waitFor(t, "mailbox emptied upstream", func() bool { return len(up.Messages()) == 0 })
 }
+
+// pgstore has the optional methods imapfront uses when a store has them:
+// MetaBrief (a body FETCH lists messages without decoding their envelopes
+// and structures) and BodiesInto (it reads bodies into its arenas).
+var (
+	_ imapfront.BriefLister     = (*pgstore.Store)(nil)
+	_ imapfront.BodiesIntoStore = (*pgstore.Store)(nil)
+)

@@ -72,7 +72,7 @@ func (l *fetchLoader) batch(batch []target) bool {
 		err   error
 	)
 	_, bodiesBrief := st.(briefMetaStore)
-	bl, brief := st.(briefLister)
+	bl, brief := st.(BriefLister)
 	brief = brief && l.needBody && bytesOnly(l.options)
 	switch {
 	case brief && bodiesBrief && !l.markSeen && headerOnly(l.options):
@@ -300,10 +300,12 @@ func (a *bodyArena) copy(b []byte) []byte {
 // (ascending by UID, all with metadata in byUID, or byUID nil: the metadata
 // is read with the bytes, briefMetaStore.BodiesBrief) from one store call,
 // copying every section out of the store's buffers into arena (which it
-// resets). It returns how many targets of chunk it consumed, and their
+// resets), or having the store read the bytes into arena when it can and
+// the sections are slices of them (BodiesIntoStore, rawSections: nothing
+// is copied). It returns how many targets of chunk it consumed, and their
 // responses in chunk order, without those expunged meanwhile.
 //
-// brief says the metadata has no structure (briefLister.MetaBrief, for a
+// brief says the metadata has no structure (BriefLister.MetaBrief, for a
 // bytesOnly FETCH): the sections are found in the bytes.
 func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID map[store.UID]*store.MessageMeta, options *imap.FetchOptions, arena *bodyArena, brief bool) (int, []fetched, error) {
 	byChunkUID := newChunkIndex(chunk)
@@ -320,6 +322,13 @@ func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID
 	var hs *headerSections
 	if brief {
 		hs = newHeaderSections(options.BodySection)
+	}
+	// into: the store reads the bytes into the arena (fetchinto.go) and
+	// the sections are slices of them, copied nowhere.
+	var into *arenaCarver
+	bi, ok := s.srv.opts.Store.(BodiesIntoStore)
+	if ok && byUID != nil && hs != nil && rawSections(options) {
+		into = newArenaCarver(arena)
 	}
 	// rawIsHeader: the store hands only each message's header
 	// (BodiesBrief with store.BriefHeader), not its whole bytes.
@@ -353,6 +362,24 @@ func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID
 			// Answered for itself only (the store logged and
 			// counted it): by the tagged NO.
 			f.damaged = true
+			last = i
+			return nil
+		}
+		if into != nil {
+			if len(raw) > 0 && !into.holds(raw) {
+				// Read into the store's own buffer: what is left
+				// of the arena did not hold it.
+				if before > 0 {
+					*f = fetched{}
+					return errChunkFull
+				}
+				raw = bytes.Clone(raw) // alone, larger than an arena
+			}
+			for i, sec := range options.BodySection {
+				b := partial(hs.section(raw, i, false), sec.Partial)
+				size += len(b)
+				f.bodies = append(f.bodies, b)
+			}
 			last = i
 			return nil
 		}
@@ -419,13 +446,18 @@ func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID
 			return visit(i, &metas[i], raw, damaged)
 		})
 	} else {
-		err = s.srv.opts.Store.Bodies(ctx, s.user.id, v.mbox.id, targetUIDs(chunk), func(uid store.UID, raw []byte, damaged error) error {
+		fn := func(uid store.UID, raw []byte, damaged error) error {
 			i, ok := byChunkUID.find(uid)
 			if !ok {
 				return nil
 			}
 			return visit(i, byUID[uid], raw, damaged)
-		})
+		}
+		if into != nil {
+			err = bi.BodiesInto(ctx, s.user.id, v.mbox.id, targetUIDs(chunk), into.carve, fn)
+		} else {
+			err = s.srv.opts.Store.Bodies(ctx, s.user.id, v.mbox.id, targetUIDs(chunk), fn)
+		}
 	}
 	done := len(chunk)
 	switch {

@@ -204,7 +204,7 @@ func headerOnly(o *imap.FetchOptions) bool {
 // message or its top-level HEADER, HEADER.FIELDS, HEADER.FIELDS.NOT or
 // TEXT, and nothing needs the decoded structure or envelope: then the bytes
 // alone answer it (headerSections), and the metadata it needs is brief
-// (briefLister). A headerOnly FETCH is bytesOnly.
+// (BriefLister). A headerOnly FETCH is bytesOnly.
 func bytesOnly(o *imap.FetchOptions) bool {
 	if o.Envelope || o.BodyStructure != nil || len(o.BinarySection) > 0 || len(o.BinarySectionSize) > 0 || len(o.BodySection) == 0 {
 		return false

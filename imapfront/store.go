@@ -43,21 +43,21 @@ type Store interface {
 
 var _ Store = (*store.Store)(nil)
 
-// briefLister is a Store that can list messages without their envelope
+// BriefLister is a Store that can list messages without their envelope
 // and structure (store.Store.MetaBrief, pgstore.Store.MetaBrief: one
 // query, nothing decoded or cached). A FETCH whose sections are all found
 // in the bytes alone (bytesOnly: whole messages, top-level headers and
 // texts) uses it when the backend has it.
-type briefLister interface {
+type BriefLister interface {
 	MetaBrief(ctx context.Context, u store.UserID, mb store.MailboxID, uids []store.UID) ([]store.MessageMeta, error)
 }
 
-// briefMetaStore is a briefLister that can also read the messages' brief
+// briefMetaStore is a BriefLister that can also read the messages' brief
 // metadata with their bytes (store.Store.BodiesBrief): a FETCH of only
 // flags, sizes, dates and top-level headers (the header sync most clients
 // start with) then needs no listing first.
 type briefMetaStore interface {
-	briefLister
+	BriefLister
 	BodiesBrief(ctx context.Context, u store.UserID, mb store.MailboxID, uids []store.UID, want store.BriefFields, fn func(m *store.MessageMeta, raw []byte, damaged error) error) error
 }
 
