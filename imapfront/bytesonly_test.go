@@ -47,35 +47,13 @@ func bytesSections(peek bool) []*imap.FetchItemBodySection {
 // and headers ending in odd places.
 func TestBytesOnlySectionsMatchBodySection(t *testing.T) {
 	env := newEnv(t)
-	for _, raw := range headerEdgeMessages {
-		env.deliver("alice", "INBOX", raw)
-	}
-	corpus := binaryCorpus(t)
-	for _, n := range slices.Sorted(func(yield func(string) bool) {
-		for k := range corpus {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
-		env.deliver("alice", "INBOX", corpus[n])
-	}
+	metas, byUID, uids, ncorpus := deliverSectionCorpus(t, env)
 	ctx := context.Background()
 	u, mb := env.user("alice"), env.mailbox("alice", "INBOX")
-	metas, err := env.st.Meta(ctx, u.ID, mb.ID, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	byUID := map[store.UID]*store.MessageMeta{}
-	var uids []store.UID
-	for i := range metas {
-		byUID[metas[i].UID] = &metas[i]
-		uids = append(uids, metas[i].UID)
-	}
 	secs := bytesSections(true)
 	hs := newHeaderSections(secs)
 	n := 0
-	err = env.st.Bodies(ctx, u.ID, mb.ID, uids, func(uid store.UID, raw []byte, damaged error) error {
+	err := env.st.Bodies(ctx, u.ID, mb.ID, uids, func(uid store.UID, raw []byte, damaged error) error {
 		if damaged != nil {
 			t.Fatalf("uid %d: %v", uid, damaged)
 		}
@@ -92,8 +70,8 @@ func TestBytesOnlySectionsMatchBodySection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != len(metas) || n < len(corpus)+len(headerEdgeMessages) {
-		t.Fatalf("%d messages read, %d listed, corpus %d", n, len(metas), len(corpus))
+	if n != len(metas) || n < ncorpus+len(headerEdgeMessages) {
+		t.Fatalf("%d messages read, %d listed, corpus %d", n, len(metas), ncorpus)
 	}
 }
 

@@ -3,6 +3,7 @@ package imapfront
 import (
 	"bytes"
 	"context"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,6 +36,32 @@ var headerEdgeMessages = []string{
 	"Subject: bare lf\nFrom: a@b\n\nbody\n",
 }
 
+// deliverSectionCorpus delivers headerEdgeMessages and the parser's
+// corpus (binaryCorpus, by name) to alice's INBOX and returns their
+// metadata (Meta: with structures), by UID, their UIDs, and the corpus's
+// size.
+func deliverSectionCorpus(t *testing.T, env *testEnv) (metas []store.MessageMeta, byUID map[store.UID]*store.MessageMeta, uids []store.UID, ncorpus int) {
+	t.Helper()
+	corpus := binaryCorpus(t)
+	for _, raw := range headerEdgeMessages {
+		env.deliver("alice", "INBOX", raw)
+	}
+	for _, n := range slices.Sorted(maps.Keys(corpus)) {
+		env.deliver("alice", "INBOX", corpus[n])
+	}
+	u, mb := env.user("alice"), env.mailbox("alice", "INBOX")
+	metas, err := env.st.Meta(context.Background(), u.ID, mb.ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byUID = map[store.UID]*store.MessageMeta{}
+	for i := range metas {
+		byUID[metas[i].UID] = &metas[i]
+		uids = append(uids, metas[i].UID)
+	}
+	return metas, byUID, uids, len(corpus)
+}
+
 // TestHeaderSectionsMatchBodySection: the header sync's sections, found in
 // the bytes (store.HeaderLen, no structure), are byte for byte those
 // bodySection gives from the parsed structure, over the parser's corpus
@@ -42,31 +69,10 @@ var headerEdgeMessages = []string{
 // whether found in the whole bytes or read alone (store.BriefHeader).
 func TestHeaderSectionsMatchBodySection(t *testing.T) {
 	env := newEnv(t)
-	corpus := binaryCorpus(t)
-	for _, raw := range headerEdgeMessages {
-		env.deliver("alice", "INBOX", raw)
-	}
-	for _, n := range slices.Sorted(func(yield func(string) bool) {
-		for k := range corpus {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
-		env.deliver("alice", "INBOX", corpus[n])
-	}
+	metas, byUID, uids, ncorpus := deliverSectionCorpus(t, env)
 	ctx := context.Background()
 	u, mb := env.user("alice"), env.mailbox("alice", "INBOX")
-	metas, err := env.st.Meta(ctx, u.ID, mb.ID, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	byUID := map[store.UID]*store.MessageMeta{}
-	var uids []store.UID
-	for i := range metas {
-		byUID[metas[i].UID] = &metas[i]
-		uids = append(uids, metas[i].UID)
-	}
+	var err error
 	// What the header sync reads: only each message's header, checked
 	// by its own checksum (store.BriefHeader).
 	headers := map[store.UID][]byte{}
@@ -108,8 +114,8 @@ func TestHeaderSectionsMatchBodySection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != len(metas) || n < len(corpus) {
-		t.Fatalf("%d messages read, %d listed, corpus %d", n, len(metas), len(corpus))
+	if n != len(metas) || n < ncorpus {
+		t.Fatalf("%d messages read, %d listed, corpus %d", n, len(metas), ncorpus)
 	}
 }
 
