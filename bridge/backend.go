@@ -78,13 +78,13 @@ func openBackend(ctx context.Context, cfg *Config, log *slog.Logger, o openOptio
 		}
 		octx, cancel := context.WithTimeout(ctx, storeOpenTimeout)
 		defer cancel()
-		st, err := pgstore.Open(octx, dsn, pgstore.Options{Logger: slog, NodeName: cfg.Store.NodeName})
+		st, err := pgstore.Open(octx, dsn, pgstore.Options{Logger: slog, NodeName: cfg.Store.NodeName, ReadOnly: o.readOnly})
 		if err != nil {
 			return nil, err // pgstore.Open's errors start with "open store:" and name the host, never the password
 		}
 		return st, nil
 	default:
-		st, err := store.Open(ctx, cfg.Path(cfg.DataDir), store.Options{Logger: slog, ReadOnly: o.readOnly})
+		st, err := store.Open(ctx, cfg.Path(cfg.DataDir), store.Options{Logger: slog})
 		if err != nil {
 			return nil, err // store.Open's errors already start with "open store"
 		}

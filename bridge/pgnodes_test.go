@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -320,6 +321,31 @@ func TestPostgresNodes(t *testing.T) {
 		ex, err := Export(ctx, cfg, nil, "u", out, nil)
 		if err != nil || ex.Messages != 5 {
 			t.Fatalf("export: %+v, %v", ex, err)
+		}
+
+		// The read-only commands never migrate: against a schema one
+		// version behind (a node of the next version's status run while
+		// this version's nodes serve), status and check's ledger read
+		// fail saying so, and the schema stays as it was.
+		db := fmt.Sprintf("nodes%d", dbs)
+		latest := strings.TrimSpace(srv.Psql(t, db, `SELECT max(version) FROM schema_migrations`))
+		srv.Psql(t, db, `DELETE FROM schema_migrations WHERE version = `+latest)
+		if _, err := ReadStatus(ctx, cfg, nil); err == nil || !strings.Contains(err.Error(), "older than this program's") {
+			t.Errorf("status on an older schema: %v", err)
+		}
+		if _, err := LedgerNotes(ctx, cfg, nil); err == nil || !strings.Contains(err.Error(), "older than this program's") {
+			t.Errorf("check's ledger read on an older schema: %v", err)
+		}
+		if v := strings.TrimSpace(srv.Psql(t, db, `SELECT max(version) FROM schema_migrations`)); v == latest {
+			t.Errorf("a read-only command migrated the schema to %s", v)
+		}
+		// A database popbridge never opened: nothing made in it.
+		empty := newDB(t)
+		if _, err := ReadStatus(ctx, pgConfig(t, empty, "c", up), nil); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("status on an empty database: %v, want fs.ErrNotExist", err)
+		}
+		if n := strings.TrimSpace(srv.Psql(t, fmt.Sprintf("nodes%d", dbs), `SELECT count(*) FROM pg_tables WHERE schemaname = 'public'`)); n != "0" {
+			t.Errorf("status made %s tables in an empty database", n)
 		}
 	})
 

@@ -270,6 +270,10 @@ func (f *feed) takeOrigin(seq int64) any {
 // fn once the feed has read it back from the changes table, shortly after
 // the write returned.
 func (s *Store) Subscribe(fn func(store.Change)) *store.Subscription {
+	if s.feed == nil {
+		// Read-only: a feed of its own that nothing publishes to.
+		return store.NewFeed().Subscribe(fn)
+	}
 	return s.feed.pub.Subscribe(fn)
 }
 

@@ -71,6 +71,17 @@ type Options struct {
 	// not cut short by the caller's context, so that a commit is not torn
 	// between done and reported); 0 means 60 seconds.
 	WriteTimeout time.Duration
+	// ReadOnly opens the store for reading only, beside the nodes that
+	// serve it (the status, check, export and provider-users commands):
+	// Open runs no migration, starts no change feed and no indexer, and
+	// fails unless the database holds a popbridge schema of exactly this
+	// program's version (an error wrapping fs.ErrNotExist when it holds
+	// none: no store yet). Its connections are read-only to PostgreSQL
+	// (default_transaction_read_only), every write method returns an error
+	// wrapping store.ErrReadOnly, and Subscribe never delivers a Change.
+	// Without it, a `popbridge status` of a newer version would migrate
+	// the schema under the nodes still running the older one.
+	ReadOnly bool
 }
 
 // Store is the mail store on PostgreSQL. It is safe for concurrent use, by
@@ -84,6 +95,9 @@ type Store struct {
 	writeTO time.Duration
 	closed  atomic.Bool
 	closeMu sync.Mutex
+	// readOnly is Options.ReadOnly.
+	readOnly bool
+	// feed is nil for a read-only Store.
 	feed    *feed
 	retries atomic.Int64
 	damaged atomic.Int64
@@ -134,6 +148,10 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		cfg.MaxConns = 10
 	}
 	cfg.ConnConfig.BuildFrontend = bufferedFrontend // readbuf.go
+	if opts.ReadOnly {
+		// PostgreSQL itself refuses any write on these connections.
+		cfg.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"
+	}
 	port := cfg.ConnConfig.Port
 	if port == 0 {
 		port = defaultPort
@@ -148,6 +166,14 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open store: postgres at %s: %w: %w", s.host, ErrUnavailable, err)
 	}
 	s.pool = pool
+	if opts.ReadOnly {
+		s.readOnly = true
+		if err := s.checkSchema(ctx); err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("open store read-only: postgres at %s: %w", s.host, s.classify(err))
+		}
+		return s, nil
+	}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("open store: postgres at %s: %w", s.host, s.classify(err))
@@ -173,7 +199,9 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.indexer.Close()
-	s.feed.close()
+	if s.feed != nil {
+		s.feed.close()
+	}
 	s.pool.Close()
 	return nil
 }
@@ -191,6 +219,9 @@ func (s *Store) Health() error {
 	defer cancel()
 	if err := s.pool.Ping(ctx); err != nil {
 		return fmt.Errorf("postgres at %s: %w: %w", s.host, ErrUnavailable, err)
+	}
+	if s.feed == nil {
+		return nil // read-only: no feed
 	}
 	return s.feed.health()
 }
@@ -236,6 +267,9 @@ const maxAttempts = 10
 func (s *Store) write(ctx context.Context, op string, fn func(w *wtx) error) error {
 	if s.closed.Load() {
 		return fmt.Errorf("%s: %w", op, store.ErrClosed)
+	}
+	if s.readOnly {
+		return fmt.Errorf("%s: %w", op, store.ErrReadOnly)
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
@@ -342,6 +376,9 @@ func (s *Store) classify(err error) error {
 		// shutting down or starting.
 		if pe.Code[:2] == "08" || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03" {
 			return fmt.Errorf("postgres at %s: %w: %w", s.host, ErrUnavailable, err)
+		}
+		if pe.Code == "25006" { // read_only_sql_transaction: a read-only Store's write
+			return fmt.Errorf("%w: %w", store.ErrReadOnly, err)
 		}
 		return err
 	}

@@ -22,6 +22,7 @@ func TestStore(t *testing.T) {
 		{"Mailboxes", testMailboxes},
 		{"Messages", testMessages},
 		{"MetaBrief", testMetaBrief},
+		{"ReadOnly", testReadOnly},
 		{"MoveWithinMailbox", testMoveWithinMailbox},
 		{"Parity", testParity},
 		{"Deliver", testDeliver},
