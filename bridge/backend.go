@@ -84,7 +84,7 @@ func openBackend(ctx context.Context, cfg *Config, log *slog.Logger, o openOptio
 		}
 		return st, nil
 	default:
-		st, err := store.Open(ctx, cfg.Path(cfg.DataDir), store.Options{Logger: slog})
+		st, err := store.Open(ctx, cfg.Path(cfg.DataDir), store.Options{Logger: slog, ReadOnly: o.readOnly})
 		if err != nil {
 			return nil, err // store.Open's errors already start with "open store"
 		}
