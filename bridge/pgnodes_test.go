@@ -219,6 +219,18 @@ func TestPostgresNodes(t *testing.T) {
 		if len(raws) != want {
 			t.Fatalf("fetched %d whole, want %d", len(raws), want)
 		}
+		// A header sync without ENVELOPE (as Thunderbird's), which
+		// reads only the headers (pgstore's BodiesBrief).
+		subject := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{"Subject"}, Peek: true}
+		hdrs, err := c.Fetch(uidRange(), &imap.FetchOptions{UID: true, RFC822Size: true, BodySection: []*imap.FetchItemBodySection{subject}}).Collect()
+		if err != nil || len(hdrs) != want {
+			t.Fatalf("header sync: %d messages, %v", len(hdrs), err)
+		}
+		for _, m := range hdrs {
+			if got := string(m.FindBodySection(subject)); got != "Subject: "+all[m.UID]+"\r\n\r\n" || m.RFC822Size == 0 {
+				t.Errorf("UID %d: Subject section %q (size %d), appended %q", m.UID, got, m.RFC822Size, all[m.UID])
+			}
+		}
 		for _, m := range raws {
 			w, tx := m.FindBodySection(whole), m.FindBodySection(text)
 			if int64(len(w)) != m.RFC822Size || !bytes.HasSuffix(w, tx) || strings.TrimSpace(string(tx)) != all[m.UID] {
@@ -631,8 +643,10 @@ func killPollingNode(t *testing.T, dsn string, leave bool) {
 
 // pgstore has the optional methods imapfront uses when a store has them:
 // MetaBrief (a body FETCH lists messages without decoding their envelopes
-// and structures) and BodiesInto (it reads bodies into its arenas).
+// and structures), BodiesBrief (a header sync reads only the headers) and
+// BodiesInto (a body FETCH reads bodies into its arenas).
 var (
 	_ imapfront.BriefLister     = (*pgstore.Store)(nil)
+	_ imapfront.BriefMetaStore  = (*pgstore.Store)(nil)
 	_ imapfront.BodiesIntoStore = (*pgstore.Store)(nil)
 )

@@ -71,7 +71,7 @@ func (l *fetchLoader) batch(batch []target) bool {
 		metas []store.MessageMeta
 		err   error
 	)
-	_, bodiesBrief := st.(briefMetaStore)
+	_, bodiesBrief := st.(BriefMetaStore)
 	bl, brief := st.(BriefLister)
 	brief = brief && l.needBody && bytesOnly(l.options)
 	switch {
@@ -134,7 +134,7 @@ func (l *fetchLoader) batch(batch []target) bool {
 
 // bodies loads the responses of present, which need message bytes, a
 // chunk at a time, and sends them; false when the loader must stop.
-// byUID nil: the metadata is read with the bytes (briefMetaStore).
+// byUID nil: the metadata is read with the bytes (BriefMetaStore).
 func (l *fetchLoader) bodies(present []target, byUID map[store.UID]*store.MessageMeta, seenChanged map[store.UID]bool, brief bool) bool {
 	s, v := l.s, l.v
 	for len(present) > 0 {
@@ -298,7 +298,7 @@ func (a *bodyArena) copy(b []byte) []byte {
 
 // loadBodies computes the FETCH responses of the first messages of chunk
 // (ascending by UID, all with metadata in byUID, or byUID nil: the metadata
-// is read with the bytes, briefMetaStore.BodiesBrief) from one store call,
+// is read with the bytes, BriefMetaStore.BodiesBrief) from one store call,
 // copying every section out of the store's buffers into arena (which it
 // resets), or having the store read the bytes into arena when it can and
 // the sections are slices of them (BodiesIntoStore, rawSections: nothing
@@ -426,7 +426,7 @@ func (s *session) loadBodies(ctx context.Context, v *view, chunk []target, byUID
 		return nil
 	}
 	var err error
-	if bs, ok := s.srv.opts.Store.(briefMetaStore); ok && byUID == nil {
+	if bs, ok := s.srv.opts.Store.(BriefMetaStore); ok && byUID == nil {
 		// Only what the response writes: every column is a conversion
 		// per message (writeFetchItems reads no ids or modseqs here).
 		// The loader takes this path for headerOnly FETCHes only:

@@ -52,13 +52,13 @@ type BriefLister interface {
 	MetaBrief(ctx context.Context, u store.UserID, mb store.MailboxID, uids []store.UID) ([]store.MessageMeta, error)
 }
 
-// briefMetaStore is a BriefLister that can also read the messages' brief
+// BriefMetaStore is a BriefLister that can also read the messages' brief
 // metadata with their bytes (store.Store.BodiesBrief): a FETCH of only
 // flags, sizes, dates and top-level headers (the header sync most clients
 // start with) then needs no listing first.
-type briefMetaStore interface {
+type BriefMetaStore interface {
 	BriefLister
 	BodiesBrief(ctx context.Context, u store.UserID, mb store.MailboxID, uids []store.UID, want store.BriefFields, fn func(m *store.MessageMeta, raw []byte, damaged error) error) error
 }
 
-var _ briefMetaStore = (*store.Store)(nil)
+var _ BriefMetaStore = (*store.Store)(nil)
