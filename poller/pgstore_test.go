@@ -245,8 +245,13 @@ func TestTwoNodesOnePollerPerAccount(t *testing.T) {
 
 	killed := time.Now()
 	holder.kill()
-	eventually(t, 30*time.Second, "node "+other.name+" to take over", func() bool { return other.status().LeaseHeld })
-	if st := other.status(); st.LastAttempt.IsZero() || st.LastAttempt.Sub(killed) > 2*ttl {
+	// Taken over: the lease held and the poll begun (its attempt time
+	// is set just after the lease is acquired, not with it).
+	eventually(t, 30*time.Second, "node "+other.name+" to take over", func() bool {
+		st := other.status()
+		return st.LeaseHeld && !st.LastAttempt.IsZero()
+	})
+	if st := other.status(); st.LastAttempt.Sub(killed) > 2*ttl {
 		t.Errorf("node %s polled %v after the holder's death, want within two lease periods (%v)", other.name, st.LastAttempt.Sub(killed), 2*ttl)
 	}
 	eventually(t, 60*time.Second, "the maildrop emptied", func() bool { return len(up.Messages()) == 0 })
