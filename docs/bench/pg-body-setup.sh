@@ -14,7 +14,7 @@ mkdir -p "$R"
 [ -x "$R/imapbench" ] || (cd "$BENCH/imapbench" && go build -o "$R/imapbench" .)
 corpus=$R/corpus/seed1-n10000/Maildir
 [ -d "$corpus" ] || python3 "$BENCH/corpus.py" "$corpus" -n 10000 --seed 1 >/dev/null
-BENCH_RUN=$R POP_PORT=27110 IMAP_PORT=27143 "$BENCH/dovecot/start.sh" >/dev/null
+BENCH_RUN=$R POP_PORT=27110 IMAP_PORT=27143 "$BENCH/dovecot/start.sh" >/dev/null 2>"$R/dovecot-start.err" </dev/null   # the daemon keeps no pipe of the caller open
 md=$R/mail/bench/Maildir
 if [ ! -d "$md" ]; then cp -al "$corpus" "$md"; chown -R nobody:nogroup "$R/mail/bench"; fi
 DSN=$(bash "$here/pg-start.sh" "$PGDIR" 27432 benchpg "$@")
