@@ -19,11 +19,7 @@ import (
 // order, duplicates and absent UIDs of the request; and a caller that
 // stops early gets its error back after exactly the messages it took.
 func TestBodiesBatches(t *testing.T) {
-	srv := pgtest.Start(t, pgtest.Options{NoFsync: true})
-	e := newEnv(t, srv)
-	s := e.open(t, "a")
-	u := mustUser(t, s, "alice")
-	mb := mustMailbox(t, s, u.ID, "INBOX")
+	s, u, mb := aliceInbox(t, Options{PollInterval: time.Hour})
 	n := 3*bodiesBatch + 5
 	var present []store.UID
 	for i := range n {
@@ -76,12 +72,8 @@ func TestBodiesBatches(t *testing.T) {
 // message under two UIDs (a copy within it); a message whose bytes are
 // gone. Every message is visited once, ascending, with its own bytes.
 func TestBodiesGroups(t *testing.T) {
-	srv := pgtest.Start(t, pgtest.Options{NoFsync: true})
-	e := newEnv(t, srv)
-	s := e.openWith(t, Options{NodeName: "a", PollInterval: time.Hour, DisableIndexer: true})
+	s, u, inbox := aliceInbox(t, Options{PollInterval: time.Hour, DisableIndexer: true})
 	ctx := context.Background()
-	u := mustUser(t, s, "alice")
-	inbox := mustMailbox(t, s, u.ID, "INBOX")
 	other, err := s.CreateMailbox(ctx, u.ID, "Other", "")
 	if err != nil {
 		t.Fatal(err)
@@ -154,12 +146,8 @@ func TestBodiesGroups(t *testing.T) {
 // its bytes, a missing one passed over, and a caller's error stops the
 // read and comes back.
 func TestReadGroup(t *testing.T) {
-	srv := pgtest.Start(t, pgtest.Options{NoFsync: true})
-	e := newEnv(t, srv)
-	s := e.openWith(t, Options{NodeName: "a", PollInterval: time.Hour, DisableIndexer: true})
+	s, u, inbox := aliceInbox(t, Options{PollInterval: time.Hour, DisableIndexer: true})
 	ctx := context.Background()
-	u := mustUser(t, s, "alice")
-	inbox := mustMailbox(t, s, u.ID, "INBOX")
 	var ids []int64
 	raws := map[int64][]byte{}
 	for i, n := range chunkSizes {
@@ -218,12 +206,8 @@ func TestReadGroup(t *testing.T) {
 // Bodies is reading them are still handed over whole, from the read's
 // snapshot, across groups; the next call no longer sees them.
 func TestBodiesExpungedMidCall(t *testing.T) {
-	srv := pgtest.Start(t, pgtest.Options{NoFsync: true})
-	e := newEnv(t, srv)
-	s := e.openWith(t, Options{NodeName: "a", PollInterval: time.Hour, DisableIndexer: true})
+	s, u, inbox := aliceInbox(t, Options{PollInterval: time.Hour, DisableIndexer: true})
 	ctx := context.Background()
-	u := mustUser(t, s, "alice")
-	inbox := mustMailbox(t, s, u.ID, "INBOX")
 	want := map[store.UID][]byte{}
 	var uids []store.UID
 	for i := range 2*bodiesBatch + 1 {
@@ -255,4 +239,18 @@ func TestBodiesExpungedMidCall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// aliceInbox starts a private PostgreSQL, opens a Store on a database of
+// its own with opts (NodeName "a" when empty) and returns it with user
+// alice and her INBOX: the setup of the body-reading tests.
+func aliceInbox(t *testing.T, opts Options) (*Store, store.User, store.Mailbox) {
+	t.Helper()
+	e := newEnv(t, pgtest.Start(t, pgtest.Options{NoFsync: true}))
+	if opts.NodeName == "" {
+		opts.NodeName = "a"
+	}
+	s := e.openWith(t, opts)
+	u := mustUser(t, s, "alice")
+	return s, u, mustMailbox(t, s, u.ID, "INBOX")
 }

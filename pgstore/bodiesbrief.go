@@ -59,7 +59,9 @@ func (s *Store) BodiesBrief(ctx context.Context, u store.UserID, id store.Mailbo
 }
 
 // briefMetas lists the entries of mailbox id among uids (all: every one)
-// with MetaBrief's metadata, ascending by UID.
+// with MetaBrief's metadata, ascending by UID. Entries with identical
+// flags share one slice, as selectEntries makes them; one zone value per
+// offset.
 func briefMetas(ctx context.Context, tx pgx.Tx, id store.MailboxID, uids []int64, all bool) ([]store.MessageMeta, error) {
 	query := `SELECT mm.uid, mm.message_id, mm.flags, mm.modseq, m.size, m.internal_date, m.internal_zone
 		FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id WHERE mm.mailbox_id = $1`
@@ -124,11 +126,16 @@ func headerIn(prefix []byte, whole bool) (int, bool) {
 	}
 	lines := prefix[:bytes.LastIndexByte(prefix, '\n')+1]
 	h := store.HeaderLen(lines)
-	// Ended before the last complete line, or by it when it is blank
-	// (HeaderLen stops at the first blank line).
-	if h < len(lines) || (h > 0 && (bytes.HasSuffix(lines[:h], []byte("\n\r\n")) || bytes.HasSuffix(lines[:h], []byte("\n\n")) ||
-		h == len("\r\n") && string(lines[:h]) == "\r\n" || h == 1 && lines[0] == '\n')) {
+	if h < len(lines) {
 		return h, true
+	}
+	// Ended by the last complete line when it is blank (HeaderLen stops
+	// at the first blank line).
+	if h > 0 {
+		last := lines[bytes.LastIndexByte(lines[:h-1], '\n')+1 : h]
+		if string(last) == "\r\n" || string(last) == "\n" {
+			return h, true
+		}
 	}
 	return 0, false
 }
@@ -159,7 +166,7 @@ func briefHeaders(ctx context.Context, tx pgx.Tx, metas []store.MessageMeta, fn 
 		first []byte
 	)
 	_, err = pgx.ForEachRow(rows, []any{&mid, &first}, func() error {
-		if h, ok := headerIn(first, int64(len(first)) >= size[store.MessageID(mid)]); ok && h <= len(first) {
+		if h, ok := headerIn(first, int64(len(first)) >= size[store.MessageID(mid)]); ok {
 			headers[store.MessageID(mid)] = bytes.Clone(first[:h])
 		}
 		return nil

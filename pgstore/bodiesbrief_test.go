@@ -7,8 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
-	"github.com/popbridge/popbridge/internal/testkit/pgtest"
 	"github.com/popbridge/popbridge/store"
 )
 
@@ -75,11 +75,7 @@ func TestHeaderIn(t *testing.T) {
 // ending in, at and past the first 8,000-byte row, none, 0-byte messages),
 // else the whole bytes Body reads.
 func TestBodiesBrief(t *testing.T) {
-	srv := pgtest.Start(t, pgtest.Options{NoFsync: true})
-	e := newEnv(t, srv)
-	s := e.open(t, "a")
-	u := mustUser(t, s, "alice")
-	mb := mustMailbox(t, s, u.ID, "INBOX")
+	s, u, mb := aliceInbox(t, Options{PollInterval: time.Hour})
 	ctx := context.Background()
 	bodies := map[store.UID][]byte{}
 	var uids []store.UID

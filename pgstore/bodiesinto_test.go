@@ -8,9 +8,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 	"unsafe"
 
-	"github.com/popbridge/popbridge/internal/testkit/pgtest"
 	"github.com/popbridge/popbridge/store"
 )
 
@@ -31,11 +31,7 @@ func inSlab(b, slab []byte) bool {
 // slab beyond each buffer untouched; and no buffer of the caller's ever
 // goes into the store's pool.
 func TestBodiesInto(t *testing.T) {
-	srv := pgtest.Start(t, pgtest.Options{NoFsync: true})
-	e := newEnv(t, srv)
-	s := e.open(t, "a")
-	u := mustUser(t, s, "alice")
-	mb := mustMailbox(t, s, u.ID, "INBOX")
+	s, u, mb := aliceInbox(t, Options{PollInterval: time.Hour})
 	ctx := context.Background()
 	sizes := []int{0, 1, 7999, 8000, 8001, 20_000, 300_003}
 	want := map[store.UID][]byte{}

@@ -3,8 +3,6 @@ package pgstore
 import (
 	"context"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -128,60 +126,14 @@ func (s *Store) MetaBrief(ctx context.Context, u store.UserID, id store.MailboxI
 	if !ok {
 		return nil, nil
 	}
-	query := `SELECT mm.uid, mm.message_id, mm.flags, mm.modseq, m.size, m.internal_date, m.internal_zone
-		FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id WHERE mm.mailbox_id = $1`
-	args := []any{id}
-	if !all {
-		query += ` AND mm.uid = ANY ($2)`
-		args = append(args, arr)
-	}
 	var out []store.MessageMeta
 	err := s.read(ctx, "message meta", func(tx pgx.Tx) error {
 		if _, err := mailboxByID(ctx, tx, u, id, false); err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, query+` ORDER BY mm.uid`, args...)
-		if err != nil {
-			return fmt.Errorf("query meta: %w", err)
-		}
-		// Entries with identical flags share one slice, as selectEntries
-		// makes them; one zone value per offset.
-		shared := map[string][]string{}
-		zones := map[int32]*time.Location{}
-		out = out[:0]
-		var (
-			e           store.MessageMeta
-			uid, modseq int64
-			flags       []string
-			date        time.Time
-			zone        int32
-		)
-		_, err = pgx.ForEachRow(rows, []any{&uid, &e.Message, &flags, &modseq, &e.Size, &date, &zone}, func() error {
-			key := strings.Join(flags, "\x00")
-			f, ok := shared[key]
-			if !ok {
-				f = slices.Clone(flags)
-				if f == nil {
-					f = []string{}
-				}
-				shared[key] = f
-			}
-			loc, ok := zones[zone]
-			if !ok {
-				loc = time.FixedZone("", int(zone))
-				zones[zone] = loc
-			}
-			out = append(out, store.MessageMeta{
-				Entry:        store.Entry{UID: store.UID(uid), Message: e.Message, Flags: f, ModSeq: uint64(modseq)},
-				InternalDate: date.In(loc),
-				Size:         e.Size,
-			})
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("query meta: %w", err)
-		}
-		return nil
+		var err error
+		out, err = briefMetas(ctx, tx, id, arr, all)
+		return err
 	})
 	if err != nil {
 		return nil, err
